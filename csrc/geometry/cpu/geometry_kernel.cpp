@@ -1,0 +1,155 @@
+// CPU kernels of the geometry ops: one matrix per task, parallel over the batch. With
+// check_rtol >= 0 each matrix is validated while it is in cache, before it is used.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "../geometry.h"
+#include "../simplex_geometry.h"
+
+namespace simplexkern {
+namespace geometry {
+namespace {
+
+using detail::DenseMat;
+
+// Runs fn(b, matrix, scratch) for every matrix b of the flattened (N, n, n) batch, with a
+// per-thread float64 scratch of `words` entries; raises for the worst defect found.
+template <typename scalar_t, typename Fn>
+void for_each_matrix(const at::Tensor& d, double check_rtol, int64_t words, int64_t grain, Fn fn) {
+  const int64_t batch = d.size(0), n = d.size(1);
+  const scalar_t* in = d.const_data_ptr<scalar_t>();
+  std::atomic<int> worst{0};
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+    std::vector<double> scratch(words + 1);
+    int local = 0;
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* m = in + b * n * n;
+      if (check_rtol >= 0) {
+        const int defect = detail::sqdist_defect(m, n, check_rtol);
+        if (defect) { local = defect > local ? defect : local; continue; }
+      }
+      fn(b, m, scratch.data());
+    }
+    int seen = worst.load();
+    while (local > seen && !worst.compare_exchange_weak(seen, local)) {}
+  });
+  detail::raise_sqdist_defect(worst.load());
+}
+
+at::Tensor flat(const at::Tensor& sqdist) {
+  detail::check_sqdist(sqdist);
+  const int64_t n = sqdist.size(-1);
+  return sqdist.contiguous().view({-1, n, n});
+}
+
+at::Tensor batch_shape_empty(const at::Tensor& sqdist) {
+  return at::empty(sqdist.sizes().slice(0, sqdist.dim() - 2), sqdist.options());
+}
+
+at::Tensor log_volume_cpu(const at::Tensor& sqdist, double check_rtol) {
+  const at::Tensor d = flat(sqdist);
+  const int64_t n = d.size(1), k = n - 1;
+  const double log_kfact = std::lgamma(static_cast<double>(n));
+  at::Tensor out = batch_shape_empty(sqdist);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "log_volume_cpu", [&] {
+    scalar_t* res = out.data_ptr<scalar_t>();
+    for_each_matrix<scalar_t>(d, check_rtol, k * k, 64, [&](int64_t b, const scalar_t* m, double* scratch) {
+      res[b] = static_cast<scalar_t>(detail::log_volume_one(m, n, log_kfact, DenseMat{scratch, k}));
+    });
+  });
+  return out;
+}
+
+at::Tensor cayley_menger_cpu(const at::Tensor& sqdist, double check_rtol) {
+  const at::Tensor d = flat(sqdist);
+  const int64_t n = d.size(1);
+  at::Tensor out = batch_shape_empty(sqdist);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "cayley_menger_cpu", [&] {
+    scalar_t* res = out.data_ptr<scalar_t>();
+    for_each_matrix<scalar_t>(d, check_rtol, (n + 1) * (n + 1), 64, [&](int64_t b, const scalar_t* m, double* scratch) {
+      res[b] = static_cast<scalar_t>(detail::cayley_menger_one(m, n, DenseMat{scratch, n + 1}));
+    });
+  });
+  return out;
+}
+
+at::Tensor log_volume_backward_cpu(const at::Tensor& grad, const at::Tensor& sqdist) {
+  const at::Tensor d = flat(sqdist);
+  const int64_t batch = d.size(0), n = d.size(1), k = n - 1;
+  const at::Tensor g = grad.to(at::kDouble).contiguous().view({-1});
+  TORCH_CHECK(g.numel() == batch, "grad must have one entry per matrix");
+  at::Tensor out = at::empty({batch, n, n}, d.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "log_volume_backward_cpu", [&] {
+    const double* gout = g.const_data_ptr<double>();
+    scalar_t* res = out.data_ptr<scalar_t>();
+    for_each_matrix<scalar_t>(d, -1.0, 2 * k * k, 16, [&](int64_t b, const scalar_t* m, double* scratch) {
+      detail::log_volume_backward_one(m, n, gout[b], res + b * n * n, DenseMat{scratch, k},
+                                      DenseMat{scratch + k * k, k});
+    });
+  });
+  return out.view(sqdist.sizes());
+}
+
+// One pass over the vertices: each task takes a block of coordinates, accumulates every
+// pair's squared differences in float64 (four partial sums per pair), then adds its block
+// sums to the result under a lock.
+at::Tensor pairwise_sqdist_cpu(const at::Tensor& vertices) {
+  TORCH_CHECK(vertices.dim() == 3, "vertices must have shape (batch, n, D)");
+  const at::Tensor v = vertices.contiguous();
+  const int64_t batch = v.size(0), n = v.size(1), dim = v.size(2);
+  at::Tensor out = at::zeros({batch, n, n}, v.options().dtype(at::kDouble));
+  double* res = out.data_ptr<double>();
+  std::mutex lock;
+  constexpr int64_t kBlock = 1024;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "pairwise_sqdist_cpu", [&] {
+    const scalar_t* in = v.const_data_ptr<scalar_t>();
+    at::parallel_for(0, (dim + kBlock - 1) / kBlock, 16, [&](int64_t begin, int64_t end) {
+      std::vector<double> local(batch * n * n, 0.0), x(n * kBlock);
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t lo = blk * kBlock, len = std::min(kBlock, dim - lo);
+        for (int64_t b = 0; b < batch; ++b) {
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t c = 0; c < len; ++c) x[i * kBlock + c] = static_cast<double>(in[(b * n + i) * dim + lo + c]);
+          for (int64_t i = 0; i < n; ++i) {
+            for (int64_t j = i + 1; j < n; ++j) {
+              const double *xi = x.data() + i * kBlock, *xj = x.data() + j * kBlock;
+              double a[4] = {0.0, 0.0, 0.0, 0.0};
+              int64_t c = 0;
+              for (; c + 4 <= len; c += 4)
+                for (int q = 0; q < 4; ++q) { const double e = xi[c + q] - xj[c + q]; a[q] += e * e; }
+              for (; c < len; ++c) { const double e = xi[c] - xj[c]; a[0] += e * e; }
+              local[(b * n + i) * n + j] += (a[0] + a[1]) + (a[2] + a[3]);
+            }
+          }
+        }
+      }
+      const std::lock_guard<std::mutex> guard(lock);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = i + 1; j < n; ++j) res[(b * n + i) * n + j] += local[(b * n + i) * n + j];
+    });
+  });
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) res[(b * n + j) * n + i] = res[(b * n + i) * n + j];
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(simplexkern, CPU, m) {
+  m.impl("log_volume", log_volume_cpu);
+  m.impl("cayley_menger_determinant", cayley_menger_cpu);
+  m.impl("_log_volume_backward", log_volume_backward_cpu);
+  m.impl("_pairwise_sqdist", pairwise_sqdist_cpu);
+}
+
+}  // namespace geometry
+}  // namespace simplexkern

@@ -1,0 +1,87 @@
+// Schemas of the geometry ops and their shape-only (Meta) kernels.
+#include "geometry.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+namespace simplexkern {
+namespace geometry {
+
+at::Tensor log_volume(const at::Tensor& sqdist, double check_rtol) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("simplexkern::log_volume", "")
+                       .typed<decltype(log_volume)>();
+  return op.call(sqdist, check_rtol);
+}
+
+at::Tensor cayley_menger_determinant(const at::Tensor& sqdist, double check_rtol) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("simplexkern::cayley_menger_determinant", "")
+                       .typed<decltype(cayley_menger_determinant)>();
+  return op.call(sqdist, check_rtol);
+}
+
+namespace detail {
+
+at::Tensor _log_volume_backward(const at::Tensor& grad, const at::Tensor& sqdist) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("simplexkern::_log_volume_backward", "")
+                       .typed<decltype(_log_volume_backward)>();
+  return op.call(grad, sqdist);
+}
+
+void check_sqdist(const at::Tensor& sqdist) {
+  TORCH_CHECK(at::isFloatingType(sqdist.scalar_type()),
+              "sqdist must be a floating-point tensor, got ", sqdist.scalar_type());
+  TORCH_CHECK(sqdist.dim() >= 2 && sqdist.size(-1) == sqdist.size(-2) && sqdist.size(-1) >= 1,
+              "sqdist must have shape (..., n, n) with n >= 1, got ", sqdist.sizes());
+}
+
+void raise_sqdist_defect(int code) {
+  switch (code) {
+    case 0: return;
+    case 4: TORCH_CHECK_VALUE(false, "sqdist must be finite, but it contains NaN or inf");
+    case 3: TORCH_CHECK_VALUE(false, "sqdist must hold squared distances (>= 0), but it has negative entries");
+    case 2: TORCH_CHECK_VALUE(false, "sqdist must be symmetric in its last two dimensions");
+    default: TORCH_CHECK_VALUE(false, "sqdist must have a zero diagonal (the distance of a vertex to itself)");
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+at::Tensor batch_result_meta(const at::Tensor& sqdist, double check_rtol) {
+  detail::check_sqdist(sqdist);
+  return at::empty(sqdist.sizes().slice(0, sqdist.dim() - 2), sqdist.options());
+}
+
+at::Tensor pairwise_sqdist_meta(const at::Tensor& vertices) {
+  TORCH_CHECK(vertices.dim() == 3, "vertices must have shape (batch, n, D)");
+  return at::empty({vertices.size(0), vertices.size(1), vertices.size(1)}, vertices.options().dtype(at::kDouble));
+}
+
+at::Tensor log_volume_backward_meta(const at::Tensor& grad, const at::Tensor& sqdist) {
+  detail::check_sqdist(sqdist);
+  return at::empty_like(sqdist);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(simplexkern, m) {
+  m.def("log_volume(Tensor sqdist, float check_rtol=-1.0) -> Tensor");
+  m.def("cayley_menger_determinant(Tensor sqdist, float check_rtol=-1.0) -> Tensor");
+  m.def("_log_volume_backward(Tensor grad, Tensor sqdist) -> Tensor");
+  // (batch, n, D) vertices -> (batch, n, n) float64 squared distances from exact differences.
+  m.def("_pairwise_sqdist(Tensor vertices) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(simplexkern, Meta, m) {
+  m.impl("log_volume", batch_result_meta);
+  m.impl("cayley_menger_determinant", batch_result_meta);
+  m.impl("_log_volume_backward", log_volume_backward_meta);
+  m.impl("_pairwise_sqdist", pairwise_sqdist_meta);
+}
+
+}  // namespace geometry
+}  // namespace simplexkern

@@ -1,0 +1,26 @@
+// C++ entry points of the geometry ops; each call goes through the dispatcher, so
+// device kernels and autograd apply as they do from Python.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace simplexkern {
+namespace geometry {
+
+// (..., n, n) squared-distance matrices -> (...,) log-volumes of the (n-1)-simplexes.
+// With check_rtol >= 0 every matrix is validated on the way (finite, >= 0, symmetric, zero
+// diagonal, to check_rtol times its largest entry) and a defect raises c10::ValueError.
+at::Tensor log_volume(const at::Tensor& sqdist, double check_rtol = -1.0);
+
+// (..., n, n) -> (...,) signed determinants of the bordered matrices [[0, 1^T], [1, D]].
+at::Tensor cayley_menger_determinant(const at::Tensor& sqdist, double check_rtol = -1.0);
+
+namespace detail {
+at::Tensor _log_volume_backward(const at::Tensor& grad, const at::Tensor& sqdist);
+void check_sqdist(const at::Tensor& sqdist);
+// Raises c10::ValueError for a non-zero code of sqdist_defect (simplex_geometry.h).
+void raise_sqdist_defect(int code);
+}  // namespace detail
+
+}  // namespace geometry
+}  // namespace simplexkern

@@ -1,0 +1,15 @@
+"""simplexkern: simplexes, simplicial complexes and curves of neural-network weights."""
+import torch  # noqa: F401  (libtorch must be loaded before the extension)
+
+try:
+    from simplexkern import _C
+except ImportError as err:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "simplexkern._C, the compiled extension, is missing or does not load; build it with "
+        "`pip install --no-build-isolation -e .` from the repository root (or `make build`)"
+    ) from err
+
+from simplexkern import geometry
+
+__version__ = "0.1.0"
+__all__ = ["geometry", "__version__"]

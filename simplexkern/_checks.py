@@ -1,0 +1,42 @@
+"""Argument checks shared by the public functions: each error names the argument."""
+import numbers
+
+import torch
+
+
+def tensor(x, name):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def floating(x, name):
+    tensor(x, name)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def finite(x, name):
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} must be finite, but it contains NaN or inf")
+    return x
+
+
+def count(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def cuda_kernels(x, name):
+    from simplexkern import _C
+
+    if x.is_cuda and not _C.cuda_enabled():
+        raise RuntimeError(
+            f"{name} is on {x.device}, but simplexkern._C was built without CUDA kernels; "
+            "rebuild on a GPU machine with `SIMPLEXKERN_CUDA=1 pip install --no-build-isolation -e .`"
+        )
+    return x

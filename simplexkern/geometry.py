@@ -1,0 +1,179 @@
+"""Geometry of simplexes of weights: sampling, curve coefficients, distances, volumes.
+
+Volumes come from the compiled ops ``torch.ops.simplexkern.*`` (float64 inside, Gram form
+with Cholesky, ``-inf`` for degenerate simplexes). Notation follows SPEC: a k-simplex has
+n = k + 1 vertices; ``sqdist`` holds squared Euclidean distances between them.
+"""
+import math
+
+import torch
+
+from simplexkern import _checks
+
+__all__ = [
+    "sample_simplex",
+    "bezier_coefficients",
+    "polychain_coefficients",
+    "pairwise_sqdist",
+    "cayley_menger_determinant",
+    "log_volume",
+    "simplex_log_volume",
+]
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_simplex(n_samples, n_vertices, generator=None, *, device=None, dtype=torch.float32):
+    """Draw ``n_samples`` points uniformly from the standard simplex with ``n_vertices`` corners.
+
+    Dirichlet(1, .., 1) as normalised exponentials. Returns ``(n_samples, n_vertices)``
+    non-negative coefficients whose rows sum to one, on ``device`` (default: the
+    generator's device, else CPU).
+    """
+    n_samples = _checks.count(n_samples, "n_samples")
+    n_vertices = _checks.count(n_vertices, "n_vertices")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
+    if device is None:
+        device = generator.device if generator is not None else "cpu"
+    e = torch.empty(n_samples, n_vertices, device=device, dtype=dtype).exponential_(generator=generator)
+    return e / e.sum(-1, keepdim=True)
+
+
+def _curve_parameter(t, name="t"):
+    if isinstance(t, bool):
+        raise TypeError(f"{name} must be a real number or a floating-point tensor, got bool")
+    if isinstance(t, (int, float)):
+        t = torch.tensor(float(t), dtype=torch.get_default_dtype())
+    _checks.floating(t, name)
+    _checks.finite(t, name)
+    if bool(((t < 0) | (t > 1)).any()):
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{t.min().item()}, {t.max().item()}]")
+    return t
+
+
+def bezier_coefficients(t, n_points):
+    """Bernstein weights ``C(n, i) t^i (1 - t)^(n - i)`` of a Bezier curve with ``n_points``
+    control points (n = n_points - 1). ``t``: float or tensor ``(...)`` in [0, 1];
+    returns ``(..., n_points)``, non-negative, summing to one."""
+    t = _curve_parameter(t)
+    n_points = _checks.count(n_points, "n_points")
+    n = n_points - 1
+    i = torch.arange(n_points, device=t.device, dtype=t.dtype)
+    binom = torch.tensor([math.comb(n, j) for j in range(n_points)], device=t.device, dtype=t.dtype)
+    t = t.unsqueeze(-1)
+    return binom * t.pow(i) * (1 - t).pow(n - i)
+
+
+def polychain_coefficients(t, n_points):
+    """Hat-function weights ``max(0, 1 - |t n - i|)`` of a polygonal chain through
+    ``n_points`` points (n = n_points - 1). ``t``: float or tensor ``(...)`` in [0, 1];
+    returns ``(..., n_points)``, non-negative, summing to one."""
+    t = _curve_parameter(t)
+    n_points = _checks.count(n_points, "n_points")
+    i = torch.arange(n_points, device=t.device, dtype=t.dtype)
+    return (1 - (t.unsqueeze(-1) * (n_points - 1) - i).abs()).clamp_min(0)
+
+
+# --------------------------------------------------------------------------- distances
+
+_CHUNK_WORDS = 1 << 22  # float64 words of pairwise differences held at once (32 MiB)
+
+
+class _PairwiseSqdist(torch.autograd.Function):
+    """Squared distances from exact float64 differences: the C++ op on the CPU, float64
+    chunks along D elsewhere.
+
+    Backward: with W = G + G^T and Laplacian L = diag(W 1) - W, dV = 2 L V.
+    """
+
+    @staticmethod
+    def forward(ctx, v):
+        ctx.save_for_backward(v)
+        if v.device.type == "cpu":
+            return torch.ops.simplexkern._pairwise_sqdist(v)
+        batch, n, dim = v.shape
+        i, j = torch.triu_indices(n, n, 1, device=v.device)
+        chunk = max(1024, _CHUNK_WORDS // max(batch * i.numel(), 1))
+        acc = torch.zeros(batch, i.numel(), device=v.device, dtype=torch.float64)
+        for start in range(0, dim, chunk):
+            x = v[:, :, start : start + chunk].double()
+            diff = x[:, i] - x[:, j]
+            acc += (diff * diff).sum(-1)
+        out = torch.zeros(batch, n, n, device=v.device, dtype=torch.float64)
+        out[:, i, j] = acc
+        out[:, j, i] = acc
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (v,) = ctx.saved_tensors
+        w = grad.double() + grad.double().mT
+        lap = torch.diag_embed(w.sum(-1)) - w
+        batch, n, dim = v.shape
+        chunk = max(1024, _CHUNK_WORDS // max(batch * n, 1))
+        out = torch.empty_like(v)
+        for start in range(0, dim, chunk):
+            out[:, :, start : start + chunk] = 2 * (lap @ v[:, :, start : start + chunk].double())
+        return out
+
+
+def pairwise_sqdist(vertices):
+    """``(..., n, D)`` vertices -> ``(..., n, n)`` squared distances, float64.
+
+    Each entry is ``sum_d (v_i[d] - v_j[d])^2`` from differences taken in float64, so it is
+    accurate for vertices that are close together relative to their norms (no
+    ``|v_i|^2 + |v_j|^2 - 2 <v_i, v_j>`` cancellation). Differentiable.
+    """
+    _checks.floating(vertices, "vertices")
+    if vertices.dim() < 2 or vertices.shape[-2] < 1:
+        raise ValueError(f"vertices must have shape (..., n, D) with n >= 1, got {tuple(vertices.shape)}")
+    n, dim = vertices.shape[-2:]
+    out = _PairwiseSqdist.apply(vertices.reshape(-1, n, dim)).reshape(*vertices.shape[:-2], n, n)
+    # A NaN or inf coordinate makes every distance to its vertex non-finite, so checking the
+    # (small) result checks the (large) input; a lone vertex has no distance to look at.
+    if not bool(torch.isfinite(vertices.detach() if n == 1 else out.detach()).all()):
+        raise ValueError("vertices must be finite, but they contain NaN or inf (or their distances overflow float64)")
+    return out
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def _check_sqdist(sqdist):
+    _checks.floating(sqdist, "sqdist")
+    if sqdist.dim() < 2 or sqdist.shape[-1] != sqdist.shape[-2] or sqdist.shape[-1] < 1:
+        raise ValueError(f"sqdist must have shape (..., n, n) with n >= 1, got {tuple(sqdist.shape)}")
+    _checks.cuda_kernels(sqdist, "sqdist")
+    return sqdist
+
+
+def _check_rtol(sqdist):
+    """Tolerance of the op's own validation (finite, >= 0, symmetric, zero diagonal),
+    relative to each matrix's largest entry."""
+    return 64 * torch.finfo(sqdist.dtype).eps
+
+
+def cayley_menger_determinant(sqdist):
+    """``(..., n, n)`` squared distances -> ``(...,)`` signed determinant of the bordered
+    Cayley-Menger matrix ``[[0, 1^T], [1, D]]``. For the (n-1)-simplex, with k = n - 1,
+    ``V^2 = (-1)^(k+1) det / (2^k (k!)^2)``. Differentiable."""
+    return torch.ops.simplexkern.cayley_menger_determinant(_check_sqdist(sqdist), _check_rtol(sqdist))
+
+
+def log_volume(sqdist):
+    """``(..., n, n)`` squared distances -> ``(...,)`` ``log V`` of the (n-1)-simplexes.
+
+    Gram form ``G_ij = (d_0i + d_0j - d_ij) / 2``, ``log V = 1/2 logdet G - log k!``, by a
+    float64 Cholesky. A degenerate simplex (affinely dependent vertices, to working
+    precision) gives ``-inf`` with a zero gradient, never NaN. Result in the input dtype.
+    """
+    return torch.ops.simplexkern.log_volume(_check_sqdist(sqdist), _check_rtol(sqdist))
+
+
+def simplex_log_volume(vertices):
+    """``(..., n, D)`` vertices -> ``(...,)`` float64 ``log V`` of the simplex they span."""
+    return log_volume(pairwise_sqdist(vertices))
