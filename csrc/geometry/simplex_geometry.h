@@ -20,13 +20,13 @@ namespace geometry {
 namespace detail {
 
 struct DenseMat {
-  double* p;
+  double* __restrict__ p;
   int64_t ld;
   SK_HD double& operator()(int64_t i, int64_t j) const { return p[i * ld + j]; }
 };
 
 struct StridedMat {
-  double* p;
+  double* __restrict__ p;
   int64_t ld;
   int64_t stride;
   SK_HD double& operator()(int64_t i, int64_t j) const { return p[(i * ld + j) * stride]; }
@@ -42,24 +42,43 @@ SK_HD double sym(const T* d, int64_t n, int64_t i, int64_t j) {
 // Tolerances are rtol times the largest |entry| of the matrix.
 template <typename T>
 SK_HD int sqdist_defect(const T* d, int64_t n, double rtol) {
-  double scale = 0.0, lowest = 0.0, asym = 0.0, diag = 0.0;
-  bool nan = false;
-  for (int64_t i = 0; i < n * n; ++i) {
-    const double v = static_cast<double>(d[i]), a = v < 0 ? -v : v;
-    nan |= (v != v);
-    scale = a > scale ? a : scale;
-    lowest = v < lowest ? v : lowest;
+  // Largest and smallest entries in four independent chains (max/min latency, not
+  // throughput, bounds this loop). A NaN fails every comparison, so NaNs are caught by
+  // the sum of all asymmetries and diagonal entries instead.
+  double hi[4] = {0.0, 0.0, 0.0, 0.0}, lo[4] = {0.0, 0.0, 0.0, 0.0};
+  const int64_t nn = n * n;
+  int64_t i = 0;
+  for (; i + 4 <= nn; i += 4) {
+    for (int q = 0; q < 4; ++q) {
+      const double v = static_cast<double>(d[i + q]);
+      hi[q] = v > hi[q] ? v : hi[q];
+      lo[q] = v < lo[q] ? v : lo[q];
+    }
   }
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(d[i * n + i]), a = v < 0 ? -v : v;
-    diag = a > diag ? a : diag;
-    for (int64_t j = i + 1; j < n; ++j) {
-      const double e = static_cast<double>(d[i * n + j]) - static_cast<double>(d[j * n + i]);
+  for (; i < nn; ++i) {
+    const double v = static_cast<double>(d[i]);
+    hi[0] = v > hi[0] ? v : hi[0];
+    lo[0] = v < lo[0] ? v : lo[0];
+  }
+  double scale = hi[0], lowest = lo[0];
+  for (int q = 1; q < 4; ++q) {
+    scale = hi[q] > scale ? hi[q] : scale;
+    lowest = lo[q] < lowest ? lo[q] : lowest;
+  }
+  scale = -lowest > scale ? -lowest : scale;
+  double asym = 0.0, diag = 0.0, sum = 0.0;
+  for (int64_t r = 0; r < n; ++r) {
+    const double v = static_cast<double>(d[r * n + r]);
+    diag = fabs(v) > diag ? fabs(v) : diag;
+    sum += v;
+    for (int64_t c = r + 1; c < n; ++c) {
+      const double e = static_cast<double>(d[r * n + c]) - static_cast<double>(d[c * n + r]);
       asym = fabs(e) > asym ? fabs(e) : asym;
+      sum += e;
     }
   }
   const double tol = rtol * scale;
-  if (nan || !(scale <= 1.7976931348623157e308)) return 4;
+  if (sum != sum || !(scale <= 1.7976931348623157e308)) return 4;
   if (lowest < -tol) return 3;
   if (asym > tol) return 2;
   return diag > tol ? 1 : 0;
@@ -68,7 +87,7 @@ SK_HD int sqdist_defect(const T* d, int64_t n, double rtol) {
 // Gram matrix of the edges p_i - p_0, i = 1..k (k = n - 1), from squared distances
 // symmetrised as s = (D + D^T) / 2:  G_ij = (s_0i + s_0j - s_ij) / 2.
 template <typename T, typename Mat>
-SK_HD void gram_from_sqdist(const T* d, int64_t n, Mat g) {
+SK_HD void gram_from_sqdist(const T* __restrict__ d, int64_t n, Mat g) {
   const int64_t k = n - 1;
   for (int64_t i = 0; i < k; ++i) g(i, i) = sym(d, n, 0, i + 1);  // s_0i, kept on the diagonal
   for (int64_t i = 0; i < k; ++i) {

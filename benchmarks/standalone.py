@@ -1,0 +1,94 @@
+"""Runs the asv benchmark classes of benchmarks/benchmarks/ without asv (for machines where
+asv is not installed, such as GPU hosts), and writes a Markdown table with each
+implementation's median time and its speed-up over ``reference`` measured in the same run.
+
+    python benchmarks/standalone.py [--filter NAME] [--repeat 20] [--out results/FILE.md]
+"""
+import argparse
+import datetime
+import importlib
+import inspect
+import itertools
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def median_time(fn, repeat, budget_s):
+    fn()  # warm-up: compilation, caches, autotuning
+    times = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < repeat and (len(times) < 3 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), len(times)
+
+
+def run(filter_text, repeat, budget_s):
+    rows = []
+    for path in sorted((HERE / "benchmarks").glob("bench_*.py")):
+        module = importlib.import_module(f"benchmarks.{path.stem}")
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__:
+                continue
+            methods = [m for m in dir(cls) if m.startswith("time_")]
+            params = getattr(cls, "params", ([],))
+            names = getattr(cls, "param_names", [])
+            for method, combo in itertools.product(methods, itertools.product(*params)):
+                label = f"{path.stem}.{cls_name}.{method}"
+                if filter_text and filter_text not in label:
+                    continue
+                bench = cls()
+                try:
+                    bench.setup(*combo)
+                except NotImplementedError:
+                    continue
+                seconds, n = median_time(lambda: getattr(bench, method)(*combo), repeat, budget_s)
+                rows.append((label, dict(zip(names, combo)), seconds, n))
+                print(f"{label} {dict(zip(names, combo))}: {seconds * 1e3:.3f} ms (median of {n})", flush=True)
+    return rows
+
+
+def table(rows):
+    lines = ["| benchmark | parameters | median | speed-up over reference |", "|---|---|---|---|"]
+    for label, params, seconds, n in rows:
+        ref = [s for lab, p, s, _ in rows if lab == label and p.get("implementation") == "reference"
+               and {k: v for k, v in p.items() if k not in ("implementation", "device")}
+               == {k: v for k, v in params.items() if k not in ("implementation", "device")}]
+        ratio = f"{ref[0] / seconds:.1f}x" if ref else ""
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        lines.append(f"| {label} | {shown} | {seconds * 1e3:.3f} ms | {ratio} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--filter", default="")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds per benchmark at most")
+    parser.add_argument("--out", type=pathlib.Path)
+    args = parser.parse_args()
+    rows = run(args.filter, args.repeat, args.budget)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    header = (f"# simplexkern benchmarks\n\n{datetime.date.today().isoformat()}, {gpu}, "
+              f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads), "
+              f"torch {torch.__version__}\n\nCommand: `python benchmarks/standalone.py "
+              f"{' '.join(sys.argv[1:])}`\n\nThe reference is the CPU implementation in the style of the "
+              "published code (simplexkern.geometry_reference); speed-ups compare with it in this run.\n")
+    text = header + "\n" + table(rows) + "\n"
+    print("\n" + text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
