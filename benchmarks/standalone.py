@@ -58,14 +58,22 @@ def run(filter_text, repeat, budget_s):
 
 
 def table(rows):
-    lines = ["| benchmark | parameters | median | speed-up over reference |", "|---|---|---|---|"]
+    """Markdown table; each row's speed-up is over ``reference`` with the same parameters on
+    the same device, or on the CPU where the reference runs only there."""
+    def key(params):
+        return {k: v for k, v in params.items() if k not in ("implementation", "device")}
+
+    refs = {(label, p.get("device")): (p, s) for label, p, s, _ in rows if p.get("implementation") == "reference"}
+    lines = ["| benchmark | parameters | median | speed-up | over reference on |", "|---|---|---|---|---|"]
     for label, params, seconds, n in rows:
-        ref = [s for lab, p, s, _ in rows if lab == label and p.get("implementation") == "reference"
-               and {k: v for k, v in p.items() if k not in ("implementation", "device")}
-               == {k: v for k, v in params.items() if k not in ("implementation", "device")}]
-        ratio = f"{ref[0] / seconds:.1f}x" if ref else ""
+        ratio = where = ""
+        for device in (params.get("device"), "cpu"):
+            ref = refs.get((label, device))
+            if ref and key(ref[0]) == key(params):
+                ratio, where = f"{ref[1] / seconds:.1f}x", device
+                break
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
-        lines.append(f"| {label} | {shown} | {seconds * 1e3:.3f} ms | {ratio} |")
+        lines.append(f"| {label} | {shown} | {seconds * 1e3:.3f} ms | {ratio} | {where} |")
     return "\n".join(lines)
 
 
@@ -81,8 +89,8 @@ def main():
     header = (f"# simplexkern benchmarks\n\n{datetime.date.today().isoformat()}, {gpu}, "
               f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads), "
               f"torch {torch.__version__}\n\nCommand: `python benchmarks/standalone.py "
-              f"{' '.join(sys.argv[1:])}`\n\nThe reference is the CPU implementation in the style of the "
-              "published code (simplexkern.geometry_reference); speed-ups compare with it in this run.\n")
+              f"{' '.join(sys.argv[1:])}`\n\nThe reference is the implementation in the style of the "
+              "published code (simplexkern.geometry_reference), timed in the same run.\n")
     text = header + "\n" + table(rows) + "\n"
     print("\n" + text)
     if args.out:
