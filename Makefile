@@ -44,7 +44,7 @@ demo: $(EXT)
 
 bench: $(EXT)
 	$(ASV) machine --yes
-	$(ASV) run --python=same --show-stderr
+	$(ASV) run --python=same --set-commit-hash=$$(git rev-parse HEAD) --show-stderr
 	$(PY) benchmarks/report.py
 
 clean:
