@@ -39,7 +39,7 @@ def run(filter_text, repeat, budget_s):
         for cls_name, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ != module.__name__:
                 continue
-            methods = [m for m in dir(cls) if m.startswith("time_")]
+            methods = [m for m in dir(cls) if m.startswith(("time_", "track_"))]
             params = getattr(cls, "params", ([],))
             names = getattr(cls, "param_names", [])
             for method, combo in itertools.product(methods, itertools.product(*params)):
@@ -51,29 +51,47 @@ def run(filter_text, repeat, budget_s):
                     bench.setup(*combo)
                 except NotImplementedError:
                     continue
-                seconds, n = median_time(lambda: getattr(bench, method)(*combo), repeat, budget_s)
-                rows.append((label, dict(zip(names, combo)), seconds, n))
-                print(f"{label} {dict(zip(names, combo))}: {seconds * 1e3:.3f} ms (median of {n})", flush=True)
+                try:
+                    if method.startswith("track_"):
+                        value, n = getattr(bench, method)(*combo), 1
+                    else:
+                        value, n = median_time(lambda: getattr(bench, method)(*combo), repeat, budget_s)
+                except NotImplementedError:
+                    continue
+                rows.append((label, dict(zip(names, combo)), value, n))
+                print(f"{label} {dict(zip(names, combo))}: {value:.6g} (median of {n})", flush=True)
     return rows
 
 
-def table(rows):
-    """Markdown table; each row's speed-up is over ``reference`` with the same parameters on
-    the same device, or on the CPU where the reference runs only there."""
-    def key(params):
-        return {k: v for k, v in params.items() if k not in ("implementation", "device")}
+BASELINES = ("reference", "torch", "plain_linear")
 
-    refs = {(label, p.get("device")): (p, s) for label, p, s, _ in rows if p.get("implementation") == "reference"}
-    lines = ["| benchmark | parameters | median | speed-up | over reference on |", "|---|---|---|---|---|"]
-    for label, params, seconds, n in rows:
-        ratio = where = ""
-        for device in (params.get("device"), "cpu"):
-            ref = refs.get((label, device))
-            if ref and key(ref[0]) == key(params):
-                ratio, where = f"{ref[1] / seconds:.1f}x", device
-                break
+
+def table(rows):
+    """Markdown table. Times get their speed-up over each baseline implementation with the
+    same other parameters, on the same device (the reference: else on the CPU, where it
+    may run only there); tracked values are shown as they are."""
+    def key(label, params, impl, device):
+        rest = tuple(sorted((k, v) for k, v in params.items() if k not in ("implementation", "device")))
+        return label, impl, device, rest
+
+    values = {key(label, p, p.get("implementation"), p.get("device")): v for label, p, v, _ in rows}
+    head = " | ".join(f"over {b}" for b in BASELINES)
+    lines = [f"| benchmark | parameters | value | {head} |", "|---|---|---|" + "---|" * len(BASELINES)]
+    for label, params, value, n in rows:
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
-        lines.append(f"| {label} | {shown} | {seconds * 1e3:.3f} ms | {ratio} | {where} |")
+        if ".track_" in label:
+            lines.append(f"| {label} | {shown} | {value:.1f} |" + " |" * len(BASELINES))
+            continue
+        cells = []
+        for base in BASELINES:
+            devices = (params.get("device"), "cpu") if base == "reference" else (params.get("device"),)
+            found = [(d, values[key(label, params, base, d)]) for d in devices if key(label, params, base, d) in values]
+            if not found:
+                cells.append("")
+                continue
+            d, ref = found[0]
+            cells.append(f"{ref / value:.2f}x" + ("" if d == params.get("device") else f" (on {d})"))
+        lines.append(f"| {label} | {shown} | {value * 1e3:.3f} ms | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

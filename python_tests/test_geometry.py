@@ -188,6 +188,15 @@ def test_pairwise_sqdist_close_vertices_far_from_origin(rng, monkeypatch):
     assert np.abs(naive - ref).max() > 1e-2 * ref.max()  # what the naive form would give
 
 
+@cuda
+def test_pairwise_sqdist_cuda_matches_cpu(rng):
+    centre = 1e3 * torch.randn(1, 100_003, generator=rng)
+    x = torch.stack([centre + 1e-2 * torch.randn(6, 100_003, generator=rng), torch.randn(6, 100_003, generator=rng)])
+    got = g.pairwise_sqdist(x.cuda()).cpu()
+    ref = ((x.double()[:, :, None] - x.double()[:, None]) ** 2).sum(-1)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
+
+
 def test_pairwise_sqdist_gradient(rng, monkeypatch):
     monkeypatch.setattr(g, "_CHUNK_WORDS", 8)
     x = random_vertices((2,), 4, 7, rng).requires_grad_(True)

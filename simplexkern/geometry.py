@@ -80,12 +80,12 @@ def polychain_coefficients(t, n_points):
 
 # --------------------------------------------------------------------------- distances
 
-_CHUNK_WORDS = 1 << 22  # float64 words of pairwise differences held at once (32 MiB)
+_CHUNK_WORDS = 1 << 22  # float64 words held at once by the backward pass (32 MiB)
 
 
 class _PairwiseSqdist(torch.autograd.Function):
-    """Squared distances from exact float64 differences: the C++ op on the CPU, float64
-    chunks along D elsewhere.
+    """Squared distances from exact float64 differences: the C++ op on the CPU, the Triton
+    kernel on the GPU.
 
     Backward: with W = G + G^T and Laplacian L = diag(W 1) - W, dV = 2 L V.
     """
@@ -95,18 +95,10 @@ class _PairwiseSqdist(torch.autograd.Function):
         ctx.save_for_backward(v)
         if v.device.type == "cpu":
             return torch.ops.simplexkern._pairwise_sqdist(v)
-        batch, n, dim = v.shape
-        i, j = torch.triu_indices(n, n, 1, device=v.device)
-        chunk = max(1024, _CHUNK_WORDS // max(batch * i.numel(), 1))
-        acc = torch.zeros(batch, i.numel(), device=v.device, dtype=torch.float64)
-        for start in range(0, dim, chunk):
-            x = v[:, :, start : start + chunk].double()
-            diff = x[:, i] - x[:, j]
-            acc += (diff * diff).sum(-1)
-        out = torch.zeros(batch, n, n, device=v.device, dtype=torch.float64)
-        out[:, i, j] = acc
-        out[:, j, i] = acc
-        return out
+        from simplexkern.ops.triton.pairwise_sqdist import pairwise_sqdist
+
+        v = v.contiguous()
+        return torch.stack([pairwise_sqdist(store) for store in v])
 
     @staticmethod
     def backward(ctx, grad):

@@ -1,0 +1,183 @@
+"""simplex_linear: every backend against an independent float64 formula on fresh random data."""
+import pytest
+import torch
+
+import simplexkern.ops as ops
+from simplexkern.ops import dispatch
+
+from conftest import cuda
+
+DEVICES = ["cpu", pytest.param("cuda", marks=cuda)]
+# Relative error ||got - ref|| / ||ref|| allowed per dtype (float32 accumulation throughout).
+RTOL = {torch.float32: 2e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2, torch.float16: 4e-3}
+
+
+def rel_err(got, ref):
+    return ((got.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def problem(rng, k, S, batch, n_in, n_out, shared, bias=True, dtype=torch.float32, device="cpu"):
+    def randn(*shape):
+        return torch.randn(*shape, generator=rng, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    weight = randn(k, n_out, n_in)
+    b = randn(k, n_out) if bias else None
+    coeffs = torch.rand(S, k, generator=rng, dtype=torch.float64).to(device=device, dtype=dtype)
+    coeffs = coeffs / coeffs.sum(-1, keepdim=True)
+    x = randn(batch, n_in) if shared else randn(S, batch, n_in)
+    return x, weight, b, coeffs
+
+
+def expected(x, weight, bias, coeffs, trainable, dy):
+    """Output and gradients in float64 from einsum: W_s = sum_i c_si V_i, y_s = x_s W_s^T + b_s."""
+    x64, w64, c64 = (t.detach().double().requires_grad_(True) for t in (x, weight, coeffs))
+    b64 = bias.detach().double().requires_grad_(True) if bias is not None else None
+    ws = torch.einsum("si,ioj->soj", c64, w64)
+    y = torch.einsum("mj,soj->smo" if x.dim() == 2 else "smj,soj->smo", x64, ws)
+    if b64 is not None:
+        y = y + (c64 @ b64)[:, None, :]
+    y.backward(dy.double())
+    fixed = [i for i in range(weight.shape[0]) if i not in trainable]
+    dw = w64.grad.clone()
+    dw[fixed] = 0
+    db = None
+    if b64 is not None:
+        db = b64.grad.clone()
+        db[fixed] = 0
+    return y.detach(), x64.grad, dw, db, c64.grad
+
+
+def run(backend, x, weight, bias, coeffs, trainable, dy):
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (x, weight, bias, coeffs)]
+    y = ops.simplex_linear(leaves[0], leaves[1], leaves[2], leaves[3], trainable=trainable, backend=backend)
+    y.backward(dy)
+    return (y.detach(), *[t.grad if t is not None else None for t in leaves])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+@pytest.mark.parametrize("k, S, shared, trainable", [
+    (1, 1, True, [0]), (2, 3, False, [1]), (3, 5, True, [0, 2]), (4, 2, False, [0, 1, 2, 3]),
+    (8, 8, True, [5]), (5, 9, False, [0, 4]), (6, 4, True, []),
+])
+def test_forward_and_gradients_float32(device, backend, k, S, shared, trainable, rng):
+    x, weight, bias, coeffs = problem(rng, k, S, batch=5, n_in=19, n_out=23, shared=shared, device=device)
+    dy = torch.randn(S, 5, 23, generator=rng, dtype=torch.float64).float().to(device)
+    got = run(backend, x, weight, bias, coeffs, trainable, dy)
+    ref = expected(x, weight, bias, coeffs, trainable, dy)
+    for name, g, r in zip(["y", "dx", "dweight", "dbias", "dcoeffs"], got, ref):
+        if r.norm() == 0:  # every vertex fixed: no gradient at all, or an all-zero one
+            assert g is None or torch.equal(g, torch.zeros_like(g)), name
+        else:
+            assert rel_err(g, r) < RTOL[torch.float32], (name, rel_err(g, r))
+    fixed = [i for i in range(k) if i not in trainable]
+    if got[2] is not None:
+        assert torch.equal(got[2][fixed], torch.zeros_like(got[2][fixed]))  # fixed rows stay exactly zero
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision(device, backend, dtype, rng):
+    if device == "cpu" and backend == "triton" and dtype == torch.bfloat16:
+        pytest.skip("Triton's CPU interpreter has no bfloat16 arithmetic; covered on the GPU")
+    x, weight, bias, coeffs = problem(rng, 4, 3, batch=6, n_in=40, n_out=33, shared=False, dtype=dtype, device=device)
+    dy = torch.randn(3, 6, 33, generator=rng, dtype=torch.float64).to(device=device, dtype=dtype)
+    got = run(backend, x, weight, bias, coeffs, [0, 1], dy)
+    ref = expected(x, weight, bias, coeffs, [0, 1], dy)
+    for name, g, r in zip(["y", "dx", "dweight", "dbias", "dcoeffs"], got, ref):
+        assert g.dtype == dtype and rel_err(g, r) < RTOL[dtype], (name, rel_err(g, r))
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_single_point_and_leading_dims(backend, rng):
+    x, weight, bias, coeffs = problem(rng, 3, 1, batch=4, n_in=9, n_out=5, shared=True)
+    x = torch.randn(2, 3, 4, 9, generator=rng)  # (..., in) with a (k,) coefficient vector
+    y = ops.simplex_linear(x, weight, bias, coeffs[0], backend=backend)
+    w = torch.einsum("i,ioj->oj", coeffs[0].double(), weight.double())
+    ref = x.double() @ w.T + coeffs[0].double() @ bias.double()
+    assert y.shape == (2, 3, 4, 5) and rel_err(y, ref) < RTOL[torch.float32]
+    xs = torch.randn(3, 2, 4, 9, generator=rng)  # (S, ..., in) per point
+    y = ops.simplex_linear(xs, weight, None, coeffs.expand(3, 3), backend=backend)
+    assert y.shape == (3, 2, 4, 5)
+    assert rel_err(y, xs.double() @ w.T) < RTOL[torch.float32]
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_gradcheck_float64(backend, shared, rng):
+    x, weight, bias, coeffs = problem(rng, 3, 2, batch=3, n_in=4, n_out=5, shared=shared, dtype=torch.float64)
+    args = [t.requires_grad_(True) for t in (x, weight, bias, coeffs)]
+    fn = lambda *a: ops.simplex_linear(*a, backend=backend)
+    assert torch.autograd.gradcheck(fn, args)
+
+
+def test_torch_compile_traces_without_graph_break(rng):
+    x, weight, bias, coeffs = problem(rng, 3, 2, batch=4, n_in=8, n_out=6, shared=True)
+    weight.requires_grad_(True)
+
+    def f(x, w, b, c):
+        return torch.relu(ops.simplex_linear(x, w, b, c, backend="torch")).sum()
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    out = compiled(x, weight, bias, coeffs)
+    out.backward()
+    grad = weight.grad.clone()
+    weight.grad = None
+    f(x, weight, bias, coeffs).backward()
+    torch.testing.assert_close(out, f(x, weight, bias, coeffs))
+    torch.testing.assert_close(grad, weight.grad)
+
+
+@cuda
+def test_torch_compile_inductor_triton_backend_on_gpu(rng):
+    x, weight, bias, coeffs = problem(rng, 4, 5, batch=16, n_in=64, n_out=48, shared=True, device="cuda")
+    f = lambda x, w, b, c: ops.simplex_linear(x, w, b, c, backend="triton").square().mean()
+    compiled = torch.compile(f, fullgraph=True)
+    torch.testing.assert_close(compiled(x, weight, bias, coeffs), f(x, weight, bias, coeffs))
+
+
+def test_backend_selection(monkeypatch):
+    w = torch.randn(2, 3, 4)
+    assert dispatch.resolve("linear", w.device, 8) == "torch"
+    with ops.use_backend("reference"):
+        assert dispatch.resolve("linear", w.device, 8) == "reference"
+        assert dispatch.resolve("linear", w.device, 8, backend="torch") == "torch"
+    monkeypatch.setenv(dispatch.ENV_VAR, "reference")
+    assert dispatch.resolve("linear", w.device, 8) == "reference"
+    monkeypatch.setenv(dispatch.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match="SIMPLEXKERN_BACKEND must be one of"):
+        dispatch.resolve("linear", w.device, 8)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.use_backend("cudnn").__enter__()
+
+
+W = torch.randn(3, 4, 5)
+BAD = [
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(4) / 4), ValueError, r"coeffs must have shape \(3,\)"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, torch.randn(2, 4), torch.ones(3)), ValueError, "bias must have shape"),
+    (lambda: ops.simplex_linear(torch.randn(2, 6), W, None, torch.ones(3)), ValueError, "x must have shape"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W[0], None, torch.ones(3)), ValueError, "weight must have shape"),
+    (lambda: ops.simplex_linear(torch.randn(4, 2, 5), W, None, torch.ones(3, 3)), ValueError, "S=3"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5, dtype=torch.float64), W, None, torch.ones(3)), TypeError, "x must have the dtype"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.tensor([0.5, float("nan"), 0.5])), ValueError, "coeffs must be finite"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3, dtype=torch.int64)), TypeError, "coeffs must be a floating"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=[3]), ValueError, "out of range"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=[True]), ValueError, "3 entries"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=["a"]), TypeError, "trainable must be"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), backend="fast"), ValueError, "backend must be one of"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), backend="triton") if not dispatch.INTERPRET
+     else (_ for _ in ()).throw(ValueError("needs CUDA")), ValueError, "needs CUDA"),
+]
+
+
+@pytest.mark.parametrize("call, exc, match", BAD)
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@cuda
+def test_device_mismatch():
+    with pytest.raises(ValueError, match="coeffs is on cpu but weight is on cuda"):
+        ops.simplex_linear(torch.randn(2, 5, device="cuda"), W.cuda(), None, torch.ones(3))

@@ -1,0 +1,54 @@
+"""Which backend runs a fused op: the ``backend=`` argument, else the innermost
+``use_backend(...)`` block, else the SIMPLEXKERN_BACKEND environment variable, else "auto",
+which picks per device and shape from the measurements recorded in AUTO_RULES."""
+import contextlib
+import contextvars
+import os
+
+from simplexkern.ops.triton._config import INTERPRET
+
+BACKENDS = ("triton", "torch", "reference")
+ENV_VAR = "SIMPLEXKERN_BACKEND"
+_context = contextvars.ContextVar("simplexkern_backend", default=None)
+
+#: Largest number of rows per point (batch x positions) for which ``triton`` beats ``torch``
+#: on a GPU, per op; measured with benchmarks/ (README, "simplex_linear").
+TRITON_MAX_ROWS = {"linear": 1024}
+
+
+def _check_name(name, what):
+    if name not in BACKENDS + ("auto",):
+        raise ValueError(f"{what} must be one of {BACKENDS + ('auto',)}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Run the fused ops inside the block with backend ``name`` (or "auto")."""
+    token = _context.set(_check_name(name, "backend"))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def requested_backend(backend=None):
+    """The backend asked for by argument, context or environment ("auto" when none)."""
+    if backend is not None:
+        return _check_name(backend, "backend")
+    if _context.get() is not None:
+        return _context.get()
+    return _check_name(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
+
+
+def resolve(op, device, rows_per_point, backend=None):
+    """The backend that runs ``op`` on ``device`` for this shape."""
+    name = requested_backend(backend)
+    if name == "auto":
+        if device.type == "cuda":
+            name = "triton" if rows_per_point <= TRITON_MAX_ROWS[op] else "torch"
+        else:
+            name = "torch"
+    if name == "triton" and device.type != "cuda" and not INTERPRET:
+        raise ValueError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got tensors on {device}")
+    return name

@@ -1,0 +1,54 @@
+"""The ``torch`` backend: materialise the S combined weights with one GEMM over the vertices,
+then cuBLAS batched GEMMs; scatter the per-point weight gradients back to the trainable
+vertices with one GEMM. The strong unfused baseline."""
+import torch
+
+
+def _combined(weight, coeffs):
+    k = weight.shape[0]
+    return (coeffs.to(weight.dtype) @ weight.reshape(k, -1)).view(coeffs.shape[0], *weight.shape[1:])
+
+
+def linear_forward(x, weight, bias, coeffs):
+    """``x`` (M, in) shared or (S, M, in) -> (S, M, out)."""
+    S = coeffs.shape[0]
+    w = _combined(weight, coeffs)  # (S, out, in)
+    xs = x.expand(S, *x.shape) if x.dim() == 2 else x
+    if bias is None:
+        return torch.bmm(xs, w.transpose(1, 2))
+    b = coeffs.to(bias.dtype) @ bias  # (S, out)
+    return torch.baddbmm(b.unsqueeze(1), xs, w.transpose(1, 2))
+
+
+def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc):
+    """Gradients (dx, dweight, dbias, dcoeffs); None where not needed. Fixed vertices' rows
+    of dweight and dbias are zero."""
+    S, k = coeffs.shape
+    c = coeffs.to(weight.dtype)
+    shared = x.dim() == 2
+    dx = dw = db = dc = None
+    if need_dx:
+        w = _combined(weight, coeffs)
+        if shared:  # sum_s dY_s W_s as one GEMM over (s, out)
+            dx = dy.transpose(0, 1).reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1])
+        else:
+            dx = torch.bmm(dy, w)
+    idx = torch.tensor(trainable, device=weight.device, dtype=torch.long)
+    if need_dw or need_dc:
+        xs = x.expand(S, *x.shape) if shared else x
+        g = torch.bmm(dy.transpose(1, 2), xs).reshape(S, -1)  # G_s = dY_s^T X_s, (S, out * in)
+        if need_dw:
+            dw = torch.zeros_like(weight)
+            if len(trainable):
+                dw.view(k, -1).index_copy_(0, idx, c[:, idx].T @ g)
+        if need_dc:
+            dc = g @ weight.reshape(k, -1).T
+    if bias is not None and (need_db or need_dc):
+        gb = dy.sum(1)  # (S, out)
+        if need_db:
+            db = torch.zeros_like(bias)
+            if len(trainable):
+                db.index_copy_(0, idx, c[:, idx].T @ gb)
+        if need_dc:
+            dc = dc + gb @ bias.T
+    return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)
