@@ -47,6 +47,15 @@ void raise_sqdist_defect(int code) {
   }
 }
 
+double dtype_eps(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kDouble: return 2.220446049250313e-16;
+    case at::kFloat: return 1.1920928955078125e-07;
+    case at::kHalf: return 9.765625e-04;
+    default: return 7.8125e-03;  // bfloat16
+  }
+}
+
 }  // namespace detail
 
 namespace {

@@ -20,6 +20,8 @@ at::Tensor _log_volume_backward(const at::Tensor& grad, const at::Tensor& sqdist
 void check_sqdist(const at::Tensor& sqdist);
 // Raises c10::ValueError for a non-zero code of sqdist_defect (simplex_geometry.h).
 void raise_sqdist_defect(int code);
+// Machine epsilon of a floating dtype: the precision the input distances carry.
+double dtype_eps(at::ScalarType dtype);
 }  // namespace detail
 
 }  // namespace geometry

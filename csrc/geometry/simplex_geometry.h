@@ -100,14 +100,19 @@ SK_HD void gram_from_sqdist(const T* __restrict__ d, int64_t n, Mat g) {
   for (int64_t i = 0; i < k; ++i) g(i, i) -= 0.5 * sym(d, n, i + 1, i + 1);  // G_ii = s_0i - s_ii / 2
 }
 
+// Pivots below this fraction of the largest diagonal entry of G count as zero: rounding in
+// the squared distances (relative error ~ eps of their dtype, a few of them per Gram entry)
+// moves a pivot of an exactly degenerate simplex by about that much.
+SK_HD double pivot_rtol(int64_t n, double input_eps) { return 8.0 * static_cast<double>(n) * input_eps; }
+
 // In-place Cholesky factor (lower triangle) of a symmetric k x k matrix. Returns false
-// when a pivot is not clearly positive (<= k * eps * largest diagonal entry, or NaN):
-// the simplex is degenerate to working precision, or the distances are not Euclidean.
+// when a pivot is not clearly positive (<= rtol * largest diagonal entry, or NaN): the
+// simplex is degenerate to the precision of its distances, or they are not Euclidean.
 template <typename Mat>
-SK_HD bool cholesky(Mat a, int64_t k) {
+SK_HD bool cholesky(Mat a, int64_t k, double rtol) {
   double scale = 0.0;
   for (int64_t i = 0; i < k; ++i) scale = a(i, i) > scale ? a(i, i) : scale;
-  const double tol = static_cast<double>(k) * 2.220446049250313e-16 * scale;
+  const double tol = rtol * scale;
   for (int64_t j = 0; j < k; ++j) {
     double djj = a(j, j);
     for (int64_t p = 0; p < j; ++p) djj -= a(j, p) * a(j, p);
@@ -126,10 +131,10 @@ SK_HD bool cholesky(Mat a, int64_t k) {
 // log V of the (n-1)-simplex: log prod_j L_jj - log k! (log_kfact); -inf when degenerate.
 // The product is rescaled before it can overflow or underflow, so a few logs suffice.
 template <typename T, typename Mat>
-SK_HD double log_volume_one(const T* d, int64_t n, double log_kfact, Mat g) {
+SK_HD double log_volume_one(const T* d, int64_t n, double log_kfact, double input_eps, Mat g) {
   const int64_t k = n - 1;
   gram_from_sqdist(d, n, g);
-  if (!cholesky(g, k)) return -std::numeric_limits<double>::infinity();
+  if (!cholesky(g, k, pivot_rtol(n, input_eps))) return -std::numeric_limits<double>::infinity();
   double acc = -log_kfact, prod = 1.0;
   for (int64_t j = 0; j < k; ++j) {
     prod *= g(j, j);
@@ -142,11 +147,11 @@ SK_HD double log_volume_one(const T* d, int64_t n, double log_kfact, Mat g) {
 //   dD_ij = -Ginv_ij / 4 (i, j >= 1),  dD_0i = dD_i0 = rowsum(Ginv)_i / 4,  dD_00 = 0.
 // Degenerate simplexes get a zero gradient. g and w are k x k scratch matrices.
 template <typename T, typename Mat>
-SK_HD void log_volume_backward_one(const T* d, int64_t n, double gout, T* gd, Mat g, Mat w) {
+SK_HD void log_volume_backward_one(const T* d, int64_t n, double gout, double input_eps, T* gd, Mat g, Mat w) {
   const int64_t k = n - 1;
   for (int64_t i = 0; i < n * n; ++i) gd[i] = static_cast<T>(0.0);
   gram_from_sqdist(d, n, g);
-  if (!cholesky(g, k)) return;
+  if (!cholesky(g, k, pivot_rtol(n, input_eps))) return;
   // w <- L^{-1} (lower triangular), by forward substitution column by column.
   for (int64_t j = 0; j < k; ++j) {
     for (int64_t i = 0; i < k; ++i) {

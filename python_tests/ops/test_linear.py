@@ -190,3 +190,19 @@ def test_bad_input(call, exc, match):
 def test_device_mismatch():
     with pytest.raises(ValueError, match="coeffs is on cpu but weight is on cuda"):
         ops.simplex_linear(torch.randn(2, 5, device="cuda"), W.cuda(), None, torch.ones(3))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shared", [True, False])
+def test_triton_materialised_path(device, shared, rng, monkeypatch):
+    """Above FUSED_MAX_ROWS rows per point the triton backend materialises the weights."""
+    skip_unless_runnable(device, "triton")
+    from simplexkern.ops import triton_backend
+
+    monkeypatch.setattr(triton_backend, "FUSED_MAX_ROWS", 2)
+    x, weight, bias, coeffs = problem(rng, 3, 4, batch=5, n_in=17, n_out=9, shared=shared, device=device)
+    dy = torch.randn(4, 5, 9, generator=rng, dtype=torch.float64).float().to(device)
+    got = run("triton", x, weight, bias, coeffs, [1], dy)
+    ref = expected(x, weight, bias, coeffs, [1], dy)
+    for name, g, r in zip(["y", "dx", "dweight", "dbias", "dcoeffs"], got, ref):
+        assert rel_err(g, r) < RTOL[torch.float32], (name, rel_err(g, r))

@@ -1,6 +1,8 @@
 """Which backend runs a fused op: the ``backend=`` argument, else the innermost
-``use_backend(...)`` block, else the SIMPLEXKERN_BACKEND environment variable, else "auto",
-which picks per device and shape from the measurements recorded in AUTO_RULES."""
+``use_backend(...)`` block, else the SIMPLEXKERN_BACKEND environment variable, else "auto":
+``triton`` on a GPU (which itself picks its fused kernels or materialised weights by rows per
+point, simplexkern.ops.triton_backend.FUSED_MAX_ROWS), ``torch`` on the CPU; both from the
+measurements in the README."""
 import contextlib
 import contextvars
 import os
@@ -10,11 +12,6 @@ from simplexkern.ops.triton._config import INTERPRET
 BACKENDS = ("triton", "torch", "reference")
 ENV_VAR = "SIMPLEXKERN_BACKEND"
 _context = contextvars.ContextVar("simplexkern_backend", default=None)
-
-#: Largest number of rows per point (batch x positions) for which ``triton`` beats ``torch``
-#: on a GPU, per op; measured with benchmarks/ (README, "simplex_linear").
-TRITON_MAX_ROWS = {"linear": 1024}
-
 
 def _check_name(name, what):
     if name not in BACKENDS + ("auto",):
@@ -45,10 +42,7 @@ def resolve(op, device, rows_per_point, backend=None):
     """The backend that runs ``op`` on ``device`` for this shape."""
     name = requested_backend(backend)
     if name == "auto":
-        if device.type == "cuda":
-            name = "triton" if rows_per_point <= TRITON_MAX_ROWS[op] else "torch"
-        else:
-            name = "torch"
+        name = "triton" if device.type == "cuda" else "torch"
     if name == "triton" and device.type != "cuda" and not INTERPRET:
         raise ValueError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got tensors on {device}")
     return name

@@ -4,15 +4,21 @@ vertices with one GEMM. The strong unfused baseline."""
 import torch
 
 
-def _combined(weight, coeffs):
+def gemm_combine(coeffs, store):
+    """(S, k) x (k, P) -> (S, P) with one GEMM in the store's dtype."""
+    return coeffs.to(store.dtype) @ store
+
+
+def _combined(weight, coeffs, combine):
     k = weight.shape[0]
-    return (coeffs.to(weight.dtype) @ weight.reshape(k, -1)).view(coeffs.shape[0], *weight.shape[1:])
+    return combine(coeffs, weight.reshape(k, -1)).view(coeffs.shape[0], *weight.shape[1:])
 
 
-def linear_forward(x, weight, bias, coeffs):
-    """``x`` (M, in) shared or (S, M, in) -> (S, M, out)."""
+def linear_forward(x, weight, bias, coeffs, combine=gemm_combine):
+    """``x`` (M, in) shared or (S, M, in) -> (S, M, out). ``combine`` materialises the points'
+    weights from the store."""
     S = coeffs.shape[0]
-    w = _combined(weight, coeffs)  # (S, out, in)
+    w = _combined(weight, coeffs, combine)  # (S, out, in)
     xs = x.expand(S, *x.shape) if x.dim() == 2 else x
     if bias is None:
         return torch.bmm(xs, w.transpose(1, 2))
@@ -20,7 +26,8 @@ def linear_forward(x, weight, bias, coeffs):
     return torch.baddbmm(b.unsqueeze(1), xs, w.transpose(1, 2))
 
 
-def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc):
+def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc,
+                    combine=gemm_combine):
     """Gradients (dx, dweight, dbias, dcoeffs); None where not needed. Fixed vertices' rows
     of dweight and dbias are zero."""
     S, k = coeffs.shape
@@ -28,7 +35,7 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
     shared = x.dim() == 2
     dx = dw = db = dc = None
     if need_dx:
-        w = _combined(weight, coeffs)
+        w = _combined(weight, coeffs, combine)
         if shared:  # sum_s dY_s W_s as one GEMM over (s, out)
             dx = dy.transpose(0, 1).reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1])
         else:
@@ -40,7 +47,7 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
         if need_dw:
             dw = torch.zeros_like(weight)
             if len(trainable):
-                dw.view(k, -1).index_copy_(0, idx, c[:, idx].T @ g)
+                dw.view(k, -1).index_copy_(0, idx, combine(coeffs[:, idx].T.contiguous(), g))
         if need_dc:
             dc = g @ weight.reshape(k, -1).T
     if bias is not None and (need_db or need_dc):

@@ -56,12 +56,12 @@ at::Tensor batch_shape_empty(const at::Tensor& sqdist) {
 at::Tensor log_volume_cpu(const at::Tensor& sqdist, double check_rtol) {
   const at::Tensor d = flat(sqdist);
   const int64_t n = d.size(1), k = n - 1;
-  const double log_kfact = std::lgamma(static_cast<double>(n));
+  const double log_kfact = std::lgamma(static_cast<double>(n)), eps = detail::dtype_eps(d.scalar_type());
   at::Tensor out = batch_shape_empty(sqdist);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "log_volume_cpu", [&] {
     scalar_t* res = out.data_ptr<scalar_t>();
     for_each_matrix<scalar_t>(d, check_rtol, k * k, 64, [&](int64_t b, const scalar_t* m, double* scratch) {
-      res[b] = static_cast<scalar_t>(detail::log_volume_one(m, n, log_kfact, DenseMat{scratch, k}));
+      res[b] = static_cast<scalar_t>(detail::log_volume_one(m, n, log_kfact, eps, DenseMat{scratch, k}));
     });
   });
   return out;
@@ -83,6 +83,7 @@ at::Tensor cayley_menger_cpu(const at::Tensor& sqdist, double check_rtol) {
 at::Tensor log_volume_backward_cpu(const at::Tensor& grad, const at::Tensor& sqdist) {
   const at::Tensor d = flat(sqdist);
   const int64_t batch = d.size(0), n = d.size(1), k = n - 1;
+  const double eps = detail::dtype_eps(d.scalar_type());
   const at::Tensor g = grad.to(at::kDouble).contiguous().view({-1});
   TORCH_CHECK(g.numel() == batch, "grad must have one entry per matrix");
   at::Tensor out = at::empty({batch, n, n}, d.options());
@@ -90,7 +91,7 @@ at::Tensor log_volume_backward_cpu(const at::Tensor& grad, const at::Tensor& sqd
     const double* gout = g.const_data_ptr<double>();
     scalar_t* res = out.data_ptr<scalar_t>();
     for_each_matrix<scalar_t>(d, -1.0, 2 * k * k, 16, [&](int64_t b, const scalar_t* m, double* scratch) {
-      detail::log_volume_backward_one(m, n, gout[b], res + b * n * n, DenseMat{scratch, k},
+      detail::log_volume_backward_one(m, n, gout[b], eps, res + b * n * n, DenseMat{scratch, k},
                                       DenseMat{scratch + k * k, k});
     });
   });

@@ -32,11 +32,11 @@ __device__ int64_t matrix_index(const T* d, int64_t batch, int64_t n, double che
 }
 
 template <typename T>
-__global__ void log_volume_kernel(const T* d, int64_t batch, int64_t n, double log_kfact, double check_rtol,
+__global__ void log_volume_kernel(const T* d, int64_t batch, int64_t n, double log_kfact, double eps, double check_rtol,
                                   int* defects, double* scratch, T* out) {
   const int64_t b = matrix_index(d, batch, n, check_rtol, defects);
   if (b < 0) return;
-  out[b] = static_cast<T>(detail::log_volume_one(d + b * n * n, n, log_kfact, StridedMat{scratch + b, n - 1, batch}));
+  out[b] = static_cast<T>(detail::log_volume_one(d + b * n * n, n, log_kfact, eps, StridedMat{scratch + b, n - 1, batch}));
 }
 
 template <typename T>
@@ -48,12 +48,12 @@ __global__ void cayley_menger_kernel(const T* d, int64_t batch, int64_t n, doubl
 }
 
 template <typename T>
-__global__ void log_volume_backward_kernel(const T* d, const double* gout, int64_t batch, int64_t n,
+__global__ void log_volume_backward_kernel(const T* d, const double* gout, int64_t batch, int64_t n, double eps,
                                            double* scratch, T* out) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= batch) return;
   const int64_t k = n - 1;
-  detail::log_volume_backward_one(d + b * n * n, n, gout[b], out + b * n * n, StridedMat{scratch + b, k, batch},
+  detail::log_volume_backward_one(d + b * n * n, n, gout[b], eps, out + b * n * n, StridedMat{scratch + b, k, batch},
                                   StridedMat{scratch + k * k * batch + b, k, batch});
 }
 
@@ -90,7 +90,8 @@ at::Tensor log_volume_cuda(const at::Tensor& sqdist, double check_rtol) {
   if (l.batch == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.d.scalar_type(), "log_volume_cuda", [&] {
     log_volume_kernel<scalar_t><<<l.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        l.d.const_data_ptr<scalar_t>(), l.batch, l.n, std::lgamma(static_cast<double>(l.n)), check_rtol,
+        l.d.const_data_ptr<scalar_t>(), l.batch, l.n, std::lgamma(static_cast<double>(l.n)),
+        detail::dtype_eps(l.d.scalar_type()), check_rtol,
         l.defects.data_ptr<int>(), l.scratch.data_ptr<double>(), out.data_ptr<scalar_t>());
   });
   l.raise_defects(check_rtol);
@@ -120,7 +121,8 @@ at::Tensor log_volume_backward_cuda(const at::Tensor& grad, const at::Tensor& sq
   if (l.batch == 0) return out.view(sqdist.sizes());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.d.scalar_type(), "log_volume_backward_cuda", [&] {
     log_volume_backward_kernel<scalar_t><<<l.blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        l.d.const_data_ptr<scalar_t>(), g.const_data_ptr<double>(), l.batch, l.n, l.scratch.data_ptr<double>(),
+        l.d.const_data_ptr<scalar_t>(), g.const_data_ptr<double>(), l.batch, l.n,
+        detail::dtype_eps(l.d.scalar_type()), l.scratch.data_ptr<double>(),
         out.data_ptr<scalar_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
