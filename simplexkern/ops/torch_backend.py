@@ -2,6 +2,7 @@
 then cuBLAS batched GEMMs; scatter the per-point weight gradients back to the trainable
 vertices with one GEMM. The strong unfused baseline."""
 import torch
+import torch.nn.functional as F
 
 
 def gemm_combine(coeffs, store):
@@ -19,6 +20,9 @@ def linear_forward(x, weight, bias, coeffs, combine=gemm_combine):
     weights from the store."""
     S = coeffs.shape[0]
     w = _combined(weight, coeffs, combine)  # (S, out, in)
+    if S == 1:  # one point: a plain linear layer (cuBLASLt with the bias in its epilogue)
+        b = (coeffs.to(bias.dtype) @ bias)[0] if bias is not None else None
+        return F.linear(x if x.dim() == 2 else x[0], w[0], b)[None]
     xs = x.expand(S, *x.shape) if x.dim() == 2 else x
     if bias is None:
         return torch.bmm(xs, w.transpose(1, 2))
@@ -42,8 +46,11 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
             dx = torch.bmm(dy, w)
     idx = torch.tensor(trainable, device=weight.device, dtype=torch.long)
     if need_dw or need_dc:
-        xs = x.expand(S, *x.shape) if shared else x
-        g = torch.bmm(dy.transpose(1, 2), xs).reshape(S, -1)  # G_s = dY_s^T X_s, (S, out * in)
+        if S == 1:
+            g = (dy[0].T @ (x if shared else x[0])).reshape(1, -1)
+        else:
+            xs = x.expand(S, *x.shape) if shared else x
+            g = torch.bmm(dy.transpose(1, 2), xs).reshape(S, -1)  # G_s = dY_s^T X_s, (S, out * in)
         if need_dw:
             dw = torch.zeros_like(weight)
             if len(trainable):

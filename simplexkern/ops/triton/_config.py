@@ -15,11 +15,25 @@ MAX_POINTS_PER_PROGRAM = 8
 
 
 def configs(gpu, interpret):
-    """``gpu`` autotune configurations (only the first without autotuning), or the one small
-    ``interpret`` config under the interpreter."""
-    if INTERPRET:
-        return [triton.Config(interpret, num_warps=1)]
-    return gpu if AUTOTUNE else gpu[:1]
+    """``gpu`` autotune configurations, or the one small ``interpret`` config under the interpreter."""
+    return [triton.Config(interpret, num_warps=1)] if INTERPRET else gpu
+
+
+#: Shared memory a config may plan for (H100: 227 KiB per block), with room to spare.
+SMEM_BUDGET = 200 * 1024
+
+
+def smem_pruner(tile_words):
+    """An ``early_config_prune`` for triton.autotune: drops configs whose pipelined operand
+    tiles, ``tile_words(config kwargs, kernel args)`` words per stage, would not fit in shared
+    memory, and keeps only the first survivor when autotuning is off."""
+    def prune(configs_, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        elem = next(v.element_size() for v in args.values() if hasattr(v, "element_size"))
+        fits = [c for c in configs_ if tile_words(c.kwargs, args) * elem * max(c.num_stages - 1, 1) <= SMEM_BUDGET]
+        fits = fits or configs_[-1:]
+        return fits if AUTOTUNE else fits[:1]
+    return prune
 
 
 def dot_precision(dtype):

@@ -7,18 +7,20 @@ A_i is formed in the prologue: per point, row r of point s = r // M gets c_si dY
 import triton
 import triton.language as tl
 
-from simplexkern.ops.triton._config import configs
+from simplexkern.ops.triton._config import configs, smem_pruner
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
     for bm, bn, bk, w, st in [
-        (16, 64, 64, 4, 4), (32, 64, 64, 4, 4), (64, 64, 64, 4, 3), (64, 128, 64, 8, 3), (128, 128, 64, 8, 3),
+        (16, 32, 128, 4, 4), (16, 16, 128, 4, 4), (16, 64, 64, 4, 4), (32, 64, 64, 4, 4), (64, 64, 64, 4, 3),
+        (64, 128, 64, 8, 3), (128, 128, 64, 8, 3),
     ]
 ]
 
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
-                 key=["R", "N", "K", "NV", "SCALE_ROWS"])
+                 key=["R", "N", "K", "NV", "SCALE_ROWS"],
+                 prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + c["BLOCK_N"]))})
 @triton.jit
 def _vertex_input_grad_kernel(
     a_ptr, v_ptr, c_ptr, dx_ptr,

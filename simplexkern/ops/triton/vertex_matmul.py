@@ -10,13 +10,13 @@ points (SHARED) or belong to one point each (A = (S * M, K), point s = row // M)
 import triton
 import triton.language as tl
 
-from simplexkern.ops.triton._config import configs
+from simplexkern.ops.triton._config import configs, smem_pruner
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
     for bm, bn, bk, w, st in [
-        (16, 64, 128, 4, 4), (32, 64, 64, 4, 4), (64, 32, 64, 4, 4), (64, 64, 64, 8, 3),
-        (16, 128, 64, 8, 4), (128, 32, 64, 8, 3),
+        (16, 16, 128, 4, 4), (16, 32, 128, 4, 4), (16, 64, 64, 4, 4), (32, 32, 64, 4, 4), (64, 32, 64, 4, 3),
+        (64, 64, 64, 8, 3), (128, 32, 64, 8, 3), (16, 16, 64, 2, 3),
     ]
 ]
 
@@ -24,7 +24,9 @@ FORWARD, COEFF_GRAD = 0, 1
 
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
-                 key=["R", "N", "K", "NV_BLOCK", "S", "SHARED", "MODE"], reset_to_zero=["dc_ptr"])
+                 key=["R", "N", "K", "NV_BLOCK", "S", "SHARED", "MODE"], reset_to_zero=["dc_ptr"],
+                 prune_configs_by={"early_config_prune": smem_pruner(
+                     lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + a["NV_BLOCK"] * c["BLOCK_N"]))})
 @triton.jit
 def _vertex_matmul_kernel(
     a_ptr, v_ptr, c_ptr, bias_ptr, y_ptr, dc_ptr,

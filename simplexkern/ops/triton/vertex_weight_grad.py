@@ -7,7 +7,7 @@ it is loaded; X rows are per point, or shared (row r reads X[r % M]).
 import triton
 import triton.language as tl
 
-from simplexkern.ops.triton._config import configs
+from simplexkern.ops.triton._config import configs, smem_pruner
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_R": br, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
@@ -18,7 +18,8 @@ _GPU_CONFIGS = [
 
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_R": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
-                 key=["R", "N", "K", "SHARED_X"])
+                 key=["R", "N", "K", "SHARED_X"],
+                 prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
 @triton.jit
 def _vertex_weight_grad_kernel(
     dy_ptr, x_ptr, c_ptr, train_ptr, dv_ptr,
