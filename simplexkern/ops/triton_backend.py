@@ -34,8 +34,10 @@ def _vertex_matmul(a, M, shared, weight, c, mode, y, *, bias=None, dc=None):
     R, K = a.shape
     N = weight.shape[1]
     grid = lambda meta: (triton.cdiv(R, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))
+    if dc is None:  # the autotuner zeroes dc_ptr between trials: never alias it to an input
+        dc = torch.empty(1, device=a.device, dtype=torch.float32)
     _vertex_matmul_kernel[grid](
-        a, weight, c, bias if bias is not None else c, y, dc if dc is not None else c,
+        a, weight, c, bias if bias is not None else c, y, dc,
         S, R, M, N, K, k,
         a.stride(0), a.stride(1), weight.stride(0), weight.stride(1), weight.stride(2), c.stride(0), c.stride(1),
         SHARED=shared, MODE=mode, HAS_BIAS=bias is not None, NV_BLOCK=next_pow2(k), PRECISION=dot_precision(a.dtype))
