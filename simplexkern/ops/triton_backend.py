@@ -84,8 +84,9 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
         dx = dx if shared else dx.view(S, M, K)
     if need_dw:
         dw = torch.empty_like(weight)
-        fixed = [i for i in range(k) if i not in trainable]
-        dw[fixed] = 0
+        for i in range(k):  # fixed rows: one memset each (list indexing would scatter element-wise)
+            if i not in trainable:
+                dw[i].zero_()
         if trainable:
             idx = torch.tensor(trainable, device=weight.device, dtype=torch.int32)
             grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(K, meta["BLOCK_K"]), len(trainable))
