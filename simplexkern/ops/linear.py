@@ -21,13 +21,17 @@ def _(x, weight, bias, coeffs, trainable, backend):
     return x.new_empty(coeffs.shape[0], x.shape[-2], weight.shape[1])
 
 
+def _linear_grads(dy, x, weight, bias, coeffs, trainable, backend, needs):
+    grads = _BACKENDS[backend].linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
+    # A custom op returns tensors only: an empty tensor stands for "not needed".
+    return [g if g is not None else dy.new_empty(0) for g in grads]
+
+
 @torch.library.custom_op("simplexkern::simplex_linear_backward", mutates_args=())
 def _simplex_linear_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                              coeffs: torch.Tensor, trainable: List[int], backend: str,
                              needs: List[bool]) -> List[torch.Tensor]:
-    grads = _BACKENDS[backend].linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
-    # A custom op returns tensors only: an empty tensor stands for "not needed".
-    return [g if g is not None else dy.new_empty(0) for g in grads]
+    return _linear_grads(dy, x, weight, bias, coeffs, trainable, backend, needs)
 
 
 @_simplex_linear_backward.register_fake
@@ -42,11 +46,11 @@ def _setup_context(ctx, inputs, output):
     ctx.trainable, ctx.backend = trainable, backend
 
 
-def _backward(ctx, dy):
+def _backward(ctx, dy, backward_op=_simplex_linear_backward):
     x, weight, bias, coeffs = ctx.saved_tensors
     need_x, need_w, need_b, need_c = ctx.needs_input_grad[:4]
     needs = [need_x, need_w and bool(ctx.trainable), need_b and bias is not None and bool(ctx.trainable), need_c]
-    grads = _simplex_linear_backward(dy, x, weight, bias, coeffs, ctx.trainable, ctx.backend, needs)
+    grads = backward_op(dy, x, weight, bias, coeffs, ctx.trainable, ctx.backend, needs)
     out = [g if need else None for g, need in zip(grads, needs)]
     if need_w and out[1] is None:
         out[1] = torch.zeros_like(weight)
@@ -56,6 +60,20 @@ def _backward(ctx, dy):
 
 
 _simplex_linear.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _SimplexLinearEager(torch.autograd.Function):
+    """The same forward and backward without the custom-op layer, whose Python overhead
+    (tens of microseconds per call) matters for weight-bound layers; used outside torch.compile."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, coeffs, trainable, backend):  # ctx-style: no signature binding per call
+        _setup_context(ctx, (x, weight, bias, coeffs, trainable, backend), None)
+        return _BACKENDS[backend].linear_forward(x, weight, bias, coeffs)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _backward(ctx, dy, _linear_grads)
 
 
 # --------------------------------------------------------------------------- checks
@@ -138,6 +156,8 @@ def simplex_linear(x, weight, bias, coeffs, *, trainable=None, backend=None):
     name = dispatch.resolve("linear", weight.device, x2.shape[-2], backend)
     if name == "reference":
         y = reference.simplex_linear(x2, weight, bias, c2, trainable)
-    else:
+    elif torch.compiler.is_compiling():
         y = _simplex_linear(x2, weight, bias, c2, trainable, name)
+    else:
+        y = _SimplexLinearEager.apply(x2, weight, bias, c2, trainable, name)
     return y[0].reshape(out_shape) if single else y.reshape(out_shape)
