@@ -6,6 +6,7 @@ implementation's median time and its speed-up over ``reference`` measured in the
 """
 import argparse
 import datetime
+import gc
 import importlib
 import inspect
 import itertools
@@ -46,6 +47,9 @@ def run(filter_text, repeat, budget_s):
                 label = f"{path.stem}.{cls_name}.{method}"
                 if filter_text and filter_text not in label:
                     continue
+                gc.collect()  # free the previous benchmark's tensors now, not inside this one's measurement
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 bench = cls()
                 try:
                     bench.setup(*combo)
