@@ -89,6 +89,19 @@ def test_batch_shapes(shape, rng):
     assert g.cayley_menger_determinant(d).shape == shape
 
 
+def test_non_euclidean_without_validation_is_nan():
+    d = torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 1.0], [9.0, 1.0, 0.0]], dtype=torch.float64)
+    assert math.isnan(torch.ops.simplexkern.log_volume(d).item())
+
+
+@pytest.mark.parametrize("n", [4, 16, 33])
+def test_half_precision_corner_simplex_is_not_degenerate(n):
+    x = torch.cat([torch.zeros(1, n - 1), torch.eye(n - 1)]).double()
+    d = g.pairwise_sqdist(x)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        assert g.log_volume(d.to(dtype)).item() == pytest.approx(-math.lgamma(n), rel=1e-2)
+
+
 def test_point_has_log_volume_zero():
     assert g.log_volume(torch.zeros(3, 1, 1, dtype=torch.float64)).tolist() == [0.0, 0.0, 0.0]
 
@@ -270,6 +283,8 @@ BAD = [
     (lambda: g.log_volume(torch.tensor([[0.0, -1.0], [-1.0, 0.0]])), ValueError, ">= 0"),
     (lambda: g.log_volume(torch.tensor([[1.0, 1.0], [1.0, 0.0]])), ValueError, "zero diagonal"),
     (lambda: g.log_volume(torch.tensor([[0.0, math.nan], [math.nan, 0.0]])), ValueError, "NaN or inf"),
+    # breaks the triangle inequality (3 > 1 + 1): no such triangle
+    (lambda: g.log_volume(torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 1.0], [9.0, 1.0, 0.0]])), ValueError, "not a Euclidean"),
     (lambda: g.cayley_menger_determinant(torch.tensor([[0.0, math.inf], [math.inf, 0.0]])), ValueError, "NaN or inf"),
     (lambda: g.cayley_menger_determinant(torch.zeros(2, 3)), ValueError, "sqdist must have shape"),
     (lambda: g.pairwise_sqdist(torch.zeros(5)), ValueError, "vertices must have shape"),

@@ -40,6 +40,7 @@ void check_sqdist(const at::Tensor& sqdist) {
 void raise_sqdist_defect(int code) {
   switch (code) {
     case 0: return;
+    case 5: TORCH_CHECK_VALUE(false, "sqdist is not a Euclidean distance matrix (no simplex has these distances)");
     case 4: TORCH_CHECK_VALUE(false, "sqdist must be finite, but it contains NaN or inf");
     case 3: TORCH_CHECK_VALUE(false, "sqdist must hold squared distances (>= 0), but it has negative entries");
     case 2: TORCH_CHECK_VALUE(false, "sqdist must be symmetric in its last two dimensions");

@@ -39,7 +39,10 @@ SK_HD double sym(const T* d, int64_t n, int64_t i, int64_t j) {
 
 // What is wrong with one squared-distance matrix, the most serious defect first:
 // 4 NaN or inf, 3 a negative entry, 2 asymmetric, 1 a non-zero diagonal, 0 nothing.
+// (The kernels add kNotEuclideanDefect when the Gram matrix has a clearly negative pivot.)
 // Tolerances are rtol times the largest |entry| of the matrix.
+constexpr int kNotEuclideanDefect = 5;
+
 template <typename T>
 SK_HD int sqdist_defect(const T* d, int64_t n, double rtol) {
   // Largest and smallest entries in four independent chains (max/min latency, not
@@ -100,23 +103,27 @@ SK_HD void gram_from_sqdist(const T* __restrict__ d, int64_t n, Mat g) {
   for (int64_t i = 0; i < k; ++i) g(i, i) -= 0.5 * sym(d, n, i + 1, i + 1);  // G_ii = s_0i - s_ii / 2
 }
 
-// Pivots below this fraction of the largest diagonal entry of G count as zero: rounding in
-// the squared distances (relative error ~ eps of their dtype, a few of them per Gram entry)
-// moves a pivot of an exactly degenerate simplex by about that much.
-SK_HD double pivot_rtol(int64_t n, double input_eps) { return 8.0 * static_cast<double>(n) * input_eps; }
+// Pivots within this fraction of the largest diagonal entry of G count as zero: float64
+// rounding in the elimination grows with n, and rounding of the input distances themselves
+// (relative error ~ eps of their dtype) moves the pivots of a degenerate simplex by a few eps.
+SK_HD double pivot_rtol(int64_t n, double input_eps) {
+  return 8.0 * static_cast<double>(n) * 2.220446049250313e-16 + 4.0 * input_eps;
+}
 
-// In-place Cholesky factor (lower triangle) of a symmetric k x k matrix. Returns false
-// when a pivot is not clearly positive (<= rtol * largest diagonal entry, or NaN): the
-// simplex is degenerate to the precision of its distances, or they are not Euclidean.
+enum CholeskyStatus { kPositiveDefinite = 0, kDegenerate = 1, kNotEuclidean = 2 };
+
+// In-place Cholesky factor (lower triangle) of a symmetric k x k matrix. A pivot within
+// rtol * (largest diagonal entry) of zero means a degenerate simplex; a pivot clearly below
+// zero (or NaN) means the distances are not those of points in a Euclidean space.
 template <typename Mat>
-SK_HD bool cholesky(Mat a, int64_t k, double rtol) {
+SK_HD int cholesky(Mat a, int64_t k, double rtol) {
   double scale = 0.0;
   for (int64_t i = 0; i < k; ++i) scale = a(i, i) > scale ? a(i, i) : scale;
   const double tol = rtol * scale;
   for (int64_t j = 0; j < k; ++j) {
     double djj = a(j, j);
     for (int64_t p = 0; p < j; ++p) djj -= a(j, p) * a(j, p);
-    if (!(djj > tol)) return false;
+    if (!(djj > tol)) return djj >= -tol ? kDegenerate : kNotEuclidean;
     const double ljj = sqrt(djj), inv = 1.0 / ljj;
     a(j, j) = ljj;
     for (int64_t i = j + 1; i < k; ++i) {
@@ -125,16 +132,19 @@ SK_HD bool cholesky(Mat a, int64_t k, double rtol) {
       a(i, j) = v * inv;
     }
   }
-  return true;
+  return kPositiveDefinite;
 }
 
-// log V of the (n-1)-simplex: log prod_j L_jj - log k! (log_kfact); -inf when degenerate.
+// log V of the (n-1)-simplex: log prod_j L_jj - log k! (log_kfact); -inf when degenerate,
+// NaN when the distances are not Euclidean (no such simplex).
 // The product is rescaled before it can overflow or underflow, so a few logs suffice.
 template <typename T, typename Mat>
 SK_HD double log_volume_one(const T* d, int64_t n, double log_kfact, double input_eps, Mat g) {
   const int64_t k = n - 1;
   gram_from_sqdist(d, n, g);
-  if (!cholesky(g, k, pivot_rtol(n, input_eps))) return -std::numeric_limits<double>::infinity();
+  const int status = cholesky(g, k, pivot_rtol(n, input_eps));
+  if (status == kDegenerate) return -std::numeric_limits<double>::infinity();
+  if (status == kNotEuclidean) return std::numeric_limits<double>::quiet_NaN();
   double acc = -log_kfact, prod = 1.0;
   for (int64_t j = 0; j < k; ++j) {
     prod *= g(j, j);
@@ -145,13 +155,13 @@ SK_HD double log_volume_one(const T* d, int64_t n, double log_kfact, double inpu
 
 // d(log V)/dD scaled by gout, written to gd (n x n). With Ginv = G^{-1}:
 //   dD_ij = -Ginv_ij / 4 (i, j >= 1),  dD_0i = dD_i0 = rowsum(Ginv)_i / 4,  dD_00 = 0.
-// Degenerate simplexes get a zero gradient. g and w are k x k scratch matrices.
+// Degenerate (and non-Euclidean) inputs get a zero gradient. g and w are k x k scratch matrices.
 template <typename T, typename Mat>
 SK_HD void log_volume_backward_one(const T* d, int64_t n, double gout, double input_eps, T* gd, Mat g, Mat w) {
   const int64_t k = n - 1;
   for (int64_t i = 0; i < n * n; ++i) gd[i] = static_cast<T>(0.0);
   gram_from_sqdist(d, n, g);
-  if (!cholesky(g, k, pivot_rtol(n, input_eps))) return;
+  if (cholesky(g, k, pivot_rtol(n, input_eps)) != kPositiveDefinite) return;
   // w <- L^{-1} (lower triangular), by forward substitution column by column.
   for (int64_t j = 0; j < k; ++j) {
     for (int64_t i = 0; i < k; ++i) {

@@ -167,6 +167,7 @@ BAD = [
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, torch.randn(2, 4), torch.ones(3)), ValueError, "bias must have shape"),
     (lambda: ops.simplex_linear(torch.randn(2, 6), W, None, torch.ones(3)), ValueError, "x must have shape"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W[0], None, torch.ones(3)), ValueError, "weight must have shape"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W[:0], None, torch.ones(0)), ValueError, "k >= 1"),
     (lambda: ops.simplex_linear(torch.randn(4, 2, 5), W, None, torch.ones(3, 3)), ValueError, "S=3"),
     (lambda: ops.simplex_linear(torch.randn(2, 5, dtype=torch.float64), W, None, torch.ones(3)), TypeError, "x must have the dtype"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.tensor([0.5, float("nan"), 0.5])), ValueError, "coeffs must be finite"),
@@ -206,3 +207,17 @@ def test_triton_materialised_path(device, shared, rng, monkeypatch):
     ref = expected(x, weight, bias, coeffs, [1], dy)
     for name, g, r in zip(["y", "dx", "dweight", "dbias", "dcoeffs"], got, ref):
         assert rel_err(g, r) < RTOL[torch.float32], (name, rel_err(g, r))
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_frozen_weight_trainable_bias_and_strided_weight(backend, rng):
+    x, weight, bias, coeffs = problem(rng, 3, 2, batch=4, n_in=6, n_out=5, shared=True)
+    b = bias.clone().requires_grad_(True)  # weight frozen: the bias still gets its gradient
+    ops.simplex_linear(x, weight, b, coeffs, backend=backend).sum().backward()
+    torch.testing.assert_close(b.grad, (coeffs.sum(0, keepdim=True).T * 4).expand(3, 5).contiguous())
+    base = weight.transpose(1, 2).contiguous().requires_grad_(True)  # a non-contiguous weight view
+    y = ops.simplex_linear(x, base.transpose(1, 2), bias, coeffs, backend=backend)
+    y.sum().backward()
+    ref = expected(x, weight, bias, coeffs, [0, 1, 2], torch.ones_like(y))
+    assert rel_err(y, ref[0]) < RTOL[torch.float32]
+    assert rel_err(base.grad.transpose(1, 2), ref[2]) < RTOL[torch.float32]

@@ -79,9 +79,9 @@ class _SimplexLinearEager(torch.autograd.Function):
 # --------------------------------------------------------------------------- checks
 
 
-def _trainable_indices(trainable, k, weight):
+def _trainable_indices(trainable, k, weight, bias):
     if trainable is None:
-        return list(range(k)) if weight.requires_grad else []
+        return list(range(k)) if weight.requires_grad or (bias is not None and bias.requires_grad) else []
     if isinstance(trainable, torch.Tensor):
         if trainable.dtype == torch.bool:
             if trainable.shape != (k,):
@@ -108,8 +108,8 @@ def _canonical(x, weight, bias, coeffs):
         _checks.floating(t, name)
     if bias is not None:
         _checks.floating(bias, "bias")
-    if weight.dim() != 3:
-        raise ValueError(f"weight must have shape (k, out, in), got {tuple(weight.shape)}")
+    if weight.dim() != 3 or weight.shape[0] < 1:
+        raise ValueError(f"weight must have shape (k, out, in) with k >= 1 vertices, got {tuple(weight.shape)}")
     k, out_features, in_features = weight.shape
     if bias is not None and bias.shape != (k, out_features):
         raise ValueError(f"bias must have shape (k, out) = ({k}, {out_features}), got {tuple(bias.shape)}")
@@ -144,15 +144,17 @@ def simplex_linear(x, weight, bias, coeffs, *, trainable=None, backend=None):
     - ``x``: (..., in) with (k,) coeffs -> (..., out). With (S, k) coeffs: (B, in) shared by
       all points, or (S, ..., in) one input per point -> (S, ..., out).
     - ``trainable``: the vertices that receive gradients (boolean mask or index list; default
-      all when ``weight`` requires grad). Fixed vertices' gradient rows are zero.
+      all when ``weight`` or ``bias`` requires grad). Fixed vertices' gradient rows are zero.
     - ``backend``: "triton", "torch", "reference" or "auto" (default: the ``use_backend``
       context, else $SIMPLEXKERN_BACKEND, else auto).
 
     Gradients flow to ``x``, ``weight``, ``bias`` and ``coeffs``.
     """
     x2, c2, out_shape, single = _canonical(x, weight, bias, coeffs)
+    weight = weight.contiguous()  # kernels and gradient views assume a dense store (no copy if it is)
+    bias = bias.contiguous() if bias is not None else None
     k = weight.shape[0]
-    trainable = _trainable_indices(trainable, k, weight)
+    trainable = _trainable_indices(trainable, k, weight, bias)
     name = dispatch.resolve("linear", weight.device, x2.shape[-2], backend)
     if name == "reference":
         y = reference.simplex_linear(x2, weight, bias, c2, trainable)

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <type_traits>
 #include <algorithm>
 #include <cmath>
 #include <mutex>
@@ -20,27 +21,38 @@ namespace {
 using detail::DenseMat;
 
 // Runs fn(b, matrix, scratch) for every matrix b of the flattened (N, n, n) batch, with a
-// per-thread float64 scratch of `words` entries; raises for the worst defect found.
+// per-thread float64 scratch of `words` entries. Raises for the worst input defect found;
+// returns the largest code fn itself returned (for defects only the computation reveals).
 template <typename scalar_t, typename Fn>
-void for_each_matrix(const at::Tensor& d, double check_rtol, int64_t words, int64_t grain, Fn fn) {
+int for_each_matrix(const at::Tensor& d, double check_rtol, int64_t words, int64_t grain, Fn fn) {
   const int64_t batch = d.size(0), n = d.size(1);
   const scalar_t* in = d.const_data_ptr<scalar_t>();
-  std::atomic<int> worst{0};
+  std::atomic<int> worst{0}, found{0};
+  auto raise_to = [](std::atomic<int>& target, int value) {
+    int seen = target.load();
+    while (value > seen && !target.compare_exchange_weak(seen, value)) {}
+  };
   at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
     std::vector<double> scratch(words + 1);
-    int local = 0;
+    int local = 0, local_found = 0;
     for (int64_t b = begin; b < end; ++b) {
       const scalar_t* m = in + b * n * n;
       if (check_rtol >= 0) {
         const int defect = detail::sqdist_defect(m, n, check_rtol);
         if (defect) { local = defect > local ? defect : local; continue; }
       }
-      fn(b, m, scratch.data());
+      if constexpr (std::is_same_v<decltype(fn(b, m, scratch.data())), void>) {
+        fn(b, m, scratch.data());
+      } else {
+        const int code = fn(b, m, scratch.data());
+        local_found = code > local_found ? code : local_found;
+      }
     }
-    int seen = worst.load();
-    while (local > seen && !worst.compare_exchange_weak(seen, local)) {}
+    raise_to(worst, local);
+    raise_to(found, local_found);
   });
   detail::raise_sqdist_defect(worst.load());
+  return found.load();
 }
 
 at::Tensor flat(const at::Tensor& sqdist) {
@@ -60,9 +72,13 @@ at::Tensor log_volume_cpu(const at::Tensor& sqdist, double check_rtol) {
   at::Tensor out = batch_shape_empty(sqdist);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "log_volume_cpu", [&] {
     scalar_t* res = out.data_ptr<scalar_t>();
-    for_each_matrix<scalar_t>(d, check_rtol, k * k, 64, [&](int64_t b, const scalar_t* m, double* scratch) {
-      res[b] = static_cast<scalar_t>(detail::log_volume_one(m, n, log_kfact, eps, DenseMat{scratch, k}));
+    const int non_euclidean = for_each_matrix<scalar_t>(d, check_rtol, k * k, 64,
+                                                        [&](int64_t b, const scalar_t* m, double* scratch) {
+      const double v = detail::log_volume_one(m, n, log_kfact, eps, DenseMat{scratch, k});
+      res[b] = static_cast<scalar_t>(v);
+      return v != v ? detail::kNotEuclideanDefect : 0;
     });
+    if (check_rtol >= 0) detail::raise_sqdist_defect(non_euclidean);
   });
   return out;
 }

@@ -36,7 +36,9 @@ __global__ void log_volume_kernel(const T* d, int64_t batch, int64_t n, double l
                                   int* defects, double* scratch, T* out) {
   const int64_t b = matrix_index(d, batch, n, check_rtol, defects);
   if (b < 0) return;
-  out[b] = static_cast<T>(detail::log_volume_one(d + b * n * n, n, log_kfact, eps, StridedMat{scratch + b, n - 1, batch}));
+  const double v = detail::log_volume_one(d + b * n * n, n, log_kfact, eps, StridedMat{scratch + b, n - 1, batch});
+  out[b] = static_cast<T>(v);
+  if (check_rtol >= 0 && v != v) defects[b] = detail::kNotEuclideanDefect;
 }
 
 template <typename T>

@@ -27,6 +27,8 @@ def pairwise_sqdist(store):
     """``store`` (k, P) with unit stride along P -> (k, k) float64 squared distances."""
     NV, P = store.shape
     out = torch.zeros(NV, NV, device=store.device, dtype=torch.float64)
+    if P == 0:
+        return out
     nv_block = max(2, next_pow2(NV))
     block = max(16, 4096 // (nv_block * nv_block))  # the (NV_BLOCK, NV_BLOCK, BLOCK) differences stay in registers
     blocks = triton.cdiv(P, block)
