@@ -160,8 +160,9 @@ def log_volume(sqdist):
     """``(..., n, n)`` squared distances -> ``(...,)`` ``log V`` of the (n-1)-simplexes.
 
     Gram form ``G_ij = (d_0i + d_0j - d_ij) / 2``, ``log V = 1/2 logdet G - log k!``, by a
-    float64 Cholesky. A degenerate simplex (affinely dependent vertices, to working
-    precision) gives ``-inf`` with a zero gradient, never NaN. Result in the input dtype.
+    float64 Cholesky. A degenerate simplex (affinely dependent vertices, to the precision of
+    the distances) gives ``-inf`` with a zero gradient, never NaN; distances that no
+    Euclidean simplex has raise ValueError. Result in the input dtype.
     """
     return torch.ops.simplexkern.log_volume(_check_sqdist(sqdist), _check_rtol(sqdist))
 
