@@ -1,0 +1,28 @@
+"""The `simplexkern` command runs and its numbers agree with their references."""
+import re
+import subprocess
+import sys
+
+
+def run(*args):
+    out = subprocess.run([sys.executable, "-m", "simplexkern.cli", *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_info():
+    assert re.search(r"simplexkern \d+\.\d+\.\d+: torch ", run("info"))
+
+
+def test_demo_reports_agreeing_results():
+    text = run("demo", "--batch", "300", "--device", "cpu")
+    diffs = [float(v) for v in re.findall(r"max \|difference\|(?: in log V)?\s+([0-9.e+-]+)", text)]
+    assert len(diffs) == 3  # log-volumes, and the torch and reference backends of simplex_linear
+    assert max(diffs) < 1e-4
+    assert "(exactly zero)" in text and "0.0 (exactly zero)" in text
+
+
+def test_demo_rejects_bad_arguments():
+    out = subprocess.run([sys.executable, "-m", "simplexkern.cli", "demo", "--vertices", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--vertices" in out.stderr
