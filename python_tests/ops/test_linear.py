@@ -148,15 +148,15 @@ def test_torch_compile_inductor_triton_backend_on_gpu(rng):
 
 def test_backend_selection(monkeypatch):
     w = torch.randn(2, 3, 4)
-    assert dispatch.resolve("linear", w.device, 8) == "torch"
+    assert dispatch.resolve(w.device) == "torch"
     with ops.use_backend("reference"):
-        assert dispatch.resolve("linear", w.device, 8) == "reference"
-        assert dispatch.resolve("linear", w.device, 8, backend="torch") == "torch"
+        assert dispatch.resolve(w.device) == "reference"
+        assert dispatch.resolve(w.device, backend="torch") == "torch"
     monkeypatch.setenv(dispatch.ENV_VAR, "reference")
-    assert dispatch.resolve("linear", w.device, 8) == "reference"
+    assert dispatch.resolve(w.device) == "reference"
     monkeypatch.setenv(dispatch.ENV_VAR, "fast")
     with pytest.raises(ValueError, match="SIMPLEXKERN_BACKEND must be one of"):
-        dispatch.resolve("linear", w.device, 8)
+        dispatch.resolve(w.device)
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.use_backend("cudnn").__enter__()
 

@@ -38,8 +38,8 @@ def requested_backend(backend=None):
     return _check_name(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
 
 
-def resolve(op, device, rows_per_point, backend=None):
-    """The backend that runs ``op`` on ``device`` for this shape."""
+def resolve(device, backend=None):
+    """The backend that runs a fused op on ``device`` (shape choices are the backend's own)."""
     name = requested_backend(backend)
     if name == "auto":
         name = "triton" if device.type == "cuda" else "torch"
