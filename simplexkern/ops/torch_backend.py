@@ -35,7 +35,6 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
     """Gradients (dx, dweight, dbias, dcoeffs); None where not needed. Fixed vertices' rows
     of dweight and dbias are zero."""
     S, k = coeffs.shape
-    c = coeffs.to(weight.dtype)
     shared = x.dim() == 2
     dx = dw = db = dc = None
     if need_dx:
@@ -57,12 +56,23 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
                 dw.view(k, -1).index_copy_(0, idx, combine(coeffs[:, idx].T.contiguous(), g))
         if need_dc:
             dc = g @ weight.reshape(k, -1).T
-    if bias is not None and (need_db or need_dc):
-        gb = dy.sum(1)  # (S, out)
-        if need_db:
-            db = torch.zeros_like(bias)
-            if len(trainable):
-                db.index_copy_(0, idx, c[:, idx].T @ gb)
-        if need_dc:
-            dc = dc + gb @ bias.T
+    db, dc = bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc)
     return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)
+
+
+def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc):
+    """The bias's share of the gradients, shared by the backends: dbias (fixed rows zero) and
+    dc + <g_s, b_i> with g_s = sum_m dY_s[m], accumulated in float32 (or float64 for float64
+    inputs). Returns (db, dc)."""
+    if bias is None or not (need_db or need_dc):
+        return None, dc
+    acc = torch.promote_types(dy.dtype, torch.float32)
+    gb = dy.sum(1, dtype=acc)  # (S, out)
+    db = None
+    if need_db:
+        db = torch.zeros_like(bias)
+        if trainable:
+            db[trainable] = (coeffs[:, trainable].to(acc).T @ gb).to(bias.dtype)
+    if need_dc:
+        dc = dc + gb @ bias.to(acc).T
+    return db, dc
