@@ -198,9 +198,9 @@ def test_device_mismatch():
 def test_triton_materialised_path(device, shared, rng, monkeypatch):
     """Above FUSED_MAX_ROWS rows per point the triton backend materialises the weights."""
     skip_unless_runnable(device, "triton")
-    from simplexkern.ops import triton_backend
+    from simplexkern.ops import linear_triton
 
-    monkeypatch.setattr(triton_backend, "FUSED_MAX_ROWS", 2)
+    monkeypatch.setattr(linear_triton, "FUSED_MAX_ROWS", 2)
     x, weight, bias, coeffs = problem(rng, 3, 4, batch=5, n_in=17, n_out=9, shared=shared, device=device)
     dy = torch.randn(4, 5, 9, generator=rng, dtype=torch.float64).float().to(device)
     got = run("triton", x, weight, bias, coeffs, [1], dy)

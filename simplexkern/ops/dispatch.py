@@ -1,7 +1,7 @@
 """Which backend runs a fused op: the ``backend=`` argument, else the innermost
 ``use_backend(...)`` block, else the SIMPLEXKERN_BACKEND environment variable, else "auto":
 ``triton`` on a GPU (which itself picks its fused kernels or materialised weights by rows per
-point, simplexkern.ops.triton_backend.FUSED_MAX_ROWS), ``torch`` on the CPU; both from the
+point, simplexkern.ops.linear_triton.FUSED_MAX_ROWS), ``torch`` on the CPU; both from the
 measurements in the README."""
 import contextlib
 import contextvars
@@ -38,11 +38,12 @@ def requested_backend(backend=None):
     return _check_name(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
 
 
-def resolve(device, backend=None):
-    """The backend that runs a fused op on ``device`` (shape choices are the backend's own)."""
+def resolve(device, backend=None, gpu_auto="triton"):
+    """The backend that runs a fused op on ``device`` (shape choices are the backend's own);
+    "auto" is ``gpu_auto`` on a GPU, ``torch`` on the CPU."""
     name = requested_backend(backend)
     if name == "auto":
-        name = "triton" if device.type == "cuda" else "torch"
+        name = gpu_auto if device.type == "cuda" else "torch"
     if name == "triton" and device.type != "cuda" and not INTERPRET:
         raise ValueError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got tensors on {device}")
     return name

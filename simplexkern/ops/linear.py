@@ -4,10 +4,9 @@ from typing import List, Optional
 
 import torch
 
-from simplexkern import _checks
-from simplexkern.ops import dispatch, reference, torch_backend, triton_backend
+from simplexkern.ops import _fused, dispatch, linear_torch, linear_triton, reference
 
-_BACKENDS = {"torch": torch_backend, "triton": triton_backend}
+_BACKENDS = {"torch": linear_torch, "triton": linear_triton}
 
 
 @torch.library.custom_op("simplexkern::simplex_linear", mutates_args=())
@@ -23,8 +22,7 @@ def _(x, weight, bias, coeffs, trainable, backend):
 
 def _linear_grads(dy, x, weight, bias, coeffs, trainable, backend, needs):
     grads = _BACKENDS[backend].linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
-    # A custom op returns tensors only: an empty tensor stands for "not needed".
-    return [g if g is not None else dy.new_empty(0) for g in grads]
+    return _fused.as_op_outputs(grads, dy)
 
 
 @torch.library.custom_op("simplexkern::simplex_linear_backward", mutates_args=())
@@ -36,8 +34,7 @@ def _simplex_linear_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Te
 
 @_simplex_linear_backward.register_fake
 def _(dy, x, weight, bias, coeffs, trainable, backend, needs):
-    shapes = [x, weight, bias, coeffs]
-    return [t.new_empty(t.shape) if need and t is not None else dy.new_empty(0) for t, need in zip(shapes, needs)]
+    return _fused.fake_grads(dy, x, weight, bias, coeffs, needs)
 
 
 def _setup_context(ctx, inputs, output):
@@ -48,15 +45,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, backward_op=_simplex_linear_backward):
     x, weight, bias, coeffs = ctx.saved_tensors
-    need_x, need_w, need_b, need_c = ctx.needs_input_grad[:4]
-    needs = [need_x, need_w and bool(ctx.trainable), need_b and bias is not None and bool(ctx.trainable), need_c]
+    needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
     grads = backward_op(dy, x, weight, bias, coeffs, ctx.trainable, ctx.backend, needs)
-    out = [g if need else None for g, need in zip(grads, needs)]
-    if need_w and out[1] is None:
-        out[1] = torch.zeros_like(weight)
-    if need_b and bias is not None and out[2] is None:
-        out[2] = torch.zeros_like(bias)
-    return (*out, None, None)
+    return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 2)
 
 
 _simplex_linear.register_autograd(_backward, setup_context=_setup_context)
@@ -76,55 +67,13 @@ class _SimplexLinearEager(torch.autograd.Function):
         return _backward(ctx, dy, _linear_grads)
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def _trainable_indices(trainable, k, weight, bias):
-    if trainable is None:
-        return list(range(k)) if weight.requires_grad or (bias is not None and bias.requires_grad) else []
-    if isinstance(trainable, torch.Tensor):
-        if trainable.dtype == torch.bool:
-            if trainable.shape != (k,):
-                raise ValueError(f"trainable as a boolean mask must have shape ({k},), got {tuple(trainable.shape)}")
-            return [int(i) for i in torch.nonzero(trainable.cpu()).flatten()]
-        trainable = trainable.tolist()
-    items = list(trainable)
-    if all(isinstance(t, bool) for t in items) and items:
-        if len(items) != k:
-            raise ValueError(f"trainable as a list of bools must have {k} entries, got {len(items)}")
-        return [i for i, t in enumerate(items) if t]
-    for t in items:
-        if isinstance(t, bool) or not isinstance(t, int):
-            raise TypeError(f"trainable must be a boolean mask or a list of vertex indices, got {trainable!r}")
-        if not 0 <= t < k:
-            raise ValueError(f"trainable index {t} is out of range for {k} vertices")
-    return sorted(set(items))
-
-
 def _canonical(x, weight, bias, coeffs):
     """Checks shapes, dtypes and devices; returns x as (M, in) shared or (S, M, in), coeffs
     as (S, k), and the output shape."""
-    for t, name in ((x, "x"), (weight, "weight"), (coeffs, "coeffs")):
-        _checks.floating(t, name)
-    if bias is not None:
-        _checks.floating(bias, "bias")
-    if weight.dim() != 3 or weight.shape[0] < 1:
-        raise ValueError(f"weight must have shape (k, out, in) with k >= 1 vertices, got {tuple(weight.shape)}")
-    k, out_features, in_features = weight.shape
-    if bias is not None and bias.shape != (k, out_features):
-        raise ValueError(f"bias must have shape (k, out) = ({k}, {out_features}), got {tuple(bias.shape)}")
-    if coeffs.dim() not in (1, 2) or coeffs.shape[-1] != k:
-        raise ValueError(f"coeffs must have shape ({k},) or (S, {k}) for weight with k={k} vertices, "
-                         f"got {tuple(coeffs.shape)}")
+    _fused.check_operands(x, weight, bias, coeffs, 3, "(k, out, in)")
+    in_features, out_features = weight.shape[2], weight.shape[1]
     if x.dim() < 1 or x.shape[-1] != in_features:
         raise ValueError(f"x must have shape (..., in) with in={in_features}, got {tuple(x.shape)}")
-    for t, name in ((x, "x"), (bias, "bias")):
-        if t is not None and t.dtype != weight.dtype:
-            raise TypeError(f"{name} must have the dtype of weight ({weight.dtype}), got {t.dtype}")
-    for t, name in ((x, "x"), (bias, "bias"), (coeffs, "coeffs")):
-        if t is not None and t.device != weight.device:
-            raise ValueError(f"{name} is on {t.device} but weight is on {weight.device}")
-    _checks.finite(coeffs, "coeffs")
     if coeffs.dim() == 1:
         return x.reshape(-1, in_features), coeffs[None], (*x.shape[:-1], out_features), True
     S = coeffs.shape[0]
@@ -154,7 +103,7 @@ def simplex_linear(x, weight, bias, coeffs, *, trainable=None, backend=None):
     weight = weight.contiguous()  # kernels and gradient views assume a dense store (no copy if it is)
     bias = bias.contiguous() if bias is not None else None
     k = weight.shape[0]
-    trainable = _trainable_indices(trainable, k, weight, bias)
+    trainable = _fused.trainable_indices(trainable, k, weight, bias)
     name = dispatch.resolve(weight.device, backend)
     if name == "reference":
         y = reference.simplex_linear(x2, weight, bias, c2, trainable)

@@ -36,9 +36,12 @@ def smem_pruner(tile_words):
     return prune
 
 
-def dot_precision(dtype):
-    """float32 dots follow torch's TF32 switch, as nn.Linear does; half types need none."""
-    if dtype == torch.float32 and not INTERPRET and torch.backends.cuda.matmul.allow_tf32:
+def dot_precision(dtype, allow_tf32=None):
+    """float32 dots follow torch's TF32 switch (``allow_tf32``, default the matmul one, as
+    nn.Linear does); half types need none."""
+    if allow_tf32 is None:
+        allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    if dtype == torch.float32 and not INTERPRET and allow_tf32:
         return "tf32"
     return "ieee"
 

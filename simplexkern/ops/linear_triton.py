@@ -12,7 +12,7 @@ The caller (simplexkern.ops.linear) passes a contiguous weight.
 import torch
 import triton
 
-from simplexkern.ops import torch_backend
+from simplexkern.ops import linear_torch, vertices
 from simplexkern.ops.triton._config import dot_precision, next_pow2
 from simplexkern.ops.triton.combine import combine
 from simplexkern.ops.triton.vertex_input_grad import _vertex_input_grad_kernel
@@ -48,7 +48,7 @@ def _vertex_matmul(a, M, shared, weight, c, mode, y, *, bias=None, dc=None):
 def linear_forward(x, weight, bias, coeffs):
     S, k = coeffs.shape
     if x.shape[-2] > FUSED_MAX_ROWS:
-        return torch_backend.linear_forward(x, weight, bias, coeffs, combine=_combine)
+        return linear_torch.linear_forward(x, weight, bias, coeffs, combine=_combine)
     c = coeffs.float().contiguous()
     a, M = _rows(x, S)
     y = torch.empty(S, M, weight.shape[1], device=x.device, dtype=x.dtype)
@@ -60,7 +60,7 @@ def linear_forward(x, weight, bias, coeffs):
 def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc):
     S, k = coeffs.shape
     if x.shape[-2] > FUSED_MAX_ROWS:
-        return torch_backend.linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db,
+        return linear_torch.linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db,
                                              need_dc, combine=_combine)
     c = coeffs.float().contiguous()
     shared = x.dim() == 2
@@ -97,7 +97,7 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
     if need_dc:
         dc = torch.zeros(S, k, device=dy.device, dtype=torch.float32)
         _vertex_matmul(a, M, shared, weight, c, COEFF_GRAD, dy_rows, dc=dc)
-    db, dc = torch_backend.bias_grads(dy, bias, c, trainable, need_db, need_dc, dc)
+    db, dc = vertices.bias_grads(dy, bias, c, trainable, need_db, need_dc, dc)
     return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)
 
 

@@ -1,0 +1,85 @@
+"""What the fused ops share: the ``trainable`` argument, and turning a backend's gradients
+into what autograd expects."""
+import torch
+
+
+def trainable_indices(trainable, k, weight, bias):
+    """``trainable`` (None, boolean mask or index list) as a sorted list of vertex indices."""
+    if trainable is None:
+        return list(range(k)) if weight.requires_grad or (bias is not None and bias.requires_grad) else []
+    if isinstance(trainable, torch.Tensor):
+        if trainable.dtype == torch.bool:
+            if trainable.shape != (k,):
+                raise ValueError(f"trainable as a boolean mask must have shape ({k},), got {tuple(trainable.shape)}")
+            return [int(i) for i in torch.nonzero(trainable.cpu()).flatten()]
+        trainable = trainable.tolist()
+    items = list(trainable)
+    if all(isinstance(t, bool) for t in items) and items:
+        if len(items) != k:
+            raise ValueError(f"trainable as a list of bools must have {k} entries, got {len(items)}")
+        return [i for i, t in enumerate(items) if t]
+    for t in items:
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise TypeError(f"trainable must be a boolean mask or a list of vertex indices, got {trainable!r}")
+        if not 0 <= t < k:
+            raise ValueError(f"trainable index {t} is out of range for {k} vertices")
+    return sorted(set(items))
+
+
+def needed_grads(needs_input_grad, bias, trainable):
+    """Which of (dx, dweight, dbias, dcoeffs) a backend must compute."""
+    need_x, need_w, need_b, need_c = needs_input_grad[:4]
+    return [need_x, need_w and bool(trainable), need_b and bias is not None and bool(trainable), need_c]
+
+
+def as_op_outputs(grads, like):
+    """A custom op returns tensors only: an empty tensor stands for "not needed"."""
+    return [g if g is not None else like.new_empty(0) for g in grads]
+
+
+def fake_grads(dy, x, weight, bias, coeffs, needs):
+    shapes = [x, weight, bias, coeffs]
+    return [t.new_empty(t.shape) if need and t is not None else dy.new_empty(0) for t, need in zip(shapes, needs)]
+
+
+def autograd_outputs(grads, needs, needs_input_grad, weight, bias, n_extra):
+    """Gradients for autograd: None where not needed; zeros for a weight or bias that asked
+    for a gradient when no vertex is trainable; None for the ``n_extra`` non-tensor arguments."""
+    out = [g if need else None for g, need in zip(grads, needs)]
+    if needs_input_grad[1] and out[1] is None:
+        out[1] = torch.zeros_like(weight)
+    if needs_input_grad[2] and bias is not None and out[2] is None:
+        out[2] = torch.zeros_like(bias)
+    return (*out, *([None] * n_extra))
+
+
+def check_operands(x, weight, bias, coeffs, weight_dims, weight_desc):
+    """Types, shapes, dtypes, devices and finiteness common to the fused ops; returns k."""
+    from simplexkern import _checks
+
+    for t, name in ((x, "x"), (weight, "weight"), (coeffs, "coeffs")):
+        _checks.floating(t, name)
+    if bias is not None:
+        _checks.floating(bias, "bias")
+    if weight.dim() != weight_dims or weight.shape[0] < 1:
+        raise ValueError(f"weight must have shape {weight_desc} with k >= 1 vertices, got {tuple(weight.shape)}")
+    k, out = weight.shape[:2]
+    if bias is not None and bias.shape != (k, out):
+        raise ValueError(f"bias must have shape (k, out) = ({k}, {out}), got {tuple(bias.shape)}")
+    if coeffs.dim() not in (1, 2) or coeffs.shape[-1] != k:
+        raise ValueError(f"coeffs must have shape ({k},) or (S, {k}) for weight with k={k} vertices, "
+                         f"got {tuple(coeffs.shape)}")
+    for t, name in ((x, "x"), (bias, "bias")):
+        if t is not None and t.dtype != weight.dtype:
+            raise TypeError(f"{name} must have the dtype of weight ({weight.dtype}), got {t.dtype}")
+    for t, name in ((x, "x"), (bias, "bias"), (coeffs, "coeffs")):
+        if t is not None and t.device != weight.device:
+            raise ValueError(f"{name} is on {t.device} but weight is on {weight.device}")
+    _checks.finite(coeffs, "coeffs")
+    return k
+
+
+def output_size(in_hw, kernel_hw, stride, padding, dilation):
+    """A convolution's output height and width."""
+    return [(n + 2 * p - d * (kk - 1) - 1) // s + 1
+            for n, kk, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation)]

@@ -1,0 +1,163 @@
+"""``simplex_conv2d``: a 2-D convolution whose filters are a combination of k vertices, for
+one point or S points in one call."""
+import numbers
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from simplexkern.ops import _fused, conv_torch, conv_triton, dispatch, reference
+
+_BACKENDS = {"torch": conv_torch, "triton": conv_triton}
+
+
+@torch.library.custom_op("simplexkern::simplex_conv2d", mutates_args=())
+def _simplex_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], coeffs: torch.Tensor,
+                    stride: List[int], padding: List[int], dilation: List[int], groups: int,
+                    trainable: List[int], backend: str) -> torch.Tensor:
+    # contiguous: the strides the fake kernel promises to the compiler
+    return _BACKENDS[backend].conv_forward(x, weight, bias, coeffs, (stride, padding, dilation, groups)).contiguous()
+
+
+@_simplex_conv2d.register_fake
+def _(x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend):
+    return x.new_empty(coeffs.shape[0], x.shape[-4], weight.shape[1],
+                       *_fused.output_size(x.shape[-2:], weight.shape[-2:], stride, padding, dilation))
+
+
+def _conv_grads(dy, x, weight, bias, coeffs, conv, trainable, backend, needs):
+    grads = _BACKENDS[backend].conv_backward(dy, x, weight, bias, coeffs, tuple(conv), trainable, *needs)
+    return _fused.as_op_outputs(grads, dy)
+
+
+@torch.library.custom_op("simplexkern::simplex_conv2d_backward", mutates_args=())
+def _simplex_conv2d_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                             coeffs: torch.Tensor, stride: List[int], padding: List[int], dilation: List[int],
+                             groups: int, trainable: List[int], backend: str, needs: List[bool]) -> List[torch.Tensor]:
+    return [g.contiguous() for g in _conv_grads(dy, x, weight, bias, coeffs, (stride, padding, dilation, groups), trainable,
+                                 backend, needs)]
+
+
+@_simplex_conv2d_backward.register_fake
+def _(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
+    return _fused.fake_grads(dy, x, weight, bias, coeffs, needs)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend = inputs
+    ctx.save_for_backward(x, weight, bias, coeffs)
+    ctx.conv, ctx.trainable, ctx.backend = (stride, padding, dilation, groups), trainable, backend
+
+
+def _backward(ctx, dy):
+    x, weight, bias, coeffs = ctx.saved_tensors
+    needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
+    grads = _simplex_conv2d_backward(dy, x, weight, bias, coeffs, *ctx.conv, ctx.trainable, ctx.backend, needs)
+    return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 6)
+
+
+_simplex_conv2d.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _SimplexConv2dEager(torch.autograd.Function):
+    """The same forward and backward without the custom-op layer's per-call overhead."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend):
+        _setup_context(ctx, (x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend), None)
+        return _BACKENDS[backend].conv_forward(x, weight, bias, coeffs, ctx.conv)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias, coeffs = ctx.saved_tensors
+        needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
+        grads = _conv_grads(dy, x, weight, bias, coeffs, ctx.conv, ctx.trainable, ctx.backend, needs)
+        return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 6)
+
+
+def _pair(value, name, minimum):
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return [int(v) for v in items]
+
+
+def _padding(padding, stride, dilation, kernel_hw):
+    """Symmetric padding (top, left) and the extra bottom/right row and column that "same"
+    needs for an even effective kernel size."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0, 0], [0, 0]
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+        if stride != [1, 1]:
+            raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+        total = [d * (kk - 1) for d, kk in zip(dilation, kernel_hw)]
+        return [t // 2 for t in total], [t - t // 2 * 2 for t in total]
+    return _pair(padding, "padding", 0), [0, 0]
+
+
+def _canonical(x, weight, bias, coeffs, groups):
+    """Checks shapes; returns x as (B, C, H, W) shared or (S, B, C, H, W), coeffs as (S, k),
+    and whether a single point was asked for."""
+    k = _fused.check_operands(x, weight, bias, coeffs, 5, "(k, out, in / groups, kh, kw)")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    out_channels, in_per_group = weight.shape[1:3]
+    if out_channels % groups:
+        raise ValueError(f"weight's out channels ({out_channels}) must be divisible by groups={groups}")
+    single = coeffs.dim() == 1
+    S = 1 if single else coeffs.shape[0]
+    if x.dim() == 5 and not single and x.shape[0] != S:
+        raise ValueError(f"x of shape (S, B, C, H, W) must have S={S} points, as coeffs {tuple(coeffs.shape)}; "
+                         f"got {tuple(x.shape)}")
+    if x.dim() != 4 and (single or x.dim() != 5):
+        expected = "(B, C, H, W)" if single else f"(B, C, H, W) shared by all points or (S={S}, B, C, H, W)"
+        raise ValueError(f"x must have shape {expected}, got {tuple(x.shape)}")
+    if x.shape[-3] != in_per_group * groups:
+        raise ValueError(f"x must have {in_per_group * groups} channels (weight's in / groups = {in_per_group}, "
+                         f"groups={groups}), got {x.shape[-3]}")
+    return x, (coeffs[None] if single else coeffs), single
+
+
+def simplex_conv2d(x, weight, bias, coeffs, stride=1, padding=0, dilation=1, groups=1, *, trainable=None,
+                   backend=None):
+    """2-D convolution at the points ``W_s = sum_i coeffs[s, i] weight[i]``, ``b_s = sum_i coeffs[s, i] bias[i]``.
+
+    - ``weight`` (k, out, in / groups, kh, kw); ``bias`` (k, out) or None; ``coeffs`` (k,)
+      for one point or (S, k) for S points (any real coefficients).
+    - ``x``: (B, C, H, W) with (k,) coeffs -> (B, out, H', W'). With (S, k) coeffs:
+      (B, C, H, W) shared by all points, or (S, B, C, H, W) one input per point ->
+      (S, B, out, H', W'). Any memory layout (NCHW, channels_last); the output may be a
+      strided view.
+    - ``stride``, ``padding`` (int, pair, "same" or "valid"), ``dilation``, ``groups``: as
+      ``torch.nn.functional.conv2d``.
+    - ``trainable``, ``backend``: as ``simplex_linear``.
+
+    Gradients flow to ``x``, ``weight``, ``bias`` and ``coeffs``.
+    """
+    x, c2, single = _canonical(x, weight, bias, coeffs, groups)
+    kernel_hw = list(weight.shape[-2:])
+    stride = _pair(stride, "stride", 1)
+    dilation = _pair(dilation, "dilation", 1)
+    padding, extra = _padding(padding, stride, dilation, kernel_hw)
+    if any(extra):  # "same" with an even kernel: the odd row/column goes at the bottom/right, as in PyTorch
+        x = F.pad(x, (0, extra[1], 0, extra[0]))
+    out_hw = _fused.output_size(x.shape[-2:], kernel_hw, stride, padding, dilation)
+    if min(out_hw) < 1:
+        raise ValueError(f"the input of size {tuple(x.shape[-2:])} (padded by {padding}) is smaller than the "
+                         f"kernel {tuple(kernel_hw)} at dilation {dilation}")
+    weight = weight.contiguous()
+    bias = bias.contiguous() if bias is not None else None
+    trainable = _fused.trainable_indices(trainable, weight.shape[0], weight, bias)
+    name = dispatch.resolve(weight.device, backend, gpu_auto="torch")
+    conv = (stride, padding, dilation, int(groups))
+    if name == "reference":
+        y = reference.simplex_conv2d(x, weight, bias, c2, conv, trainable)
+    elif torch.compiler.is_compiling():
+        y = _simplex_conv2d(x, weight, bias, c2, *conv, trainable, name)
+    else:
+        y = _SimplexConv2dEager.apply(x, weight, bias, c2, *conv, trainable, name)
+    return y[0] if single else y

@@ -1,0 +1,93 @@
+"""The ``torch`` backend of simplex_conv2d: materialise the S combined filters with one GEMM
+over the vertices, run the S convolutions, and scatter the per-point filter gradients back
+to the trainable vertices with one GEMM.
+
+The S convolutions run either as one grouped convolution (the points side by side as groups
+of channels; for an input shared by all points, one convolution with S times the output
+channels) or as a loop of S convolutions. The grouped form is one launch and always wins on
+a GPU; on the CPU neither wins everywhere, and ``grouped_on_cpu`` picks from measurements.
+"""
+import torch
+import torch.nn.functional as F
+
+from simplexkern.ops.vertices import bias_grads, combined, gemm_combine, weight_grads
+
+
+def grouped_on_cpu(x, weight, S):
+    """Whether the grouped convolution beats the per-point loop on the CPU for this shape."""
+    return True
+
+
+def _grouped(x, weight, S):
+    return x.device.type != "cpu" or grouped_on_cpu(x, weight, S)
+
+
+def _points_as_channels(t):
+    """(S, B, C, H, W) -> (B, S * C, H, W), keeping a channels-last layout channels-last."""
+    S, B, C, H, W = t.shape
+    if t[0].is_contiguous(memory_format=torch.channels_last) and not t[0].is_contiguous():
+        return t.permute(1, 3, 4, 0, 2).reshape(B, H, W, S * C).permute(0, 3, 1, 2)
+    return t.transpose(0, 1).reshape(B, S * C, H, W)
+
+
+def _shared_filters(w, g):
+    """(S, O, Cg, kh, kw) -> (g * S * Og, Cg, kh, kw): group-major, then point."""
+    S, O = w.shape[:2]
+    return w.unflatten(1, (g, O // g)).transpose(0, 1).reshape(S * O, *w.shape[2:])
+
+
+def conv_forward(x, weight, bias, coeffs, conv, combine=gemm_combine):
+    """``x`` (B, C, H, W) shared or (S, B, C, H, W) -> (S, B, O, H', W'), possibly a strided view.
+    ``conv`` = (stride, padding, dilation, groups)."""
+    stride, padding, dilation, g = conv
+    S, O = coeffs.shape[0], weight.shape[1]
+    w = combined(weight, coeffs, combine)  # (S, O, Cg, kh, kw)
+    b = coeffs.to(bias.dtype) @ bias if bias is not None else None  # (S, O)
+    shared = x.dim() == 4
+    if S == 1 or not _grouped(x, weight, S):
+        return torch.stack([F.conv2d(x if shared else x[s], w[s], b[s] if b is not None else None, *conv)
+                            for s in range(S)])
+    if shared:  # one convolution with the S points' filters side by side in each group
+        bg = b.unflatten(1, (g, O // g)).transpose(0, 1).reshape(-1) if b is not None else None
+        y = F.conv2d(x, _shared_filters(w, g), bg, stride, padding, dilation, g)
+        return y.unflatten(1, (g, S, O // g)).permute(2, 0, 1, 3, 4, 5).flatten(2, 3)
+    y = F.conv2d(_points_as_channels(x), w.flatten(0, 1), b.reshape(-1) if b is not None else None,
+                 stride, padding, dilation, S * g)
+    return y.unflatten(1, (S, O)).transpose(0, 1)
+
+
+def _conv_backward(dy, x, w, conv, groups, need_dx, need_g):
+    stride, padding, dilation, _ = conv
+    return torch.ops.aten.convolution_backward(dy, x, w, None, stride, padding, dilation, False, [0, 0], groups,
+                                               [need_dx, need_g, False])[:2]
+
+
+def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw, need_db, need_dc,
+                  combine=gemm_combine):
+    """Gradients (dx, dweight, dbias, dcoeffs); None where not needed. Fixed vertices' rows
+    of dweight and dbias are zero."""
+    g = conv[3]
+    S, O = coeffs.shape[0], weight.shape[1]
+    shared = x.dim() == 4
+    need_g = need_dw or need_dc
+    dx = dw = dc = None
+    if need_dx or need_g:
+        w = combined(weight, coeffs, combine)
+        if S == 1 or not _grouped(x, weight, S):
+            parts = [_conv_backward(dy[s], x if shared else x[s], w[s], conv, g, need_dx, need_g) for s in range(S)]
+            if need_dx:
+                dx = sum(p[0] for p in parts) if shared else torch.stack([p[0] for p in parts])
+            gw = torch.stack([p[1] for p in parts]).reshape(S, -1) if need_g else None
+        elif shared:
+            dyg = dy.unflatten(2, (g, O // g)).permute(1, 2, 0, 3, 4, 5).reshape(dy.shape[1], S * O, *dy.shape[3:])
+            dx, gw = _conv_backward(dyg, x, _shared_filters(w, g), conv, g, need_dx, need_g)
+            gw = gw.unflatten(0, (g, S, O // g)).transpose(0, 1).reshape(S, -1) if need_g else None
+        else:
+            dxg, gw = _conv_backward(_points_as_channels(dy), _points_as_channels(x), w.flatten(0, 1), conv, S * g,
+                                     need_dx, need_g)
+            dx = dxg.unflatten(1, (S, x.shape[2])).transpose(0, 1) if need_dx else None
+            gw = gw.reshape(S, -1) if need_g else None
+        if need_g:
+            dw, dc = weight_grads(gw, weight, coeffs, trainable, need_dw, need_dc, combine)
+    db, dc = bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1, 3, 4))
+    return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)

@@ -1,0 +1,48 @@
+"""Passes over the vertex store that every backend shares: combining vertices into the
+points' weights, and turning per-point weight gradients G_s into the vertices' gradients
+dV_i = sum_s c_si G_s (trainable rows only) and the coefficients' dc_si = <G_s, V_i>."""
+import torch
+
+
+def gemm_combine(coeffs, store):
+    """(S, k) x (k, P) -> (S, P) with one GEMM in the store's dtype."""
+    return coeffs.to(store.dtype) @ store
+
+
+def combined(weight, coeffs, combine=gemm_combine):
+    """The S points' weights (S, *weight.shape[1:]) from the store ``weight`` (k, ...)."""
+    k = weight.shape[0]
+    return combine(coeffs, weight.reshape(k, -1)).view(coeffs.shape[0], *weight.shape[1:])
+
+
+def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine=gemm_combine):
+    """From G = the per-point weight gradients (S, P): (dweight, dcoeffs), None where not
+    needed; dweight's fixed rows are zero."""
+    k = weight.shape[0]
+    dw = dc = None
+    if need_dw:
+        dw = torch.zeros_like(weight)
+        if trainable:
+            idx = torch.tensor(trainable, device=weight.device, dtype=torch.long)
+            dw.view(k, -1).index_copy_(0, idx, combine(coeffs[:, idx].T.contiguous(), g.to(weight.dtype)))
+    if need_dc:
+        dc = g @ weight.reshape(k, -1).to(g.dtype).T
+    return dw, dc
+
+
+def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1,)):
+    """The bias's share of the gradients: dbias (fixed rows zero) and dc + <g_s, b_i> with
+    g_s = dY_s summed over ``sum_dims`` (all but the point and channel dimensions),
+    accumulated in float32 (or float64 for float64 inputs). Returns (db, dc)."""
+    if bias is None or not (need_db or need_dc):
+        return None, dc
+    acc = torch.promote_types(dy.dtype, torch.float32)
+    gb = dy.sum(sum_dims, dtype=acc)  # (S, out)
+    db = None
+    if need_db:
+        db = torch.zeros_like(bias)
+        if trainable:
+            db[trainable] = (coeffs[:, trainable].to(acc).T @ gb).to(bias.dtype)
+    if need_dc:
+        dc = gb @ bias.to(acc).T + (dc if dc is not None else 0)
+    return db, dc
