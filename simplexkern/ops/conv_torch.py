@@ -10,16 +10,28 @@ a GPU; on the CPU neither wins everywhere, and ``grouped_on_cpu`` picks from mea
 import torch
 import torch.nn.functional as F
 
+from simplexkern.ops._fused import output_size
 from simplexkern.ops.vertices import bias_grads, combined, gemm_combine, weight_grads
 
 
-def grouped_on_cpu(x, weight, S):
-    """Whether the grouped convolution beats the per-point loop on the CPU for this shape."""
-    return True
+def grouped_on_cpu(shared, in_per_group, macs_per_point, out_pixels):
+    """Whether one grouped convolution beats the per-point loop on the CPU, from
+    benchmarks/conv_strategy_cpu.py (VGG16 layers at 1/2 to 1/16 width, batch 16 and 64,
+    2 threads, S = 5): a shared input always (one convolution, no copies); per-point inputs
+    when the per-point work is small enough for the loop's per-call cost to matter and the
+    groups are not too narrow (few channels at a large image: the copies into and out of
+    the grouped layout dominate)."""
+    if shared:
+        return True
+    return in_per_group >= 8 and (macs_per_point <= 24e6 or (macs_per_point <= 48e6 and out_pixels <= 256))
 
 
-def _grouped(x, weight, S):
-    return x.device.type != "cpu" or grouped_on_cpu(x, weight, S)
+def _grouped(x, weight, conv):
+    if x.device.type != "cpu":
+        return True
+    O, Cg, KH, KW = weight.shape[1:]
+    OH, OW = output_size(x.shape[-2:], (KH, KW), *conv[:3])
+    return grouped_on_cpu(x.dim() == 4, Cg, x.shape[-4] * OH * OW * O * Cg * KH * KW, OH * OW)
 
 
 def _points_as_channels(t):
@@ -44,7 +56,7 @@ def conv_forward(x, weight, bias, coeffs, conv, combine=gemm_combine):
     w = combined(weight, coeffs, combine)  # (S, O, Cg, kh, kw)
     b = coeffs.to(bias.dtype) @ bias if bias is not None else None  # (S, O)
     shared = x.dim() == 4
-    if S == 1 or not _grouped(x, weight, S):
+    if S == 1 or not _grouped(x, weight, conv):
         return torch.stack([F.conv2d(x if shared else x[s], w[s], b[s] if b is not None else None, *conv)
                             for s in range(S)])
     if shared:  # one convolution with the S points' filters side by side in each group
@@ -73,7 +85,7 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     dx = dw = dc = None
     if need_dx or need_g:
         w = combined(weight, coeffs, combine)
-        if S == 1 or not _grouped(x, weight, S):
+        if S == 1 or not _grouped(x, weight, conv):
             parts = [_conv_backward(dy[s], x if shared else x[s], w[s], conv, g, need_dx, need_g) for s in range(S)]
             if need_dx:
                 dx = sum(p[0] for p in parts) if shared else torch.stack([p[0] for p in parts])
