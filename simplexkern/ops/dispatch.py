@@ -1,8 +1,9 @@
 """Which backend runs a fused op: the ``backend=`` argument, else the innermost
 ``use_backend(...)`` block, else the SIMPLEXKERN_BACKEND environment variable, else "auto":
-``triton`` on a GPU (which itself picks its fused kernels or materialised weights by rows per
-point, simplexkern.ops.linear_triton.FUSED_MAX_ROWS), ``torch`` on the CPU; both from the
-measurements in the README."""
+``torch`` on the CPU; on a GPU the op's own choice (``triton`` for simplex_linear, which
+itself picks fused kernels or materialised weights by rows per point; ``torch`` for
+simplex_conv2d until its GPU measurements exist). Shape-dependent choices within a backend
+are the backend's own."""
 import contextlib
 import contextvars
 import os
