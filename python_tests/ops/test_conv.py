@@ -224,6 +224,34 @@ def test_single_point(device, backend, rng):
     assert y.shape == ref.shape == (2, 6, 7, 6) and rel_err(y, ref) < RTOL[torch.float32]
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shared", [True, False])
+def test_output_takes_inplace_ops(device, backend, shared, rng):
+    """ReLU(inplace=True) after the convolution, as in VGG and ResNet."""
+    skip_unless_runnable(device, backend)
+    conv = (1, 1, 1, 1)
+    x, weight, bias, coeffs = problem(rng, 3, 3, shared, C=8, O=8, device=device)
+    w = weight.clone().requires_grad_(True)
+    torch.relu_(ops.simplex_conv2d(x, w, bias, coeffs, *conv, backend=backend)).square().sum().backward()
+    w64 = weight.double().requires_grad_(True)
+    torch.relu(im2col_conv(x.double(), w64, bias.double(), coeffs.double(), *conv)).square().sum().backward()
+    assert rel_err(w.grad, w64.grad) < RTOL[torch.float32]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(device, backend, rng):
+    skip_unless_runnable(device, backend)
+    x, weight, bias, coeffs = problem(rng, 3, 2, False, B=0, device=device)
+    leaves = [t.clone().requires_grad_(True) for t in (x, weight, bias, coeffs)]
+    y = ops.simplex_conv2d(*leaves, padding=1, trainable=[1], backend=backend)
+    assert y.shape == (2, 0, 6, 7, 6)
+    y.sum().backward()
+    for t in leaves[1:]:
+        assert t.grad is None or torch.equal(t.grad, torch.zeros_like(t))
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 @pytest.mark.parametrize("shared", [True, False])
 def test_gradcheck_float64(backend, shared, rng):
@@ -276,7 +304,10 @@ BAD = [
     (lambda: ops.simplex_conv2d(torch.randn(4, 2, 2, 6, 6), W, None, torch.ones(3, 3)), ValueError, "S=3 points"),
     (lambda: ops.simplex_conv2d(torch.randn(2, 3, 6, 6), W, None, C), ValueError, "x must have 2 channels"),
     (lambda: ops.simplex_conv2d(torch.randn(2, 4, 6, 6), W, None, C, groups=3), ValueError, "divisible by groups=3"),
-    (lambda: ops.simplex_conv2d(X, W, None, C, groups=0), ValueError, "groups must be a positive int"),
+    (lambda: ops.simplex_conv2d(X, W, None, C, groups=0), ValueError, "groups must be >= 1"),
+    (lambda: ops.simplex_conv2d(X, W, None, C, groups=2.0), TypeError, "groups must be an int"),
+    (lambda: ops.simplex_conv2d(X, W[..., :0], None, C), ValueError, "weight must have no empty dimension"),
+    (lambda: ops.simplex_conv2d(X, W, None, torch.ones(0, 3)), ValueError, "with S >= 1"),
     (lambda: ops.simplex_conv2d(X, W, None, C, stride=0), ValueError, "stride must be >= 1"),
     (lambda: ops.simplex_conv2d(X, W, None, C, stride=(1, 2, 3)), TypeError, "stride must be an int or a pair"),
     (lambda: ops.simplex_conv2d(X, W, None, C, padding=-1), ValueError, "padding must be >= 0"),

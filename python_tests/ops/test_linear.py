@@ -112,6 +112,20 @@ def test_single_point_and_leading_dims(device, backend, rng):
     assert rel_err(y, xs.double() @ w.T) < RTOL[torch.float32]
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+@pytest.mark.parametrize("S", [1, 3])
+def test_output_takes_inplace_ops(device, backend, S, rng):
+    skip_unless_runnable(device, backend)
+    x, weight, bias, coeffs = problem(rng, 3, S, batch=4, n_in=6, n_out=5, shared=True, device=device)
+    w = weight.clone().requires_grad_(True)
+    torch.relu_(ops.simplex_linear(x, w, bias, coeffs, backend=backend)).square().sum().backward()
+    w64 = weight.double().requires_grad_(True)
+    y = torch.einsum("mj,soj->smo", x.double(), torch.einsum("si,ioj->soj", coeffs.double(), w64))
+    torch.relu(y + (coeffs.double() @ bias.double())[:, None]).square().sum().backward()
+    assert rel_err(w.grad, w64.grad) < RTOL[torch.float32]
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 @pytest.mark.parametrize("shared", [True, False])
 def test_gradcheck_float64(backend, shared, rng):
@@ -168,6 +182,8 @@ BAD = [
     (lambda: ops.simplex_linear(torch.randn(2, 6), W, None, torch.ones(3)), ValueError, "x must have shape"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W[0], None, torch.ones(3)), ValueError, "weight must have shape"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W[:0], None, torch.ones(0)), ValueError, "k >= 1"),
+    (lambda: ops.simplex_linear(torch.randn(2, 0), W[..., :0], None, torch.ones(3)), ValueError, "no empty dimension"),
+    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(0, 3)), ValueError, "with S >= 1"),
     (lambda: ops.simplex_linear(torch.randn(4, 2, 5), W, None, torch.ones(3, 3)), ValueError, "S=3"),
     (lambda: ops.simplex_linear(torch.randn(2, 5, dtype=torch.float64), W, None, torch.ones(3)), TypeError, "x must have the dtype"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.tensor([0.5, float("nan"), 0.5])), ValueError, "coeffs must be finite"),

@@ -63,11 +63,13 @@ def check_operands(x, weight, bias, coeffs, weight_dims, weight_desc):
         _checks.floating(bias, "bias")
     if weight.dim() != weight_dims or weight.shape[0] < 1:
         raise ValueError(f"weight must have shape {weight_desc} with k >= 1 vertices, got {tuple(weight.shape)}")
+    if weight.numel() == 0:
+        raise ValueError(f"weight must have no empty dimension, got {tuple(weight.shape)}")
     k, out = weight.shape[:2]
     if bias is not None and bias.shape != (k, out):
         raise ValueError(f"bias must have shape (k, out) = ({k}, {out}), got {tuple(bias.shape)}")
-    if coeffs.dim() not in (1, 2) or coeffs.shape[-1] != k:
-        raise ValueError(f"coeffs must have shape ({k},) or (S, {k}) for weight with k={k} vertices, "
+    if coeffs.dim() not in (1, 2) or coeffs.shape[-1] != k or coeffs.numel() == 0:
+        raise ValueError(f"coeffs must have shape ({k},) or (S, {k}) with S >= 1 for weight with k={k} vertices, "
                          f"got {tuple(coeffs.shape)}")
     for t, name in ((x, "x"), (bias, "bias")):
         if t is not None and t.dtype != weight.dtype:

@@ -5,6 +5,7 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from simplexkern.ops import _fused, conv_torch, conv_triton, dispatch, reference
 
@@ -49,10 +50,13 @@ def _setup_context(ctx, inputs, output):
     ctx.conv, ctx.trainable, ctx.backend = (stride, padding, dilation, groups), trainable, backend
 
 
-def _backward(ctx, dy):
+def _backward(ctx, dy, eager=False):
     x, weight, bias, coeffs = ctx.saved_tensors
     needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
-    grads = _simplex_conv2d_backward(dy, x, weight, bias, coeffs, *ctx.conv, ctx.trainable, ctx.backend, needs)
+    if eager:
+        grads = _conv_grads(dy, x, weight, bias, coeffs, ctx.conv, ctx.trainable, ctx.backend, needs)
+    else:
+        grads = _simplex_conv2d_backward(dy, x, weight, bias, coeffs, *ctx.conv, ctx.trainable, ctx.backend, needs)
     return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 6)
 
 
@@ -65,14 +69,14 @@ class _SimplexConv2dEager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend):
         _setup_context(ctx, (x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend), None)
-        return _BACKENDS[backend].conv_forward(x, weight, bias, coeffs, ctx.conv)
+        # The result may be a strided view of a buffer made here; detached, autograd treats it as
+        # a tensor of its own, so in-place ops on it (ReLU(inplace=True)) work without a copy.
+        return _BACKENDS[backend].conv_forward(x, weight, bias, coeffs, ctx.conv).detach()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
-        x, weight, bias, coeffs = ctx.saved_tensors
-        needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
-        grads = _conv_grads(dy, x, weight, bias, coeffs, ctx.conv, ctx.trainable, ctx.backend, needs)
-        return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 6)
+        return _backward(ctx, dy, eager=True)
 
 
 def _pair(value, name, minimum):
@@ -103,8 +107,10 @@ def _canonical(x, weight, bias, coeffs, groups):
     """Checks shapes; returns x as (B, C, H, W) shared or (S, B, C, H, W), coeffs as (S, k),
     and whether a single point was asked for."""
     k = _fused.check_operands(x, weight, bias, coeffs, 5, "(k, out, in / groups, kh, kw)")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {type(groups).__name__}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
     out_channels, in_per_group = weight.shape[1:3]
     if out_channels % groups:
         raise ValueError(f"weight's out channels ({out_channels}) must be divisible by groups={groups}")

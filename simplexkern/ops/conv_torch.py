@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from simplexkern.ops._fused import output_size
-from simplexkern.ops.vertices import bias_grads, combined, gemm_combine, weight_grads
+from simplexkern.ops.vertices import bias_grads, combined, weight_grads
 
 
 def grouped_on_cpu(shared, in_per_group, macs_per_point, out_pixels):
@@ -48,12 +48,12 @@ def _shared_filters(w, g):
     return w.unflatten(1, (g, O // g)).transpose(0, 1).reshape(S * O, *w.shape[2:])
 
 
-def conv_forward(x, weight, bias, coeffs, conv, combine=gemm_combine):
+def conv_forward(x, weight, bias, coeffs, conv):
     """``x`` (B, C, H, W) shared or (S, B, C, H, W) -> (S, B, O, H', W'), possibly a strided view.
     ``conv`` = (stride, padding, dilation, groups)."""
     stride, padding, dilation, g = conv
     S, O = coeffs.shape[0], weight.shape[1]
-    w = combined(weight, coeffs, combine)  # (S, O, Cg, kh, kw)
+    w = combined(weight, coeffs)  # (S, O, Cg, kh, kw)
     b = coeffs.to(bias.dtype) @ bias if bias is not None else None  # (S, O)
     shared = x.dim() == 4
     if S == 1 or not _grouped(x, weight, conv):
@@ -74,8 +74,7 @@ def _conv_backward(dy, x, w, conv, groups, need_dx, need_g):
                                                [need_dx, need_g, False])[:2]
 
 
-def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw, need_db, need_dc,
-                  combine=gemm_combine):
+def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw, need_db, need_dc):
     """Gradients (dx, dweight, dbias, dcoeffs); None where not needed. Fixed vertices' rows
     of dweight and dbias are zero."""
     g = conv[3]
@@ -84,7 +83,7 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     need_g = need_dw or need_dc
     dx = dw = dc = None
     if need_dx or need_g:
-        w = combined(weight, coeffs, combine)
+        w = combined(weight, coeffs)
         if S == 1 or not _grouped(x, weight, conv):
             parts = [_conv_backward(dy[s], x if shared else x[s], w[s], conv, g, need_dx, need_g) for s in range(S)]
             if need_dx:
@@ -100,6 +99,6 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
             dx = dxg.unflatten(1, (S, x.shape[2])).transpose(0, 1) if need_dx else None
             gw = gw.reshape(S, -1) if need_g else None
         if need_g:
-            dw, dc = weight_grads(gw, weight, coeffs, trainable, need_dw, need_dc, combine)
+            dw, dc = weight_grads(gw, weight, coeffs, trainable, need_dw, need_dc)
     db, dc = bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1, 3, 4))
     return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)

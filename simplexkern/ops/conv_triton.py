@@ -57,7 +57,9 @@ def conv_forward(x, weight, bias, coeffs, conv):
     y = _empty((S, B, O, OH, OW), x, x.dtype)
     b = (c @ bias.float()).contiguous() if bias is not None else None
     M = B * OH * OW
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(O // G, meta["BLOCK_N"]), S * G)
+    if M == 0:
+        return y
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * S * G, triton.cdiv(O // G, meta["BLOCK_N"]))
     _conv_forward_kernel[grid](
         x, weight, c, b if b is not None else c, y,
         M, H, W, OH, OW, Cg, O // G, G, k, KH, KW, *hyper,
@@ -66,27 +68,31 @@ def conv_forward(x, weight, bias, coeffs, conv):
     return y
 
 
-def _split(R, tiles, device):
-    """(chunks, rows per chunk) of the filter-gradient reduction over R rows with ``tiles``
+def _split(rows, tiles, device):
+    """(chunks, rows per chunk) of a filter-gradient reduction over ``rows`` rows with ``tiles``
     output tiles: enough programs to fill the GPU, chunks of at least MIN_ROWS_PER_SPLIT rows."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    split = max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, tiles), R // MIN_ROWS_PER_SPLIT))
-    rows = triton.cdiv(triton.cdiv(R, split), 128) * 128
-    return triton.cdiv(R, rows), rows
+    split = max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, tiles), rows // MIN_ROWS_PER_SPLIT))
+    per_chunk = max(triton.cdiv(rows, split), 1)
+    return max(triton.cdiv(rows, per_chunk), 1), per_chunk
 
 
-def _filter_grad(dy, x, weight, cmat, rows, out, conv, split):
-    """out[rows[j]] (+)= sum_s cmat[s, j] G_s; ``split`` from _split (a float32 ``out`` when split)."""
+def _filter_grad(dy, x, weight, cmat, rows, out, conv, n_out, per_point):
+    """out[rows[j]] (+)= sum_s cmat[s, j] G_s, or out[s] = G_s when ``per_point`` (cmat unused).
+    ``out`` must be zero and float32 where the reduction is split. Returns nothing."""
     B, C, H, W, O, Cg, KH, KW, OH, OW, G, hyper = _geometry(x, weight, conv)
-    S, n_out = cmat.shape
-    Og = O // G
-    grid = lambda meta: (triton.cdiv(Og, meta["BLOCK_N"]), KH * KW * triton.cdiv(Cg, meta["BLOCK_K"]),
-                         n_out * G * split[0])
+    S, M, Og = dy.shape[0], B * OH * OW, O // G
+    tiles = triton.cdiv(Og, 64) * KH * KW * triton.cdiv(Cg, 64) * n_out * G
+    split = _split(M if per_point else S * M, tiles, weight.device)
+    if split[0] > 1 and out.dtype != torch.float32:
+        raise AssertionError("a split filter-gradient reduction accumulates into float32")
+    grid = lambda meta: (n_out * G * split[0], KH * KW * triton.cdiv(Cg, meta["BLOCK_K"]),
+                         triton.cdiv(Og, meta["BLOCK_N"]))
     _conv_weight_grad_kernel[grid](
         dy, x, cmat, rows, out,
-        S * B * OH * OW, B * OH * OW, H, W, OH, OW, Cg, Og, G, KH, KW, *split, *hyper,
+        S * M, M, H, W, OH, OW, Cg, Og, G, KH, KW, *split, *hyper,
         *dy.stride(), *_point_strides(x), *cmat.stride(), *out.stride(),
-        PRECISION=_precision(x.dtype))
+        PER_POINT=per_point, PRECISION=_precision(x.dtype))
 
 
 def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw, need_db, need_dc):
@@ -95,33 +101,35 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     c = coeffs.float().contiguous()
     shared = x.dim() == 4
     dx = dw = dc = None
+    M_out = B * OH * OW
     if need_dx:
         dx = _empty(x.shape, x, x.dtype)
         M = B * H * W
-        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(Cg, meta["BLOCK_N"]), G if shared else S * G)
-        _conv_input_grad_kernel[grid](
-            dy, weight, c, dx,
-            M, H, W, OH, OW, Cg, O // G, G, k, KH, KW, S if shared else 1, *hyper,
-            *dy.stride(), *weight.stride(), *c.stride(), *_point_strides(dx),
-            PRECISION=_precision(dy.dtype))
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * G * (1 if shared else S), triton.cdiv(Cg, meta["BLOCK_N"]))
+        if M_out == 0:
+            dx.zero_()
+        elif M:
+            _conv_input_grad_kernel[grid](
+                dy, weight, c, dx,
+                M, H, W, OH, OW, Cg, O // G, G, k, KH, KW, S if shared else 1, *hyper,
+                *dy.stride(), *weight.stride(), *c.stride(), *_point_strides(dx),
+                PRECISION=_precision(dy.dtype))
     if need_dw or need_dc:
         dev = weight.device
-        per_point = need_dc or len(trainable) != 1
-        n_out = S if per_point else 1
-        tiles = triton.cdiv(O // G, 64) * KH * KW * triton.cdiv(Cg, 64) * n_out * G
-        split = _split(S * B * OH * OW, tiles, dev)
-        if per_point:  # the S per-point gradients, then one GEMM over the store
+        if need_dc or len(trainable) != 1:  # the S per-point gradients, then one GEMM over the store
             g = torch.zeros(S, *weight.shape[1:], device=dev, dtype=torch.float32)
-            points = torch.arange(S, device=dev, dtype=torch.int32)
-            _filter_grad(dy, x, weight, torch.eye(S, device=dev), points, g, conv, split)
+            if M_out:
+                points = torch.arange(S, device=dev, dtype=torch.int32)
+                _filter_grad(dy, x, weight, c, points, g, conv, S, per_point=True)
             dw, dc = weight_grads(g.view(S, -1), weight, c, trainable, need_dw, need_dc)
-        else:  # straight into the trainable vertex's row (through float32 when a half-precision sum is split)
+        else:  # straight into the trainable vertex's row (through float32 for a half-precision store)
             i = trainable[0]
             dw = torch.zeros_like(weight)
-            direct = weight.dtype == torch.float32 or split[0] == 1
+            direct = weight.dtype == torch.float32
             out = dw if direct else torch.zeros(1, *weight.shape[1:], device=dev, dtype=torch.float32)
-            rows = torch.tensor([i if direct else 0], device=dev, dtype=torch.int32)
-            _filter_grad(dy, x, weight, c[:, i:i + 1], rows, out, conv, split)
+            if M_out:
+                rows = torch.tensor([i if direct else 0], device=dev, dtype=torch.int32)
+                _filter_grad(dy, x, weight, c[:, i:i + 1], rows, out, conv, 1, per_point=False)
             if not direct:
                 dw[i] = out[0]
     db, dc = bias_grads(dy, bias, c, trainable, need_db, need_dc, dc, sum_dims=(1, 3, 4))

@@ -3,6 +3,7 @@ one point or S points in one call."""
 from typing import List, Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from simplexkern.ops import _fused, dispatch, linear_torch, linear_triton, reference
 
@@ -60,9 +61,10 @@ class _SimplexLinearEager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, coeffs, trainable, backend):  # ctx-style: no signature binding per call
         _setup_context(ctx, (x, weight, bias, coeffs, trainable, backend), None)
-        return _BACKENDS[backend].linear_forward(x, weight, bias, coeffs)
+        return _BACKENDS[backend].linear_forward(x, weight, bias, coeffs).detach()  # in-place ops allowed on it
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):
         return _backward(ctx, dy, _linear_grads)
 

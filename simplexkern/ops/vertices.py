@@ -24,9 +24,10 @@ def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine=gemm_co
         dw = torch.zeros_like(weight)
         if trainable:
             idx = torch.tensor(trainable, device=weight.device, dtype=torch.long)
-            dw.view(k, -1).index_copy_(0, idx, combine(coeffs[:, idx].T.contiguous(), g.to(weight.dtype)))
-    if need_dc:
-        dc = g @ weight.reshape(k, -1).to(g.dtype).T
+            dw.view(k, -1).index_copy_(0, idx, combine(coeffs[:, idx].T.contiguous(), g).to(weight.dtype))
+    if need_dc:  # float32 accumulation at least: the sum runs over the whole layer
+        acc = torch.promote_types(g.dtype, torch.float32)
+        dc = g.to(acc) @ weight.reshape(k, -1).to(acc).T
     return dw, dc
 
 

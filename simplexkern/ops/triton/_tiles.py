@@ -16,6 +16,15 @@ def combined_tile(v_ptrs, mask, c_ptr, NV, stride_vi, stride_ci, DTYPE: tl.const
 
 @triton.jit
 def pixel_coords(offs, OH, OW):
-    """Flat pixel index over (B, OH, OW) -> (b, oh, ow)."""
+    """Flat pixel index over (B, OH, OW) -> (b, oh, ow); b in int64, as the batch and point
+    offsets of large activations pass 2**31 elements."""
     hw = offs % (OH * OW)
-    return offs // (OH * OW), hw // OW, hw % OW
+    return (offs // (OH * OW)).to(tl.int64), hw // OW, hw % OW
+
+
+@triton.jit
+def point_group_block(pid, G, n_blocks):
+    """Program id over (point, group, row block), row blocks fastest (neighbouring programs
+    share filter tiles) -> (point as int64, group, row block)."""
+    sg = pid // n_blocks
+    return (sg // G).to(tl.int64), sg % G, pid % n_blocks

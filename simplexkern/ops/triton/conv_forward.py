@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from simplexkern.ops.triton._config import configs, smem_pruner
-from simplexkern.ops.triton._tiles import combined_tile, pixel_coords
+from simplexkern.ops.triton._tiles import combined_tile, pixel_coords, point_group_block
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
@@ -33,9 +33,8 @@ def _conv_forward_kernel(
     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    s = tl.program_id(2) // G
-    g = tl.program_id(2) % G
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    s, g, block_m = point_group_block(tl.program_id(0), G, tl.cdiv(M, BLOCK_M))
+    offs_m = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     b, oh, ow = pixel_coords(offs_m, OH, OW)

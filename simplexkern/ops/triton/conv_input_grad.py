@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from simplexkern.ops.triton._config import configs, smem_pruner
-from simplexkern.ops.triton._tiles import combined_tile, pixel_coords
+from simplexkern.ops.triton._tiles import combined_tile, pixel_coords, point_group_block
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
@@ -32,10 +32,10 @@ def _conv_input_grad_kernel(
     sys, syb, syo, syh, syw, svi, svo, svc, svh, svw, scs, sci, sxs, sxb, sxc, sxh, sxw,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # program axis 2: (point, group) with S_LOOP = 1, or the group with S_LOOP = S points summed
-    s0 = (tl.program_id(2) // G) * S_LOOP
-    g = tl.program_id(2) % G
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # program axis 0: (point, group, row block) with S_LOOP = 1, or (group, row block) with S_LOOP = S points summed
+    p, g, block_m = point_group_block(tl.program_id(0), G, tl.cdiv(M, BLOCK_M))
+    s0 = p * S_LOOP
+    offs_m = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
     b, h, w = pixel_coords(offs_m, H, W)

@@ -1,13 +1,14 @@
 """Implicit-GEMM filter gradient of the simplex convolution, combined over points as it is
-accumulated: out[j] = sum_s C[s, j] * G_s with G_s = dY_s^T (*) X_s the point's filter
+accumulated: out[rows[j]] = sum_s C[s, j] * G_s with G_s = dY_s^T (*) X_s the point's filter
 gradient. With C = the trainable columns of the coefficients and out = the vertex gradient,
-each trainable vertex's gradient is written straight into its row (fixed rows untouched);
-with C = identity, out holds the S points' G_s.
+each trainable vertex's gradient is written straight into its row (fixed rows untouched).
+PER_POINT (C the identity, not read) gives the S points' G_s, each reducing over its own
+point's rows only.
 
 Each program owns a tile of (output channel) x (input channel) at one kernel position (r, t)
 and reduces over the rows (point, b, oh, ow), each dY row scaled by C[s, j] as it is loaded.
-The reduction is split into SPLIT chunks accumulated atomically into a float32 ``out`` when
-the tile grid alone would leave the GPU idle.
+The reduction is split into SPLIT chunks of ROWS_PER_SPLIT rows (per point with PER_POINT),
+accumulated atomically into a float32 ``out``, when the tile grid alone would leave the GPU idle.
 """
 import triton
 import triton.language as tl
@@ -24,7 +25,7 @@ _GPU_CONFIGS = [
 
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_R": 128, "BLOCK_N": 32, "BLOCK_K": 32}),
-                 key=["R", "Og", "Cg", "KH", "KW", "G", "SPLIT", "stride_h", "stride_w"], reset_to_zero=["out_ptr"],
+                 key=["R", "Og", "Cg", "KH", "KW", "G", "SPLIT", "PER_POINT", "stride_h", "stride_w"], reset_to_zero=["out_ptr"],
                  prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
 @triton.jit
 def _conv_weight_grad_kernel(
@@ -32,32 +33,40 @@ def _conv_weight_grad_kernel(
     R, M, H, W, OH, OW, Cg, Og, G, KH, KW, SPLIT, ROWS_PER_SPLIT,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     sys, syb, syo, syh, syw, sxs, sxb, sxc, sxh, sxw, scs, scj, soj, soo, soc, soh, sow,
-    PRECISION: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PER_POINT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # axis 0: (output j, group, chunk); axis 1: (kernel position, input-channel block); axis 2: output-channel block
     n_cblocks = tl.cdiv(Cg, BLOCK_K)
     rt = tl.program_id(1) // n_cblocks
     r = rt // KW
     t = rt % KW
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_c = (tl.program_id(1) % n_cblocks) * BLOCK_K + tl.arange(0, BLOCK_K)
-    split = tl.program_id(2) % SPLIT
-    g = (tl.program_id(2) // SPLIT) % G
-    j = tl.program_id(2) // (SPLIT * G)
+    split = tl.program_id(0) % SPLIT
+    g = (tl.program_id(0) // SPLIT) % G
+    j = tl.program_id(0) // (SPLIT * G)
     mask_n = offs_n < Og
     mask_c = offs_c < Cg
     o = g * Og + offs_n
     offs = tl.arange(0, BLOCK_R)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    start = split * ROWS_PER_SPLIT
-    for r0 in range(start, tl.minimum(start + ROWS_PER_SPLIT, R), BLOCK_R):
+    if PER_POINT:
+        start = j.to(tl.int64) * M + split * ROWS_PER_SPLIT
+        end = tl.minimum(start + ROWS_PER_SPLIT, (j + 1).to(tl.int64) * M)
+    else:
+        start = split.to(tl.int64) * ROWS_PER_SPLIT
+        end = tl.minimum(start + ROWS_PER_SPLIT, R)
+    for r0 in range(start, end, BLOCK_R):
         rows = r0 + offs
-        mask_r = rows < R
+        mask_r = rows < end
         s = rows // M
         b, oh, ow = pixel_coords(rows % M, OH, OW)
-        coef = tl.load(cmat_ptr + s * scs + j * scj, mask=mask_r, other=0.0)
         dy = tl.load(dy_ptr + (s * sys + b * syb + oh * syh + ow * syw)[None, :] + o[:, None] * syo,
                      mask=mask_r[None, :] & mask_n[:, None], other=0.0)
-        dy = (dy.to(tl.float32) * coef[None, :]).to(x_ptr.dtype.element_ty)
+        if not PER_POINT:
+            coef = tl.load(cmat_ptr + s * scs + j * scj, mask=mask_r, other=0.0)
+            dy = (dy.to(tl.float32) * coef[None, :]).to(x_ptr.dtype.element_ty)
         ih = oh * stride_h - pad_h + r * dil_h
         iw = ow * stride_w - pad_w + t * dil_w
         valid = mask_r & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
