@@ -42,7 +42,8 @@ def _conv_input_grad_kernel(
     mask_m = offs_m < M
     mask_n = offs_n < Cg
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for s in range(s0, s0 + S_LOOP):
+    for ds in range(S_LOOP):
+        s = s0 + ds  # int64, as s0
         dy_pix = dy_ptr + s * sys + b * syb + (g * Og) * syo
         for rt in range(KH * KW):
             r = rt // KW

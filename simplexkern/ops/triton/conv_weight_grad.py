@@ -60,7 +60,7 @@ def _conv_weight_grad_kernel(
     for r0 in range(start, end, BLOCK_R):
         rows = r0 + offs
         mask_r = rows < end
-        s = rows // M
+        s = (rows // M).to(tl.int64)
         b, oh, ow = pixel_coords(rows % M, OH, OW)
         dy = tl.load(dy_ptr + (s * sys + b * syb + oh * syh + ow * syw)[None, :] + o[:, None] * syo,
                      mask=mask_r[None, :] & mask_n[:, None], other=0.0)
