@@ -112,7 +112,7 @@ def main():
               f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads), "
               f"torch {torch.__version__}\n\nCommand: `python benchmarks/standalone.py "
               f"{' '.join(sys.argv[1:])}`\n\nThe reference is the implementation in the style of the "
-              "published code (simplexkern.geometry_reference), timed in the same run.\n")
+              "published code (simplexkern.geometry_reference, simplexkern.ops.reference), timed in the same run.\n")
     text = header + "\n" + table(rows) + "\n"
     print("\n" + text)
     if args.out:
