@@ -26,17 +26,17 @@ def _(x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, bac
                        *_fused.output_size(x.shape[-2:], weight.shape[-2:], stride, padding, dilation))
 
 
-def _conv_grads(dy, x, weight, bias, coeffs, conv, trainable, backend, needs):
-    grads = _BACKENDS[backend].conv_backward(dy, x, weight, bias, coeffs, tuple(conv), trainable, *needs)
-    return _fused.as_op_outputs(grads, dy)
+def _conv_grads(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
+    conv = (stride, padding, dilation, groups)
+    return _fused.as_op_outputs(_BACKENDS[backend].conv_backward(dy, x, weight, bias, coeffs, conv, trainable, *needs), dy)
 
 
 @torch.library.custom_op("simplexkern::simplex_conv2d_backward", mutates_args=())
 def _simplex_conv2d_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                              coeffs: torch.Tensor, stride: List[int], padding: List[int], dilation: List[int],
                              groups: int, trainable: List[int], backend: str, needs: List[bool]) -> List[torch.Tensor]:
-    return [g.contiguous() for g in _conv_grads(dy, x, weight, bias, coeffs, (stride, padding, dilation, groups), trainable,
-                                 backend, needs)]
+    grads = _conv_grads(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs)
+    return [g.contiguous() for g in grads]  # the strides the fake kernel promises
 
 
 @_simplex_conv2d_backward.register_fake
@@ -50,13 +50,10 @@ def _setup_context(ctx, inputs, output):
     ctx.conv, ctx.trainable, ctx.backend = (stride, padding, dilation, groups), trainable, backend
 
 
-def _backward(ctx, dy, eager=False):
+def _backward(ctx, dy, backward_op=_simplex_conv2d_backward):
     x, weight, bias, coeffs = ctx.saved_tensors
     needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
-    if eager:
-        grads = _conv_grads(dy, x, weight, bias, coeffs, ctx.conv, ctx.trainable, ctx.backend, needs)
-    else:
-        grads = _simplex_conv2d_backward(dy, x, weight, bias, coeffs, *ctx.conv, ctx.trainable, ctx.backend, needs)
+    grads = backward_op(dy, x, weight, bias, coeffs, *ctx.conv, ctx.trainable, ctx.backend, needs)
     return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 6)
 
 
@@ -76,7 +73,7 @@ class _SimplexConv2dEager(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        return _backward(ctx, dy, eager=True)
+        return _backward(ctx, dy, _conv_grads)
 
 
 def _pair(value, name, minimum):

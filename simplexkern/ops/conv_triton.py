@@ -20,7 +20,7 @@ from simplexkern.ops.vertices import bias_grads, weight_grads
 
 #: The filter-gradient reduction is split until there are about this many programs per SM ...
 PROGRAMS_PER_SM = 4
-#: ... but never into chunks of fewer rows than this (a multiple of every BLOCK_R).
+#: ... but never into chunks of fewer rows than this.
 MIN_ROWS_PER_SPLIT = 4096
 
 
@@ -101,14 +101,11 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     c = coeffs.float().contiguous()
     shared = x.dim() == 4
     dx = dw = dc = None
-    M_out = B * OH * OW
     if need_dx:
         dx = _empty(x.shape, x, x.dtype)
         M = B * H * W
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * G * (1 if shared else S), triton.cdiv(Cg, meta["BLOCK_N"]))
-        if M_out == 0:
-            dx.zero_()
-        elif M:
+        if B:
             _conv_input_grad_kernel[grid](
                 dy, weight, c, dx,
                 M, H, W, OH, OW, Cg, O // G, G, k, KH, KW, S if shared else 1, *hyper,
@@ -118,7 +115,7 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
         dev = weight.device
         if need_dc or len(trainable) != 1:  # the S per-point gradients, then one GEMM over the store
             g = torch.zeros(S, *weight.shape[1:], device=dev, dtype=torch.float32)
-            if M_out:
+            if B:  # an empty batch leaves the gradient zero
                 points = torch.arange(S, device=dev, dtype=torch.int32)
                 _filter_grad(dy, x, weight, c, points, g, conv, S, per_point=True)
             dw, dc = weight_grads(g.view(S, -1), weight, c, trainable, need_dw, need_dc)
@@ -127,7 +124,7 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
             dw = torch.zeros_like(weight)
             direct = weight.dtype == torch.float32
             out = dw if direct else torch.zeros(1, *weight.shape[1:], device=dev, dtype=torch.float32)
-            if M_out:
+            if B:  # an empty batch leaves the gradient zero
                 rows = torch.tensor([i if direct else 0], device=dev, dtype=torch.int32)
                 _filter_grad(dy, x, weight, c[:, i:i + 1], rows, out, conv, 1, per_point=False)
             if not direct:
