@@ -278,6 +278,25 @@ def test_torch_compile_traces_without_graph_break(rng):
     torch.testing.assert_close(grad, weight.grad)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_custom_ops_pass_opcheck(device, backend, shared, rng):
+    """torch.library.opcheck: schema, fake kernels, autograd registration, as torch.compile uses them."""
+    skip_unless_runnable(device, backend)
+    x, weight, bias, coeffs = problem(rng, 3, 2, shared, C=4, O=6, hw=(5, 6), groups=2, device=device)
+    if not shared:  # each point's input channels-last
+        x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    conv = ([2, 1], [1, 0], [1, 2], 2)
+    args = (x.requires_grad_(True), weight.requires_grad_(True), bias.requires_grad_(True),
+            coeffs.requires_grad_(True), *conv, [0, 2], backend)
+    torch.library.opcheck(torch.ops.simplexkern.simplex_conv2d.default, args)
+    dy = torch.randn_like(torch.ops.simplexkern.simplex_conv2d(*args))
+    detached = [t.detach() for t in args[:4]]
+    torch.library.opcheck(torch.ops.simplexkern.simplex_conv2d_backward.default,
+                          (dy, *detached, *conv, [0, 2], backend, [True, True, True, True]))
+
+
 @cuda
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_torch_compile_inductor_on_gpu(backend, rng):
