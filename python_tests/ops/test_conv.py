@@ -8,10 +8,10 @@ import simplexkern.ops as ops
 from simplexkern.ops import conv_torch, conv_triton, dispatch
 
 from conftest import cuda
+from . import fused_harness
+from .fused_harness import DEVICES, RTOL, rel_err, skip_unless_runnable
 
-DEVICES = ["cpu", pytest.param("cuda", marks=cuda)]
 BACKENDS = ["reference", "torch", "triton"]
-RTOL = {torch.float32: 2e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2, torch.float16: 4e-3}
 NAMES = ["y", "dx", "dweight", "dbias", "dcoeffs"]
 
 
@@ -22,15 +22,6 @@ def exact_float32():
     torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32 = before
-
-
-def skip_unless_runnable(device, backend):
-    if device == "cpu" and backend == "triton" and not dispatch.INTERPRET:
-        pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
-
-
-def rel_err(got, ref):
-    return ((got.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
 def problem(rng, k, S, shared, B=2, C=4, O=6, hw=(7, 6), kernel=(3, 3), groups=1, bias=True,
@@ -70,25 +61,13 @@ def im2col_conv(x, weight, bias, coeffs, stride, padding, dilation, groups):
 
 
 def expected(x, weight, bias, coeffs, trainable, dy, conv):
-    x64, w64, c64 = (t.detach().double().requires_grad_(True) for t in (x, weight, coeffs))
-    b64 = bias.detach().double().requires_grad_(True) if bias is not None else None
-    y = im2col_conv(x64, w64, b64, c64, *conv)
-    y.backward(dy.double())
-    fixed = [i for i in range(weight.shape[0]) if i not in trainable]
-    dw = w64.grad.clone()
-    dw[fixed] = 0
-    db = None
-    if b64 is not None:
-        db = b64.grad.clone()
-        db[fixed] = 0
-    return y.detach(), x64.grad, dw, db, c64.grad
+    formula = lambda x, w, b, c: im2col_conv(x, w, b, c, *conv)
+    return fused_harness.expected(formula, x, weight, bias, coeffs, trainable, dy)
 
 
 def run(backend, x, weight, bias, coeffs, trainable, dy, conv):
-    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (x, weight, bias, coeffs)]
-    y = ops.simplex_conv2d(*leaves, *conv, trainable=trainable, backend=backend)
-    y.backward(dy)
-    return (y.detach(), *[t.grad if t is not None else None for t in leaves])
+    return fused_harness.run(ops.simplex_conv2d, x, weight, bias, coeffs, dy, stride=conv[0], padding=conv[1],
+                             dilation=conv[2], groups=conv[3], trainable=trainable, backend=backend)
 
 
 def check(got, ref, dtype, trainable, k):

@@ -6,19 +6,8 @@ import simplexkern.ops as ops
 from simplexkern.ops import dispatch
 
 from conftest import cuda
-
-DEVICES = ["cpu", pytest.param("cuda", marks=cuda)]
-# Relative error ||got - ref|| / ||ref|| allowed per dtype (float32 accumulation throughout).
-RTOL = {torch.float32: 2e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2, torch.float16: 4e-3}
-
-
-def skip_unless_runnable(device, backend):
-    if device == "cpu" and backend == "triton" and not dispatch.INTERPRET:
-        pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
-
-
-def rel_err(got, ref):
-    return ((got.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+from . import fused_harness
+from .fused_harness import DEVICES, RTOL, rel_err, skip_unless_runnable
 
 
 def problem(rng, k, S, batch, n_in, n_out, shared, bias=True, dtype=torch.float32, device="cpu"):
@@ -33,30 +22,19 @@ def problem(rng, k, S, batch, n_in, n_out, shared, bias=True, dtype=torch.float3
     return x, weight, b, coeffs
 
 
+def einsum_linear(x, weight, bias, coeffs):
+    """W_s = sum_i c_si V_i, y_s = x_s W_s^T + b_s."""
+    ws = torch.einsum("si,ioj->soj", coeffs, weight)
+    y = torch.einsum("mj,soj->smo" if x.dim() == 2 else "smj,soj->smo", x, ws)
+    return y + (coeffs @ bias)[:, None, :] if bias is not None else y
+
+
 def expected(x, weight, bias, coeffs, trainable, dy):
-    """Output and gradients in float64 from einsum: W_s = sum_i c_si V_i, y_s = x_s W_s^T + b_s."""
-    x64, w64, c64 = (t.detach().double().requires_grad_(True) for t in (x, weight, coeffs))
-    b64 = bias.detach().double().requires_grad_(True) if bias is not None else None
-    ws = torch.einsum("si,ioj->soj", c64, w64)
-    y = torch.einsum("mj,soj->smo" if x.dim() == 2 else "smj,soj->smo", x64, ws)
-    if b64 is not None:
-        y = y + (c64 @ b64)[:, None, :]
-    y.backward(dy.double())
-    fixed = [i for i in range(weight.shape[0]) if i not in trainable]
-    dw = w64.grad.clone()
-    dw[fixed] = 0
-    db = None
-    if b64 is not None:
-        db = b64.grad.clone()
-        db[fixed] = 0
-    return y.detach(), x64.grad, dw, db, c64.grad
+    return fused_harness.expected(einsum_linear, x, weight, bias, coeffs, trainable, dy)
 
 
 def run(backend, x, weight, bias, coeffs, trainable, dy):
-    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (x, weight, bias, coeffs)]
-    y = ops.simplex_linear(leaves[0], leaves[1], leaves[2], leaves[3], trainable=trainable, backend=backend)
-    y.backward(dy)
-    return (y.detach(), *[t.grad if t is not None else None for t in leaves])
+    return fused_harness.run(ops.simplex_linear, x, weight, bias, coeffs, dy, trainable=trainable, backend=backend)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -121,8 +99,7 @@ def test_output_takes_inplace_ops(device, backend, S, rng):
     w = weight.clone().requires_grad_(True)
     torch.relu_(ops.simplex_linear(x, w, bias, coeffs, backend=backend)).square().sum().backward()
     w64 = weight.double().requires_grad_(True)
-    y = torch.einsum("mj,soj->smo", x.double(), torch.einsum("si,ioj->soj", coeffs.double(), w64))
-    torch.relu(y + (coeffs.double() @ bias.double())[:, None]).square().sum().backward()
+    torch.relu(einsum_linear(x.double(), w64, bias.double(), coeffs.double())).square().sum().backward()
     assert rel_err(w.grad, w64.grad) < RTOL[torch.float32]
 
 

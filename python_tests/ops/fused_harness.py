@@ -1,0 +1,47 @@
+"""What the fused-op tests share: devices, tolerances, relative error, and the two sides of
+every comparison — an op run on fresh leaves, and the float64 gradients of an independent
+formula with the fixed vertices' rows zeroed."""
+import pytest
+import torch
+
+from simplexkern.ops import dispatch
+
+from conftest import cuda
+
+DEVICES = ["cpu", pytest.param("cuda", marks=cuda)]
+# Relative error ||got - ref|| / ||ref|| allowed per dtype (float32 accumulation throughout).
+RTOL = {torch.float32: 2e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2, torch.float16: 4e-3}
+
+
+def skip_unless_runnable(device, backend):
+    if device == "cpu" and backend == "triton" and not dispatch.INTERPRET:
+        pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
+
+
+def rel_err(got, ref):
+    return ((got.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def expected(formula, x, weight, bias, coeffs, trainable, dy):
+    """(y, dx, dweight, dbias, dcoeffs) in float64 from ``formula(x, weight, bias, coeffs)``;
+    the fixed vertices' rows of dweight and dbias are zero."""
+    x64, w64, c64 = (t.detach().double().requires_grad_(True) for t in (x, weight, coeffs))
+    b64 = bias.detach().double().requires_grad_(True) if bias is not None else None
+    y = formula(x64, w64, b64, c64)
+    y.backward(dy.double())
+    fixed = [i for i in range(weight.shape[0]) if i not in trainable]
+    dw = w64.grad.clone()
+    dw[fixed] = 0
+    db = None
+    if b64 is not None:
+        db = b64.grad.clone()
+        db[fixed] = 0
+    return y.detach(), x64.grad, dw, db, c64.grad
+
+
+def run(op, x, weight, bias, coeffs, dy, **kwargs):
+    """(y, and the gradients of x, weight, bias, coeffs) from ``op`` on fresh leaves."""
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (x, weight, bias, coeffs)]
+    y = op(*leaves, **kwargs)
+    y.backward(dy)
+    return (y.detach(), *[t.grad if t is not None else None for t in leaves])
