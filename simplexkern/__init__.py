@@ -9,7 +9,9 @@ except ImportError as err:  # pragma: no cover - depends on the installation
         "`pip install --no-build-isolation -e .` from the repository root (or `make build`)"
     ) from err
 
-from simplexkern import geometry
+from simplexkern import geometry, models, nn, ops
+from simplexkern.nn import SimplexModel, load_checkpoint, save_checkpoint, simplexify
 
 __version__ = "0.1.0"
-__all__ = ["geometry", "__version__"]
+__all__ = ["geometry", "ops", "nn", "models", "simplexify", "SimplexModel", "save_checkpoint", "load_checkpoint",
+           "__version__"]

@@ -1,0 +1,283 @@
+"""SimplexModel against plain models: ``at(coeffs)`` gives the plain architecture with the
+combined weights, and one forward over S points equals S plain forwards."""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import simplexkern as sk
+from python_tests.nn.model_zoo import EveryLayer, TransformerBlock, every_layer_input
+
+F32 = dict(rtol=1e-4, atol=1e-5)
+F64 = dict(rtol=1e-10, atol=1e-12)
+
+
+def _points(S, k, generator, dtype=torch.float32):
+    return torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64)).sample((S,)).to(dtype)
+
+
+def _plain_with(model, flat_state):
+    model.load_state_dict(flat_state)
+    return model
+
+
+CASES = {  # name -> (plain model factory, input shape)
+    "torchvision.vgg11_bn": (lambda: torchvision.models.vgg11_bn(num_classes=10), (2, 3, 32, 32)),
+    "torchvision.resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (2, 3, 32, 32)),
+    "vgg16": (lambda: sk.models.create("vgg16"), (2, 3, 32, 32)),
+    "preresnet110": (lambda: sk.models.create("preresnet110"), (2, 3, 32, 32)),
+    "wrn16_2": (lambda: sk.models.WideResNet(depth=16, widen_factor=2), (2, 3, 32, 32)),
+    "lenet5": (lambda: sk.models.create("lenet5"), (2, 1, 28, 28)),
+    "mlp": (lambda: sk.models.create("mlp"), (2, 64)),
+    "digits_convnet": (lambda: sk.models.create("digits_convnet"), (2, 1, 8, 8)),
+    "convnet1d": (lambda: sk.models.create("convnet1d"), (2, 40)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_at_vertex_is_the_plain_model_with_its_weights(name, rng):
+    torch.manual_seed(rng.initial_seed())
+    factory, shape = CASES[name]
+    model = factory().eval()
+    k = 2
+    sm = sk.simplexify(model, k, noise=0.1).eval()
+    x = torch.randn(shape, generator=rng)
+    vertices = sm.store.vertices().detach()
+    reference = factory().eval()
+    for i in range(k):
+        state = sm.vertex_state_dict(i)
+        reference.load_state_dict(state)
+        for key, value in state.items():  # the state holds vertex i's own store row
+            if key in sm.store.slots:
+                assert torch.equal(value, sm.store.slot(vertices[i], key))
+        if i == 0:  # vertex 0 is the original model, BatchNorm statistics included
+            torch.testing.assert_close(reference(x), model(x), **F32)
+        torch.testing.assert_close(sm.at(torch.eye(k)[i], bn_stats="fresh")(x), reference(x), **F32)
+        if i == 0:
+            torch.testing.assert_close(sm(x, torch.eye(k)[i]), reference(x), **F32)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("name", ["torchvision.resnet18", "preresnet110", "every_layer", "transformer"])
+def test_forward_over_points_equals_separate_plain_forwards(name, mode, rng):
+    torch.manual_seed(rng.initial_seed())
+    if name == "every_layer":
+        model, x = EveryLayer(), every_layer_input(4, rng, torch.float64)
+    elif name == "transformer":
+        model, x = TransformerBlock(), torch.randn(3, 5, 8, generator=rng, dtype=torch.float64)
+    else:
+        model, x = CASES[name][0](), torch.randn(4, 3, 32, 32, generator=rng, dtype=torch.float64)
+    model = model.double()
+    k, S = 3, 4
+    sm = sk.simplexify(model, k, noise=0.2)
+    coeffs = _points(S, k, rng, torch.float64)
+    if mode == "eval":
+        batches = [torch.randn(x.shape, generator=rng, dtype=x.dtype) for _ in range(2)] if name != "every_layer" \
+            else [every_layer_input(4, rng, torch.float64) for _ in range(2)]
+        if sm.bn_points.shape[0]:
+            sm.update_bn(batches, coeffs)
+        sm.eval()
+    else:
+        sm.train()
+    y = sm(x, coeffs)
+    assert y.shape[:2] == (S, x.shape[0])
+    for s in range(S):
+        plain = sm.at(coeffs[s]) if mode == "eval" else sm.at(coeffs[s], bn_stats="fresh").train()
+        torch.testing.assert_close(y[s], plain(x), **F64)
+
+
+def test_batchnorm_statistics_are_per_point(rng):
+    """update_bn gives each point the statistics a plain model at that point accumulates."""
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(EveryLayer().double(), 2, noise=0.3)
+    coeffs = _points(3, 2, rng, torch.float64)
+    batches = [every_layer_input(6, rng, torch.float64) for _ in range(3)]
+    sm.update_bn(batches, coeffs)
+    for s in range(3):
+        plain = sm.at(coeffs[s], bn_stats="fresh")
+        plain.bn2.momentum = plain.bn1.momentum = None
+        plain.train()
+        with torch.no_grad():
+            for b in batches:
+                plain(b)
+        torch.testing.assert_close(sm.at(coeffs[s]).bn2.running_var, plain.bn2.running_var, **F64)
+        torch.testing.assert_close(sm.at(coeffs[s]).bn1.running_mean, plain.bn1.running_mean, **F64)
+    sm.eval()
+    with pytest.raises(ValueError, match="update_bn"):
+        sm(batches[0], _points(2, 2, rng, torch.float64))  # points without statistics
+    with pytest.raises(ValueError, match="update_bn"):
+        sm.at(torch.tensor([0.5, 0.5], dtype=torch.float64))
+
+
+def test_gradients_reach_free_vertices_only(rng):
+    """dV_i = sum_s c_si dW_s, from plain models at each point; fixed vertices get none."""
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(EveryLayer().double(), 3, noise=0.3).train()
+    sm.fix(1)
+    coeffs = _points(4, 3, rng, torch.float64)
+    x = every_layer_input(5, rng, torch.float64)
+    sm(x, coeffs).square().sum().backward()
+    expected = torch.zeros(3, sm.store.n_columns, dtype=torch.float64)
+    for s in range(4):
+        plain = sm.at(coeffs[s], bn_stats="fresh").train()
+        plain(x).square().sum().backward()
+        grads = torch.cat([dict(plain.named_parameters())[name].grad.reshape(-1) for name in sm.store.slots])
+        expected += coeffs[s][:, None] * grads
+    rows = sm.store.order.tolist()
+    free_vertices = rows[sm.store.n_fixed:]
+    torch.testing.assert_close(sm.store.free.grad, expected[free_vertices], **F64)
+    assert sm.store.free.shape[0] == 2 and sm.fixed == [False, True, False]
+
+
+def test_fixed_vertex_is_bit_identical_after_sgd(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(sk.models.create("digits_convnet"), 3).train()
+    sm.fix(0)
+    before = sm.store.vertices().detach().clone()
+    opt = torch.optim.SGD(sm.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    for _ in range(10):
+        opt.zero_grad()
+        x = torch.randn(8, 1, 8, 8, generator=rng)
+        sm(x, n_samples=3).logsumexp(-1).mean().backward()
+        opt.step()
+    after = sm.store.vertices().detach()
+    assert torch.equal(after[0], before[0])
+    assert (after[1:] - before[1:]).abs().amax(1).min() > 1e-4  # both free vertices moved
+    sm.free(0)
+    assert sm.fixed == [False, False, False] and torch.equal(sm.store.vertices(), after)
+
+
+def test_shared_and_per_point_inputs_agree(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(sk.models.create("mlp").double(), 2, noise=0.5)
+    coeffs = _points(3, 2, rng, torch.float64)
+    x = torch.randn(4, 64, generator=rng, dtype=torch.float64)
+    torch.testing.assert_close(sm(x, coeffs), sm(x.expand(3, 4, 64), coeffs, per_point_input=True), **F64)
+    xs = torch.randn(3, 4, 64, generator=rng, dtype=torch.float64)
+    y = sm(xs, coeffs, per_point_input=True)
+    for s in range(3):
+        torch.testing.assert_close(y[s], sm.at(coeffs[s])(xs[s]), **F64)
+
+
+def test_add_vertex_initialisations(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(sk.models.create("mlp"), 2, noise=0.5)
+    v = sm.store.vertices().detach()
+    sm.add_vertex("mean", noise=0)
+    torch.testing.assert_close(sm.store.vertices()[2], v.mean(0))
+    sm.add_vertex("copy", noise=0, source=1)
+    assert torch.equal(sm.store.vertices()[3], v[1])
+    g = torch.Generator().manual_seed(1)
+    i = sm.add_vertex("copy", noise=0.1, source=0, generator=g)
+    for name in sm.store.slots:  # relative noise: about 10% of each tensor's RMS
+        d = sm.store.slot(sm.store.vertices()[i] - v[0], name)
+        rms = sm.store.slot(sm.store.vertices().detach()[:4], name).pow(2).mean().sqrt()
+        assert 0.05 < float(d.detach().pow(2).mean().sqrt() / rms) < 0.2
+    i = sm.add_vertex("random", noise=0)
+    w = sm.store.slot(sm.store.vertices()[i], "net.1.weight")  # nn.Linear's init: U(-1/sqrt(in), 1/sqrt(in))
+    assert float(w.abs().max()) <= 1 / 64 ** 0.5 and float(w.std()) > 0.5 / 64 ** 0.5 / 3 ** 0.5
+    assert sm.n_vertices == 6 and sm.fixed == [False] * 6
+
+
+def test_log_volume_matches_float64_gram_determinant(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(sk.models.create("lenet5"), 4, noise=0.3)
+    sm.fix(2)
+    v = sm.store.vertices().detach().double()
+    d = v[1:] - v[0]
+    expected = 0.5 * torch.logdet(d @ d.T) - torch.lgamma(torch.tensor(4.0, dtype=torch.float64))
+    torch.testing.assert_close(sm.log_volume().detach(), expected, rtol=1e-9, atol=1e-9)
+    sub = sm.log_volume([(0, 1, 3), (1, 2)]).detach()
+    e = v[[1, 3]] - v[0]
+    torch.testing.assert_close(sub[0], 0.5 * torch.logdet(e @ e.T) - torch.log(torch.tensor(2.0, dtype=torch.float64)),
+                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(sub[1], (v[1] - v[2]).norm().log(), rtol=1e-9, atol=1e-9)  # a 1-simplex: its length
+    sm.log_volume().backward()
+    assert sm.store.free.grad is not None and sm.store.free.grad.abs().sum() > 0
+
+
+def test_set_vertex_from_a_trained_plain_model(rng):
+    torch.manual_seed(rng.initial_seed())
+    a, b = sk.models.create("vgg16_bn", num_classes=3).eval(), sk.models.create("vgg16_bn", num_classes=3).eval()
+    with torch.no_grad():  # give b BatchNorm statistics of its own
+        for m in b.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(generator=rng)
+                m.running_var.uniform_(0.5, 2, generator=rng)
+    sm = sk.simplexify(a, 2, noise=0.1)
+    sm.set_vertex(1, b.state_dict())
+    x = torch.randn(2, 3, 32, 32, generator=rng)
+    sm.eval()
+    torch.testing.assert_close(sm(x, torch.eye(2)), torch.stack([a(x), b(x)]), **F32)
+    with pytest.raises(ValueError, match="has no 'features.0.weight'"):
+        sm.set_vertex(0, {})
+    bad = dict(b.state_dict(), **{"features.0.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="shape"):
+        sm.set_vertex(0, bad)
+
+
+def test_simplexify_errors(rng):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return x * self.scale
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.ReLU(), Odd()))
+    with pytest.raises(TypeError, match=r"1\.1 \(Odd\) has parameters"):
+        sk.simplexify(model)
+    sm = sk.simplexify(model, 2, shared=["1.1"])
+    assert [n for n, _ in sm.named_parameters()] == ["module.1.1.scale", "store.free"]
+    x = torch.randn(4, 3, generator=rng)
+    torch.testing.assert_close(sm(x, torch.tensor([1.0, 0.0])), model(x), **F32)
+    with pytest.raises(ValueError, match="not a submodule"):
+        sk.simplexify(model, shared=["nope"])
+    tied = nn.Sequential(nn.Embedding(4, 3), nn.Linear(3, 4, bias=False))
+    tied[1].weight = nn.Parameter(torch.randn(4, 3))
+    tied[0].weight = tied[1].weight
+    with pytest.raises(ValueError, match="tied"):
+        sk.simplexify(tied)
+    with pytest.raises(ValueError, match="padding_mode"):
+        sk.simplexify(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        sk.simplexify("vgg")
+    with pytest.raises(ValueError, match="n_vertices"):
+        sk.simplexify(nn.Linear(2, 2), 0)
+    sm = sk.simplexify(nn.Linear(2, 2), 2)
+    with pytest.raises(ValueError, match=r"shape \(2,\) or \(S, 2\)"):
+        sm(torch.randn(1, 2), torch.ones(3))
+    with pytest.raises(TypeError, match="dtype"):
+        sm(torch.randn(1, 2), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="finite"):
+        sm(torch.randn(1, 2), torch.tensor([float("nan"), 1.0]))
+    with pytest.raises(ValueError, match="not both"):
+        sm(torch.randn(1, 2), torch.ones(2), n_samples=2)
+    with pytest.raises(ValueError, match="vertex index below 2"):
+        sm.fix(2)
+    with pytest.raises(ValueError, match="init"):
+        sm.add_vertex("zeros")
+    with pytest.raises(RuntimeError, match="inside a SimplexModel"):
+        sm.module(torch.randn(1, 2))
+
+
+def test_a_plain_linear_as_the_whole_model(rng):
+    lin = nn.Linear(3, 2)
+    sm = sk.simplexify(lin, 2, noise=0.5)
+    x = torch.randn(5, 3, generator=rng)
+    c = _points(1, 2, rng)[0]
+    plain = sm.at(c)
+    assert type(plain) is nn.Linear
+    torch.testing.assert_close(sm(x, c), plain(x), **F32)
+
+
+def test_torch_compile_of_a_simplex_resnet18_matches_eager(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(torchvision.models.resnet18(num_classes=10), 3, noise=0.1)
+    coeffs = _points(2, 3, rng)
+    sm.update_bn([torch.randn(4, 3, 32, 32, generator=rng)], coeffs)
+    sm.eval()
+    x = torch.randn(2, 3, 32, 32, generator=rng)
+    compiled = torch.compile(sm, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, coeffs), sm(x, coeffs), **F32)

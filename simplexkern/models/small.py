@@ -1,0 +1,66 @@
+"""Small models: LeNet-5, an MLP, a ConvNet for 8x8 digits and a 1-D ConvNet for mnist1d."""
+from torch import nn
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 for 1x28x28 inputs (the first convolution pads by 2, as for 32x32)."""
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class MLP(nn.Module):
+    """Fully connected: in_features -> hidden... -> out_features, ReLU between layers."""
+
+    def __init__(self, in_features=64, hidden=(128, 128), out_features=10):
+        super().__init__()
+        sizes, layers = [in_features, *hidden], [nn.Flatten()]
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], out_features))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class DigitsConvNet(nn.Module):
+    """For scikit-learn's 8x8 digits (1x8x8 inputs)."""
+
+    def __init__(self, num_classes=10, width=16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, 64), nn.ReLU(),
+                                        nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class ConvNet1d(nn.Module):
+    """For mnist1d (1x40 signals), after the mnist1d paper's small convolutional baseline."""
+
+    def __init__(self, num_classes=10, length=40, width=32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, width, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU())
+        n = length
+        for _ in range(3):
+            n = (n - 1) // 2 + 1
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(width * n, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x if x.dim() == 3 else x.unsqueeze(1)))

@@ -1,0 +1,148 @@
+"""Checkpoints of simplex models: one file per model, written atomically, read without
+executing code (``torch.load(weights_only=True)``).
+
+A checkpoint records the architecture and its arguments, the vertex count, which vertices
+are fixed, the sampler (and so the complex), the shared modules, the store layout, training
+metadata and a format version; ``load`` checks all of it. A plain PyTorch state dict (e.g.
+a trained torchvision model) loads as vertex 0.
+"""
+import json
+import os
+import pathlib
+import tempfile
+
+import torch
+
+from simplexkern.nn import samplers
+from simplexkern.nn.model import SimplexModel, simplexify
+
+FORMAT = "simplexkern.checkpoint"
+FORMAT_VERSION = 1
+
+
+def _path(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    return pathlib.Path(path)
+
+
+def save(model, path, metadata=None):
+    """Writes ``model`` to ``path`` atomically (a temporary file in the same folder, then a
+    rename): the file is either the old one or the complete new one. ``metadata``: a
+    JSON-serialisable dict (epochs, learning rates, ...), merged over ``model.metadata``."""
+    if not isinstance(model, SimplexModel):
+        raise TypeError(f"model must be a SimplexModel, got {type(model).__name__}")
+    path = _path(path)
+    meta = {**model.metadata, **(metadata or {})}
+    try:
+        meta_json = json.dumps(meta)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
+    sampler = model.sampler.config()
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.architecture,
+        "n_vertices": model.n_vertices,
+        "fixed": model.fixed,
+        "sampler": sampler,
+        "complex": sampler.get("simplices"),
+        "shared": list(model.shared),
+        "slots": [[name, list(shape)] for name, (_, shape) in model.store.slots.items()],
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "metadata": meta_json,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if not path.parent.is_dir():
+        raise ValueError(f"path: the folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _plain_model(model, architecture):
+    from simplexkern import models
+
+    if model is None:
+        if architecture is None:
+            raise ValueError("the checkpoint records no architecture (the model was simplexified from a module "
+                             "built outside simplexkern.models); pass model= with a fresh instance of it")
+        return models.create(architecture["name"], **architecture["kwargs"])
+    if isinstance(model, str):
+        return models.create(model)
+    if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a plain torch.nn.Module, an architecture name or None, got "
+                        f"{type(model).__name__}")
+    own = getattr(model, "simplexkern_architecture", None)
+    if architecture is not None and own is not None and own != architecture:
+        raise ValueError(f"the checkpoint's architecture is {architecture}, the model given is {own}")
+    return model
+
+
+def load(path, model=None, *, map_location="cpu"):
+    """Reads a SimplexModel from ``path``.
+
+    ``model``: None (rebuild the recorded architecture), an architecture name, or a fresh
+    plain module of the same architecture (needed for modules built outside
+    ``simplexkern.models``, and for plain state dicts, which load as vertex 0).
+    """
+    path = _path(path)
+    if not path.is_file():
+        raise ValueError(f"path: no file at {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # a file torch cannot read safely
+        raise ValueError(f"{path} is not a checkpoint that loads without executing code: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint or a state dict")
+    if obj.get("format") != FORMAT:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return _load_plain(obj, model, path)
+        raise ValueError(f"{path} is neither a simplexkern checkpoint nor a plain state dict")
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format version {version}; this simplexkern reads version "
+                         f"{FORMAT_VERSION}" + (" (it was written by a newer simplexkern)"
+                                                if isinstance(version, int) and version > FORMAT_VERSION else ""))
+    plain = _plain_model(model, obj["architecture"])
+    dtype = next(plain.parameters()).dtype
+    if str(dtype).replace("torch.", "") != obj["dtype"]:
+        raise ValueError(f"the checkpoint holds {obj['dtype']} vertices, the model given is {dtype}")
+    sm = simplexify(plain, shared=obj["shared"], architecture=obj["architecture"])
+    mine = [[name, list(shape)] for name, (_, shape) in sm.store.slots.items()]
+    if mine != obj["slots"]:
+        diff = next((a, b) for a, b in zip(obj["slots"] + [None] * len(mine), mine + [None] * len(obj["slots"]))
+                    if a != b)
+        raise ValueError(f"the checkpoint's layers do not match the model's: the checkpoint has {diff[0]}, the "
+                         f"model {diff[1]} (layer name and shape)")
+    missing, unexpected = sm.load_state_dict(obj["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint's state does not match the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    if sm.n_vertices != obj["n_vertices"] or sm.fixed != obj["fixed"]:
+        raise ValueError(f"{path} is inconsistent: it records {obj['n_vertices']} vertices with fixed mask "
+                         f"{obj['fixed']}, its store holds {sm.n_vertices} with {sm.fixed}")
+    sm.sampler = samplers.from_config(obj["sampler"])
+    if obj["complex"] is not None and max(max(s) for s in obj["complex"]) >= sm.n_vertices:
+        raise ValueError(f"{path}: the complex names vertices beyond the {sm.n_vertices} stored")
+    sm.metadata = json.loads(obj["metadata"])
+    return sm
+
+
+def _load_plain(state_dict, model, path):
+    if model is None:
+        raise ValueError(f"{path} is a plain state dict, which records no architecture; pass model= (a fresh "
+                         "instance of the architecture or its simplexkern.models name)")
+    plain = _plain_model(model, None)
+    result = plain.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"the state dict in {path} does not match the model: missing {result.missing_keys[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
+    return simplexify(plain)

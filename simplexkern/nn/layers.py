@@ -1,0 +1,280 @@
+"""Simplex layers: each holds no weights of its own, only the names of its slots in the
+model's vertex store, and runs all S points of a forward in one call.
+
+A layer is made from the plain module it replaces (``from_plain``) and gives a plain module
+back for one point (``plain``), so a converted model can always be baked out.
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simplexkern.ops import simplex_conv2d, simplex_linear
+
+
+class SimplexLayer(nn.Module):
+    plain_types = ()
+
+    def __init__(self, plain, points, prefix):
+        super().__init__()
+        skeleton = copy.copy(plain)  # the plain module's settings, without its tensors
+        skeleton._parameters = {n: None if t is None else nn.Parameter(t.detach().to("meta"), t.requires_grad)
+                                for n, t in plain._parameters.items()}
+        skeleton._buffers = {n: None if t is None else t.detach().to("meta") for n, t in plain._buffers.items()}
+        skeleton._modules = {}
+        object.__setattr__(self, "_skeleton", skeleton)  # not a submodule: no parameters, no state
+        object.__setattr__(self, "_points", points)
+        self.prefix = prefix
+        self.param_names = [n for n, p in plain.named_parameters(recurse=False)]
+
+    @classmethod
+    def check_plain(cls, plain, path):
+        """Raises if this plain module has settings the simplex layer does not implement."""
+
+    def extra_repr(self):
+        return f"{type(self._skeleton).__name__}: {self._skeleton.extra_repr()}"
+
+    def store_weight(self, name):
+        return self._points.weights.get(self.prefix + name)
+
+    def combined(self, name):
+        """(S, *shape): the parameter at each point."""
+        w = self.store_weight(name)
+        return (self._points.coeffs @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
+
+    def per_point(self, x):
+        """(S, B, ...) from the merged input, expanding a shared input."""
+        xs, shared = self._points.split(x)
+        return xs.expand(self._points.n, *xs.shape) if shared else xs
+
+    def plain(self, params, buffers=None):
+        """The plain module with the given parameters (name -> tensor) and buffers."""
+        module = copy.deepcopy(self._skeleton)
+        for name in self.param_names:
+            module._parameters[name] = nn.Parameter(params[name].clone())
+        for name, value in (buffers or {}).items():
+            module._buffers[name] = value
+        return module.train(self.training)
+
+
+def _merge(y):
+    return y.reshape(y.shape[0] * y.shape[1], *y.shape[2:])
+
+
+class SimplexLinear(SimplexLayer):
+    plain_types = (nn.Linear,)
+
+    def forward(self, x):
+        p = self._points
+        p.require(self)
+        xs, shared = p.split(x)
+        w, b = self.store_weight("weight"), self.store_weight("bias")
+        if shared:
+            y = simplex_linear(xs.reshape(-1, xs.shape[-1]), w, b, p.coeffs, trainable=p.trainable,
+                               backend=p.backend)
+            return y.reshape(p.n * xs.shape[0], *xs.shape[1:-1], w.shape[1])
+        y = simplex_linear(xs, w, b, p.coeffs, trainable=p.trainable, backend=p.backend)
+        return _merge(y)
+
+
+class SimplexConv2d(SimplexLayer):
+    plain_types = (nn.Conv2d,)
+
+    @classmethod
+    def check_plain(cls, plain, path):
+        if plain.padding_mode != "zeros":
+            raise ValueError(f"{path}: {type(plain).__name__} with padding_mode={plain.padding_mode!r} is not "
+                             "supported (only 'zeros'); list it in shared= to keep it as one shared copy")
+
+    def _conv(self, xs, w):
+        s = self._skeleton
+        return simplex_conv2d(xs, w, self.store_weight("bias"), self._points.coeffs, s.stride, s.padding,
+                              s.dilation, s.groups, trainable=self._points.trainable, backend=self._points.backend)
+
+    def forward(self, x):
+        self._points.require(self)
+        xs, _ = self._points.split(x)
+        return _merge(self._conv(xs, self.store_weight("weight")))
+
+
+class SimplexConv1d(SimplexConv2d):
+    """A 1-D convolution as a 2-D one of height 1."""
+    plain_types = (nn.Conv1d,)
+
+    def _conv(self, xs, w):
+        s = self._skeleton
+        pad = s.padding if isinstance(s.padding, str) else (0, s.padding[0])
+        return simplex_conv2d(xs, w, self.store_weight("bias"), self._points.coeffs, (1, s.stride[0]), pad,
+                              (1, s.dilation[0]), s.groups, trainable=self._points.trainable,
+                              backend=self._points.backend)
+
+    def forward(self, x):
+        self._points.require(self)
+        xs, _ = self._points.split(x)
+        y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2))
+        return _merge(y.squeeze(-2))
+
+
+def _channel_view(v, ndim):
+    """(S, C) -> (S, 1, C, 1, ...) for a (S, B, C, ...) tensor of ``ndim`` dims."""
+    return v.reshape(v.shape[0], 1, v.shape[1], *([1] * (ndim - 3)))
+
+
+class SimplexBatchNorm(SimplexLayer):
+    """Batch normalisation with per-point statistics.
+
+    Training: each point normalises with its own batch statistics. Running statistics are
+    kept per tracked point (rows of ``running_mean`` / ``running_var``, one per row of the
+    model's ``bn_points``) and updated only when the forward's points are exactly the tracked
+    ones; evaluation uses the row of each point and refuses points that have none.
+    """
+    plain_types = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+    def __init__(self, plain, points, prefix):
+        super().__init__(plain, points, prefix)
+        self.eps, self.momentum = plain.eps, plain.momentum
+        self.track_running_stats = plain.track_running_stats
+        if self.track_running_stats:
+            self.register_buffer("running_mean", plain.running_mean.detach().clone()[None])
+            self.register_buffer("running_var", plain.running_var.detach().clone()[None])
+            self.register_buffer("num_batches_tracked", plain.num_batches_tracked.detach().clone().reshape(1))
+
+    @classmethod
+    def check_plain(cls, plain, path):
+        if plain.track_running_stats and plain.running_mean is None:
+            raise ValueError(f"{path}: {type(plain).__name__} tracks running statistics but has none")
+
+    def reset_statistics(self, n_points):
+        if self.track_running_stats:
+            c = self.running_mean.shape[1]
+            self.running_mean = self.running_mean.new_zeros(n_points, c)
+            self.running_var = self.running_var.new_ones(n_points, c)
+            self.num_batches_tracked = self.num_batches_tracked.new_zeros(n_points)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The number of tracked points comes with the state.
+        saved = state_dict.get(prefix + "running_mean")
+        if self.track_running_stats and saved is not None and saved.dim() == 2:
+            self.reset_statistics(saved.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x):
+        p = self._points
+        p.require(self)
+        xs = self.per_point(x)
+        if xs.dim() not in (3, 4, 5):
+            raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r} expects (N, C) or "
+                             f"(N, C, ...) inputs, got {tuple(x.shape)}")
+        dims = (1, *range(3, xs.dim()))
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            var, mean = torch.var_mean(xs, dim=dims, correction=0)
+            if self.training and self.track_running_stats and p.stats_rows is not None:
+                self._update(p.stats_rows, p.stats_valid, mean.detach(), var.detach(),
+                             xs.numel() // (xs.shape[0] * xs.shape[2]))
+        else:
+            mean, var = self.running_mean[p.stats_rows], self.running_var[p.stats_rows]
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
+        if "weight" in self.param_names:
+            gamma, beta = self.combined("weight"), self.combined("bias")
+            scale, shift = scale * gamma, shift * gamma + beta
+        y = xs * _channel_view(scale, xs.dim()) + _channel_view(shift, xs.dim())
+        return _merge(y)
+
+    @torch.no_grad()
+    def _update(self, rows, valid, mean, var, n):
+        """Running-statistics update of the tracked rows; ``valid`` (a tensor, under
+        torch.compile) masks it when the points are not the tracked ones."""
+        count = self.num_batches_tracked[rows] + 1
+        m = (1.0 / count.to(mean.dtype))[:, None] if self.momentum is None else self.momentum
+        new_mean = (1 - m) * self.running_mean[rows] + m * mean
+        new_var = (1 - m) * self.running_var[rows] + m * var * (n / max(n - 1, 1))
+        if valid is not None:
+            count = torch.where(valid, count, count - 1)
+            new_mean = torch.where(valid, new_mean, self.running_mean[rows])
+            new_var = torch.where(valid, new_var, self.running_var[rows])
+        self.num_batches_tracked[rows] = count
+        self.running_mean[rows] = new_mean
+        self.running_var[rows] = new_var
+
+    def plain_buffers(self, row):
+        if not self.track_running_stats:
+            return {}
+        if row is None:  # fresh statistics, as a new nn.BatchNorm has
+            c = self.running_mean.shape[1]
+            return {"running_mean": self.running_mean.new_zeros(c), "running_var": self.running_var.new_ones(c),
+                    "num_batches_tracked": self.num_batches_tracked.new_zeros(())}
+        return {"running_mean": self.running_mean[row].clone(), "running_var": self.running_var[row].clone(),
+                "num_batches_tracked": self.num_batches_tracked[row].clone()}
+
+
+class SimplexLayerNorm(SimplexLayer):
+    plain_types = (nn.LayerNorm,)
+
+    def forward(self, x):
+        self._points.require(self)
+        s = self._skeleton
+        xs = self.per_point(x)
+        y = F.layer_norm(xs, s.normalized_shape, None, None, s.eps)
+        n = self._points.n
+        view = (n, *([1] * (xs.dim() - 1 - len(s.normalized_shape))), *s.normalized_shape)
+        if "weight" in self.param_names:
+            y = y * self.combined("weight").reshape(view)
+        if "bias" in self.param_names:
+            y = y + self.combined("bias").reshape(view)
+        return _merge(y)
+
+
+class SimplexGroupNorm(SimplexLayer):
+    plain_types = (nn.GroupNorm,)
+
+    def forward(self, x):
+        self._points.require(self)
+        s = self._skeleton
+        xs = self.per_point(x)
+        y = F.group_norm(_merge(xs), s.num_groups, None, None, s.eps).reshape(xs.shape)
+        if "weight" in self.param_names:
+            y = y * _channel_view(self.combined("weight"), xs.dim()) + _channel_view(self.combined("bias"), xs.dim())
+        return _merge(y)
+
+
+class SimplexEmbedding(SimplexLayer):
+    plain_types = (nn.Embedding,)
+
+    @classmethod
+    def check_plain(cls, plain, path):
+        if plain.max_norm is not None or plain.scale_grad_by_freq or plain.sparse:
+            raise ValueError(f"{path}: nn.Embedding with max_norm, scale_grad_by_freq or sparse is not supported; "
+                             "list it in shared= to keep it as one shared copy")
+
+    def forward(self, x):
+        p = self._points
+        p.require(self)
+        idx, shared = p.split(x)
+        w = self.store_weight("weight")  # (k, num, dim)
+        if shared:
+            rows = w[:, idx.reshape(-1)]  # (k, M, dim)
+            y = torch.einsum("sk,kmd->smd", p.coeffs, rows)
+        else:
+            rows = w[:, idx.reshape(p.n, -1)]  # (k, S, M, dim)
+            y = torch.einsum("sk,ksmd->smd", p.coeffs, rows)
+        pad = self._skeleton.padding_idx
+        if pad is not None:  # the padding row gets no gradient, as in nn.Embedding
+            flat = idx.reshape(1 if shared else p.n, -1, 1) == pad
+            y = torch.where(flat, y.detach(), y)
+        batch = idx.shape if shared else idx.shape[1:]
+        return y.reshape(p.n * batch[0], *batch[1:], w.shape[-1])
+
+
+LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, SimplexLayerNorm, SimplexGroupNorm,
+          SimplexEmbedding)
+
+
+def simplex_layer_for(module):
+    """The simplex layer class that replaces ``module``'s exact type, or None."""
+    for cls in LAYERS:
+        if type(module) in cls.plain_types:
+            return cls
+    return None

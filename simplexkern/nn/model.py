@@ -1,0 +1,422 @@
+"""``SimplexModel`` and ``simplexify``: any PyTorch model as a simplex, complex or curve of
+its weights, evaluated at S points in one pass."""
+import copy
+
+import torch
+from torch import nn
+
+from simplexkern import _checks, geometry
+from simplexkern.nn import samplers
+from simplexkern.nn.layers import SimplexBatchNorm, SimplexLayer, simplex_layer_for, LAYERS
+from simplexkern.nn.points import Points
+from simplexkern.nn.store import VertexStore
+
+INITS = ("mean", "copy", "random")
+
+
+def _apply_tensors(fn, out):
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_apply_tensors(fn, o) for o in out)
+    if isinstance(out, dict):
+        return {key: _apply_tensors(fn, o) for key, o in out.items()}
+    return out
+
+
+class SimplexModel(nn.Module):
+    """A model whose weights are ``sum_i c_i V_i`` over k vertices in one vertex store.
+
+    Made by ``simplexify``. ``forward(x, coeffs=None, n_samples=None)`` evaluates S points in
+    one pass; ``sampler`` says where when no ``coeffs`` are given.
+    """
+
+    def __init__(self, module, store, points, shared=(), architecture=None):
+        super().__init__()
+        self.module = module
+        self.store = store
+        object.__setattr__(self, "_points", points)
+        self.shared = tuple(shared)
+        self.architecture = architecture
+        self.sampler = samplers.SimplexSampler()
+        self.backend = None  # fused-op backend for this model's layers (None: the ops' own choice)
+        self.metadata = {}  # training metadata, saved with checkpoints
+        tracked = any(layer.track_running_stats for layer in self._batch_norms())
+        self.register_buffer("bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.free.dtype,
+                                                     device=store.free.device))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_vertices(self):
+        return self.store.n_vertices
+
+    @property
+    def dtype(self):
+        return self.store.free.dtype
+
+    @property
+    def device(self):
+        return self.store.free.device
+
+    @property
+    def fixed(self):
+        """Per vertex: True when it is fixed (receives no updates)."""
+        return self.store.fixed_mask()
+
+    def simplex_layers(self):
+        return [(name, m) for name, m in self.module.named_modules() if isinstance(m, SimplexLayer)]
+
+    def _batch_norms(self):
+        return [m for _, m in self.simplex_layers() if isinstance(m, SimplexBatchNorm)]
+
+    # ------------------------------------------------------------------ vertices
+    def _vertex_index(self, i, name="i"):
+        return self.store._check_vertex(i, name)
+
+    def fix(self, i):
+        """Makes vertex i fixed: it leaves the parameter and receives no gradient or update.
+        Build the optimizer after fix / free / add_vertex."""
+        self.store.set_fixed(i, True)
+
+    def free(self, i):
+        """Makes vertex i trainable again."""
+        self.store.set_fixed(i, False)
+
+    @torch.no_grad()
+    def add_vertex(self, init="mean", noise=0.01, *, source=None, fixed=False, generator=None):
+        """Adds a vertex and returns its index.
+
+        ``init``: "mean" of the existing vertices (SPRO), "copy" of vertex ``source`` (default
+        the last), or "random" (each layer's own fresh initialisation). ``noise``: standard
+        deviation of a Gaussian perturbation, relative to each layer tensor's root-mean-square
+        value over the existing vertices; a vertex at the mean lies in the affine hull
+        (log volume -inf) until perturbed, so keep noise > 0 there.
+        """
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+            raise ValueError(f"noise must be a non-negative number, got {noise!r}")
+        vertices = self.store.vertices()
+        if init == "mean":
+            new = vertices.mean(0)
+        elif init == "copy":
+            new = vertices[self._vertex_index(self.n_vertices - 1 if source is None else source, "source")].clone()
+        else:
+            new = self._random_vertex(vertices[0])
+        if noise:
+            for name in self.store.slots:
+                part = self.store.slot(new, name)
+                rms = self.store.slot(vertices, name).pow(2).mean().sqrt()
+                eps = torch.randn(part.shape, generator=generator, device=new.device if generator is None
+                                  else generator.device, dtype=new.dtype).to(new.device)
+                part.add_(noise * rms * eps)  # a view into new
+        self.store.append(new, fixed)
+        self.bn_points = torch.cat([self.bn_points, self.bn_points.new_zeros(len(self.bn_points), 1)], 1)
+        return self.n_vertices - 1
+
+    def _random_vertex(self, like):
+        new = torch.empty_like(like)
+        for _, layer in self.simplex_layers():
+            params = {n: self.store.slot(like, layer.prefix + n) for n in layer.param_names}
+            plain = layer.plain(params, layer.plain_buffers(None) if isinstance(layer, SimplexBatchNorm) else None)
+            if hasattr(plain, "reset_parameters"):
+                plain.reset_parameters()
+            for n in layer.param_names:
+                self.store.slot(new, layer.prefix + n).copy_(getattr(plain, n))
+        return new
+
+    def vertex_state_dict(self, i):
+        """A plain state dict of the original architecture with vertex i's weights (and its
+        BatchNorm statistics when tracked, else fresh ones)."""
+        i = self._vertex_index(i)
+        point = torch.zeros(self.n_vertices, dtype=self.dtype, device=self.device)
+        point[i] = 1
+        tracked = self._stats_row(point) is not None
+        return self.at(point, bn_stats="tracked" if tracked else "fresh").state_dict()
+
+    @torch.no_grad()
+    def set_vertex(self, i, state_dict):
+        """Loads vertex i from a plain state dict of the original architecture (e.g. a trained
+        model). Its BatchNorm statistics, when present, become the tracked ones of that vertex.
+        Shared (non-vertex) parameters are loaded only for vertex 0."""
+        i = self._vertex_index(i)
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+        flat = torch.empty(self.store.n_columns, dtype=self.dtype, device=self.device)
+        for name, (offset, shape) in self.store.slots.items():
+            if name not in state_dict:
+                raise ValueError(f"state_dict has no {name!r}, which vertex {i} needs")
+            t = state_dict[name]
+            if tuple(t.shape) != shape:
+                raise ValueError(f"state_dict[{name!r}] has shape {tuple(t.shape)}, the model expects {shape}")
+            self.store.slot(flat, name).copy_(t)
+        norms = {name: m for name, m in self.simplex_layers() if isinstance(m, SimplexBatchNorm)
+                 and m.track_running_stats}
+        stats_keys = {f"{n}.{b}" for n in norms for b in ("running_mean", "running_var", "num_batches_tracked")}
+        shared = {k: v for k, v in state_dict.items() if k not in self.store.slots and k not in stats_keys}
+        own = dict(self.module.state_dict())
+        unknown = [k for k in shared if k not in own]
+        if unknown:
+            raise ValueError(f"state_dict has keys this model does not have: {unknown[:5]}")
+        self.store.set_vertex(i, flat)
+        if i == 0 and shared:
+            self.module.load_state_dict(shared, strict=False)
+        if norms and all(f"{n}.running_mean" in state_dict for n in norms):
+            point = torch.zeros(self.n_vertices, dtype=self.dtype, device=self.device)
+            point[i] = 1
+            row = self._stats_row(point)
+            if row is None:
+                row = self._add_tracked_point(point)
+            for n, m in norms.items():
+                m.running_mean[row] = state_dict[f"{n}.running_mean"]
+                m.running_var[row] = state_dict[f"{n}.running_var"]
+                m.num_batches_tracked[row] = state_dict.get(f"{n}.num_batches_tracked", torch.tensor(0))
+
+    # ------------------------------------------------------------------ BatchNorm statistics
+    def _stats_row(self, point):
+        match = (self.bn_points == point.to(self.bn_points)).all(1).nonzero().flatten()
+        return int(match[0]) if len(match) else None
+
+    def _add_tracked_point(self, point):
+        self.bn_points = torch.cat([self.bn_points, point.to(self.bn_points)[None]])
+        for m in self._batch_norms():
+            if m.track_running_stats:
+                c = m.running_mean.shape[1]
+                m.running_mean = torch.cat([m.running_mean, m.running_mean.new_zeros(1, c)])
+                m.running_var = torch.cat([m.running_var, m.running_var.new_ones(1, c)])
+                m.num_batches_tracked = torch.cat([m.num_batches_tracked, m.num_batches_tracked.new_zeros(1)])
+        return len(self.bn_points) - 1
+
+    def _stats_rows(self, coeffs):
+        """Row of each point in the tracked statistics and whether every point has one
+        (a tensor under torch.compile, where a host branch would break the graph)."""
+        eq = (coeffs[:, None, :] == self.bn_points[None]).all(-1)
+        rows, valid = eq.int().argmax(1), eq.any(1).all()
+        if torch.compiler.is_compiling():
+            if not self.training:
+                torch._assert_async(valid, "no running BatchNorm statistics for the points being evaluated; "
+                                           "compute them with model.update_bn(batches, coeffs)")
+            return rows, valid
+        if bool(valid):
+            return rows, None
+        if not self.training:
+            raise ValueError("no running BatchNorm statistics for the points being evaluated; evaluate at tracked "
+                             "points (model.bn_points) or compute them first with model.update_bn(batches, coeffs)")
+        return None, None
+
+    @torch.no_grad()
+    def update_bn(self, batches, coeffs):
+        """Recomputes the BatchNorm running statistics of the points ``coeffs`` ((k,) or
+        (T, k)) from a pass over ``batches`` (an iterable of inputs or of (input, target)
+        pairs): the cumulative average of each point's batch statistics, as the papers do
+        before evaluating a point. Afterwards these T points are the tracked ones."""
+        coeffs, _ = self._check_coeffs(coeffs)
+        norms = [m for m in self._batch_norms() if m.track_running_stats]
+        if not norms:
+            raise ValueError("this model has no BatchNorm layer that tracks running statistics")
+        self.bn_points = coeffs.clone()
+        was_training, momenta = self.training, [m.momentum for m in norms]
+        for m in norms:
+            m.reset_statistics(len(coeffs))
+            m.momentum = None
+        self.train()
+        try:
+            n = 0
+            for batch in batches:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                self(x, coeffs)
+                n += 1
+            if n == 0:
+                raise ValueError("batches is empty: no data to compute statistics from")
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ evaluation
+    def _check_coeffs(self, coeffs, name="coeffs"):
+        _checks.floating(coeffs, name)
+        k = self.n_vertices
+        if coeffs.dim() not in (1, 2) or coeffs.shape[-1] != k or (coeffs.dim() == 2 and coeffs.shape[0] == 0):
+            raise ValueError(f"{name} must have shape ({k},) or (S, {k}) for this model's {k} vertices, "
+                             f"got {tuple(coeffs.shape)}")
+        if coeffs.dtype != self.dtype:
+            raise TypeError(f"{name} must have the model's dtype {self.dtype}, got {coeffs.dtype}")
+        if coeffs.device != self.device:
+            raise ValueError(f"{name} must be on the model's device {self.device}, got {coeffs.device}")
+        _checks.finite(coeffs, name)
+        return coeffs.reshape(-1, k), coeffs.dim() == 1
+
+    def forward(self, x, coeffs=None, n_samples=None, *, per_point_input=False, generator=None):
+        """Evaluates the model at S points in one pass.
+
+        - ``coeffs``: (k,) for one point -> output (B, ...); (S, k) -> (S, B, ...). When None,
+          ``n_samples`` points (default 1) come from ``self.sampler`` -> (S, B, ...).
+        - ``x``: (B, ...) shared by all points, or (S, B, ...) with ``per_point_input=True``.
+        """
+        if coeffs is None:
+            coeffs, single = self.sampler.sample(n_samples, self, generator), False
+            coeffs, _ = self._check_coeffs(coeffs, "sampled coeffs")
+        else:
+            if n_samples is not None:
+                raise ValueError("give coeffs or n_samples, not both")
+            coeffs, single = self._check_coeffs(coeffs)
+        _checks.tensor(x, "x")
+        S = coeffs.shape[0]
+        p = self._points
+        if p.active:
+            raise RuntimeError("SimplexModel.forward is not re-entrant")
+        if per_point_input:
+            if x.dim() < 2 or x.shape[0] != S:
+                raise ValueError(f"x with per_point_input=True must have shape (S={S}, B, ...), got {tuple(x.shape)}")
+            merged = x.reshape(S * x.shape[1], *x.shape[2:])
+        else:
+            if x.dim() < 1:
+                raise ValueError("x must have a batch dimension")
+            merged = x if S == 1 else x.expand(S, *x.shape).reshape(S * x.shape[0], *x.shape[1:])
+            p.shared_merged, p.shared_input = merged, x
+        p.active, p.n, p.backend = True, S, self.backend
+        p.coeffs = coeffs[:, self.store.order]
+        p.weights = self.store.layer_weights()
+        p.trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.free.requires_grad else []
+        if self._has_tracked_norms():
+            p.stats_rows, p.stats_valid = self._stats_rows(coeffs)
+        try:
+            out = self.module(merged)
+        finally:
+            p.clear()
+
+        def unmerge(y):
+            y = y.reshape(S, y.shape[0] // S, *y.shape[1:])
+            return y[0] if single else y
+        return _apply_tensors(unmerge, out)
+
+    def _has_tracked_norms(self):
+        return len(self.bn_points) > 0
+
+    @torch.no_grad()
+    def at(self, coeffs, bn_stats="tracked"):
+        """A plain ``nn.Module`` (the original architecture) with the weights at one point
+        ``coeffs`` (k,), for deployment and export. BatchNorm statistics: those tracked for
+        this point (``bn_stats="tracked"``, an error if there are none) or fresh ones to be
+        recomputed (``"fresh"``)."""
+        if bn_stats not in ("tracked", "fresh"):
+            raise ValueError(f"bn_stats must be 'tracked' or 'fresh', got {bn_stats!r}")
+        coeffs, single = self._check_coeffs(coeffs)
+        if not single:
+            raise ValueError(f"coeffs must be one point of shape ({self.n_vertices},), got {tuple(coeffs.shape)}")
+        row = self._stats_row(coeffs[0]) if len(self.bn_points) else None
+        if bn_stats == "tracked" and row is None and self._has_tracked_norms():
+            raise ValueError("no BatchNorm statistics are tracked at this point; compute them with "
+                             "model.update_bn(batches, coeffs) or pass bn_stats='fresh'")
+        flat = coeffs[0] @ self.store.vertices()
+        module = copy.deepcopy(self.module)
+        layers = [(name, m) for name, m in module.named_modules() if isinstance(m, SimplexLayer)]
+        for name, layer in layers:
+            params = {n: self.store.slot(flat, layer.prefix + n) for n in layer.param_names}
+            buffers = layer.plain_buffers(row) if isinstance(layer, SimplexBatchNorm) else None
+            plain = layer.plain(params, buffers)
+            if not name:
+                return plain
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent), child, plain)
+        return module
+
+    def log_volume(self, simplices=None):
+        """log V of the simplex of all vertices (a scalar), or of each simplex in
+        ``simplices`` (a list of vertex-index tuples) -> (n,). Float64 pairwise distances
+        over the whole store, then the compiled log-volume; differentiable w.r.t. the free
+        vertices."""
+        sqdist = geometry.pairwise_sqdist(self.store.vertices())
+        if simplices is None:
+            return geometry.log_volume(sqdist)
+        sub = []
+        for s in simplices:
+            idx = torch.tensor(samplers._vertex_tuple(s, "each simplex"), device=sqdist.device)
+            if int(idx.max()) >= self.n_vertices:
+                raise ValueError(f"simplex {tuple(idx.tolist())} names a vertex beyond the model's {self.n_vertices}")
+            sub.append(sqdist[idx][:, idx])
+        if len({t.shape for t in sub}) > 1:
+            return torch.stack([geometry.log_volume(t) for t in sub])
+        return geometry.log_volume(torch.stack(sub))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "bn_points")  # the number of tracked points comes with the state
+        if saved is not None and saved.dim() == 2:
+            self.bn_points = self.bn_points.new_empty(saved.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self):
+        return f"n_vertices={self.n_vertices}, fixed={self.fixed}, sampler={self.sampler.config()}"
+
+
+def _walk(module, path, shared):
+    """Yields (path, module) of the modules to convert, skipping shared subtrees."""
+    if path in shared:
+        return
+    yield path, module
+    if simplex_layer_for(module) is not None:
+        return
+    for name, child in module.named_children():
+        yield from _walk(child, f"{path}.{name}" if path else name, shared)
+
+
+def simplexify(model, n_vertices=1, *, shared=(), init="mean", noise=0.01, architecture=None):
+    """Converts ``model`` (any ``nn.Module`` built from supported layers) into a
+    ``SimplexModel`` whose vertex 0 holds the model's current weights; further vertices come
+    from ``add_vertex(init, noise)``. The model itself is not changed.
+
+    Supported layers with parameters: Linear, Conv1d, Conv2d, BatchNorm1d/2d, LayerNorm,
+    GroupNorm, Embedding. Layers without parameters work unchanged. A module with parameters
+    of another type raises TypeError naming it and its path, unless its path is listed in
+    ``shared`` (its parameters then stay one shared copy, not vertices).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    n_vertices = _checks.count(n_vertices, "n_vertices")
+    if isinstance(shared, str):
+        shared = (shared,)
+    shared = set(shared)
+    paths = dict(model.named_modules())
+    for s in shared:
+        if s not in paths or s == "":
+            raise ValueError(f"shared lists {s!r}, which is not a submodule path of the model")
+    module = copy.deepcopy(model)
+    points, tensors, seen, replace = Points(), {}, {}, []
+    for path, m in _walk(module, "", shared):
+        cls = simplex_layer_for(m)
+        own = [(n, t) for n, t in m.named_parameters(recurse=False)]
+        if cls is None:
+            if own:
+                names = ", ".join(c.__name__ for layer in LAYERS for c in layer.plain_types)
+                raise TypeError(f"{path or 'the model'} ({type(m).__name__}) has parameters but no simplex layer "
+                                f"(supported: {names}); pass shared=[{path!r}] to keep it as one shared copy")
+            continue
+        cls.check_plain(m, path or "the model")
+        prefix = f"{path}." if path else ""
+        for n, t in own:
+            if id(t) in seen:
+                raise ValueError(f"{prefix}{n} is the same tensor as {seen[id(t)]} (tied weights are not "
+                                 "supported as vertices); list one of the modules in shared=")
+            seen[id(t)] = prefix + n
+            tensors[prefix + n] = t
+        replace.append((path, cls(m, points, prefix)))
+    if not tensors:
+        raise ValueError("the model has no parameters in supported layers to make vertices of")
+    dtypes = {(t.dtype, t.device) for t in tensors.values()}
+    if len(dtypes) > 1:
+        raise TypeError(f"all vertex parameters must share one dtype and device, got {sorted(map(str, dtypes))}")
+    store = VertexStore(tensors)
+    for path, layer in replace:
+        layer.train(model.training)
+        if not path:
+            module = layer
+        else:
+            parent, _, child = path.rpartition(".")
+            setattr(module.get_submodule(parent), child, layer)
+    arch = architecture if architecture is not None else getattr(model, "simplexkern_architecture", None)
+    out = SimplexModel(module, store, points, sorted(shared), arch)
+    out.train(model.training)
+    for _ in range(n_vertices - 1):
+        out.add_vertex(init, noise)
+    return out

@@ -1,0 +1,163 @@
+"""Where a SimplexModel's forward evaluates when no coefficients are given.
+
+A sampler maps ``(n_samples, model)`` to coefficients ``(n_samples, k)`` over the model's
+vertices (vertex order). Simplexes, complexes and curves all share the one model; only the
+sampler differs. ``config()`` / ``from_config`` make samplers part of a checkpoint.
+"""
+import torch
+
+from simplexkern import _checks, geometry
+
+
+def _vertex_tuple(simplex, name):
+    if isinstance(simplex, (str, bytes)) or not hasattr(simplex, "__iter__"):
+        raise TypeError(f"{name} must be a tuple of vertex indices, got {simplex!r}")
+    items = tuple(simplex)
+    for i in items:
+        _checks.count(i, f"{name} entries", minimum=0)
+    if len(set(items)) != len(items) or not items:
+        raise ValueError(f"{name} must list distinct vertex indices, got {items}")
+    return items
+
+
+class Sampler:
+    name = None
+
+    def sample(self, n_samples, model, generator=None):
+        raise NotImplementedError
+
+    def config(self):
+        return {"name": self.name}
+
+    def _out(self, model, n_samples):
+        n = 1 if n_samples is None else _checks.count(n_samples, "n_samples")
+        return n, model.n_vertices
+
+
+class SimplexSampler(Sampler):
+    """Uniform on the simplex of all the model's vertices (Dirichlet(1))."""
+    name = "simplex"
+
+    def sample(self, n_samples, model, generator=None):
+        n, k = self._out(model, n_samples)
+        return geometry.sample_simplex(n, k, generator, device=model.device, dtype=model.dtype)
+
+
+class ComplexSampler(Sampler):
+    """A simplicial complex: ``simplices`` is a list of vertex-index tuples. Each sample picks
+    a simplex, proportional to its volume (``weighting="volume"``, a uniform distribution over
+    the complex; all must have the same dimension) or uniformly (``"uniform"``), then a uniform
+    point inside it."""
+    name = "complex"
+
+    def __init__(self, simplices, weighting="volume"):
+        if isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__iter__"):
+            raise TypeError(f"simplices must be a list of vertex-index tuples, got {simplices!r}")
+        self.simplices = [_vertex_tuple(s, "each simplex") for s in simplices]
+        if not self.simplices:
+            raise ValueError("simplices must not be empty")
+        if weighting not in ("volume", "uniform"):
+            raise ValueError(f"weighting must be 'volume' or 'uniform', got {weighting!r}")
+        if weighting == "volume" and len({len(s) for s in self.simplices}) > 1:
+            raise ValueError("weighting='volume' needs simplices of one dimension (volumes of different "
+                             "dimensions do not compare); use weighting='uniform'")
+        self.weighting = weighting
+
+    def config(self):
+        return {"name": self.name, "simplices": [list(s) for s in self.simplices], "weighting": self.weighting}
+
+    def probabilities(self, model):
+        """(n_simplices,) probability of picking each simplex."""
+        if self.weighting == "uniform" or len(self.simplices) == 1:
+            return torch.full((len(self.simplices),), 1 / len(self.simplices), dtype=torch.float64)
+        with torch.no_grad():
+            logv = model.log_volume(self.simplices).to("cpu", torch.float64)
+        if torch.isneginf(logv).all():
+            return torch.full_like(logv, 1 / len(logv))  # all degenerate: no volume to weigh by
+        return torch.softmax(logv, 0)
+
+    def sample(self, n_samples, model, generator=None):
+        n, k = self._out(model, n_samples)
+        if max(max(s) for s in self.simplices) >= k:
+            raise ValueError(f"the complex names vertex {max(max(s) for s in self.simplices)}, but the model has {k}")
+        gen_cpu = None
+        if generator is not None and generator.device.type == "cpu":
+            gen_cpu = generator
+        pick = torch.multinomial(self.probabilities(model), n, replacement=True, generator=gen_cpu)
+        coeffs = torch.zeros(n, k, dtype=model.dtype, device=model.device)
+        for j, simplex in enumerate(self.simplices):
+            rows = (pick == j).nonzero().flatten().to(model.device)
+            if len(rows):
+                inner = geometry.sample_simplex(len(rows), len(simplex), generator, device=model.device,
+                                                dtype=model.dtype)
+                coeffs[rows[:, None], torch.tensor(simplex, device=model.device)] = inner
+        return coeffs
+
+
+class CurveSampler(Sampler):
+    """A curve over all the model's vertices as control points (in vertex order), at
+    ``t ~ U(0, 1)``: ``kind="bezier"`` (Bernstein weights) or ``"polychain"`` (hat functions)."""
+    name = "curve"
+
+    def __init__(self, kind="bezier"):
+        if kind not in ("bezier", "polychain"):
+            raise ValueError(f"kind must be 'bezier' or 'polychain', got {kind!r}")
+        self.kind = kind
+
+    def config(self):
+        return {"name": self.name, "kind": self.kind}
+
+    def coefficients(self, t, model):
+        fn = geometry.bezier_coefficients if self.kind == "bezier" else geometry.polychain_coefficients
+        return fn(t, model.n_vertices).to(model.device, model.dtype)
+
+    def sample(self, n_samples, model, generator=None):
+        n, _ = self._out(model, n_samples)
+        t = torch.rand(n, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else "cpu")
+        return self.coefficients(t.cpu(), model)
+
+
+class FixedSampler(Sampler):
+    """Always the given point(s): ``coeffs`` (k,) or (S, k)."""
+    name = "fixed"
+
+    def __init__(self, coeffs):
+        coeffs = torch.as_tensor(coeffs, dtype=torch.float64) if not isinstance(coeffs, torch.Tensor) else coeffs
+        _checks.floating(coeffs, "coeffs")
+        _checks.finite(coeffs, "coeffs")
+        if coeffs.dim() not in (1, 2) or coeffs.shape[-1] == 0:
+            raise ValueError(f"coeffs must have shape (k,) or (S, k), got {tuple(coeffs.shape)}")
+        self.coeffs = coeffs.detach().to("cpu", torch.float64).reshape(-1, coeffs.shape[-1])
+
+    def config(self):
+        return {"name": self.name, "coeffs": self.coeffs.tolist()}
+
+    def sample(self, n_samples, model, generator=None):
+        if self.coeffs.shape[1] != model.n_vertices:
+            raise ValueError(f"the fixed point has {self.coeffs.shape[1]} coefficients, the model "
+                             f"{model.n_vertices} vertices")
+        if n_samples is not None and _checks.count(n_samples, "n_samples") != len(self.coeffs):
+            if len(self.coeffs) != 1:
+                raise ValueError(f"this fixed sampler holds {len(self.coeffs)} points; n_samples={n_samples}")
+            return self.coeffs.expand(n_samples, -1).to(model.device, model.dtype)
+        return self.coeffs.to(model.device, model.dtype)
+
+
+def from_config(config):
+    """The sampler a ``config()`` dict describes."""
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"a sampler config is a dict with a 'name', got {config!r}")
+    name = config["name"]
+    if name == "simplex":
+        return SimplexSampler()
+    if name == "complex":
+        return ComplexSampler([tuple(s) for s in config["simplices"]], config["weighting"])
+    if name == "curve":
+        return CurveSampler(config["kind"])
+    if name == "fixed":
+        return FixedSampler(torch.tensor(config["coeffs"], dtype=torch.float64))
+    raise ValueError(f"unknown sampler {name!r}; expected simplex, complex, curve or fixed")
+
+
+__all__ = ["Sampler", "SimplexSampler", "ComplexSampler", "CurveSampler", "FixedSampler", "from_config"]

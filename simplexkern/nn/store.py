@@ -1,0 +1,129 @@
+"""The vertex store: every vertex of a model in one flat store.
+
+Fixed vertices live in a buffer ``fixed`` (k_fixed, P) and trainable ones in a parameter
+``free`` (k_free, P), so an optimizer built from ``model.parameters()`` never sees a fixed
+vertex: weight decay and momentum cannot move it. Each layer's tensors are named slots, a
+range of the P columns. Rows are ordered fixed first; ``order[r]`` is the vertex in row r.
+"""
+import math
+
+import torch
+from torch import nn
+
+from simplexkern import _checks
+
+
+class VertexStore(nn.Module):
+    """``tensors``: name -> tensor, the content of vertex 0 (the store's only vertex)."""
+
+    def __init__(self, tensors):
+        super().__init__()
+        self.slots, offset = {}, 0  # name -> (offset, shape), in registration order
+        for name, t in tensors.items():
+            self.slots[name] = (offset, tuple(t.shape))
+            offset += t.numel()
+        self.n_columns = offset
+        first = next(iter(tensors.values()), torch.empty(0))
+        flat = torch.cat([t.detach().reshape(-1).to(first) for t in tensors.values()]) if tensors else first
+        self.register_buffer("fixed", flat.new_empty(0, self.n_columns))
+        self.free = nn.Parameter(flat.clone()[None])
+        self.register_buffer("order", torch.zeros(1, dtype=torch.long, device=flat.device))
+
+    @property
+    def n_vertices(self):
+        return self.fixed.shape[0] + self.free.shape[0]
+
+    @property
+    def n_fixed(self):
+        return self.fixed.shape[0]
+
+    def rows(self):
+        """All rows, fixed first (differentiable w.r.t. ``free``)."""
+        return torch.cat([self.fixed, self.free]) if self.n_fixed else self.free
+
+    def vertices(self):
+        """(k, P) in vertex order (differentiable w.r.t. ``free``)."""
+        return self.rows()[self.inverse_order()]
+
+    def inverse_order(self):
+        inv = torch.empty_like(self.order)
+        inv[self.order] = torch.arange(len(self.order), device=self.order.device)
+        return inv.to(self.free.device)
+
+    def is_fixed(self, i):
+        return bool((self.order[: self.n_fixed] == i).any())
+
+    def layer_weights(self):
+        """name -> (k, *shape) tensor in row order, contiguous. One split per store, so the
+        backward is a single concatenation into ``free.grad`` however many layers there are."""
+        sizes = [math.prod(shape) for _, shape in self.slots.values()]
+        free = self.free.split(sizes, 1)
+        fixed = self.fixed.split(sizes, 1) if self.n_fixed else None
+        out = {}
+        for j, (name, (_, shape)) in enumerate(self.slots.items()):
+            w = torch.cat([fixed[j], free[j]]) if fixed is not None and self.free.shape[0] else (
+                fixed[j] if fixed is not None else free[j])
+            out[name] = w.contiguous().view(w.shape[0], *shape)
+        return out
+
+    def slot(self, flat, name):
+        """The part of a flat (..., P) tensor that belongs to slot ``name``, shaped."""
+        offset, shape = self.slots[name]
+        return flat[..., offset: offset + math.prod(shape)].reshape(*flat.shape[:-1], *shape)
+
+    # ------------------------------------------------------------------ changes
+    def _check_vertex(self, i, name="i"):
+        i = _checks.count(i, name, minimum=0)
+        if i >= self.n_vertices:
+            raise ValueError(f"{name} must be a vertex index below {self.n_vertices}, got {i}")
+        return i
+
+    def _rebuild(self, vertices, fixed_mask):
+        """Re-lays the store from (k, P) vertices in vertex order and a fixed mask. The
+        parameter object stays the same (its data is swapped): rebuild optimizers after this."""
+        fixed_idx = [i for i, f in enumerate(fixed_mask) if f]
+        free_idx = [i for i, f in enumerate(fixed_mask) if not f]
+        vertices = vertices.detach()
+        self.fixed = vertices[fixed_idx].clone()
+        self.free.data = vertices[free_idx].clone()
+        self.free.grad = None
+        self.order = torch.tensor(fixed_idx + free_idx, dtype=torch.long, device=self.order.device)
+
+    def fixed_mask(self):
+        mask = [False] * self.n_vertices
+        for i in self.order[: self.n_fixed].tolist():
+            mask[i] = True
+        return mask
+
+    def set_fixed(self, i, fixed):
+        i = self._check_vertex(i)
+        mask = self.fixed_mask()
+        if mask[i] != fixed:
+            mask[i] = fixed
+            self._rebuild(self.vertices(), mask)
+
+    def append(self, vertex, fixed=False):
+        vertex = vertex.detach().to(self.free.dtype).reshape(1, self.n_columns)
+        self._rebuild(torch.cat([self.vertices().detach(), vertex]), self.fixed_mask() + [fixed])
+
+    @torch.no_grad()
+    def set_vertex(self, i, vertex):
+        i = self._check_vertex(i)
+        row = int((self.order == i).nonzero())
+        target = self.fixed if row < self.n_fixed else self.free
+        target[row - (0 if row < self.n_fixed else self.n_fixed)].copy_(vertex.reshape(-1))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # The vertex count and fixed mask come with the state: take the saved shapes first.
+        fixed, free, order = (state_dict.get(prefix + n) for n in ("fixed", "free", "order"))
+        if fixed is not None and free is not None and order is not None:
+            if fixed.shape[1:] != (self.n_columns,) or free.shape[1:] != (self.n_columns,):
+                error_msgs.append(f"vertex store: the saved vertices have {free.shape[1]} values each, this "
+                                  f"model has {self.n_columns}")
+                return
+            self.fixed = self.fixed.new_empty(fixed.shape)
+            self.free.data = self.free.data.new_empty(free.shape)
+            self.order = self.order.new_empty(order.shape)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
