@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 import simplexkern as sk
+from conftest import cuda
 from python_tests.nn.model_zoo import EveryLayer, TransformerBlock, every_layer_input
 
 F32 = dict(rtol=1e-4, atol=1e-5)
@@ -281,3 +282,35 @@ def test_torch_compile_of_a_simplex_resnet18_matches_eager(rng):
     x = torch.randn(2, 3, 32, 32, generator=rng)
     compiled = torch.compile(sm, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x, coeffs), sm(x, coeffs), **F32)
+
+
+@pytest.fixture
+def no_tf32():
+    """float32 convolutions and matmuls in full precision (cuDNN allows TF32 by default)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@cuda
+@pytest.mark.parametrize("backend", ["torch", "triton", "auto"])
+def test_gpu_backends_match_the_plain_model(backend, rng, no_tf32):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(EveryLayer(), 3, noise=0.3).cuda().train()
+    sm.fix(0)
+    sm.backend = backend
+    coeffs = _points(4, 3, rng).cuda()
+    x = every_layer_input(5, rng).cuda()
+    y = sm(x, coeffs)
+    y.square().sum().backward()
+    expected = torch.zeros(3, sm.store.n_columns, dtype=torch.float64)
+    for s in range(4):
+        plain = sm.at(coeffs[s], bn_stats="fresh").double().train()
+        out = plain(x.double())
+        torch.testing.assert_close(y[s].double(), out, rtol=1e-3, atol=1e-3)
+        out.square().sum().backward()
+        grads = torch.cat([dict(plain.named_parameters())[n].grad.reshape(-1) for n in sm.store.slots]).cpu()
+        expected += coeffs[s].double().cpu()[:, None] * grads
+    rows = sm.store.order.tolist()[sm.store.n_fixed:]
+    torch.testing.assert_close(sm.store.free.grad.double().cpu(), expected[rows], rtol=1e-3, atol=1e-3)

@@ -80,10 +80,10 @@ class ComplexSampler(Sampler):
         n, k = self._out(model, n_samples)
         if max(max(s) for s in self.simplices) >= k:
             raise ValueError(f"the complex names vertex {max(max(s) for s in self.simplices)}, but the model has {k}")
-        gen_cpu = None
-        if generator is not None and generator.device.type == "cpu":
-            gen_cpu = generator
-        pick = torch.multinomial(self.probabilities(model), n, replacement=True, generator=gen_cpu)
+        probs = self.probabilities(model)
+        if generator is not None:
+            probs = probs.to(generator.device)
+        pick = torch.multinomial(probs, n, replacement=True, generator=generator).cpu()
         coeffs = torch.zeros(n, k, dtype=model.dtype, device=model.device)
         for j, simplex in enumerate(self.simplices):
             rows = (pick == j).nonzero().flatten().to(model.device)
@@ -128,7 +128,7 @@ class FixedSampler(Sampler):
         _checks.finite(coeffs, "coeffs")
         if coeffs.dim() not in (1, 2) or coeffs.shape[-1] == 0:
             raise ValueError(f"coeffs must have shape (k,) or (S, k), got {tuple(coeffs.shape)}")
-        self.coeffs = coeffs.detach().to("cpu", torch.float64).reshape(-1, coeffs.shape[-1])
+        self.coeffs = coeffs.detach().to("cpu", torch.float64).reshape(-1, coeffs.shape[-1]).clone()
 
     def config(self):
         return {"name": self.name, "coeffs": self.coeffs.tolist()}
@@ -140,8 +140,8 @@ class FixedSampler(Sampler):
         if n_samples is not None and _checks.count(n_samples, "n_samples") != len(self.coeffs):
             if len(self.coeffs) != 1:
                 raise ValueError(f"this fixed sampler holds {len(self.coeffs)} points; n_samples={n_samples}")
-            return self.coeffs.expand(n_samples, -1).to(model.device, model.dtype)
-        return self.coeffs.to(model.device, model.dtype)
+            return self.coeffs.expand(n_samples, -1).to(model.device, model.dtype, copy=True)
+        return self.coeffs.to(model.device, model.dtype, copy=True)
 
 
 def from_config(config):
@@ -149,14 +149,17 @@ def from_config(config):
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"a sampler config is a dict with a 'name', got {config!r}")
     name = config["name"]
-    if name == "simplex":
-        return SimplexSampler()
-    if name == "complex":
-        return ComplexSampler([tuple(s) for s in config["simplices"]], config["weighting"])
-    if name == "curve":
-        return CurveSampler(config["kind"])
-    if name == "fixed":
-        return FixedSampler(torch.tensor(config["coeffs"], dtype=torch.float64))
+    try:
+        if name == "simplex":
+            return SimplexSampler()
+        if name == "complex":
+            return ComplexSampler([tuple(s) for s in config["simplices"]], config["weighting"])
+        if name == "curve":
+            return CurveSampler(config["kind"])
+        if name == "fixed":
+            return FixedSampler(torch.tensor(config["coeffs"], dtype=torch.float64))
+    except KeyError as err:
+        raise ValueError(f"the {name!r} sampler config lacks the field {err.args[0]!r}: {config!r}") from None
     raise ValueError(f"unknown sampler {name!r}; expected simplex, complex, curve or fixed")
 
 

@@ -1,0 +1,138 @@
+"""Checkpoints: atomic, code-free to load, complete, and checked on load."""
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import simplexkern as sk
+from simplexkern.nn import checkpoint
+
+
+def _model(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(sk.models.create("digits_convnet", width=4), 3, noise=0.2)
+    sm.fix(0)
+    sm.sampler = sk.nn.ComplexSampler([(0, 1), (0, 2)], weighting="uniform")
+    return sm
+
+
+def test_round_trip(tmp_path, rng):
+    sm = _model(rng)
+    path = tmp_path / "m.pt"
+    sk.save_checkpoint(sm, path, metadata={"epochs": 3, "lr": 0.01})
+    loaded = sk.load_checkpoint(path)
+    assert torch.equal(loaded.store.vertices(), sm.store.vertices())
+    assert loaded.fixed == [True, False, False] and loaded.n_vertices == 3
+    assert loaded.sampler.config() == sm.sampler.config()
+    assert loaded.metadata == {"epochs": 3, "lr": 0.01}
+    assert loaded.architecture == {"name": "digits_convnet", "kwargs": {"width": 4}}
+    x = torch.randn(2, 1, 8, 8, generator=rng)
+    c = torch.tensor([[0.2, 0.3, 0.5]])
+    torch.testing.assert_close(loaded.eval()(x, c), sm.eval()(x, c), rtol=0, atol=0)
+    assert sorted(os.listdir(tmp_path)) == ["m.pt"]  # no temporary file left behind
+
+
+def test_batchnorm_statistics_and_tracked_points_round_trip(tmp_path, rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(sk.models.create("preresnet110", num_classes=3), 2, noise=0.1)
+    coeffs = torch.tensor([[0.5, 0.5], [0.1, 0.9], [1.0, 0.0]])
+    sm.update_bn([torch.randn(4, 3, 32, 32, generator=rng)], coeffs)
+    sk.save_checkpoint(sm, tmp_path / "m.pt")
+    loaded = sk.load_checkpoint(tmp_path / "m.pt").eval()
+    assert torch.equal(loaded.bn_points, coeffs)
+    x = torch.randn(2, 3, 32, 32, generator=rng)
+    torch.testing.assert_close(loaded(x, coeffs), sm.eval()(x, coeffs), rtol=0, atol=0)
+
+
+def test_user_module_needs_its_architecture(tmp_path, rng):
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    sm = sk.simplexify(net, 2)
+    sk.save_checkpoint(sm, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="records no architecture"):
+        sk.load_checkpoint(tmp_path / "m.pt")
+    fresh = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert torch.equal(sk.load_checkpoint(tmp_path / "m.pt", model=fresh).store.vertices(), sm.store.vertices())
+    with pytest.raises(ValueError, match="layers do not match"):
+        sk.load_checkpoint(tmp_path / "m.pt", model=nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)))
+    with pytest.raises(ValueError, match="float64 vertices"):
+        checkpoint.save(sk.simplexify(net.double()), tmp_path / "d.pt")
+        sk.load_checkpoint(tmp_path / "d.pt", model=fresh)
+
+
+def test_plain_state_dict_loads_as_vertex_0(tmp_path, rng):
+    torch.manual_seed(rng.initial_seed())
+    plain = sk.models.create("lenet5").eval()
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    sm = sk.load_checkpoint(tmp_path / "plain.pt", model="lenet5").eval()
+    x = torch.randn(2, 1, 28, 28, generator=rng)
+    torch.testing.assert_close(sm(x, torch.ones(1)), plain(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="plain state dict"):
+        sk.load_checkpoint(tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="does not match"):
+        sk.load_checkpoint(tmp_path / "plain.pt", model="mlp")
+
+
+def test_mismatches_fail_clearly(tmp_path, rng):
+    sm = _model(rng)
+    path = tmp_path / "m.pt"
+    sk.save_checkpoint(sm, path)
+    payload = torch.load(path, weights_only=True)
+
+    def write(**changes):
+        torch.save({**payload, **changes}, tmp_path / "bad.pt")
+        return tmp_path / "bad.pt"
+
+    with pytest.raises(ValueError, match="format version 2.*newer"):
+        sk.load_checkpoint(write(format_version=2))
+    with pytest.raises(ValueError, match="inconsistent"):
+        sk.load_checkpoint(write(n_vertices=4))
+    with pytest.raises(ValueError, match="inconsistent"):
+        sk.load_checkpoint(write(fixed=[False, False, False]))
+    with pytest.raises(ValueError, match="architecture is"):
+        sk.load_checkpoint(path, model=sk.models.create("digits_convnet", width=8))
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sk.load_checkpoint(write(sampler={"name": "sphere"}))
+    with pytest.raises(ValueError, match="complex names vertices"):
+        sk.load_checkpoint(write(complex=[[0, 5]]))
+    with pytest.raises(ValueError, match="unexpected"):
+        sk.load_checkpoint(write(state_dict={**payload["state_dict"], "extra": torch.zeros(1)}))
+    with pytest.raises(ValueError, match="no file"):
+        sk.load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a checkpoint that loads without executing code"):
+        sk.load_checkpoint(tmp_path / "junk.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="holds a list"):
+        sk.load_checkpoint(tmp_path / "list.pt")
+
+
+class _Unpicklable:
+    pass
+
+
+def test_save_is_atomic_and_checks_arguments(tmp_path, rng):
+    sm = _model(rng)
+    path = tmp_path / "m.pt"
+    sk.save_checkpoint(sm, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="JSON"):
+        sk.save_checkpoint(sm, path, metadata={"bad": _Unpicklable()})
+    sm.metadata = {}
+    original = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    torch.save = failing_save
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            sk.save_checkpoint(sm, path)
+    finally:
+        torch.save = original
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.pt"]
+    with pytest.raises(TypeError, match="SimplexModel"):
+        sk.save_checkpoint(nn.Linear(2, 2), path)
+    with pytest.raises(ValueError, match="does not exist"):
+        sk.save_checkpoint(sm, tmp_path / "no" / "m.pt")
