@@ -50,9 +50,6 @@ class VertexStore(nn.Module):
         inv[self.order] = torch.arange(len(self.order), device=self.order.device)
         return inv.to(self.free.device)
 
-    def is_fixed(self, i):
-        return bool((self.order[: self.n_fixed] == i).any())
-
     def layer_weights(self):
         """name -> (k, *shape) tensor in row order, contiguous. One split per store, so the
         backward is a single concatenation into ``free.grad`` however many layers there are."""
