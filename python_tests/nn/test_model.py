@@ -175,7 +175,7 @@ def test_add_vertex_initialisations(rng):
         rms = sm.store.slot(sm.store.vertices().detach()[:4], name).pow(2).mean().sqrt()
         assert 0.05 < float(d.detach().pow(2).mean().sqrt() / rms) < 0.2
     i = sm.add_vertex("random", noise=0)
-    w = sm.store.slot(sm.store.vertices()[i], "net.1.weight")  # nn.Linear's init: U(-1/sqrt(in), 1/sqrt(in))
+    w = sm.store.slot(sm.store.vertices().detach()[i], "net.1.weight")  # nn.Linear's init: U(-1/sqrt(in), 1/sqrt(in))
     assert float(w.abs().max()) <= 1 / 64 ** 0.5 and float(w.std()) > 0.5 / 64 ** 0.5 / 3 ** 0.5
     assert sm.n_vertices == 6 and sm.fixed == [False] * 6
 
