@@ -54,13 +54,11 @@ class VertexStore(nn.Module):
         """name -> (k, *shape) tensor in row order, contiguous. One split per store, so the
         backward is a single concatenation into ``free.grad`` however many layers there are."""
         sizes = [math.prod(shape) for _, shape in self.slots.values()]
-        free = self.free.split(sizes, 1)
-        fixed = self.fixed.split(sizes, 1) if self.n_fixed else None
+        stores = [t.split(sizes, 1) for t in (self.fixed, self.free) if t.shape[0]]
         out = {}
         for j, (name, (_, shape)) in enumerate(self.slots.items()):
-            w = torch.cat([fixed[j], free[j]]) if fixed is not None and self.free.shape[0] else (
-                fixed[j] if fixed is not None else free[j])
-            out[name] = w.contiguous().view(w.shape[0], *shape)
+            w = torch.cat([s[j] for s in stores]) if len(stores) > 1 else stores[0][j].contiguous()
+            out[name] = w.view(w.shape[0], *shape)
         return out
 
     def slot(self, flat, name):
