@@ -6,6 +6,7 @@ are fixed, the sampler (and so the complex), the shared modules, the store layou
 metadata and a format version; ``load`` checks all of it. A plain PyTorch state dict (e.g.
 a trained torchvision model) loads as vertex 0.
 """
+import itertools
 import json
 import os
 import pathlib
@@ -118,8 +119,7 @@ def load(path, model=None, *, map_location="cpu"):
     sm = simplexify(plain, shared=obj["shared"], architecture=obj["architecture"])
     mine = [[name, list(shape)] for name, (_, shape) in sm.store.slots.items()]
     if mine != obj["slots"]:
-        diff = next((a, b) for a, b in zip(obj["slots"] + [None] * len(mine), mine + [None] * len(obj["slots"]))
-                    if a != b)
+        diff = next((a, b) for a, b in itertools.zip_longest(obj["slots"], mine) if a != b)
         raise ValueError(f"the checkpoint's layers do not match the model's: the checkpoint has {diff[0]}, the "
                          f"model {diff[1]} (layer name and shape)")
     missing, unexpected = sm.load_state_dict(obj["state_dict"], strict=False)

@@ -1,8 +1,8 @@
 """Simplex layers: each holds no weights of its own, only the names of its slots in the
 model's vertex store, and runs all S points of a forward in one call.
 
-A layer is made from the plain module it replaces (``from_plain``) and gives a plain module
-back for one point (``plain``), so a converted model can always be baked out.
+A layer is made from the plain module it replaces and gives a plain module back for one
+point (``plain``), so a converted model can always be baked out.
 """
 import copy
 
@@ -48,6 +48,10 @@ class SimplexLayer(nn.Module):
         xs, shared = self._points.split(x)
         return xs.expand(self._points.n, *xs.shape) if shared else xs
 
+    def plain_buffers(self, row):
+        """The buffers of the plain module at tracked point ``row`` (None: fresh ones)."""
+        return {}
+
     def plain(self, params, buffers=None):
         """The plain module with the given parameters (name -> tensor) and buffers."""
         module = copy.deepcopy(self._skeleton)
@@ -87,10 +91,14 @@ class SimplexConv2d(SimplexLayer):
             raise ValueError(f"{path}: {type(plain).__name__} with padding_mode={plain.padding_mode!r} is not "
                              "supported (only 'zeros'); list it in shared= to keep it as one shared copy")
 
-    def _conv(self, xs, w):
+    def _geometry(self):
+        """stride, padding, dilation of the 2-D convolution."""
         s = self._skeleton
-        return simplex_conv2d(xs, w, self.store_weight("bias"), self._points.coeffs, s.stride, s.padding,
-                              s.dilation, s.groups, trainable=self._points.trainable, backend=self._points.backend)
+        return s.stride, s.padding, s.dilation
+
+    def _conv(self, xs, w):
+        return simplex_conv2d(xs, w, self.store_weight("bias"), self._points.coeffs, *self._geometry(),
+                              self._skeleton.groups, trainable=self._points.trainable, backend=self._points.backend)
 
     def forward(self, x):
         self._points.require(self)
@@ -102,12 +110,10 @@ class SimplexConv1d(SimplexConv2d):
     """A 1-D convolution as a 2-D one of height 1."""
     plain_types = (nn.Conv1d,)
 
-    def _conv(self, xs, w):
+    def _geometry(self):
         s = self._skeleton
         pad = s.padding if isinstance(s.padding, str) else (0, s.padding[0])
-        return simplex_conv2d(xs, w, self.store_weight("bias"), self._points.coeffs, (1, s.stride[0]), pad,
-                              (1, s.dilation[0]), s.groups, trainable=self._points.trainable,
-                              backend=self._points.backend)
+        return (1, s.stride[0]), pad, (1, s.dilation[0])
 
     def forward(self, x):
         self._points.require(self)
@@ -151,6 +157,12 @@ class SimplexBatchNorm(SimplexLayer):
             self.running_mean = self.running_mean.new_zeros(n_points, c)
             self.running_var = self.running_var.new_ones(n_points, c)
             self.num_batches_tracked = self.num_batches_tracked.new_zeros(n_points)
+
+    def append_statistics(self):
+        """One more tracked point, with fresh statistics."""
+        fresh = self.plain_buffers(None)
+        for name, value in fresh.items():
+            setattr(self, name, torch.cat([getattr(self, name), value[None]]))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The number of tracked points comes with the state.

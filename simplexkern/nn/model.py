@@ -14,6 +14,11 @@ from simplexkern.nn.store import VertexStore
 INITS = ("mean", "copy", "random")
 
 
+def _replace_submodule(root, path, new):
+    parent, _, child = path.rpartition(".")
+    setattr(root.get_submodule(parent), child, new)
+
+
 def _apply_tensors(fn, out):
     if isinstance(out, torch.Tensor):
         return fn(out)
@@ -41,7 +46,7 @@ class SimplexModel(nn.Module):
         self.sampler = samplers.SimplexSampler()
         self.backend = None  # fused-op backend for this model's layers (None: the ops' own choice)
         self.metadata = {}  # training metadata, saved with checkpoints
-        tracked = any(layer.track_running_stats for layer in self._batch_norms())
+        tracked = bool(self._tracked_norms())
         self.register_buffer("bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.free.dtype,
                                                      device=store.free.device))
 
@@ -66,8 +71,15 @@ class SimplexModel(nn.Module):
     def simplex_layers(self):
         return [(name, m) for name, m in self.module.named_modules() if isinstance(m, SimplexLayer)]
 
-    def _batch_norms(self):
-        return [m for _, m in self.simplex_layers() if isinstance(m, SimplexBatchNorm)]
+    def _tracked_norms(self):
+        """(path, layer) of the BatchNorm layers that keep running statistics."""
+        return [(name, m) for name, m in self.simplex_layers()
+                if isinstance(m, SimplexBatchNorm) and m.track_running_stats]
+
+    def _one_hot(self, i):
+        point = torch.zeros(self.n_vertices, dtype=self.dtype, device=self.device)
+        point[self._vertex_index(i)] = 1
+        return point
 
     # ------------------------------------------------------------------ vertices
     def _vertex_index(self, i, name="i"):
@@ -118,7 +130,7 @@ class SimplexModel(nn.Module):
         new = torch.empty_like(like)
         for _, layer in self.simplex_layers():
             params = {n: self.store.slot(like, layer.prefix + n) for n in layer.param_names}
-            plain = layer.plain(params, layer.plain_buffers(None) if isinstance(layer, SimplexBatchNorm) else None)
+            plain = layer.plain(params, layer.plain_buffers(None))
             if hasattr(plain, "reset_parameters"):
                 plain.reset_parameters()
             for n in layer.param_names:
@@ -128,9 +140,7 @@ class SimplexModel(nn.Module):
     def vertex_state_dict(self, i):
         """A plain state dict of the original architecture with vertex i's weights (and its
         BatchNorm statistics when tracked, else fresh ones)."""
-        i = self._vertex_index(i)
-        point = torch.zeros(self.n_vertices, dtype=self.dtype, device=self.device)
-        point[i] = 1
+        point = self._one_hot(i)
         tracked = self._stats_row(point) is not None
         return self.at(point, bn_stats="tracked" if tracked else "fresh").state_dict()
 
@@ -150,8 +160,7 @@ class SimplexModel(nn.Module):
             if tuple(t.shape) != shape:
                 raise ValueError(f"state_dict[{name!r}] has shape {tuple(t.shape)}, the model expects {shape}")
             self.store.slot(flat, name).copy_(t)
-        norms = {name: m for name, m in self.simplex_layers() if isinstance(m, SimplexBatchNorm)
-                 and m.track_running_stats}
+        norms = dict(self._tracked_norms())
         stats_keys = {f"{n}.{b}" for n in norms for b in ("running_mean", "running_var", "num_batches_tracked")}
         shared = {k: v for k, v in state_dict.items() if k not in self.store.slots and k not in stats_keys}
         own = dict(self.module.state_dict())
@@ -162,8 +171,7 @@ class SimplexModel(nn.Module):
         if i == 0 and shared:
             self.module.load_state_dict(shared, strict=False)
         if norms and all(f"{n}.running_mean" in state_dict for n in norms):
-            point = torch.zeros(self.n_vertices, dtype=self.dtype, device=self.device)
-            point[i] = 1
+            point = self._one_hot(i)
             row = self._stats_row(point)
             if row is None:
                 row = self._add_tracked_point(point)
@@ -179,12 +187,8 @@ class SimplexModel(nn.Module):
 
     def _add_tracked_point(self, point):
         self.bn_points = torch.cat([self.bn_points, point.to(self.bn_points)[None]])
-        for m in self._batch_norms():
-            if m.track_running_stats:
-                c = m.running_mean.shape[1]
-                m.running_mean = torch.cat([m.running_mean, m.running_mean.new_zeros(1, c)])
-                m.running_var = torch.cat([m.running_var, m.running_var.new_ones(1, c)])
-                m.num_batches_tracked = torch.cat([m.num_batches_tracked, m.num_batches_tracked.new_zeros(1)])
+        for _, m in self._tracked_norms():
+            m.append_statistics()
         return len(self.bn_points) - 1
 
     def _stats_rows(self, coeffs):
@@ -211,7 +215,7 @@ class SimplexModel(nn.Module):
         pairs): the cumulative average of each point's batch statistics, as the papers do
         before evaluating a point. Afterwards these T points are the tracked ones."""
         coeffs, _ = self._check_coeffs(coeffs)
-        norms = [m for m in self._batch_norms() if m.track_running_stats]
+        norms = [m for _, m in self._tracked_norms()]
         if not norms:
             raise ValueError("this model has no BatchNorm layer that tracks running statistics")
         self.bn_points = coeffs.clone()
@@ -305,7 +309,7 @@ class SimplexModel(nn.Module):
         coeffs, single = self._check_coeffs(coeffs)
         if not single:
             raise ValueError(f"coeffs must be one point of shape ({self.n_vertices},), got {tuple(coeffs.shape)}")
-        row = self._stats_row(coeffs[0]) if len(self.bn_points) else None
+        row = self._stats_row(coeffs[0])
         if bn_stats == "tracked" and row is None and self._has_tracked_norms():
             raise ValueError("no BatchNorm statistics are tracked at this point; compute them with "
                              "model.update_bn(batches, coeffs) or pass bn_stats='fresh'")
@@ -314,12 +318,10 @@ class SimplexModel(nn.Module):
         layers = [(name, m) for name, m in module.named_modules() if isinstance(m, SimplexLayer)]
         for name, layer in layers:
             params = {n: self.store.slot(flat, layer.prefix + n) for n in layer.param_names}
-            buffers = layer.plain_buffers(row) if isinstance(layer, SimplexBatchNorm) else None
-            plain = layer.plain(params, buffers)
+            plain = layer.plain(params, layer.plain_buffers(row))
             if not name:
                 return plain
-            parent, _, child = name.rpartition(".")
-            setattr(module.get_submodule(parent), child, plain)
+            _replace_submodule(module, name, plain)
         return module
 
     def log_volume(self, simplices=None):
@@ -412,8 +414,7 @@ def simplexify(model, n_vertices=1, *, shared=(), init="mean", noise=0.01, archi
         if not path:
             module = layer
         else:
-            parent, _, child = path.rpartition(".")
-            setattr(module.get_submodule(parent), child, layer)
+            _replace_submodule(module, path, layer)
     arch = architecture if architecture is not None else getattr(model, "simplexkern_architecture", None)
     out = SimplexModel(module, store, points, sorted(shared), arch)
     out.train(model.training)

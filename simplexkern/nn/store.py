@@ -46,9 +46,7 @@ class VertexStore(nn.Module):
         return self.rows()[self.inverse_order()]
 
     def inverse_order(self):
-        inv = torch.empty_like(self.order)
-        inv[self.order] = torch.arange(len(self.order), device=self.order.device)
-        return inv.to(self.free.device)
+        return torch.argsort(self.order).to(self.free.device)
 
     def layer_weights(self):
         """name -> (k, *shape) tensor in row order, contiguous. One split per store, so the
@@ -105,8 +103,10 @@ class VertexStore(nn.Module):
     def set_vertex(self, i, vertex):
         i = self._check_vertex(i)
         row = int((self.order == i).nonzero())
-        target = self.fixed if row < self.n_fixed else self.free
-        target[row - (0 if row < self.n_fixed else self.n_fixed)].copy_(vertex.reshape(-1))
+        if row < self.n_fixed:
+            self.fixed[row].copy_(vertex.reshape(-1))
+        else:
+            self.free[row - self.n_fixed].copy_(vertex.reshape(-1))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
