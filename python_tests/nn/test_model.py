@@ -14,12 +14,9 @@ F64 = dict(rtol=1e-10, atol=1e-12)
 
 
 def _points(S, k, generator, dtype=torch.float32):
-    return torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64)).sample((S,)).to(dtype)
-
-
-def _plain_with(model, flat_state):
-    model.load_state_dict(flat_state)
-    return model
+    """S random points of the simplex (normalised exponentials) from ``generator``."""
+    e = torch.empty(S, k, dtype=torch.float64).exponential_(generator=generator)
+    return (e / e.sum(1, keepdim=True)).to(dtype)
 
 
 CASES = {  # name -> (plain model factory, input shape)
