@@ -59,11 +59,14 @@ def bezier_coefficients(t, n_points):
     """Bernstein weights ``C(n, i) t^i (1 - t)^(n - i)`` of a Bezier curve with ``n_points``
     control points (n = n_points - 1). ``t``: float or tensor ``(...)`` in [0, 1];
     returns ``(..., n_points)``, non-negative, summing to one."""
-    t = _curve_parameter(t)
-    n_points = _checks.count(n_points, "n_points")
+    return bernstein(_curve_parameter(t), _checks.count(n_points, "n_points"))
+
+
+def bernstein(t, n_points):
+    """``bezier_coefficients`` without argument checks (``t`` a tensor in [0, 1])."""
     n = n_points - 1
     i = torch.arange(n_points, device=t.device, dtype=t.dtype)
-    binom = torch.tensor([math.comb(n, j) for j in range(n_points)], device=t.device, dtype=t.dtype)
+    binom = torch.tensor([math.comb(n, j) for j in range(n_points)], dtype=t.dtype).to(t.device)
     t = t.unsqueeze(-1)
     return binom * t.pow(i) * (1 - t).pow(n - i)
 
@@ -72,8 +75,11 @@ def polychain_coefficients(t, n_points):
     """Hat-function weights ``max(0, 1 - |t n - i|)`` of a polygonal chain through
     ``n_points`` points (n = n_points - 1). ``t``: float or tensor ``(...)`` in [0, 1];
     returns ``(..., n_points)``, non-negative, summing to one."""
-    t = _curve_parameter(t)
-    n_points = _checks.count(n_points, "n_points")
+    return hat_functions(_curve_parameter(t), _checks.count(n_points, "n_points"))
+
+
+def hat_functions(t, n_points):
+    """``polychain_coefficients`` without argument checks (``t`` a tensor in [0, 1])."""
     i = torch.arange(n_points, device=t.device, dtype=t.dtype)
     return (1 - (t.unsqueeze(-1) * (n_points - 1) - i).abs()).clamp_min(0)
 

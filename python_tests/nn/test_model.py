@@ -311,3 +311,43 @@ def test_gpu_backends_match_the_plain_model(backend, rng, no_tf32):
         expected += coeffs[s].double().cpu()[:, None] * grads
     rows = sm.store.order.tolist()[sm.store.n_fixed:]
     torch.testing.assert_close(sm.store.free.grad.double().cpu(), expected[rows], rtol=1e-3, atol=1e-3)
+
+
+def _state(sm):
+    return {k: v.clone() for k, v in sm.state_dict().items()}
+
+
+def test_a_refused_forward_leaves_the_model_as_it_was(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(torchvision.models.mobilenet_v3_small(num_classes=4), 2, noise=0.1).eval()
+    x = torch.randn(2, 3, 32, 32, generator=rng)
+    vertex = torch.tensor([1.0, 0.0])
+    before, state = sm(x, vertex), _state(sm)
+    with pytest.raises(ValueError, match="no running BatchNorm statistics"):
+        sm(x, torch.tensor([0.5, 0.5]))  # evaluating a point without statistics is refused ...
+    with pytest.raises(ValueError, match="channels"):
+        sm(torch.randn(2, 5, 32, 32, generator=rng), vertex)  # ... as is an input the model cannot take
+    torch.testing.assert_close(sm(x, vertex), before, rtol=0, atol=0)  # ... and the model works as before
+    assert all(torch.equal(v, state[k]) for k, v in sm.state_dict().items())
+    sm.update_bn([x], torch.tensor([[0.5, 0.5]]))
+    assert sm(x, torch.tensor([0.5, 0.5])).shape == (2, 4)
+
+
+def test_a_failed_update_bn_keeps_the_statistics(rng):
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(sk.models.create("preresnet110", num_classes=3), 2, noise=0.1).eval()
+    x = torch.randn(2, 3, 32, 32, generator=rng)
+    before, state = sm(x, torch.tensor([1.0, 0.0])), _state(sm)
+    with pytest.raises(ValueError, match="empty"):
+        sm.update_bn([], torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="channels"):  # the second batch fails half-way through the pass
+        sm.update_bn([x, torch.randn(2, 4, 32, 32, generator=rng)], torch.tensor([0.5, 0.5]))
+    assert all(torch.equal(v, state[k]) for k, v in sm.state_dict().items())
+    torch.testing.assert_close(sm(x, torch.tensor([1.0, 0.0])), before, rtol=0, atol=0)
+
+
+def test_an_empty_training_batch_leaves_the_running_statistics(rng):
+    sm = sk.simplexify(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), 1).train()
+    state = _state(sm)
+    assert sm(torch.empty(0, 3), torch.ones(1)).shape == (0, 4)
+    assert all(torch.equal(v, state[k]) for k, v in sm.state_dict().items())

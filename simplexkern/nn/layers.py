@@ -158,6 +158,13 @@ class SimplexBatchNorm(SimplexLayer):
             self.running_var = self.running_var.new_ones(n_points, c)
             self.num_batches_tracked = self.num_batches_tracked.new_zeros(n_points)
 
+    def statistics(self):
+        """(running_mean, running_var, num_batches_tracked) of every tracked point."""
+        return self.running_mean, self.running_var, self.num_batches_tracked
+
+    def set_statistics(self, stats):
+        self.running_mean, self.running_var, self.num_batches_tracked = stats
+
     def append_statistics(self):
         """One more tracked point, with fresh statistics."""
         fresh = self.plain_buffers(None)
@@ -182,7 +189,7 @@ class SimplexBatchNorm(SimplexLayer):
         use_batch = self.training or not self.track_running_stats
         if use_batch:
             var, mean = torch.var_mean(xs, dim=dims, correction=0)
-            if self.training and self.track_running_stats and p.stats_rows is not None:
+            if self.training and self.track_running_stats and p.stats_rows is not None and xs.shape[1] > 0:
                 self._update(p.stats_rows, p.stats_valid, mean.detach(), var.detach(),
                              xs.numel() // (xs.shape[0] * xs.shape[2]))
         else:

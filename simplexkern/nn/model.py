@@ -1,6 +1,7 @@
 """``SimplexModel`` and ``simplexify``: any PyTorch model as a simplex, complex or curve of
 its weights, evaluated at S points in one pass."""
 import copy
+import math
 
 import torch
 from torch import nn
@@ -98,19 +99,21 @@ class SimplexModel(nn.Module):
     def add_vertex(self, init="mean", noise=0.01, *, source=None, fixed=False, generator=None):
         """Adds a vertex and returns its index.
 
-        ``init``: "mean" of the existing vertices (SPRO), "copy" of vertex ``source`` (default
-        the last), or "random" (each layer's own fresh initialisation). ``noise``: standard
-        deviation of a Gaussian perturbation, relative to each layer tensor's root-mean-square
-        value over the existing vertices; a vertex at the mean lies in the affine hull
-        (log volume -inf) until perturbed, so keep noise > 0 there.
+        ``init``: "mean" of the existing vertices (SPRO; ``source``, a list of vertex indices,
+        limits it to those), "copy" of vertex ``source`` (default the last), or "random" (each
+        layer's own fresh initialisation). ``noise``: standard deviation of a Gaussian
+        perturbation, relative to each layer tensor's root-mean-square value over the existing
+        vertices; a vertex at the mean lies in the affine hull (log volume -inf) until
+        perturbed, so keep noise > 0 there.
         """
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-            raise ValueError(f"noise must be a non-negative number, got {noise!r}")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (noise >= 0 and math.isfinite(noise)):
+            raise ValueError(f"noise must be a finite non-negative number, got {noise!r}")
         vertices = self.store.vertices()
         if init == "mean":
-            new = vertices.mean(0)
+            rows = range(self.n_vertices) if source is None else samplers._vertex_tuple(source, "source")
+            new = vertices[[self._vertex_index(i, "source") for i in rows]].mean(0)
         elif init == "copy":
             new = vertices[self._vertex_index(self.n_vertices - 1 if source is None else source, "source")].clone()
         else:
@@ -196,17 +199,16 @@ class SimplexModel(nn.Module):
         (a tensor under torch.compile, where a host branch would break the graph)."""
         eq = (coeffs[:, None, :] == self.bn_points[None]).all(-1)
         rows, valid = eq.int().argmax(1), eq.any(1).all()
+        if self.training:  # the update is masked on the device: no host read in a training step
+            return rows, valid
         if torch.compiler.is_compiling():
-            if not self.training:
-                torch._assert_async(valid, "no running BatchNorm statistics for the points being evaluated; "
-                                           "compute them with model.update_bn(batches, coeffs)")
+            torch._assert_async(valid, "no running BatchNorm statistics for the points being evaluated; "
+                                       "compute them with model.update_bn(batches, coeffs)")
             return rows, valid
         if bool(valid):
             return rows, None
-        if not self.training:
-            raise ValueError("no running BatchNorm statistics for the points being evaluated; evaluate at tracked "
-                             "points (model.bn_points) or compute them first with model.update_bn(batches, coeffs)")
-        return None, None
+        raise ValueError("no running BatchNorm statistics for the points being evaluated; evaluate at tracked "
+                         "points (model.bn_points) or compute them first with model.update_bn(batches, coeffs)")
 
     @torch.no_grad()
     def update_bn(self, batches, coeffs):
@@ -218,12 +220,15 @@ class SimplexModel(nn.Module):
         norms = [m for _, m in self._tracked_norms()]
         if not norms:
             raise ValueError("this model has no BatchNorm layer that tracks running statistics")
+        # The statistics are replaced by new tensors, so the old ones come back untouched on failure.
+        saved = self.bn_points, [m.statistics() for m in norms]
         self.bn_points = coeffs.clone()
         was_training, momenta = self.training, [m.momentum for m in norms]
         for m in norms:
             m.reset_statistics(len(coeffs))
             m.momentum = None
         self.train()
+        done = False
         try:
             n = 0
             for batch in batches:
@@ -232,10 +237,15 @@ class SimplexModel(nn.Module):
                 n += 1
             if n == 0:
                 raise ValueError("batches is empty: no data to compute statistics from")
+            done = True
         finally:
             for m, momentum in zip(norms, momenta):
                 m.momentum = momentum
             self.train(was_training)
+            if not done:
+                self.bn_points = saved[0]
+                for m, stats in zip(norms, saved[1]):
+                    m.set_statistics(stats)
 
     # ------------------------------------------------------------------ evaluation
     def _check_coeffs(self, coeffs, name="coeffs"):
@@ -278,14 +288,15 @@ class SimplexModel(nn.Module):
             if x.dim() < 1:
                 raise ValueError("x must have a batch dimension")
             merged = x if S == 1 else x.expand(S, *x.shape).reshape(S * x.shape[0], *x.shape[1:])
-            p.shared_merged, p.shared_input = merged, x
-        p.active, p.n, p.backend = True, S, self.backend
-        p.coeffs = coeffs[:, self.store.order]
-        p.weights = self.store.layer_weights()
-        p.trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.free.requires_grad else []
-        if self._has_tracked_norms():
-            p.stats_rows, p.stats_valid = self._stats_rows(coeffs)
-        try:
+        try:  # whatever raises from here on, the model is left as it was
+            if not per_point_input:
+                p.shared_merged, p.shared_input = merged, x
+            p.active, p.n, p.backend = True, S, self.backend
+            p.coeffs = coeffs[:, self.store.order]
+            p.weights = self.store.layer_weights()
+            p.trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.free.requires_grad else []
+            if self._has_tracked_norms():
+                p.stats_rows, p.stats_valid = self._stats_rows(coeffs)
             out = self.module(merged)
         finally:
             p.clear()
@@ -334,9 +345,10 @@ class SimplexModel(nn.Module):
             return geometry.log_volume(sqdist)
         sub = []
         for s in simplices:
-            idx = torch.tensor(samplers._vertex_tuple(s, "each simplex"), device=sqdist.device)
-            if int(idx.max()) >= self.n_vertices:
-                raise ValueError(f"simplex {tuple(idx.tolist())} names a vertex beyond the model's {self.n_vertices}")
+            s = samplers._vertex_tuple(s, "each simplex")
+            if max(s) >= self.n_vertices:
+                raise ValueError(f"simplex {s} names a vertex beyond the model's {self.n_vertices}")
+            idx = torch.tensor(s).to(sqdist.device)
             sub.append(sqdist[idx][:, idx])
         if len({t.shape for t in sub}) > 1:
             return torch.stack([geometry.log_volume(t) for t in sub])

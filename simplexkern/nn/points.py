@@ -19,7 +19,7 @@ class Points:
         self.shared_merged = None  # the (S * B, ...) input the model made from a shared input
         self.shared_input = None  # ... and that (B, ...) input itself
         self.stats_rows = None  # BatchNorm: tracked statistics row of each point, or None
-        self.stats_valid = None  # under torch.compile: a tensor, whether stats_rows is valid
+        self.stats_valid = None  # in training and under torch.compile: a tensor, whether stats_rows is valid
         self.backend = None
 
     def require(self, layer):

@@ -67,31 +67,33 @@ class ComplexSampler(Sampler):
         return {"name": self.name, "simplices": [list(s) for s in self.simplices], "weighting": self.weighting}
 
     def probabilities(self, model):
-        """(n_simplices,) probability of picking each simplex."""
-        if self.weighting == "uniform" or len(self.simplices) == 1:
-            return torch.full((len(self.simplices),), 1 / len(self.simplices), dtype=torch.float64)
+        """(n_simplices,) float64 probability of picking each simplex, on the model's device
+        (computed there: no host synchronisation)."""
+        n = len(self.simplices)
+        if self.weighting == "uniform" or n == 1:
+            return torch.full((n,), 1 / n, dtype=torch.float64, device=model.device)
         with torch.no_grad():
-            logv = model.log_volume(self.simplices).to("cpu", torch.float64)
-        if torch.isneginf(logv).all():
-            return torch.full_like(logv, 1 / len(logv))  # all degenerate: no volume to weigh by
-        return torch.softmax(logv, 0)
+            logv = model.log_volume(self.simplices).to(torch.float64)
+        degenerate = torch.isneginf(logv).all()  # no volume to weigh by: uniform
+        return torch.where(degenerate, torch.full_like(logv, 1 / n), torch.softmax(logv, 0))
+
+    def membership(self, model):
+        """(n_simplices, k) 0/1 matrix: which vertices each simplex has."""
+        m = torch.zeros(len(self.simplices), model.n_vertices, dtype=model.dtype)
+        for j, simplex in enumerate(self.simplices):
+            m[j, list(simplex)] = 1
+        return m.to(model.device)
 
     def sample(self, n_samples, model, generator=None):
         n, k = self._out(model, n_samples)
         if max(max(s) for s in self.simplices) >= k:
             raise ValueError(f"the complex names vertex {max(max(s) for s in self.simplices)}, but the model has {k}")
-        probs = self.probabilities(model)
-        if generator is not None:
-            probs = probs.to(generator.device)
-        pick = torch.multinomial(probs, n, replacement=True, generator=generator).cpu()
-        coeffs = torch.zeros(n, k, dtype=model.dtype, device=model.device)
-        for j, simplex in enumerate(self.simplices):
-            rows = (pick == j).nonzero().flatten().to(model.device)
-            if len(rows):
-                inner = geometry.sample_simplex(len(rows), len(simplex), generator, device=model.device,
-                                                dtype=model.dtype)
-                coeffs[rows[:, None], torch.tensor(simplex, device=model.device)] = inner
-        return coeffs
+        device = model.device if generator is None else generator.device
+        pick = torch.multinomial(self.probabilities(model).to(device), n, replacement=True, generator=generator)
+        # Dirichlet(1) on the picked simplex's face: normalised exponentials of its vertices only.
+        e = torch.empty(n, k, dtype=model.dtype, device=device).exponential_(generator=generator)
+        e = e * self.membership(model).to(device)[pick]
+        return (e / e.sum(-1, keepdim=True)).to(model.device)
 
 
 class CurveSampler(Sampler):
@@ -112,10 +114,12 @@ class CurveSampler(Sampler):
         return fn(t, model.n_vertices).to(model.device, model.dtype)
 
     def sample(self, n_samples, model, generator=None):
-        n, _ = self._out(model, n_samples)
+        n, k = self._out(model, n_samples)
         t = torch.rand(n, generator=generator, dtype=torch.float64,
-                       device=generator.device if generator is not None else "cpu")
-        return self.coefficients(t.cpu(), model)
+                       device=generator.device if generator is not None else model.device)
+        # t is in [0, 1) by construction: the formulas without the checks (no host read)
+        fn = geometry.bernstein if self.kind == "bezier" else geometry.hat_functions
+        return fn(t, k).to(model.device, model.dtype)
 
 
 class FixedSampler(Sampler):
