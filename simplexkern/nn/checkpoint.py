@@ -4,7 +4,9 @@ executing code (``torch.load(weights_only=True)``).
 A checkpoint records the architecture and its arguments, the vertex count, which vertices
 are fixed, the sampler (and so the complex), the shared modules, the store layout, training
 metadata and a format version; ``load`` checks all of it. A plain PyTorch state dict (e.g.
-a trained torchvision model) loads as vertex 0.
+a trained torchvision model) loads as vertex 0. Plain modules are saved the same way
+(``kind: "plain"``) and read back with ``load_module``. A checkpoint may also carry a
+training state (optimizer state and other tensors) for resuming: ``read_training_state``.
 """
 import itertools
 import json
@@ -27,33 +29,52 @@ def _path(path):
     return pathlib.Path(path)
 
 
-def save(model, path, metadata=None):
-    """Writes ``model`` to ``path`` atomically (a temporary file in the same folder, then a
-    rename): the file is either the old one or the complete new one. ``metadata``: a
-    JSON-serialisable dict (epochs, learning rates, ...), merged over ``model.metadata``."""
-    if not isinstance(model, SimplexModel):
-        raise TypeError(f"model must be a SimplexModel, got {type(model).__name__}")
+def _detached(obj):
+    """A training state with every tensor detached and on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _detached(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detached(v) for v in obj)
+    return obj
+
+
+def save(model, path, metadata=None, training_state=None):
+    """Writes ``model`` (a SimplexModel or a plain ``nn.Module``) to ``path`` atomically (a
+    temporary file in the same folder, then a rename): the file is either the old one or
+    the complete new one. ``metadata``: a JSON-serialisable dict (epochs, learning rates,
+    ...), merged over ``model.metadata``. ``training_state``: a dict of tensors, numbers,
+    strings and containers of them (e.g. an optimizer's ``state_dict()``), for resuming."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a SimplexModel or a torch.nn.Module, got {type(model).__name__}")
+    if training_state is not None and not isinstance(training_state, dict):
+        raise TypeError(f"training_state must be a dict or None, got {type(training_state).__name__}")
     path = _path(path)
-    meta = {**model.metadata, **(metadata or {})}
+    meta = {**getattr(model, "metadata", {}), **(metadata or {})} if isinstance(model, SimplexModel) else \
+        dict(metadata or {})
     try:
         meta_json = json.dumps(meta)
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
-    sampler = model.sampler.config()
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": model.architecture,
-        "n_vertices": model.n_vertices,
-        "fixed": model.fixed,
-        "sampler": sampler,
-        "complex": sampler.get("simplices"),
-        "shared": list(model.shared),
-        "slots": [[name, list(shape)] for name, (_, shape) in model.store.slots.items()],
-        "dtype": str(model.dtype).replace("torch.", ""),
-        "metadata": meta_json,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": meta_json,
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "training_state": _detached(training_state)}
+    if isinstance(model, SimplexModel):
+        sampler = model.sampler.config()
+        payload.update({
+            "kind": "simplex",
+            "architecture": model.architecture,
+            "n_vertices": model.n_vertices,
+            "fixed": model.fixed,
+            "sampler": sampler,
+            "complex": sampler.get("simplices"),
+            "shared": list(model.shared),
+            "slots": [[name, list(shape)] for name, (_, shape) in model.store.slots.items()],
+            "dtype": str(model.dtype).replace("torch.", ""),
+        })
+    else:
+        payload.update({"kind": "plain", "architecture": getattr(model, "simplexkern_architecture", None)})
     if not path.parent.is_dir():
         raise ValueError(f"path: the folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -87,13 +108,16 @@ def _plain_model(model, architecture):
     return model
 
 
-def load(path, model=None, *, map_location="cpu"):
-    """Reads a SimplexModel from ``path``.
+_FIELDS = {  # kind -> fields a checkpoint of that kind must have, with their types
+    "simplex": {"architecture": (dict, type(None)), "n_vertices": int, "fixed": list, "sampler": dict,
+                "complex": (list, type(None)), "shared": list, "slots": list, "dtype": str, "metadata": str,
+                "state_dict": dict},
+    "plain": {"architecture": (dict, type(None)), "metadata": str, "state_dict": dict},
+}
 
-    ``model``: None (rebuild the recorded architecture), an architecture name, or a fresh
-    plain module of the same architecture (needed for modules built outside
-    ``simplexkern.models``, and for plain state dicts, which load as vertex 0).
-    """
+
+def _read(path, map_location="cpu"):
+    """The checked payload of a checkpoint, or a plain state dict (a dict of tensors)."""
     path = _path(path)
     if not path.is_file():
         raise ValueError(f"path: no file at {path}")
@@ -105,13 +129,68 @@ def load(path, model=None, *, map_location="cpu"):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint or a state dict")
     if obj.get("format") != FORMAT:
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return _load_plain(obj, model, path)
+            return obj
         raise ValueError(f"{path} is neither a simplexkern checkpoint nor a plain state dict")
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format version {version}; this simplexkern reads version "
                          f"{FORMAT_VERSION}" + (" (it was written by a newer simplexkern)"
                                                 if isinstance(version, int) and version > FORMAT_VERSION else ""))
+    kind = obj.setdefault("kind", "simplex")
+    if kind not in _FIELDS:
+        raise ValueError(f"{path} is a checkpoint of unknown kind {kind!r}")
+    for field, types in _FIELDS[kind].items():
+        if field not in obj:
+            raise ValueError(f"{path} is incomplete: the checkpoint has no {field!r} field")
+        if not isinstance(obj[field], types):
+            raise ValueError(f"{path} is corrupt: its {field!r} field is a {type(obj[field]).__name__}")
+    try:
+        obj["metadata"] = json.loads(obj["metadata"])
+    except ValueError as err:
+        raise ValueError(f"{path} is corrupt: its metadata is not JSON ({err})") from None
+    return obj
+
+
+def read_training_state(path):
+    """(metadata, training_state) of the checkpoint at ``path``; the training state is None
+    when it has none. Reads without executing code and without building the model."""
+    obj = _read(path)
+    if obj.get("format") != FORMAT:
+        return {}, None
+    return obj["metadata"], obj.get("training_state")
+
+
+def load_module(path, model=None, *, map_location="cpu"):
+    """Reads a plain ``nn.Module`` saved by ``save`` (or a plain state dict file) from
+    ``path``. ``model``: None (rebuild the recorded architecture), an architecture name, or
+    a fresh instance of the architecture, into which the weights are loaded."""
+    obj = _read(path, map_location)
+    if obj.get("format") == FORMAT and obj["kind"] != "plain":
+        raise ValueError(f"{path} holds a simplex model; read it with load()")
+    state = obj if obj.get("format") != FORMAT else obj["state_dict"]
+    architecture = None if obj.get("format") != FORMAT else obj["architecture"]
+    if model is None and architecture is None:
+        what = "a plain state dict, which" if architecture is None and obj.get("format") != FORMAT else "a module that"
+        raise ValueError(f"{path} is {what} records no architecture; pass model= (a fresh instance of the "
+                         "architecture or its simplexkern.models name)")
+    plain = _plain_model(model, architecture)
+    result = plain.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"the state in {path} does not match the model: missing {result.missing_keys[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
+    return plain
+
+
+def load(path, model=None, *, map_location="cpu"):
+    """Reads a SimplexModel from ``path``.
+
+    ``model``: None (rebuild the recorded architecture), an architecture name, or a fresh
+    plain module of the same architecture (needed for modules built outside
+    ``simplexkern.models``, and for plain state dicts, which load as vertex 0).
+    """
+    obj = _read(path, map_location)
+    if obj.get("format") != FORMAT or obj["kind"] == "plain":
+        return simplexify(load_module(path, model, map_location=map_location))
     plain = _plain_model(model, obj["architecture"])
     dtype = next(plain.parameters()).dtype
     if str(dtype).replace("torch.", "") != obj["dtype"]:
@@ -132,17 +211,5 @@ def load(path, model=None, *, map_location="cpu"):
     sm.sampler = samplers.from_config(obj["sampler"])
     if obj["complex"] is not None and max(max(s) for s in obj["complex"]) >= sm.n_vertices:
         raise ValueError(f"{path}: the complex names vertices beyond the {sm.n_vertices} stored")
-    sm.metadata = json.loads(obj["metadata"])
+    sm.metadata = obj["metadata"]
     return sm
-
-
-def _load_plain(state_dict, model, path):
-    if model is None:
-        raise ValueError(f"{path} is a plain state dict, which records no architecture; pass model= (a fresh "
-                         "instance of the architecture or its simplexkern.models name)")
-    plain = _plain_model(model, None)
-    result = plain.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"the state dict in {path} does not match the model: missing {result.missing_keys[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]}")
-    return simplexify(plain)
