@@ -136,3 +136,42 @@ def test_save_is_atomic_and_checks_arguments(tmp_path, rng):
         sk.save_checkpoint({"weight": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="does not exist"):
         sk.save_checkpoint(sm, tmp_path / "no" / "m.pt")
+
+
+def test_plain_module_and_training_state_round_trip(tmp_path, rng):
+    torch.manual_seed(rng.initial_seed())
+    net = sk.models.create("mlp", in_features=5, out_features=3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(4, 5, generator=rng)).square().sum().backward()
+    opt.step()
+    checkpoint.save(net, tmp_path / "p.pt", metadata={"epoch": 4}, training_state={"optimizer": opt.state_dict()})
+    meta, state = checkpoint.read_training_state(tmp_path / "p.pt")
+    assert meta == {"epoch": 4}
+    fresh = torch.optim.SGD(sk.models.create("mlp", in_features=5, out_features=3).parameters(), lr=0.1, momentum=0.9)
+    fresh.load_state_dict(state["optimizer"])
+    for a, b in zip(opt.state.values(), fresh.state.values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    loaded = checkpoint.load_module(tmp_path / "p.pt")  # the architecture is recorded
+    assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), net.parameters()))
+    as_simplex = sk.load_checkpoint(tmp_path / "p.pt")  # a plain module loads as vertex 0
+    x = torch.randn(2, 5, generator=rng)
+    torch.testing.assert_close(as_simplex(x, torch.ones(1)), net(x), rtol=0, atol=0)
+    sk.save_checkpoint(sk.simplexify(net), tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="simplex model"):
+        checkpoint.load_module(tmp_path / "s.pt")
+
+
+def test_incomplete_or_corrupt_checkpoints_name_the_problem(tmp_path, rng):
+    sm = _model(rng)
+    sk.save_checkpoint(sm, tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    for field in ("sampler", "slots", "metadata", "state_dict"):
+        torch.save({k: v for k, v in payload.items() if k != field}, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match=f"no '{field}' field"):
+            sk.load_checkpoint(tmp_path / "bad.pt")
+    torch.save({**payload, "metadata": "{not json"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="metadata is not JSON"):
+        sk.load_checkpoint(tmp_path / "bad.pt")
+    torch.save({**payload, "n_vertices": "3"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="'n_vertices' field is a str"):
+        sk.load_checkpoint(tmp_path / "bad.pt")
