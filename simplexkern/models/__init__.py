@@ -5,7 +5,9 @@ model (``simplexkern_architecture``), so a checkpoint can rebuild it. Names star
 ``torchvision.`` build ``torchvision.models.<name>(weights=None, **kwargs)``.
 """
 from simplexkern.models.preresnet import PreResNet
-from simplexkern.models.small import MLP, ConvNet1d, DigitsConvNet, LeNet5
+import math
+
+from simplexkern.models.small import MLP, ConvNet, ConvNet1d, DigitsConvNet, LeNet5
 from simplexkern.models.vgg import VGG16
 from simplexkern.models.wide_resnet import WideResNet
 
@@ -18,6 +20,7 @@ _REGISTRY = {
     "lenet5": LeNet5,
     "mlp": MLP,
     "digits_convnet": DigitsConvNet,
+    "convnet2d": ConvNet,
     "convnet1d": ConvNet1d,
 }
 
@@ -43,4 +46,47 @@ def create(name, **kwargs):
     return model
 
 
-__all__ = ["create", "names", "VGG16", "PreResNet", "WideResNet", "LeNet5", "MLP", "DigitsConvNet", "ConvNet1d"]
+def _sizes(name, shape, n_outputs):
+    """(registry name, constructor arguments) of architecture ``name`` sized for inputs of
+    ``shape`` (one sample) and ``n_outputs`` outputs."""
+    if name == "mlp":
+        return name, {"in_features": math.prod(shape), "out_features": n_outputs}
+    if len(shape) == 2 and name in ("convnet", "convnet1d"):
+        return "convnet1d", {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1]}
+    if len(shape) != 3:
+        raise ValueError(f"{name} takes images (C, H, W); the data's inputs have shape {shape} "
+                         f"(use 'mlp'{', or convnet for (C, L) signals' if len(shape) < 3 else ''})")
+    c, h, w = shape
+    if name in ("convnet", "convnet2d"):
+        return "convnet2d", {"num_classes": n_outputs, "in_channels": c}
+    if name == "lenet5":
+        if h != w:
+            raise ValueError(f"lenet5 takes square images, the data's are {h}x{w}")
+        return name, {"num_classes": n_outputs, "in_channels": c, "image_size": h}
+    if name == "digits_convnet":
+        if shape != (1, 8, 8) or n_outputs != 10:
+            raise ValueError(f"digits_convnet takes 1x8x8 images and 10 classes; use 'convnet' for {shape}")
+        return name, {}
+    if name in ("vgg16", "vgg16_bn") and (h, w) != (32, 32):
+        raise ValueError(f"{name} takes 32x32 images, the data's are {h}x{w}; use 'convnet' or a ResNet")
+    if name.startswith("torchvision."):
+        if c != 3:
+            raise ValueError(f"{name} takes 3-channel images, the data's have {c}")
+        return name, {"num_classes": n_outputs}
+    if name in _REGISTRY:
+        return name, {"num_classes": n_outputs, "in_channels": c}
+    raise ValueError(f"unknown architecture {name!r}; known: {names() + ['convnet']} or 'torchvision.<name>'")
+
+
+def for_data(name, data, **kwargs):
+    """A fresh model of architecture ``name`` sized for ``data`` (a ``simplexkern.data.Dataset``):
+    input shape and number of outputs are inferred. ``mlp`` takes any input; ``convnet`` is
+    a 1-D ConvNet for (C, L) signals and a 2-D one for (C, H, W) images; the CIFAR
+    architectures take images. ``kwargs`` override or add constructor arguments."""
+    shape, n_outputs = tuple(data.input_shape), data.n_outputs
+    registry_name, sized = _sizes(name, shape, n_outputs)
+    return create(registry_name, **{**sized, **kwargs})
+
+
+__all__ = ["create", "for_data", "names", "VGG16", "PreResNet", "WideResNet", "LeNet5", "MLP", "ConvNet",
+           "DigitsConvNet", "ConvNet1d"]

@@ -1,17 +1,20 @@
-"""Small models: LeNet-5, an MLP, a ConvNet for 8x8 digits and a 1-D ConvNet for mnist1d."""
+"""Small models: LeNet-5, an MLP, ConvNets for any image size, for 8x8 digits and for 1-D signals (mnist1d)."""
 from torch import nn
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 for 1x28x28 inputs (the first convolution pads by 2, as for 32x32)."""
+    """LeNet-5 for square images, 1x28x28 by default (the first convolution pads by 2, as for 32x32)."""
 
-    def __init__(self, num_classes=10, in_channels=1):
+    def __init__(self, num_classes=10, in_channels=1, image_size=28):
         super().__init__()
+        side = (image_size // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"LeNet-5 needs images of at least 12x12, got image_size={image_size}")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Flatten(), nn.Linear(16 * side * side, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
             nn.Linear(84, num_classes))
 
     def forward(self, x):
@@ -48,13 +51,29 @@ class DigitsConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+class ConvNet(nn.Module):
+    """A small ConvNet for images of any size: three 3x3 convolutions (width, 2 width, 4 width
+    channels; a 2x2 max-pool after the second), global average pooling, one linear layer."""
+
+    def __init__(self, num_classes=10, in_channels=3, width=32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * width, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
 class ConvNet1d(nn.Module):
     """For mnist1d (1x40 signals), after the mnist1d paper's small convolutional baseline."""
 
-    def __init__(self, num_classes=10, length=40, width=32):
+    def __init__(self, num_classes=10, length=40, width=32, in_channels=1):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, width, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv1d(in_channels, width, 5, stride=2, padding=2), nn.ReLU(),
             nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU())
         n = length

@@ -1,0 +1,67 @@
+"""Data sets: ``load(name | path.npz)`` gives a ``Dataset`` with train / test tensors, the
+input shape and the number of classes a model needs.
+
+Names: ``digits`` (scikit-learn's 8x8 digits, the default), ``mnist1d`` (generated
+locally), ``spirals``, ``regression`` (the 1-D toy of the simplex paper, section 6.1),
+``cifar10`` / ``cifar100`` (from a local folder), or the path of a ``.npz`` file with
+``x_train``, ``y_train``, ``x_test``, ``y_test``.
+"""
+import os
+
+from simplexkern.data import sources
+from simplexkern.data.dataset import GAUSSIAN_NOISE, Dataset, corrupt, hold_out, standardize
+
+NAMES = ("digits", "mnist1d", "spirals", "regression", "cifar10", "cifar100")
+
+
+def load(name="digits", *, root=None, val_fraction=0.0, split_seed=0, gaussian_noise=None, task=None,
+         standardize_features=True):
+    """The data set ``name`` (one of ``NAMES``) or the ``.npz`` file at that path.
+
+    - ``root``: the folder CIFAR is read from (default ``$SIMPLEXKERN_DATA``).
+    - ``val_fraction``: part of the training split held out as ``x_val`` / ``y_val``
+      (drawn with ``split_seed``), for choosing settings without looking at the test split.
+    - ``gaussian_noise``: a corruption level 1-5 applied to the test features (the
+      CIFAR-10-C severities: noise of 0.04-0.10 times the training features' value range,
+      clipped to that range), for dataset-shift evaluations.
+    - ``task``: for a ``.npz``, "classification" (default) or "regression".
+    - ``standardize_features``: scale features by the training split's mean and standard
+      deviation (per channel for images and signals, per feature for vectors).
+
+    Bad files raise ``ValueError`` naming the file and the problem.
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a data set name or the path of a .npz file, got {type(name).__name__}")
+    text = os.fspath(name)
+    if text.endswith(".npz"):
+        if task not in (None, "classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        task = task or "classification"
+        arrays = sources.npz(text, task)
+        label = os.path.basename(text)
+    elif text in NAMES:
+        if task is not None:
+            raise ValueError(f"task is only for .npz files; {text} is a fixed task")
+        task = "regression" if text == "regression" else "classification"
+        if text.startswith("cifar"):
+            arrays = sources.cifar(text, root)
+        else:
+            arrays = getattr(sources, text)()
+        label = text
+    else:
+        raise ValueError(f"unknown data set {text!r}: expected one of {', '.join(NAMES)} or a path ending in .npz")
+    x_train, y_train, x_test, y_test, n_classes = arrays
+    if gaussian_noise is not None:
+        import torch
+
+        lo, hi = float(x_train.min()), float(x_train.max())
+        x_test = corrupt(x_test, gaussian_noise, (lo, hi), torch.Generator().manual_seed(split_seed))
+        label = f"{label} (gaussian noise {gaussian_noise})"
+    data = Dataset(label, task, x_train, y_train, x_test, y_test, n_classes,
+                   noise_std=sources.REGRESSION_NOISE if text == "regression" else None,
+                   augment="crop_flip" if text.startswith("cifar") else None)
+    data = hold_out(data, val_fraction, split_seed)
+    return standardize(data) if standardize_features else data
+
+
+__all__ = ["load", "Dataset", "NAMES", "corrupt", "hold_out", "standardize", "GAUSSIAN_NOISE"]

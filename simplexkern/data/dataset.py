@@ -1,0 +1,155 @@
+"""``Dataset``: the train / test (and optional validation) tensors of one task, with what a
+model needs to be built for it, and the checks every source of data goes through."""
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+TASKS = ("classification", "regression")
+# Gaussian-noise corruption levels 1-5 of CIFAR-10-C (Hendrycks & Dietterich, 2019): the noise's
+# standard deviation as a fraction of the pixel range.
+GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Features ``x_*`` (float32, (N, *input_shape)) and targets ``y_*`` (int64 labels
+    0..n_classes-1, or float32 (N, 1) for regression) of one task.
+
+    ``x_val`` / ``y_val`` are a held-out part of the training data (``load(...,
+    val_fraction=)``), for choosing settings such as the regularisation strength or a
+    temperature; never choose them on the test split. ``noise_std`` is the regression
+    task's observation noise. ``augment`` names the training-batch augmentation ("crop_flip"
+    for CIFAR, else None).
+    """
+    name: str
+    task: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: Optional[int] = None
+    x_val: Optional[torch.Tensor] = None
+    y_val: Optional[torch.Tensor] = None
+    noise_std: Optional[float] = None
+    augment: Optional[str] = None
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_outputs(self):
+        """Width of a model's output: the number of classes, or 1 for regression."""
+        return self.n_classes if self.task == "classification" else 1
+
+    @property
+    def is_image(self):
+        return len(self.input_shape) == 3
+
+    def splits(self):
+        """name -> (x, y) of the splits present."""
+        out = {"train": (self.x_train, self.y_train)}
+        if self.x_val is not None:
+            out["val"] = (self.x_val, self.y_val)
+        out["test"] = (self.x_test, self.y_test)
+        return out
+
+    def describe(self):
+        val = f", {len(self.x_val)} validation" if self.x_val is not None else ""
+        kind = f"{self.n_classes} classes" if self.task == "classification" else "regression"
+        return (f"{self.name}: {len(self.x_train)} train{val}, {len(self.x_test)} test; input "
+                f"{'x'.join(map(str, self.input_shape))}, {kind}")
+
+
+def check_arrays(source, x_train, y_train, x_test, y_test, task="classification"):
+    """Checks raw arrays and returns them as (float32 x, int64 or float32 y) tensors, and
+    the number of classes. ``source`` names the file or data set in every error."""
+    out = []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype.kind not in "fiu":
+            raise ValueError(f"{source}: x_{split} must hold numbers, got dtype {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{source}: x_{split} must have shape (N, features...), got {x.shape}")
+        if len(x) == 0:
+            raise ValueError(f"{source}: the {split} split is empty")
+        if y.ndim != 1 and not (task == "regression" and y.ndim == 2 and y.shape[1] == 1):
+            raise ValueError(f"{source}: y_{split} must have shape (N,), got {y.shape}")
+        if len(y) != len(x):
+            raise ValueError(f"{source}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{source}: x_{split} contains NaN or inf")
+        out.append((x, y))
+    if out[0][0].shape[1:] != out[1][0].shape[1:]:
+        raise ValueError(f"{source}: x_train has features of shape {out[0][0].shape[1:]}, x_test "
+                         f"{out[1][0].shape[1:]}")
+    if task == "regression":
+        tensors = []
+        for split, (x, y) in zip(("train", "test"), out):
+            if y.dtype.kind not in "fiu" or not np.isfinite(y.astype(np.float64)).all():
+                raise ValueError(f"{source}: y_{split} must hold finite numbers")
+            tensors += [torch.from_numpy(x), torch.from_numpy(y.astype(np.float32).reshape(-1, 1))]
+        return (*tensors, None)
+    for split, (x, y) in zip(("train", "test"), out):
+        if y.dtype.kind == "f":
+            if not np.isfinite(y).all() or (y != np.round(y)).any():
+                raise ValueError(f"{source}: y_{split} must hold integer class labels, got non-integer values")
+        elif y.dtype.kind not in "iu":
+            raise ValueError(f"{source}: y_{split} must hold integer class labels, got dtype {y.dtype}")
+        if y.min() < 0:
+            raise ValueError(f"{source}: y_{split} has label {int(y.min())}; labels must be 0..C-1")
+    n_classes = int(max(out[0][1].max(), out[1][1].max())) + 1
+    missing = sorted(set(range(n_classes)) - set(np.unique(out[0][1]).astype(int).tolist()))
+    if missing:
+        raise ValueError(f"{source}: labels must be 0..C-1 with every class in y_train; y_train lacks "
+                         f"{missing[:10]} (C={n_classes} from the largest label)")
+    if n_classes < 2:
+        raise ValueError(f"{source}: a classification task needs at least 2 classes, got {n_classes}")
+    tensors = []
+    for x, y in out:
+        tensors += [torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))]
+    return (*tensors, n_classes)
+
+
+def corrupt(x, level, value_range, generator=None):
+    """Gaussian-noise corruption at ``level`` 1-5 (the CIFAR-10-C severities): noise of
+    standard deviation ``GAUSSIAN_NOISE[level - 1] * (hi - lo)`` added to raw features in
+    ``value_range = (lo, hi)``, then clipped to that range."""
+    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 5:
+        raise ValueError(f"gaussian_noise must be a corruption level 1..5, got {level!r}")
+    lo, hi = value_range
+    noise = torch.randn(x.shape, generator=generator, dtype=torch.float64) * GAUSSIAN_NOISE[level - 1] * (hi - lo)
+    return (x.double() + noise).clamp(lo, hi).to(x.dtype)
+
+
+def standardize(data):
+    """Features scaled by the training split's mean and standard deviation: per channel for
+    images and signals (N, C, ...), per feature otherwise. Constant features keep scale 1."""
+    x = data.x_train.double()
+    dims = (0, *range(2, x.dim())) if x.dim() >= 3 else (0,)
+    mean, std = x.mean(dims, keepdim=True), x.std(dims, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+
+    def scale(t):
+        return None if t is None else ((t.double() - mean[0]) / std[0]).float()
+    return dataclasses.replace(data, x_train=scale(data.x_train), x_val=scale(data.x_val), x_test=scale(data.x_test))
+
+
+def hold_out(data, fraction, seed=0):
+    """Moves a random ``fraction`` of the training split into the validation split."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {fraction!r}")
+    if fraction == 0:
+        return data
+    n = len(data.x_train)
+    n_val = math.ceil(fraction * n)
+    if n - n_val < 1:
+        raise ValueError(f"val_fraction={fraction} leaves no training data out of {n} rows")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
+    return dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
+                               x_val=data.x_train[val], y_val=data.y_train[val])
