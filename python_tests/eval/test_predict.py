@@ -1,0 +1,102 @@
+"""Ensemble predictions against plain models evaluated one point at a time, BatchNorm
+statistics recomputed per point (and the model's own put back), and the loss plane against
+weights built explicitly with Gram-Schmidt in float64."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import simplexkern as sk
+from simplexkern.eval.predict import member_points, with_fresh_batchnorm
+
+
+def _data(rng, n=40, classes=3):
+    x = torch.randn(n, 1, 6, 6, generator=rng)
+    y = torch.arange(n) % classes
+    return sk.data.Dataset("toy", "classification", x, y, x[:17] + 0.1, y[:17], classes)
+
+
+def _net(classes=3, bn=False):
+    layers = [nn.Conv2d(1, 4, 3, padding=1)] + ([nn.BatchNorm2d(4)] if bn else []) + [
+        nn.ReLU(), nn.Flatten(), nn.Linear(144, classes)]
+    return nn.Sequential(*layers).double()
+
+
+def _double(data):
+    return sk.data.Dataset(data.name, data.task, data.x_train.double(), data.y_train, data.x_test.double(),
+                           data.y_test, data.n_classes)
+
+
+def test_plain_members_average_probabilities(rng):
+    torch.manual_seed(rng.initial_seed())
+    data = _double(_data(rng))
+    members = [_net().eval(), _net().eval()]
+    probs = sk.eval.predict(members, data, batch_size=5)
+    expected = torch.stack([torch.softmax(m(data.x_test), -1) for m in members]).mean(0)
+    torch.testing.assert_close(probs, expected.float(), rtol=1e-6, atol=1e-7)
+    per = sk.eval.predict(members, data, per_member=True)
+    assert per.shape == (2, 17, 3)
+    torch.testing.assert_close(per.mean(0), probs, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_simplex_member_is_the_mean_over_its_points(rng, bn):
+    torch.manual_seed(rng.initial_seed())
+    data = _double(_data(rng))
+    model = sk.simplexify(_net(bn=bn), 3, noise=0.3)
+    points = member_points(model, 7, seed=5, member=1)
+    with_bn_before = (model.bn_points.clone(), [b.clone() for b in model.buffers()])
+    probs = sk.eval.predict([_net().eval(), model], data, n_points=7, seed=5, per_member=True)[1]
+    expected = []
+    for c in points:
+        plain = model.at(c, bn_stats="fresh")
+        if bn:  # the point's own statistics from the training inputs, as the papers recompute them
+            plain = with_fresh_batchnorm(plain, data.x_train)
+        expected.append(torch.softmax(plain.eval()(data.x_test), -1))
+    torch.testing.assert_close(probs, torch.stack(expected).mean(0).float(), rtol=1e-6, atol=1e-7)
+    # the model's own tracked points and statistics are back as they were
+    assert torch.equal(model.bn_points, with_bn_before[0])
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), with_bn_before[1]))
+
+
+def test_batchnorm_needs_training_inputs(rng):
+    model = sk.simplexify(_net(bn=True), 2, noise=0.3)
+    x = torch.randn(4, 1, 6, 6, generator=rng, dtype=torch.float64)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        sk.eval.predict(model, x)
+    probs = sk.eval.predict(model, x, bn_data=x)
+    assert probs.shape == (4, 3) and torch.allclose(probs.sum(1), torch.ones(4))
+    with pytest.raises(ValueError, match="no val split"):
+        sk.eval.predict(model, _data(rng), split="val")
+    with pytest.raises(TypeError, match="members\\[0\\]"):
+        sk.eval.predict(["not a model"], x)
+
+
+def test_loss_plane_against_explicit_gram_schmidt(rng):
+    torch.manual_seed(rng.initial_seed())
+    data = _double(_data(rng))
+    points = [_net() for _ in range(3)]
+    grid = 5
+    plane = sk.eval.loss_plane(points, data, grid=grid, margin=0.25)
+    w = np.stack([torch.cat([p.detach().flatten() for p in m.parameters()]).numpy() for m in points])
+    centre = w.mean(0)
+    u = (w[1] - w[0]) / np.linalg.norm(w[1] - w[0])
+    v = (w[2] - w[0]) - ((w[2] - w[0]) @ u) * u
+    v /= np.linalg.norm(v)
+    coords = np.stack([[(p - centre) @ u, (p - centre) @ v] for p in w])
+    np.testing.assert_allclose(plane["points"], coords, rtol=1e-9, atol=1e-9)
+    span = coords.max(0) - coords.min(0)
+    np.testing.assert_allclose(plane["x"][[0, -1]], [coords[:, 0].min() - 0.25 * span[0],
+                                                     coords[:, 0].max() + 0.25 * span[0]], rtol=1e-9)
+    for iy, ix in ((0, 0), (3, 1), (4, 4)):  # a plain model with the weights c + x u + y v
+        weights = torch.from_numpy(centre + plane["x"][ix] * u + plane["y"][iy] * v)
+        net = _net()
+        torch.nn.utils.vector_to_parameters(weights, net.parameters())
+        logits = net(data.x_test)
+        loss = nn.functional.cross_entropy(logits, data.y_test).item()
+        error = (logits.argmax(1) != data.y_test).double().mean().item()
+        assert plane["test_loss"][iy, ix] == pytest.approx(loss, rel=1e-9)
+        assert plane["test_error"][iy, ix] == pytest.approx(error, abs=1e-12)
+    assert plane["train_loss"].shape == (grid, grid)
+    with pytest.raises(ValueError, match="one line"):
+        sk.eval.loss_plane([points[0], points[0], points[1]], data)

@@ -1,0 +1,66 @@
+"""The loop's parts against formulas: learning-rate schedules, batches, the CIFAR crop-and-flip
+augmentation, and Phase's argument checks."""
+import math
+
+import pytest
+import torch
+
+from simplexkern.train.loop import Phase, augment, batches, steps_per_epoch
+
+
+def test_cosine_schedule():
+    p = Phase(epochs=4, lr=0.2, lr_min=0.01)
+    n = 10
+    assert p.lr_at(0, n) == pytest.approx(0.2)
+    for step in (7, 13, 39):
+        assert p.lr_at(step, n) == pytest.approx(0.01 + 0.5 * 0.19 * (1 + math.cos(math.pi * step / 40)))
+    assert Phase(epochs=1, lr=0.3, schedule="constant").lr_at(5, 10) == 0.3
+
+
+@pytest.mark.parametrize("cycle_epochs, n", [(2, 10), (3, 7), (1, 5)])
+def test_cyclic_schedule_is_a_triangle_with_its_minimum_in_the_middle(cycle_epochs, n):
+    p = Phase(epochs=2 * cycle_epochs, lr=0.05, lr_min=0.001, schedule="cyclic", cycle_epochs=cycle_epochs)
+    length, mid = cycle_epochs * n, p.cycle_minimum(n)
+    assert mid == length // 2
+    for cycle in range(2):
+        lrs = [p.lr_at(cycle * length + i, n) for i in range(length)]
+        assert lrs[0] == pytest.approx(0.05) and lrs[mid] == pytest.approx(0.001, rel=1e-12)
+        assert min(lrs) == lrs[mid]
+        assert all(a > b for a, b in zip(lrs[:mid], lrs[1:mid + 1]))  # down to the minimum ...
+        assert all(a < b for a, b in zip(lrs[mid:], lrs[mid + 1:]))  # ... and back up
+        assert lrs[-1] == pytest.approx(0.001 + (0.05 - 0.001) * (length - 1 - mid) / (length - mid))
+
+
+def test_batches_cover_the_data_once_in_the_generators_order(rng):
+    x, y = torch.arange(129.0)[:, None], torch.arange(129)
+    got = list(batches(x, y, 32, torch.device("cpu"), torch.Generator().manual_seed(rng.initial_seed())))
+    assert [len(b[0]) for b in got] == [32, 32, 32, 32] and len(got) == steps_per_epoch(129, 32)  # a lone last row dropped
+    rows = torch.cat([b[1] for b in got])
+    assert len(set(rows.tolist())) == 128 and torch.equal(torch.cat([b[0] for b in got])[:, 0].long(), rows)
+    again = list(batches(x, y, 32, torch.device("cpu"), torch.Generator().manual_seed(rng.initial_seed())))
+    assert torch.equal(torch.cat([b[1] for b in again]), rows)
+    assert steps_per_epoch(130, 32) == 5 and steps_per_epoch(1, 32) == 1
+
+
+def test_crop_flip_takes_shifted_crops_of_the_padded_images(rng):
+    x = torch.randn(16, 3, 8, 8, generator=rng)
+    seed = rng.initial_seed()
+    out = augment(x, "crop_flip", torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)  # the same draws, in the same order
+    dy, dx = torch.randint(0, 9, (16,), generator=g), torch.randint(0, 9, (16,), generator=g)
+    flip = torch.rand(16, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(16):
+        crop = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        assert torch.equal(out[i], crop.flip(2) if flip[i] else crop)
+    assert augment(x, None, g) is x
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(epochs=0, lr=0.1), dict(epochs=1, lr=0.0), dict(epochs=1, lr=float("nan")), dict(epochs=1, lr=0.1, reg=-1.0),
+    dict(epochs=1, lr=0.1, schedule="step"), dict(epochs=3, lr=0.1, schedule="cyclic", cycle_epochs=2),
+    dict(epochs=1, lr=0.1, n_samples=0), dict(epochs=1, lr=0.1, batch_size=True),
+])
+def test_phase_refuses_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        Phase(**kwargs)

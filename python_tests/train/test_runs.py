@@ -1,0 +1,159 @@
+"""Runs: checkpoints after every epoch, resume after a kill equal to the uninterrupted run,
+a named error on a non-finite loss with the last checkpoint intact, refusal of another run's
+folder, and a loop that reads no tensor on the host per step."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import simplexkern as sk
+from simplexkern.nn import checkpoint
+from simplexkern.train.loop import Phase, run_phase, steps_per_epoch
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return sk.data.load("digits")
+
+
+STEPS = steps_per_epoch(1200, 64)  # digits: 1200 training images, batch 64
+
+SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+import simplexkern as sk
+out, modes, result = sys.argv[1], sys.argv[2:4], sys.argv[4]
+simplexes = sk.train.espro(modes, sk.data.load("digits"), 3, reg=3.0, vertex_epochs=12, seed=7, progress=False,
+                           device="cpu", out=out)
+torch.save([s.store.vertices().detach() for s in simplexes], result)
+"""
+
+
+def _espro(out, modes, result):
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), *map(str, modes), str(result)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, digits):
+    sk.train.deep_ensemble("mlp", digits, 2, epochs=10, seed=1, progress=False, device="cpu", out=tmp_path / "modes")
+    modes = [tmp_path / "modes" / f"mode_{j}.pt" for j in range(2)]  # ESPRO from checkpoints of the modes
+    whole = _espro(tmp_path / "whole", modes, tmp_path / "whole.pt")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
+
+    killed = _espro(tmp_path / "resumed", modes, tmp_path / "resumed.pt")
+    progress = tmp_path / "resumed" / "simplex_0.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once vertex 1 of simplex 0 has a few epochs behind it
+        if progress.exists():
+            meta, _ = checkpoint.read_training_state(progress)
+            if meta.get("vertices_done") == 1 and meta.get("epoch", 0) >= 3:
+                break
+        time.sleep(0.01)
+    os.kill(killed.pid, signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    meta, state = checkpoint.read_training_state(progress)
+    assert not meta["done"] and state["optimizer"]["state"]  # an in-progress checkpoint with momentum buffers
+
+    resumed = _espro(tmp_path / "resumed", modes, tmp_path / "resumed.pt")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    for a, b in zip(torch.load(tmp_path / "whole.pt"), torch.load(tmp_path / "resumed.pt")):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_every_epoch_and_a_finished_run_returns_at_once(tmp_path, digits):
+    torch.manual_seed(0)
+    net = sk.models.for_data("mlp", digits)
+    model = sk.train.train_mode(net, digits, epochs=3, seed=0, progress=False, device="cpu", out=tmp_path)
+    meta, state = checkpoint.read_training_state(tmp_path / "mode.pt")
+    assert meta["done"] and meta["epoch"] == 3 and meta["algorithm"] == "train_mode" and state is None
+    loaded = checkpoint.load_module(tmp_path / "mode.pt")  # the architecture is recorded: no model needed
+    assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), model.parameters()))
+    start = time.perf_counter()
+    again = sk.train.train_mode(net, digits, epochs=3, seed=0, progress=False, device="cpu", out=tmp_path)
+    assert time.perf_counter() - start < 2.0
+    assert all(torch.equal(p, q) for p, q in zip(again.parameters(), model.parameters()))
+
+
+def test_another_runs_folder_is_refused(tmp_path, digits):
+    torch.manual_seed(0)
+    net = sk.models.for_data("mlp", digits)
+    sk.train.train_mode(net, digits, epochs=1, seed=0, progress=False, device="cpu", out=tmp_path)
+    with pytest.raises(ValueError, match="settings that differ: epochs, lr"):
+        sk.train.train_mode(net, digits, epochs=2, lr=0.1, seed=0, progress=False, device="cpu", out=tmp_path)
+    with pytest.raises(ValueError, match="other starting weights"):
+        sk.train.train_mode(sk.models.for_data("mlp", digits), digits, epochs=1, seed=0, progress=False,
+                            device="cpu", out=tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="not a folder"):
+        sk.train.train_mode(net, digits, epochs=1, progress=False, device="cpu", out=tmp_path / "file")
+
+
+class Poison(nn.Module):
+    """Turns its input into NaN from its ``after``-th call in training on."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        return x * float("nan") if self.training and self.calls > self.after else x
+
+
+def test_a_non_finite_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(tmp_path, digits):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=2 * STEPS + 4))
+    with pytest.raises(FloatingPointError, match=f"mode: the loss is not finite .* epoch 3, step 5 of {STEPS}"):
+        sk.train.train_mode(net, digits, epochs=5, progress=False, device="cpu", out=tmp_path)
+    meta, state = checkpoint.read_training_state(tmp_path / "mode.pt")
+    assert meta["epoch"] == 2 and not meta["done"]
+    fresh = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10 ** 9))
+    kept = checkpoint.load_module(tmp_path / "mode.pt", model=fresh)
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
+    assert all(torch.isfinite(b["momentum_buffer"]).all() for b in state["optimizer"]["state"].values())
+
+
+def test_the_error_names_the_member_and_vertex(digits):
+    healthy = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10 ** 9))
+    sick = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=STEPS + 2))
+    with pytest.raises(FloatingPointError, match=f"simplex 1, vertex 1: .* epoch 2, step 3 of {STEPS}"):
+        sk.train.espro([healthy, sick], digits, 2, vertex_epochs=3, progress=False, device="cpu")
+
+
+def _count_host_reads(monkeypatch):
+    counts = {"n": 0}
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            counts["n"] += 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return counts
+
+
+def test_the_loop_reads_no_tensor_on_the_host_per_step(monkeypatch, digits):
+    torch.manual_seed(0)
+    plain = sk.models.for_data("mlp", digits)
+    counts = _count_host_reads(monkeypatch)
+    run_phase(plain, digits, Phase(epochs=2, lr=0.01, read_every=10 ** 6), key=(0,), device=torch.device("cpu"))
+    assert counts["n"] == 2  # one read of the running loss per epoch, nothing per step
+
+    # a simplex model: the loop adds nothing to what the model's own forward and backward read
+    model = sk.simplexify(plain, 1)
+    model.fix(0)
+    model.add_vertex("mean", 0.01)
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    counts["n"] = 0
+    out = model(x, n_samples=3)
+    (nn.functional.cross_entropy(out.flatten(0, 1), y.repeat(3)) - model.log_volume()).backward()
+    per_step = counts["n"]
+    counts["n"] = 0
+    run_phase(model, digits, Phase(epochs=1, lr=0.01, n_samples=3, reg=1.0, read_every=10 ** 6), key=(0,),
+              device=torch.device("cpu"))
+    assert counts["n"] == STEPS * per_step + 1

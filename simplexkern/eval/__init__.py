@@ -1,0 +1,10 @@
+"""Evaluation: ensemble predictions (probabilities averaged over M points per simplex and
+over members), metrics (accuracy, NLL, ECE, Brier), temperature scaling, metrics against
+ensemble size, curve profiles and loss planes."""
+from simplexkern.eval.metrics import (apply_temperature, ensemble_size_curve, fit_temperature, metrics,
+                                      regression_metrics)
+from simplexkern.eval.predict import outputs_at, point_metrics, predict
+from simplexkern.eval.surfaces import curve_profile, loss_plane, metrics_at
+
+__all__ = ["predict", "metrics", "regression_metrics", "fit_temperature", "apply_temperature",
+           "ensemble_size_curve", "curve_profile", "loss_plane", "metrics_at", "point_metrics", "outputs_at"]

@@ -1,0 +1,202 @@
+"""Predictions of ensembles of simplexes, complexes, curves and plain models (SPEC §5, §7).
+
+A simplex member is evaluated at its M sampled points in one multi-point forward per
+batch; before that, its BatchNorm statistics are recomputed for exactly those points from
+the training inputs (the model's own statistics are put back afterwards). Probabilities,
+never logits, are averaged: over the M points of a member, then over the members.
+"""
+import contextlib
+import copy
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simplexkern import _checks
+from simplexkern._seeds import derive_seed
+from simplexkern.data import Dataset
+from simplexkern.nn.model import SimplexModel
+
+
+def device_of(model):
+    return next(itertools.chain(model.parameters(), model.buffers())).device
+
+
+def has_batchnorm(model):
+    """Whether evaluating ``model`` needs running BatchNorm statistics."""
+    if isinstance(model, SimplexModel):
+        return bool(model._tracked_norms())
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+@contextlib.contextmanager
+def restored_batchnorm(model):
+    """Puts a simplex model's tracked points and BatchNorm statistics back on exit."""
+    norms = [m for _, m in model._tracked_norms()]
+    saved = model.bn_points, [m.statistics() for m in norms]
+    try:
+        yield
+    finally:
+        model.bn_points = saved[0]
+        for m, stats in zip(norms, saved[1]):
+            m.set_statistics(stats)
+
+
+def _chunks(x, batch_size, device):
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size].to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def with_fresh_batchnorm(model, inputs, batch_size=256):
+    """A copy of the plain ``model`` whose BatchNorm statistics are the cumulative average
+    over ``inputs`` (as the papers recompute them before evaluating)."""
+    model = copy.deepcopy(model)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for xb in _chunks(inputs, batch_size, device_of(model)):
+        model(xb)
+    return model.eval()
+
+
+def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256):
+    """Yields (start row, outputs (S, B, ...)) over ``x`` in batches: a simplex model at the
+    S points ``coeffs`` (S, k), a plain model as one point (S = 1). BatchNorm statistics are
+    recomputed from ``bn_inputs`` first (required for a simplex model with BatchNorm; for a
+    plain model, its own statistics are used when none are given)."""
+    _checks.tensor(x, "x")
+    _checks.count(batch_size, "batch_size")
+    device = device_of(model)
+    was_training = model.training
+    with torch.no_grad():
+        if isinstance(model, SimplexModel):
+            if coeffs is None:
+                raise ValueError("a simplex model is evaluated at given points: pass coeffs (S, k)")
+            bn = has_batchnorm(model)
+            if bn and bn_inputs is None:
+                raise ValueError("this simplex model has BatchNorm: its statistics must be recomputed for the points "
+                                 "evaluated; pass the training inputs (bn_inputs / a Dataset)")
+            with restored_batchnorm(model) if bn else contextlib.nullcontext():
+                if bn:
+                    model.update_bn(_chunks(bn_inputs, batch_size, device), coeffs)
+                model.eval()
+                try:
+                    for start, xb in zip(range(0, len(x), batch_size), _chunks(x, batch_size, device)):
+                        yield start, model(xb, coeffs)
+                finally:
+                    model.train(was_training)
+            return
+        plain = with_fresh_batchnorm(model, bn_inputs, batch_size) if bn_inputs is not None and has_batchnorm(model) \
+            else model
+        plain.eval()
+        try:
+            for start, xb in zip(range(0, len(x), batch_size), _chunks(x, batch_size, device)):
+                yield start, plain(xb)[None]
+        finally:
+            model.train(was_training)
+
+
+def member_points(model, n_points, seed, member):
+    """The M points member ``member`` is evaluated at: drawn from its sampler with a
+    generator seeded by (seed, member); None for a plain model."""
+    if not isinstance(model, SimplexModel):
+        return None
+    if model.n_vertices == 1:
+        return torch.ones(1, 1, dtype=model.dtype, device=model.device)
+    generator = torch.Generator(model.device).manual_seed(derive_seed(seed, member))
+    return model.sampler.sample(n_points, model, generator)
+
+
+def _inputs(data, split, bn_data):
+    if isinstance(data, Dataset):
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        x = getattr(data, f"x_{split}")
+        if x is None:
+            raise ValueError(f"the data set has no {split} split (load it with val_fraction= for one)")
+        return x, data.x_train if bn_data is None else bn_data, data.task, data.noise_std
+    _checks.tensor(data, "data")
+    return data, bn_data, "classification", None
+
+
+def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_size=256, seed=0, per_member=False,
+            task=None, noise_std=None):
+    """The predictive distribution of an ensemble on ``data``'s ``split`` (a ``Dataset``) or
+    on inputs ``data`` (a tensor).
+
+    ``members``: a model or a list of models: simplex models (ESPRO members, complexes,
+    curves; each evaluated at ``n_points`` points from its sampler, drawn with a generator
+    seeded by (seed, member index)) and plain models. BatchNorm statistics are recomputed
+    per point from the training inputs (``data.x_train``, or ``bn_data``).
+
+    Classification: the probabilities averaged over points and members, (N, C); with
+    ``per_member``, each member's own average, (J, N, C). Regression (a regression
+    ``Dataset``, or ``task="regression"``): (mean, var) of the Gaussian mixture, var
+    including the observation noise ``noise_std`` (the data set's); (J, N, 1) each per
+    member, else (N, 1).
+    """
+    models_ = list(members) if isinstance(members, (list, tuple)) else [members]
+    if not models_:
+        raise ValueError("members is empty")
+    for i, m in enumerate(models_):
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"members[{i}] must be a torch.nn.Module, got {type(m).__name__}")
+    _checks.count(n_points, "n_points")
+    x, bn_inputs, data_task, data_noise = _inputs(data, split, bn_data)
+    task = task or data_task
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    sigma = noise_std if noise_std is not None else (data_noise or 0.0)
+    first, second = [], []
+    for j, model in enumerate(models_):
+        coeffs = member_points(model, n_points, seed, j)
+        m1 = m2 = None
+        for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size):
+            out = out.float()
+            if task == "classification":
+                part = torch.softmax(out, -1).mean(0).cpu()
+            else:
+                part = out.mean(0).cpu()
+                if m2 is None:
+                    m2 = torch.empty(len(x), *out.shape[2:])
+                m2[start:start + len(part)] = out.pow(2).mean(0).cpu()
+            if m1 is None:
+                m1 = torch.empty(len(x), *part.shape[1:])
+            m1[start:start + len(part)] = part
+        first.append(m1)
+        second.append(m2)
+    first = torch.stack(first)
+    if task == "classification":
+        return first if per_member else first.mean(0)
+    second = torch.stack(second)
+    if per_member:
+        return first, sigma ** 2 + (second - first.pow(2)).clamp_min(0)
+    mean = first.mean(0)
+    return mean, sigma ** 2 + (second.mean(0) - mean.pow(2)).clamp_min(0)
+
+
+def point_metrics(model, coeffs, x, y, *, task="classification", bn_inputs=None, batch_size=256, loss_fn=None):
+    """Loss and error of each of the S points ``coeffs`` (S, k) of a simplex model (or of a
+    plain model: S = 1) on (x, y): a dict of (S,) float64 tensors "loss" (mean
+    cross-entropy, or ``loss_fn`` per example for regression) and "error" (classification)."""
+    loss = err = None
+    for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size):
+        yb = y[start:start + out.shape[1]].to(out.device)
+        if task == "classification":
+            logp = torch.log_softmax(out.double(), -1)
+            nll = -logp.gather(-1, yb[None, :, None].expand(out.shape[0], -1, 1)).squeeze(-1).sum(1)
+            wrong = (out.argmax(-1) != yb).double().sum(1)
+        else:
+            nll = (loss_fn or F.mse_loss)(out.double(), yb.double().expand_as(out), reduction="none")
+            nll = nll.reshape(out.shape[0], out.shape[1], -1).mean(-1).sum(1)
+            wrong = torch.zeros_like(nll)
+        loss = nll if loss is None else loss + nll
+        err = wrong if err is None else err + wrong
+    out = {"loss": (loss / len(x)).cpu()}
+    if task == "classification":
+        out["error"] = (err / len(x)).cpu()
+    return out

@@ -1,0 +1,131 @@
+"""The loss surface around trained points: profiles along a curve (and along the straight
+segment between its ends), and the loss / error on the plane through three points (SPEC
+§6, §8). Every point of a profile or a plane is a coefficient vector over the model's
+vertices, so many points are evaluated in one multi-point forward."""
+import math
+
+import numpy as np
+import torch
+
+from simplexkern import geometry
+from simplexkern.data import Dataset
+from simplexkern.eval.predict import point_metrics
+from simplexkern.nn.model import SimplexModel, simplexify
+from simplexkern.nn.samplers import CurveSampler
+
+
+def metrics_at(model, coeffs, data, *, batch_size=256, points_per_pass=64):
+    """Train and test loss / error of each point ``coeffs`` (S, k) of a simplex model on
+    ``data``: a dict of (S,) NumPy arrays "train_loss", "train_error", "test_loss",
+    "test_error" (BatchNorm statistics recomputed per point from the training inputs)."""
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a simplexkern.data.Dataset, got {type(data).__name__}")
+    out = {}
+    for start in range(0, len(coeffs), points_per_pass):
+        chunk = coeffs[start:start + points_per_pass]
+        for split in ("train", "test"):
+            x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+            m = point_metrics(model, chunk, x, y, task=data.task, bn_inputs=data.x_train, batch_size=batch_size)
+            for name, values in m.items():
+                out.setdefault(f"{split}_{name}", []).append(values.numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _summary(values):
+    return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
+
+
+def curve_profile(curve, data, n_t=21, *, batch_size=256):
+    """Train loss / error and test loss / error along a trained curve at ``n_t`` evenly
+    spaced t in [0, 1], and the same along the straight segment between its endpoints.
+
+    Returns {"t": (n_t,), "curve": {metric: (n_t,)}, "segment": {metric: (n_t,)},
+    "summary": {"curve" | "segment": {metric: {"min", "max", "mean"}}}}.
+    """
+    if not isinstance(curve, SimplexModel) or not isinstance(curve.sampler, CurveSampler):
+        raise TypeError("curve must be a SimplexModel with a CurveSampler (from train_curve)")
+    if isinstance(n_t, bool) or not isinstance(n_t, int) or n_t < 2:
+        raise ValueError(f"n_t must be an int >= 2, got {n_t!r}")
+    t = torch.linspace(0, 1, n_t, dtype=torch.float64)
+    k = curve.n_vertices
+    segment = torch.zeros(n_t, k, dtype=torch.float64)
+    segment[:, 0], segment[:, -1] = 1 - t, t
+    coeffs = torch.cat([curve.sampler.coefficients(t, curve).cpu().double(), segment])
+    values = metrics_at(curve, coeffs.to(curve.device, curve.dtype), data, batch_size=batch_size)
+    out = {"t": t.numpy(), "curve": {}, "segment": {}, "summary": {"curve": {}, "segment": {}}}
+    for name, rows in (("curve", slice(0, n_t)), ("segment", slice(n_t, 2 * n_t))):
+        for metric, v in values.items():
+            out[name][metric] = v[rows]
+            out["summary"][name][metric] = _summary(v[rows])
+    return out
+
+
+def _three_point_model(points):
+    """A simplex model whose vertices are three plain models."""
+    for i, p in enumerate(points):
+        if isinstance(p, SimplexModel) or not isinstance(p, torch.nn.Module):
+            raise TypeError(f"points[{i}] must be a plain torch.nn.Module (or pass model= and coefficients)")
+    model = simplexify(points[0], 1)
+    for i in (1, 2):
+        model.add_vertex("copy", noise=0)
+        model.set_vertex(i, points[i].state_dict())
+    return model, torch.eye(3, dtype=model.dtype, device=model.device)
+
+
+def plane_basis(model, points):
+    """The plane through the three points ``points`` (3, k) of ``model``, in float64 from
+    exact distances: returns (B, centre_sr) with B (2, 2) mapping affine weights (s, r) of
+    p0 + s (p1 - p0) + r (p2 - p0) to orthonormal coordinates (x, y) (Gram-Schmidt: x
+    along p1 - p0), and the centre's (1/3, 1/3)."""
+    a = points.detach().double().cpu()
+    d = geometry.pairwise_sqdist(model.store.vertices().detach()).cpu()
+
+    def sqnorm(delta):  # |sum_i delta_i v_i|^2 for weights summing to 0
+        return float(-0.5 * delta @ d @ delta)
+    d01, d02, d12 = sqnorm(a[1] - a[0]), sqnorm(a[2] - a[0]), sqnorm(a[2] - a[1])
+    g12 = (d01 + d02 - d12) / 2
+    h2 = d02 - g12 ** 2 / d01 if d01 > 0 else 0.0
+    if d01 <= 0 or h2 <= 1e-12 * max(d01, d02):
+        raise ValueError("the three points are (nearly) on one line: they span no plane")
+    return np.array([[math.sqrt(d01), g12 / math.sqrt(d01)], [0.0, math.sqrt(h2)]])
+
+
+def loss_plane(points, data, *, model=None, grid=21, margin=0.2, batch_size=256):
+    """Loss and error on the plane through three weight vectors (SPEC §8): centre c of the
+    three points, Gram-Schmidt basis u, v, grid c + x u + y v over the points' extent
+    widened by ``margin`` on each side.
+
+    ``points``: three plain models of one architecture, or, with ``model`` (a SimplexModel),
+    three coefficient vectors (3, k) over its vertices (e.g. the vertices of a simplex, or a
+    curve's endpoints and its midpoint). Returns {"x": (G,), "y": (G,), "points": (3, 2)
+    coordinates, "train_loss" | "train_error" | "test_loss" | "test_error": (G, G) indexed
+    [y, x]}.
+    """
+    if model is None:
+        if not isinstance(points, (list, tuple)) or len(points) != 3:
+            raise ValueError("points must be three plain models (or three coefficient vectors with model=)")
+        model, coeffs = _three_point_model(points)
+    else:
+        if not isinstance(model, SimplexModel):
+            raise TypeError(f"model must be a SimplexModel, got {type(model).__name__}")
+        coeffs = torch.as_tensor(points, dtype=torch.float64)
+        if coeffs.shape != (3, model.n_vertices):
+            raise ValueError(f"points must be 3 coefficient vectors, shape (3, {model.n_vertices}), got "
+                             f"{tuple(coeffs.shape)}")
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
+        raise ValueError(f"grid must be an int >= 2, got {grid!r}")
+    basis = plane_basis(model, coeffs)
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]) - 1 / 3  # (s, r) of the points, centred
+    xy = corners @ basis.T
+    lo, hi = xy.min(0), xy.max(0)
+    span = hi - lo
+    xs = np.linspace(lo[0] - margin * span[0], hi[0] + margin * span[0], grid)
+    ys = np.linspace(lo[1] - margin * span[1], hi[1] + margin * span[1], grid)
+    gx, gy = np.meshgrid(xs, ys)  # [y, x]
+    sr = np.linalg.solve(basis, np.stack([gx.ravel(), gy.ravel()])).T + 1 / 3
+    weights = np.stack([1 - sr.sum(1), sr[:, 0], sr[:, 1]], 1)  # affine weights of the three points
+    plane = torch.from_numpy(weights) @ coeffs.cpu()
+    values = metrics_at(model, plane.to(model.device, model.dtype), data, batch_size=batch_size)
+    out = {"x": xs, "y": ys, "points": xy}
+    out.update({k: v.reshape(grid, grid) for k, v in values.items()})
+    return out

@@ -1,0 +1,130 @@
+"""Curves of low loss between two trained models, and Fast Geometric Ensembling (Garipov et
+al., 2018; SPEC §6)."""
+import copy
+
+import torch
+
+from simplexkern.nn import checkpoint
+from simplexkern.nn.model import simplexify
+from simplexkern.nn.samplers import CurveSampler
+from simplexkern.train.loop import Phase, steps_per_epoch
+from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
+
+KINDS = ("bezier", "polychain")
+
+
+def curve_model(a, b, kind="bezier", n_bends=3):
+    """A SimplexModel whose vertices are the control points of a curve from ``a`` to ``b``
+    (plain models of one architecture): vertex 0 = a and vertex n_bends - 1 = b (fixed,
+    with their own BatchNorm statistics), the interior ones evenly spaced on the segment
+    between them (trainable); its sampler draws t ~ U(0, 1)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if isinstance(n_bends, bool) or not isinstance(n_bends, int) or n_bends < 3:
+        raise ValueError(f"n_bends (control points, the two ends included) must be an int >= 3, got {n_bends!r}")
+    model = simplexify(a)
+    for _ in range(n_bends - 1):
+        model.add_vertex("copy", noise=0)
+    model.set_vertex(n_bends - 1, b.state_dict())
+    with torch.no_grad():
+        ends = model.store.vertices()[[0, n_bends - 1]]
+        for i in range(1, n_bends - 1):
+            t = i / (n_bends - 1)
+            model.store.set_vertex(i, (1 - t) * ends[0] + t * ends[1])
+    model.fix(0)
+    model.fix(n_bends - 1)
+    model.sampler = CurveSampler(kind)
+    return model
+
+
+def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, weight_decay=5e-4, momentum=0.9,
+                n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True):
+    """Trains a Bezier or polygonal-chain curve between the trained models ``a`` and ``b``
+    (plain models or their checkpoints' paths): the endpoints stay fixed, the
+    ``n_bends - 2`` interior control points (initialised on the segment) minimise
+    E_{t ~ U(0,1)} L(φ(t)), estimated with ``n_samples`` (H) values of t per step in one
+    forward; SGD with momentum and a cosine schedule from ``lr``. ``n_bends`` counts the
+    control points, the two ends included (3: one trainable bend).
+
+    Returns the curve as a SimplexModel (vertex order = control points; sampler
+    ``CurveSampler(kind)``), all vertices fixed. With ``out``, ``out/curve.pt`` is written
+    after every epoch and a second call resumes.
+    """
+    a, b = as_plain(a, "a"), as_plain(b, "b")
+    model = curve_model(a, b, kind, n_bends)
+    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
+                  n_samples=n_samples)
+    settings = {k: getattr(phase, k) for k in ("epochs", "lr", "momentum", "weight_decay", "batch_size", "n_samples")}
+    run = Run(out, "train_curve", {**settings, "kind": kind, "n_bends": n_bends, "seed": seed})
+    start = fingerprint(a) + ":" + fingerprint(b)
+    device = device_of(device)
+    meta, state = run.state("curve", start)
+    first, optimizer_state = 0, None
+    if meta is not None:
+        model = checkpoint.load(run.path("curve"), model=copy.deepcopy(a))
+        first, optimizer_state = meta["epoch"], (state or {}).get("optimizer")
+    model.to(device)
+    if meta is None or not meta["done"]:
+        train_phase(model, data, phase, run=run, name="curve", start=start, key=member_key(seed, "train_curve", 0),
+                    device=device, progress=progress, describe=f"{kind} curve", first_epoch=first,
+                    optimizer_state=optimizer_state)
+        for i in range(1, n_bends - 1):
+            model.fix(i)
+        run.save("curve", model, start, {"epoch": epochs, "done": True})
+    return model.eval()
+
+
+def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_decay=5e-4, momentum=0.9,
+        batch_size=64, seed=0, device=None, out=None, progress=True):
+    """Fast Geometric Ensembling: from the trained ``model`` (plain, or its checkpoint's
+    path), ``cycles`` cycles of ``cycle_epochs`` epochs with a triangular learning rate
+    lr1 -> lr2 -> lr1, and a snapshot at each cycle's minimum (the step run at lr2, the
+    middle of the cycle). Returns the snapshots (plain models, in eval mode; their
+    ``fge_snapshot`` attribute records the cycle, step and learning rate).
+
+    With ``out``, the run is checkpointed in ``out/fge.pt`` after every epoch and each
+    snapshot in ``out/fge_snapshot_{c}.pt``; a second call resumes."""
+    model = as_plain(model, "model")
+    for name, value in (("cycles", cycles), ("cycle_epochs", cycle_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    phase = Phase(epochs=cycles * cycle_epochs, lr=lr1, lr_min=lr2, schedule="cyclic", cycle_epochs=cycle_epochs,
+                  weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
+    if not lr2 < lr1:
+        raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
+    run = Run(out, "fge", {"cycles": cycles, "cycle_epochs": cycle_epochs, "lr1": lr1, "lr2": lr2,
+                           "weight_decay": weight_decay, "momentum": momentum, "batch_size": batch_size, "seed": seed})
+    start = fingerprint(model)
+    device = device_of(device)
+    meta, state = run.state("fge", start)
+    model = copy.deepcopy(model).to(device)
+    first, optimizer_state = 0, None
+    if meta is not None:
+        checkpoint.load_module(run.path("fge"), model=model)
+        model.to(device)
+        first, optimizer_state = meta["epoch"], (state or {}).get("optimizer")
+    n = steps_per_epoch(len(data.x_train), batch_size)
+    per_cycle, middle = cycle_epochs * n, phase.cycle_minimum(n)
+    snapshots = {}
+
+    def snapshot(step):
+        if step % per_cycle == middle:
+            c = step // per_cycle
+            info = {"cycle": c, "step": step, "lr": phase.lr_at(step, n)}
+            snap = copy.deepcopy(model).eval()
+            snap.fge_snapshot = info
+            snapshots[c] = snap
+            run.save(f"fge_snapshot_{c}", snap, start, {**info, "done": True})
+
+    if meta is None or not meta["done"]:
+        train_phase(model, data, phase, run=run, name="fge", start=start, key=member_key(seed, "fge", 0),
+                    device=device, progress=progress, describe="fge", first_epoch=first,
+                    optimizer_state=optimizer_state, on_step=snapshot)
+        run.save("fge", model, start, {"epoch": phase.epochs, "done": True})
+    for c in range(cycles):
+        if c not in snapshots:  # taken before a resume: read back from its checkpoint
+            snap_meta, _ = run.state(f"fge_snapshot_{c}", start)
+            snap = checkpoint.load_module(run.path(f"fge_snapshot_{c}"), model=copy.deepcopy(model)).to(device).eval()
+            snap.fge_snapshot = {k: snap_meta[k] for k in ("cycle", "step", "lr")}
+            snapshots[c] = snap
+    return [snapshots[c] for c in range(cycles)]

@@ -1,0 +1,268 @@
+"""The one training loop every algorithm runs.
+
+A ``Phase`` says what one optimisation run does: epochs, learning-rate schedule, SGD
+settings, how many points H each step draws from a simplex model's sampler, and the
+regularisation strength λ of ``- λ log V``. The algorithms differ only in which vertices
+are trainable, the sampler and λ, never in the loop.
+
+A step reads no tensor value on the host: running losses and the first non-finite step
+stay on the device and are read once per progress update (``Phase.read_every`` steps and
+at each epoch's end). All randomness of an epoch (data order, sampled points,
+augmentation) comes from generators seeded by (seed, member, stage, epoch), so a run
+resumed from an epoch checkpoint repeats the uninterrupted run exactly.
+"""
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from simplexkern._seeds import derive_seed
+from simplexkern.nn.model import SimplexModel
+
+SCHEDULES = ("cosine", "constant", "cyclic")
+INIT = 2 ** 31 - 1  # the stage of a key that seeds initialisations (random vertices, fresh models)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One optimisation run. ``schedule``: "cosine" (lr -> lr_min over the phase),
+    "constant", or "cyclic" (FGE's triangle: lr -> lr_min -> lr every ``cycle_epochs``,
+    reaching lr_min exactly at the middle step of each cycle)."""
+    epochs: int
+    lr: float
+    schedule: str = "cosine"
+    lr_min: float = 0.0
+    cycle_epochs: Optional[int] = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    n_samples: Optional[int] = None  # H points per step (simplex models)
+    reg: float = 0.0  # λ: the loss is mean_h L(θ_h) - reg * log V
+    reg_simplices: Optional[Sequence[Sequence[int]]] = None  # log V of the complex of these (None: all vertices)
+    read_every: int = 25
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "read_every"):
+            _positive_int(getattr(self, name), name)
+        if self.n_samples is not None:
+            _positive_int(self.n_samples, "n_samples")
+        for name in ("lr", "lr_min", "momentum", "weight_decay", "reg"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "cyclic":
+            _positive_int(self.cycle_epochs, "cycle_epochs")
+            if self.epochs % self.cycle_epochs:
+                raise ValueError(f"epochs ({self.epochs}) must be a multiple of cycle_epochs ({self.cycle_epochs})")
+
+    def lr_at(self, step, steps_per_epoch):
+        """The learning rate of global step ``step`` (0-based)."""
+        total = self.epochs * steps_per_epoch
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "cosine":
+            return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * step / total))
+        n = self.cycle_epochs * steps_per_epoch
+        i, mid = step % n, self.cycle_minimum(steps_per_epoch)
+        if i <= mid:
+            return self.lr + (self.lr_min - self.lr) * i / max(mid, 1)
+        return self.lr_min + (self.lr - self.lr_min) * (i - mid) / (n - mid)
+
+    def cycle_minimum(self, steps_per_epoch):
+        """Index, within a cycle, of the step run at lr_min (the cyclic schedule's minimum)."""
+        return self.cycle_epochs * steps_per_epoch // 2
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def epoch_seed(key, epoch):
+    """The seed of one epoch of the run with key ``key``."""
+    return derive_seed(*key, epoch)
+
+
+def loss_function(data):
+    """The per-batch loss of a data set's task: cross-entropy, or the Gaussian negative log
+    likelihood with the data set's fixed noise (the regression toy's)."""
+    if data.task == "classification":
+        return F.cross_entropy
+    sigma = data.noise_std if data.noise_std is not None else 1.0
+
+    def gaussian_nll(out, y):
+        return 0.5 * ((out - y) / sigma).pow(2).mean() + math.log(sigma) + 0.5 * math.log(2 * math.pi)
+    return gaussian_nll
+
+
+def steps_per_epoch(n, batch_size):
+    """Batches per epoch: a last batch of a single example is dropped (BatchNorm cannot
+    normalise one example)."""
+    return max(1, n // batch_size + (1 if n % batch_size > 1 else 0))
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Indexed by a tensor of rows: one fetch per batch, not per example."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, rows):
+        return self.x[rows], self.y[rows]
+
+
+def batches(x, y, batch_size, device, generator=None):
+    """(x, y) batches on ``device`` in an order drawn from ``generator`` (None: in order).
+    Data in host memory reach a GPU through a pinned-memory DataLoader and non-blocking
+    copies."""
+    n = len(x)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    rows = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(rows) > 1 and len(rows[-1]) == 1:
+        rows.pop()
+    if device.type == "cuda" and x.device.type == "cpu":
+        loader = torch.utils.data.DataLoader(_Rows(x, y), sampler=rows, batch_size=None, pin_memory=True)
+        for xb, yb in loader:
+            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+    else:
+        for r in rows:
+            yield x[r].to(device), y[r].to(device)
+
+
+def augment(x, kind, generator):
+    """Training-batch augmentation on the device: "crop_flip" pads by 4, takes a random
+    32x32-style crop of the original size and flips half the images horizontally."""
+    if kind is None:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (b,), generator=generator, device=x.device)
+    dx = torch.randint(0, 9, (b,), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, x.shape[1], h, w + 8)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, x.shape[1], h, w)
+    out = out.gather(3, cols)
+    flip = torch.rand(b, generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def regulariser(model, phase):
+    """log V of the simplex (or of the complex ``phase.reg_simplices``: the log of the sum
+    of its simplexes' volumes), differentiable w.r.t. the trainable vertices."""
+    if phase.reg_simplices is None:
+        return model.log_volume()
+    return torch.logsumexp(model.log_volume(phase.reg_simplices), 0)
+
+
+class Progress:
+    """Running loss and the first non-finite step, kept on the device between reads."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, loss):
+        value = loss.detach().to(torch.float64)
+        bad = ~torch.isfinite(value)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), self.step, self.first_bad)
+        self.loss += torch.where(bad, torch.zeros_like(value), value)
+        self.count += 1
+        self.step += 1
+
+    def read(self):
+        """(mean loss since the last read, index of the first non-finite step or -1): one
+        host synchronisation."""
+        loss, count, bad = torch.stack([self.loss, self.count, self.first_bad.to(torch.float64)]).tolist()
+        self.loss.zero_()
+        self.count.zero_()
+        return (loss / count if count else float("nan")), int(bad)
+
+
+def _step(model, optimizer, loss_fn, phase, x, y, generator, simplex):
+    """One optimisation step; returns the loss (a device tensor, not read)."""
+    if simplex:
+        out = model(x, n_samples=phase.n_samples, generator=generator)  # (H, B, ...)
+        loss = loss_fn(out.flatten(0, 1), y.repeat(phase.n_samples, *([1] * (y.dim() - 1))))
+        if phase.reg:
+            loss = loss - phase.reg * regulariser(model, phase)
+    else:
+        loss = loss_fn(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _not_finite(describe, epoch, step, n_steps):
+    return (f"{describe}: the loss is not finite (NaN or inf) at epoch {epoch + 1}, step {step + 1} of {n_steps}; "
+            "the last checkpoint (if any) is the last good state")
+
+
+def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state=None, on_epoch=None,
+              on_step=None, bar=None, describe="training"):
+    """Trains ``model`` (plain or SimplexModel, already on ``device``) on ``data`` for the
+    epochs of ``phase`` from ``start_epoch``; returns the optimizer.
+
+    - simplex models: H = ``phase.n_samples`` points per step from ``model.sampler`` in one
+      forward; the loss is the mean of their losses minus ``phase.reg * log V``; only
+      ``model.store.free`` (the trainable vertices) is optimised.
+    - ``on_epoch(epoch, optimizer)`` runs after each finished epoch whose losses were all
+      finite (checkpoints); ``on_step(step)`` after each step, given the global step index.
+    - A non-finite loss raises ``FloatingPointError`` naming ``describe``, the epoch and the
+      step; ``on_epoch`` is not called for that epoch, so the last checkpoint stays good.
+    """
+    simplex = isinstance(model, SimplexModel)
+    if simplex and phase.n_samples is None:
+        raise ValueError("a simplex model trains with n_samples (H) points per step")
+    params = [model.store.free] if simplex else [p for p in model.parameters() if p.requires_grad]
+    if not params or not any(p.numel() for p in params):
+        raise ValueError(f"{describe}: nothing to train (no trainable parameters)")
+    optimizer = torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    loss_fn = loss_function(data)
+    n_steps = steps_per_epoch(len(data.x_train), phase.batch_size)
+    model.train()
+    for epoch in range(start_epoch, phase.epochs):
+        seed = epoch_seed(key, epoch)
+        order = torch.Generator().manual_seed(seed)
+        points = torch.Generator(device).manual_seed(seed)
+        progress, shown = Progress(device), 0
+        for i, (x, y) in enumerate(batches(data.x_train, data.y_train, phase.batch_size, device, order)):
+            step = epoch * n_steps + i
+            for group in optimizer.param_groups:
+                group["lr"] = phase.lr_at(step, n_steps)
+            x = augment(x, data.augment, points)
+            try:
+                loss = _step(model, optimizer, loss_fn, phase, x, y, points, simplex)
+            except (ValueError, RuntimeError) as err:  # the checks of a model whose weights went non-finite
+                _, bad = progress.read()
+                if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):
+                    raise
+                raise FloatingPointError(_not_finite(describe, epoch, bad if bad >= 0 else i, n_steps)) from err
+            progress.add(loss)
+            if on_step is not None:
+                on_step(step)
+            if i == n_steps - 1 or (i + 1) % phase.read_every == 0:
+                mean, bad = progress.read()
+                if bad >= 0:
+                    raise FloatingPointError(_not_finite(describe, epoch, bad, n_steps))
+                if bar is not None:
+                    bar.set_postfix_str(f"epoch {epoch + 1}/{phase.epochs} loss {mean:.4f}", refresh=False)
+                    bar.update(i + 1 - shown)
+                    shown = i + 1
+        if on_epoch is not None:
+            on_epoch(epoch, optimizer)
+    return optimizer

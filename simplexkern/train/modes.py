@@ -1,0 +1,86 @@
+"""Ordinary training of plain models: one mode (``train_mode``) and the deep-ensemble
+baseline (``deep_ensemble``), J independently initialised and trained models."""
+import copy
+
+import torch
+
+from simplexkern import models
+from simplexkern.nn import checkpoint
+from simplexkern.nn.model import SimplexModel
+from simplexkern.train.loop import INIT, Phase, derive_seed
+from simplexkern.train.runs import Run, device_of, fingerprint, member_key, train_phase
+
+
+def _settings(phase):
+    return {k: getattr(phase, k) for k in ("epochs", "lr", "schedule", "lr_min", "momentum", "weight_decay",
+                                           "batch_size")}
+
+
+def _check_plain(model, name="model"):
+    if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a plain torch.nn.Module, got {type(model).__name__}")
+
+
+def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9, batch_size=64, seed=0,
+               device=None, out=None, progress=True):
+    """Ordinary training of the plain ``model`` on ``data`` (a ``simplexkern.data.Dataset``):
+    SGD with momentum, weight decay and a cosine schedule from ``lr`` to 0 (SPEC defaults:
+    lr 0.05, weight decay 5e-4). Returns the trained model, a copy on ``device`` (default:
+    the GPU if any) in eval mode; ``model`` itself is left as it was.
+
+    With ``out`` (a folder) it writes ``out/mode.pt`` after every epoch; calling again with
+    the same folder resumes from there (and returns the finished model at once when done).
+    """
+    _check_plain(model)
+    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
+    run = Run(out, "train_mode", {**_settings(phase), "seed": seed})
+    return _train(model, data, phase, run, "mode", member_key(seed, "train_mode", 0), device_of(device), progress,
+                  "mode")
+
+
+def _train(model, data, phase, run, name, key, device, progress, describe):
+    start = fingerprint(model)
+    meta, state = run.state(name, start)
+    model = copy.deepcopy(model).to(device)
+    first = 0
+    if meta is not None:
+        checkpoint.load_module(run.path(name), model=model)  # into the copy, in place
+        model.to(device)
+        if meta.get("done"):
+            return model.eval()
+        first = meta["epoch"]
+    train_phase(model, data, phase, run=run, name=name, start=start, key=key, device=device, progress=progress,
+                describe=describe, first_epoch=first, optimizer_state=state["optimizer"] if state else None)
+    run.save(name, model, start, {"epoch": phase.epochs, "done": True})
+    return model.eval()
+
+
+def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9,
+                  batch_size=64, seed=0, device=None, out=None, progress=True):
+    """The deep-ensemble baseline: ``n_models`` (J) models, each initialised from its own
+    seed and trained as ``train_mode`` does. ``architecture``: a ``simplexkern.models``
+    name (sized for ``data`` by ``models.for_data``) or a function returning a fresh model.
+    Member j's result depends only on (seed, j). With ``out``, member j is checkpointed in
+    ``out/mode_{j}.pt`` and a second call resumes. Returns the J trained models."""
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
+        raise ValueError(f"n_models must be an int >= 1, got {n_models!r}")
+    if isinstance(architecture, str):
+        def factory():
+            return models.for_data(architecture, data)
+    elif callable(architecture):
+        factory = architecture
+    else:
+        raise TypeError(f"architecture must be a model name or a function returning a model, got "
+                        f"{type(architecture).__name__}")
+    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
+    run = Run(out, "deep_ensemble", {**_settings(phase), "seed": seed, "n_models": n_models})
+    device = device_of(device)
+    members = []
+    for j in range(n_models):
+        key = member_key(seed, "deep_ensemble", j)
+        with torch.random.fork_rng(devices=[]):  # the initialisation comes from the member's own seed
+            torch.manual_seed(derive_seed(*key, INIT))
+            model = factory()
+        _check_plain(model, "the model the architecture gives")
+        members.append(_train(model, data, phase, run, f"mode_{j}", key, device, progress, f"mode {j}"))
+    return members

@@ -1,0 +1,117 @@
+"""An output folder of a training run: one checkpoint per member, written atomically after
+every epoch and every finished vertex / member, each recording the algorithm, its settings,
+what it started from and how far it got; calling an algorithm again with the same folder
+resumes from there."""
+import hashlib
+import json
+import os
+import pathlib
+import zlib
+
+import torch
+from tqdm.auto import tqdm
+
+from simplexkern.nn import checkpoint
+from simplexkern.train.loop import run_phase, steps_per_epoch
+
+
+def fingerprint(module):
+    """SHA-256 of a module's state (names, shapes, dtypes and values): what a run started from."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def member_key(seed, algorithm, member):
+    """The seed key of one member: its result depends on (seed, algorithm, member) only, not
+    on which other members were trained in the same run."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return (seed, zlib.crc32(algorithm.encode()), member)
+
+
+def device_of(device):
+    """``device`` as a torch.device; None picks the GPU when there is one."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but no CUDA GPU is available")
+    return device
+
+
+class Run:
+    """Checkpoints of one algorithm's members in ``out`` (None: nothing is written)."""
+
+    def __init__(self, out, algorithm, settings):
+        self.algorithm = algorithm
+        self.settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
+        self.out = None
+        if out is not None:
+            self.out = pathlib.Path(out)
+            if self.out.exists() and not self.out.is_dir():
+                raise ValueError(f"out: {self.out} exists and is not a folder")
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name):
+        return None if self.out is None else self.out / f"{name}.pt"
+
+    def state(self, name, start):
+        """(progress metadata, training state) of member ``name``'s checkpoint, or (None, None)
+        when there is none. ``start`` is the fingerprint of what the member starts from; a
+        checkpoint of another algorithm, other settings or another start is refused."""
+        path = self.path(name)
+        if path is None or not path.exists():
+            return None, None
+        meta, state = checkpoint.read_training_state(path)
+        theirs = meta.get("algorithm"), meta.get("settings")
+        if theirs != (self.algorithm, self.settings):
+            changed = sorted(k for k in set(self.settings) | set(theirs[1] or {})
+                             if (theirs[1] or {}).get(k) != self.settings.get(k))
+            raise ValueError(f"{path} belongs to another run ({theirs[0]}; settings that differ: "
+                             f"{', '.join(changed) or 'none'}); use another out folder, or remove it to start over")
+        if meta.get("start") != start:
+            raise ValueError(f"{path} was trained from other starting weights than the model given; use another out "
+                             "folder, or remove it to start over")
+        return meta, state
+
+    def save(self, name, model, start, progress, optimizer=None):
+        """Writes member ``name``'s checkpoint: the model, ``progress`` (a JSON dict) and the
+        optimizer's state when given."""
+        if self.out is None:
+            return
+        meta = {"algorithm": self.algorithm, "settings": self.settings, "start": start, **progress}
+        state = {"optimizer": optimizer.state_dict()} if optimizer is not None else None
+        checkpoint.save(model, self.path(name), metadata=meta, training_state=state)
+
+
+def as_plain(model, name):
+    """A plain model given as a module or as the path of a checkpoint of one."""
+    from simplexkern.nn.model import SimplexModel
+
+    if isinstance(model, (str, os.PathLike)):
+        return checkpoint.load_module(model)
+    if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a plain torch.nn.Module or the path of its checkpoint, got "
+                        f"{type(model).__name__}")
+    return model
+
+
+def train_phase(model, data, phase, *, run, name, start, key, device, progress, describe, first_epoch=0,
+                optimizer_state=None, record=None, on_step=None):
+    """``run_phase`` with a progress bar and a checkpoint after every epoch; ``record`` (a
+    JSON dict) goes into every checkpoint's progress metadata."""
+    n = steps_per_epoch(len(data.x_train), phase.batch_size)
+    with tqdm(total=phase.epochs * n, initial=first_epoch * n, desc=describe, disable=not progress,
+              unit="step") as bar:
+        def on_epoch(epoch, optimizer):
+            run.save(name, model, start, {**(record or {}), "epoch": epoch + 1, "done": False}, optimizer)
+        return run_phase(model, data, phase, key=key, device=device, start_epoch=first_epoch,
+                         optimizer_state=optimizer_state, on_epoch=on_epoch, on_step=on_step, bar=bar,
+                         describe=describe)

@@ -1,0 +1,327 @@
+"""SPRO (Benton et al., 2021): simplexes and simplicial complexes of low loss, grown one
+vertex at a time (SPEC §4-§5).
+
+Each new vertex starts at the mean of the existing ones (in a complex of several modes,
+the mean of the connectors found so far: their shared face lies in every simplex of the
+complex, while the modes' mean lies between them, where the loss is high) plus a small
+Gaussian perturbation (``noise``, relative to each layer tensor's RMS, so the simplex is not
+degenerate and log V is finite), is the only trainable vertex, and is trained on
+
+    L = (1/H) sum_h L(D; θ_h) - λ_v log V,        θ_h sampled from the simplex / complex,
+
+with the H points in one multi-point forward. λ_v >= 0, so the regulariser always rewards
+volume. ``reg_scale`` sets λ_v from ``reg`` = λ:
+
+- "none" (default): λ_v = λ. The gradient of -λ log V with respect to the new vertex is
+  -λ h / |h|^2, h its height above the affine hull of the others: a push of strength λ / |h|
+  away from that hull, the same for every architecture, vertex count and data set.
+- "random": the paper's normalisation (its eq. A.3), λ_v = λ / log V(K̃_v), K̃_v a complex
+  of the same structure whose vertices are fresh random initialisations of the
+  architecture. Unlike the published code it uses log V (not log(V² + 1e-4), about 2 log V)
+  and raises ValueError when log V(K̃_v) <= 0 (the published max(λ_v, 1e-8) silently turns
+  the regulariser off there).
+"""
+import copy
+import dataclasses
+import math
+import pathlib
+import time
+
+import torch
+
+from simplexkern import geometry
+from simplexkern.eval.metrics import metrics
+from simplexkern.eval.predict import outputs_at, predict
+from simplexkern.eval.surfaces import metrics_at
+from simplexkern.nn import checkpoint
+from simplexkern.nn.model import SimplexModel, simplexify
+from simplexkern.nn.samplers import ComplexSampler, SimplexSampler
+from simplexkern.train.loop import INIT, Phase, derive_seed
+from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
+
+REG_SCALES = ("none", "random")
+
+
+def _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples):
+    return Phase(epochs=vertex_epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
+                 n_samples=n_samples)
+
+
+def _settings(phase, **more):
+    base = {k: getattr(phase, k) for k in ("epochs", "lr", "momentum", "weight_decay", "batch_size", "n_samples")}
+    return {**base, **more}
+
+
+def _check_growth(reg, reg_scale, noise):
+    if reg_scale not in REG_SCALES:
+        raise ValueError(f"reg_scale must be one of {REG_SCALES}, got {reg_scale!r}")
+    if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not reg >= 0:
+        raise ValueError(f"reg (λ) must be a number >= 0, got {reg!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise > 0:
+        raise ValueError(f"noise must be a number > 0 (a new vertex at the mean of the others spans no volume), "
+                         f"got {noise!r}")
+
+
+def fix_all(model):
+    for i in range(model.n_vertices):
+        if not model.fixed[i]:
+            model.fix(i)
+
+
+def complex_simplices(n_modes, n_vertices):
+    """The simplexes of modes 0..m-1 joined through connectors m..n-1: (j, m, ..., n-1)
+    for each mode j; None for one mode (the simplex of all vertices)."""
+    if n_modes == 1:
+        return None
+    return [(j, *range(n_modes, n_vertices)) for j in range(n_modes)]
+
+
+def log_volume_of(model, simplices):
+    """log V of the simplex of all vertices, or of the complex ``simplices`` (the log of the
+    sum of its simplexes' volumes)."""
+    if simplices is None:
+        return model.log_volume()
+    return torch.logsumexp(model.log_volume(simplices), 0)
+
+
+def random_vertices(model, n_vertices, seed):
+    """(n_vertices, P) fresh random initialisations of the model's architecture (each
+    layer's own ``reset_parameters``), drawn from ``seed``."""
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        like = model.store.vertices()[0]
+        return torch.stack([model._random_vertex(like) for _ in range(n_vertices)])
+
+
+def random_log_volume(model, n_vertices, simplices, seed):
+    """log V of a complex of the same structure as ``simplices`` over ``n_vertices``
+    vertices, each a fresh random initialisation of the model's architecture (K̃)."""
+    d = geometry.pairwise_sqdist(random_vertices(model, n_vertices, seed))
+    if simplices is None:
+        return float(geometry.log_volume(d))
+    return float(torch.logsumexp(torch.stack([geometry.log_volume(d[list(s)][:, list(s)]) for s in simplices]), 0))
+
+
+def reg_for_vertex(model, reg, reg_scale, n_vertices, simplices, seed):
+    """λ_v for training vertex n_vertices - 1 (see the module docstring)."""
+    if reg_scale == "none" or reg == 0:
+        return float(reg)
+    log_v = random_log_volume(model, n_vertices, simplices, seed)
+    if not log_v > 0:
+        raise ValueError(f"reg_scale='random': a random complex of this architecture with {n_vertices} vertices has "
+                         f"log V = {log_v:.3g} <= 0, so λ / log V would not reward volume; use reg_scale='none'")
+    return reg / log_v
+
+
+def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, weighting, run, name, start, template,
+          key, device, progress, describe):
+    """Adds vertices to ``model`` (a SimplexModel whose first ``n_modes`` vertices are the
+    modes) up to ``n_vertices``, one at a time, checkpointing ``name`` in ``run``."""
+    meta, state = run.state(name, start)
+    history, first, optimizer_state = list(model.metadata.get("history", [])), 0, None
+    if meta is not None:
+        model = checkpoint.load(run.path(name), model=template)
+        history = meta["history"]
+        if not meta["done"]:
+            first, optimizer_state = meta["epoch"], (state or {}).get("optimizer")
+    model.to(device)
+    if meta is not None and meta["done"]:
+        return model.eval()
+    for v in range(model.n_vertices if meta is None else meta["vertices_done"], n_vertices):
+        if model.n_vertices == v:  # a new vertex; else resuming the one being trained
+            fix_all(model)
+            # the mean of a simplex's vertices, or of a complex's connectors (their shared face,
+            # inside every simplex of the complex; the modes' mean is not) once there are any
+            around = None if n_modes == 1 or v == n_modes else list(range(n_modes, v))
+            model.add_vertex("mean", noise, source=around,
+                             generator=torch.Generator().manual_seed(derive_seed(*key, v, INIT)))
+            first, optimizer_state = 0, None
+        simplices = complex_simplices(n_modes, v + 1)
+        model.sampler = SimplexSampler() if simplices is None else ComplexSampler(simplices, weighting)
+        reg_v = reg_for_vertex(model, reg, reg_scale, v + 1, simplices, derive_seed(*key, v, INIT, 1))
+        vertex_phase = dataclasses.replace(phase, reg=reg_v, reg_simplices=simplices)
+        train_phase(model, data, vertex_phase, run=run, name=name, start=start, key=(*key, v), device=device,
+                    progress=progress, describe=f"{describe}, vertex {v}", first_epoch=first,
+                    optimizer_state=optimizer_state, record={"vertices_done": v, "history": history})
+        with torch.no_grad():
+            history.append({"vertex": v, "reg": reg_v, "log_volume": float(log_volume_of(model, simplices))})
+        run.save(name, model, start, {"vertices_done": v + 1, "epoch": 0, "done": False, "history": history})
+    fix_all(model)
+    model.metadata = {"algorithm": run.algorithm, "settings": run.settings, "history": history}
+    run.save(name, model, start, {"vertices_done": n_vertices, "epoch": 0, "done": True, "history": history})
+    return model.eval()
+
+
+def _start_model(model):
+    """(simplex model to grow, a plain module of its architecture, fingerprint) of a mode
+    given as a plain model, its checkpoint, or a SimplexModel to grow further."""
+    if isinstance(model, SimplexModel):
+        template = model.at(model._one_hot(0), bn_stats="fresh")
+        return copy.deepcopy(model), template, fingerprint(model)
+    plain = as_plain(model, "model")
+    return simplexify(plain), copy.deepcopy(plain), fingerprint(plain)
+
+
+def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05,
+                 weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None,
+                 out=None, progress=True):
+    """SPRO on one simplex: grows ``model`` (a trained plain model, its checkpoint's path,
+    or a SimplexModel to extend) into a simplex of ``n_vertices`` vertices (the mode
+    included), adding one vertex at a time and training it for ``vertex_epochs`` epochs
+    (SGD with momentum, cosine schedule from ``lr``) on the mean loss of ``n_samples`` (H)
+    points per step minus λ_v log V (``reg``, ``reg_scale``: see the module docstring).
+
+    Returns the SimplexModel with every vertex fixed; ``model.metadata["history"]`` lists
+    λ_v and log V after each vertex. With ``out``, ``out/simplex.pt`` is written after every
+    epoch and a second call resumes from it.
+    """
+    _check_growth(reg, reg_scale, noise)
+    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
+    sm, template, start = _start_model(model)
+    if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
+        raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
+    run = Run(out, "grow_simplex", _settings(phase, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale,
+                                             noise=noise, seed=seed))
+    return _grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg, reg_scale=reg_scale,
+                 weighting="volume", run=run, name="simplex", start=start, template=template,
+                 key=member_key(seed, "grow_simplex", 0), device=device_of(device), progress=progress,
+                 describe="simplex")
+
+
+def espro(modes, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05, weight_decay=5e-4,
+          momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True):
+    """ESPRO: J independent simplexes, one grown from each trained mode in ``modes`` (plain
+    models or paths of their checkpoints) by ``grow_simplex`` with these settings. Simplex
+    j depends only on (mode j, seed, j). With ``out``, simplex j is checkpointed in
+    ``out/simplex_{j}.pt`` and a second call resumes. Returns the J simplex models."""
+    if not isinstance(modes, (list, tuple)) or not modes:
+        raise ValueError("modes must be a non-empty list of trained models (or their checkpoints' paths)")
+    _check_growth(reg, reg_scale, noise)
+    if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < 1:
+        raise ValueError(f"n_vertices must be an int >= 1, got {n_vertices!r}")
+    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
+    run = Run(out, "espro", _settings(phase, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
+                                      seed=seed, n_modes=len(modes)))
+    device = device_of(device)
+    simplexes = []
+    for j, mode in enumerate(modes):
+        sm, template, start = _start_model(as_plain(mode, f"modes[{j}]"))
+        simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
+                               reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}", start=start,
+                               template=template, key=member_key(seed, "espro", j), device=device,
+                               progress=progress, describe=f"simplex {j}"))
+    return simplexes
+
+
+def _complex_start(modes):
+    """A simplex model whose vertices 0..m-1 are the modes (all fixed, BatchNorm statistics
+    each mode's own), a plain template and the modes' fingerprint."""
+    plain = [as_plain(m, f"modes[{j}]") for j, m in enumerate(modes)]
+    model = simplexify(plain[0])
+    model.fix(0)
+    for j in range(1, len(plain)):
+        model.add_vertex("copy", noise=0, fixed=True)
+        model.set_vertex(j, plain[j].state_dict())
+    return model, copy.deepcopy(plain[0]), ":".join(fingerprint(p) for p in plain)
+
+
+def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weighting="volume", vertex_epochs=30,
+                 lr=0.05, weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0,
+                 device=None, out=None, progress=True):
+    """SPRO on a simplicial complex: the m trained ``modes`` (fixed) joined through
+    ``n_connectors`` shared connector vertices, K = {S(w_j, θ_0..θ_c) : j < m}, trained one
+    at a time as ``grow_simplex`` trains a vertex, with points drawn from the whole complex
+    (``weighting="volume"``: a simplex picked in proportion to its volume, i.e. uniform over
+    the complex; or "uniform") and log V(K) = log of the sum of the simplexes' volumes.
+
+    Returns the SimplexModel: vertices 0..m-1 the modes, m.. the connectors, its sampler the
+    complex. With ``out``, ``out/complex.pt`` is written after every epoch and a second call
+    resumes."""
+    if not isinstance(modes, (list, tuple)) or not modes:
+        raise ValueError("modes must be a non-empty list of trained models (or their checkpoints' paths)")
+    _check_growth(reg, reg_scale, noise)
+    if isinstance(n_connectors, bool) or not isinstance(n_connectors, int) or n_connectors < 1:
+        raise ValueError(f"n_connectors must be an int >= 1, got {n_connectors!r}")
+    if weighting not in ("volume", "uniform"):
+        raise ValueError(f"weighting must be 'volume' or 'uniform', got {weighting!r}")
+    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
+    model, template, start = _complex_start(modes)
+    run = Run(out, "spro_complex", _settings(phase, n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
+                                             weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)))
+    m = len(modes)
+    return _grow(model, data, phase, n_modes=m, n_vertices=m + n_connectors, noise=noise, reg=reg,
+                 reg_scale=reg_scale, weighting=weighting, run=run, name="complex", start=start, template=template,
+                 key=member_key(seed, "spro_complex", 0), device=device_of(device), progress=progress,
+                 describe="complex")
+
+
+def choose_reg(modes, data, regs=(0.0, 1.0, 3.0, 10.0, 30.0), *, n_points=25, out=None, **settings):
+    """ESPRO with each λ in ``regs`` (other settings as ``espro``'s ``settings``), scored by
+    the NLL of the ensemble's prediction on ``data``'s validation split (never the test
+    split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows),
+    each row {"reg", "val_nll", "val_accuracy", "log_volume" (of simplex 0), "train_s"}; a λ
+    whose training diverged (a non-finite loss) gets val_nll = inf and the error under
+    "diverged". With ``out``, λ's run is checkpointed in ``out/reg_{λ}``."""
+    if data.x_val is None:
+        raise ValueError("choose_reg scores λ on a validation split: load the data with val_fraction= (e.g. 0.2)")
+    if not isinstance(regs, (list, tuple)) or not regs:
+        raise ValueError(f"regs must be a non-empty list of λ values, got {regs!r}")
+    rows, best = [], None
+    for reg in regs:
+        sub = None if out is None else pathlib.Path(out) / f"reg_{reg:g}"
+        started = time.perf_counter()
+        try:
+            simplexes = espro(modes, data, reg=reg, out=sub, **settings)
+        except FloatingPointError as err:  # too strong a push: the loss diverged
+            rows.append({"reg": reg, "val_nll": math.inf, "val_accuracy": math.nan, "log_volume": math.nan,
+                         "train_s": time.perf_counter() - started, "diverged": str(err)})
+            continue
+        if simplexes[0].device.type == "cuda":
+            torch.cuda.synchronize(simplexes[0].device)
+        seconds = time.perf_counter() - started
+        m = metrics(predict(simplexes, data, split="val", n_points=n_points, seed=settings.get("seed", 0)), data.y_val)
+        rows.append({"reg": reg, "val_nll": m["nll"], "val_accuracy": m["accuracy"],
+                     "log_volume": simplexes[0].metadata["history"][-1]["log_volume"], "train_s": seconds})
+        if best is None or m["nll"] < best[0]:
+            best = (m["nll"], reg, simplexes)
+    if best is None:
+        raise FloatingPointError(f"every λ in {list(regs)} diverged; try smaller values")
+    return best[1], best[2], rows
+
+
+def dimensionality_sweep(modes, data, max_connectors=4, *, n_points=25, seed=0, **settings):
+    """The dimensionality of the low-loss region (paper §4.3): trains ``spro_complex(modes,
+    data, max_connectors, seed=seed, **settings)`` (for one mode: a simplex grown vertex by
+    vertex) and, for each number of connectors c = 1..max_connectors, evaluates the
+    sub-complex of the first c connectors: its log V and ``n_points`` points sampled from
+    it. Returns (model, rows), each row a dict: "connectors", "vertices", "log_volume",
+    "train_loss" / "train_error" / "test_error" (mean over the points), "train_error_max"
+    (the worst point) and "test_error_ensemble" (the points' averaged prediction)."""
+    modes = list(modes) if isinstance(modes, (list, tuple)) else [modes]
+    if len(modes) == 1:
+        model = grow_simplex(modes[0], data, 1 + max_connectors, seed=seed, **settings)
+    else:
+        model = spro_complex(modes, data, max_connectors, seed=seed, **settings)
+    m = len(modes)
+    rows = []
+    with torch.no_grad():
+        for c in range(1, max_connectors + 1):
+            simplices = [(j, *range(m, m + c)) for j in range(m)]
+            generator = torch.Generator(model.device).manual_seed(derive_seed(seed, c))
+            points = ComplexSampler(simplices).sample(n_points, model, generator)
+            values = metrics_at(model, points, data)
+            probs = torch.cat([torch.softmax(out.float(), -1).mean(0).cpu()
+                               for _, out in outputs_at(model, data.x_test, points, bn_inputs=data.x_train)])
+            rows.append({
+                "connectors": c, "vertices": m + c,
+                "log_volume": float(torch.logsumexp(model.log_volume(simplices), 0)),
+                "train_loss": float(values["train_loss"].mean()), "train_error": float(values["train_error"].mean()),
+                "train_error_max": float(values["train_error"].max()),
+                "test_error": float(values["test_error"].mean()),
+                "test_error_ensemble": 1 - metrics(probs, data.y_test)["accuracy"],
+            })
+    return model, rows
+
+
+__all__ = ["grow_simplex", "espro", "choose_reg", "spro_complex", "dimensionality_sweep", "REG_SCALES"]
