@@ -9,9 +9,8 @@ except ImportError as err:  # pragma: no cover - depends on the installation
         "`pip install --no-build-isolation -e .` from the repository root (or `make build`)"
     ) from err
 
-from simplexkern import data, geometry, models, nn, ops
+from simplexkern import data, eval, geometry, models, nn, ops, train  # noqa: A004 (eval: the module, not the builtin)
 from simplexkern.nn import SimplexModel, load_checkpoint, save_checkpoint, simplexify
-from simplexkern import eval, train  # noqa: E402,A004  (after nn: they build on it)
 
 __version__ = "0.1.0"
 __all__ = ["geometry", "ops", "nn", "models", "data", "train", "eval", "simplexify", "SimplexModel",

@@ -4,9 +4,9 @@
 model (``simplexkern_architecture``), so a checkpoint can rebuild it. Names starting with
 ``torchvision.`` build ``torchvision.models.<name>(weights=None, **kwargs)``.
 """
-from simplexkern.models.preresnet import PreResNet
 import math
 
+from simplexkern.models.preresnet import PreResNet
 from simplexkern.models.small import MLP, ConvNet, ConvNet1d, DigitsConvNet, LeNet5
 from simplexkern.models.vgg import VGG16
 from simplexkern.models.wide_resnet import WideResNet
