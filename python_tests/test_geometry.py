@@ -89,9 +89,15 @@ def test_batch_shapes(shape, rng):
     assert g.cayley_menger_determinant(d).shape == shape
 
 
-def test_non_euclidean_without_validation_is_nan():
+def test_registered_ops_validate_unless_told_not_to():
     d = torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 1.0], [9.0, 1.0, 0.0]], dtype=torch.float64)
-    assert math.isnan(torch.ops.simplexkern.log_volume(d).item())
+    with pytest.raises(ValueError, match="not a Euclidean distance matrix"):
+        torch.ops.simplexkern.log_volume(d)  # the default tolerance: 64 times the dtype's epsilon
+    assert math.isnan(torch.ops.simplexkern.log_volume(d, float("nan")).item())  # NaN: no validation
+    nan = torch.full((3, 3), float("nan"), dtype=torch.float64)
+    for op in (torch.ops.simplexkern.log_volume, torch.ops.simplexkern.cayley_menger_determinant):
+        with pytest.raises(ValueError, match="finite"):
+            op(nan)
 
 
 @pytest.mark.parametrize("n", [4, 16, 33])
@@ -132,8 +138,9 @@ def test_gradcheck(n, rng):
     x = random_vertices((2,), n, n + 1, rng).requires_grad_(True)
     assert torch.autograd.gradcheck(g.simplex_log_volume, (x,))
     d = g.pairwise_sqdist(x.detach()).requires_grad_(True)
-    assert torch.autograd.gradcheck(torch.ops.simplexkern.log_volume, (d,))
-    assert torch.autograd.gradcheck(torch.ops.simplexkern.cayley_menger_determinant, (d,))
+    unchecked = float("nan")  # gradcheck moves single entries: the matrix stops being symmetric
+    assert torch.autograd.gradcheck(lambda t: torch.ops.simplexkern.log_volume(t, unchecked), (d,))
+    assert torch.autograd.gradcheck(lambda t: torch.ops.simplexkern.cayley_menger_determinant(t, unchecked), (d,))
 
 
 def test_cayley_menger_gradient_on_singular_matrix():
@@ -147,8 +154,8 @@ def test_cayley_menger_gradient_on_singular_matrix():
         for j in range(3):
             e = torch.zeros(3, 3, dtype=torch.float64)
             e[i, j] = h
-            fd[i, j] = (torch.ops.simplexkern.cayley_menger_determinant(d.detach() + e)
-                        - torch.ops.simplexkern.cayley_menger_determinant(d.detach() - e)) / (2 * h)
+            fd[i, j] = (torch.ops.simplexkern.cayley_menger_determinant(d.detach() + e, float("nan"))
+                        - torch.ops.simplexkern.cayley_menger_determinant(d.detach() - e, float("nan"))) / (2 * h)
     assert fd.abs().max() > 1
     torch.testing.assert_close(d.grad, fd, rtol=1e-6, atol=1e-6)
 

@@ -57,6 +57,10 @@ double dtype_eps(at::ScalarType dtype) {
   }
 }
 
+double check_tolerance(double check_rtol, at::ScalarType dtype) {
+  return check_rtol < 0 ? 64 * dtype_eps(dtype) : check_rtol;  // NaN stays NaN: no validation
+}
+
 }  // namespace detail
 
 namespace {
@@ -79,6 +83,7 @@ at::Tensor log_volume_backward_meta(const at::Tensor& grad, const at::Tensor& sq
 }  // namespace
 
 TORCH_LIBRARY(simplexkern, m) {
+  // check_rtol: validation tolerance; < 0 (default) 64 times the dtype's epsilon, NaN none.
   m.def("log_volume(Tensor sqdist, float check_rtol=-1.0) -> Tensor");
   m.def("cayley_menger_determinant(Tensor sqdist, float check_rtol=-1.0) -> Tensor");
   m.def("_log_volume_backward(Tensor grad, Tensor sqdist) -> Tensor");

@@ -8,8 +8,10 @@ namespace simplexkern {
 namespace geometry {
 
 // (..., n, n) squared-distance matrices -> (...,) log-volumes of the (n-1)-simplexes.
-// With check_rtol >= 0 every matrix is validated on the way (finite, >= 0, symmetric, zero
-// diagonal, to check_rtol times its largest entry) and a defect raises c10::ValueError.
+// Every matrix is validated on the way (finite, >= 0, symmetric, zero diagonal, to check_rtol
+// times its largest entry; Euclidean) and a defect raises c10::ValueError. check_rtol < 0 (the
+// default) means 64 times the dtype's epsilon; NaN skips the validation (e.g. for finite
+// differences of single entries).
 at::Tensor log_volume(const at::Tensor& sqdist, double check_rtol = -1.0);
 
 // (..., n, n) -> (...,) signed determinants of the bordered matrices [[0, 1^T], [1, D]].
@@ -22,6 +24,8 @@ void check_sqdist(const at::Tensor& sqdist);
 void raise_sqdist_defect(int code);
 // Machine epsilon of a floating dtype: the precision the input distances carry.
 double dtype_eps(at::ScalarType dtype);
+// The validation tolerance a check_rtol argument stands for (see log_volume).
+double check_tolerance(double check_rtol, at::ScalarType dtype);
 }  // namespace detail
 
 }  // namespace geometry

@@ -89,7 +89,9 @@ void gradient_matches_finite_differences() {
       at::Tensor dp = d0.clone(), dm = d0.clone();
       dp[i][j] += h;
       dm[i][j] -= h;
-      const double fd = (sg::log_volume(dp).item<double>() - sg::log_volume(dm).item<double>()) / (2 * h);
+      const double unchecked = std::nan("");  // one entry moved: no longer a distance matrix
+      const double fd = (sg::log_volume(dp, unchecked).item<double>() - sg::log_volume(dm, unchecked).item<double>()) /
+                        (2 * h);
       worst = std::max(worst, std::fabs(fd - g[i][j].item<double>()));
     }
   }

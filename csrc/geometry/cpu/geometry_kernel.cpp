@@ -67,6 +67,7 @@ at::Tensor batch_shape_empty(const at::Tensor& sqdist) {
 
 at::Tensor log_volume_cpu(const at::Tensor& sqdist, double check_rtol) {
   const at::Tensor d = flat(sqdist);
+  check_rtol = detail::check_tolerance(check_rtol, d.scalar_type());
   const int64_t n = d.size(1), k = n - 1;
   const double log_kfact = std::lgamma(static_cast<double>(n)), eps = detail::dtype_eps(d.scalar_type());
   at::Tensor out = batch_shape_empty(sqdist);
@@ -85,6 +86,7 @@ at::Tensor log_volume_cpu(const at::Tensor& sqdist, double check_rtol) {
 
 at::Tensor cayley_menger_cpu(const at::Tensor& sqdist, double check_rtol) {
   const at::Tensor d = flat(sqdist);
+  check_rtol = detail::check_tolerance(check_rtol, d.scalar_type());
   const int64_t n = d.size(1);
   at::Tensor out = batch_shape_empty(sqdist);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "cayley_menger_cpu", [&] {

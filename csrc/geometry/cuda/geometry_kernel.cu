@@ -87,6 +87,7 @@ at::Tensor batch_shape_empty(const at::Tensor& sqdist) {
 
 at::Tensor log_volume_cuda(const at::Tensor& sqdist, double check_rtol) {
   const c10::cuda::CUDAGuard guard(sqdist.device());
+  check_rtol = detail::check_tolerance(check_rtol, sqdist.scalar_type());
   const Launch l(sqdist, (sqdist.size(-1) - 1) * (sqdist.size(-1) - 1), check_rtol);
   at::Tensor out = batch_shape_empty(sqdist);
   if (l.batch == 0) return out;
@@ -102,6 +103,7 @@ at::Tensor log_volume_cuda(const at::Tensor& sqdist, double check_rtol) {
 
 at::Tensor cayley_menger_cuda(const at::Tensor& sqdist, double check_rtol) {
   const c10::cuda::CUDAGuard guard(sqdist.device());
+  check_rtol = detail::check_tolerance(check_rtol, sqdist.scalar_type());
   const Launch l(sqdist, (sqdist.size(-1) + 1) * (sqdist.size(-1) + 1), check_rtol);
   at::Tensor out = batch_shape_empty(sqdist);
   if (l.batch == 0) return out;
