@@ -127,6 +127,17 @@ def _regs(text):
     return text
 
 
+def _device(text):
+    from simplexkern.train.runs import device_of
+
+    if text == "auto":
+        return text
+    try:
+        return str(device_of(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _positive(text):
     try:
         value = int(text)
@@ -154,13 +165,13 @@ def main(argv=None):
     d.add_argument("--batch-size", type=_positive, default=64)
     d.add_argument("--eval-samples", type=_positive, default=25, help="M, points per simplex when predicting")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    d.add_argument("--device", type=_device, default="auto", help="cpu, cuda, cuda:N or auto")
     d.add_argument("--out", default=None, help="folder for checkpoints (a second run resumes)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("kernels", help="show the compiled geometry core and fused ops at work")
     p.add_argument("--batch", type=int, default=10_000, help="simplexes in the batch (default 10000)")
     p.add_argument("--vertices", type=int, default=11, help="vertices per simplex (default 11)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "info":

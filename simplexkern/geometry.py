@@ -130,6 +130,8 @@ def pairwise_sqdist(vertices):
     if vertices.dim() < 2 or vertices.shape[-2] < 1:
         raise ValueError(f"vertices must have shape (..., n, D) with n >= 1, got {tuple(vertices.shape)}")
     n, dim = vertices.shape[-2:]
+    if dim == 0 or vertices.numel() == 0:  # no coordinates (or no simplexes): nothing to measure
+        return vertices.new_zeros(*vertices.shape[:-1], n, dtype=torch.float64)
     out = _PairwiseSqdist.apply(vertices.reshape(-1, n, dim)).reshape(*vertices.shape[:-2], n, n)
     # A NaN or inf coordinate makes every distance to its vertex non-finite, so checking the
     # (small) result checks the (large) input; a lone vertex has no distance to look at.

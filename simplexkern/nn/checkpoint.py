@@ -174,10 +174,13 @@ def load_module(path, model=None, *, map_location="cpu"):
         raise ValueError(f"{path} is {what} records no architecture; pass model= (a fresh instance of the "
                          "architecture or its simplexkern.models name)")
     plain = _plain_model(model, architecture)
-    result = plain.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"the state in {path} does not match the model: missing {result.missing_keys[:5]}, "
-                         f"unexpected {result.unexpected_keys[:5]}")
+    own = plain.state_dict()  # checked in full first: a mismatch leaves the model given untouched
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"the state in {path} does not match the model: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}, other shapes {shapes[:5]}")
+    plain.load_state_dict(state)
     return plain
 
 

@@ -74,6 +74,9 @@ class SimplexLinear(SimplexLayer):
         p.require(self)
         xs, shared = p.split(x)
         w, b = self.store_weight("weight"), self.store_weight("bias")
+        if xs.dim() < 2:
+            raise ValueError(f"Linear at {self.prefix[:-1] or 'the model'!r}: x must have a batch dimension, (B, ..., "
+                             f"{w.shape[2]}), got shape {tuple(xs.shape)}")
         if shared:
             y = simplex_linear(xs.reshape(-1, xs.shape[-1]), w, b, p.coeffs, trainable=p.trainable,
                                backend=p.backend)
@@ -185,13 +188,19 @@ class SimplexBatchNorm(SimplexLayer):
         if xs.dim() not in (3, 4, 5):
             raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r} expects (N, C) or "
                              f"(N, C, ...) inputs, got {tuple(x.shape)}")
+        if xs.numel() == 0:  # an empty batch: nothing to normalise, no statistics to update
+            return _merge(xs)
         dims = (1, *range(3, xs.dim()))
         use_batch = self.training or not self.track_running_stats
+        per_channel = xs.numel() // max(xs.shape[0] * xs.shape[2], 1)
+        if use_batch and per_channel == 1:
+            raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r}: expected more than 1 value per "
+                             f"channel when normalising with batch statistics, got input of shape {tuple(x.shape)} "
+                             f"({self._points.n} points)")
         if use_batch:
             var, mean = torch.var_mean(xs, dim=dims, correction=0)
-            if self.training and self.track_running_stats and p.stats_rows is not None and xs.shape[1] > 0:
-                self._update(p.stats_rows, p.stats_valid, mean.detach(), var.detach(),
-                             xs.numel() // (xs.shape[0] * xs.shape[2]))
+            if self.training and self.track_running_stats and p.stats_rows is not None:
+                self._update(p.stats_rows, p.stats_valid, mean.detach(), var.detach(), per_channel)
         else:
             mean, var = self.running_mean[p.stats_rows], self.running_var[p.stats_rows]
         scale = torch.rsqrt(var + self.eps)

@@ -125,8 +125,9 @@ class SimplexModel(nn.Module):
                 eps = torch.randn(part.shape, generator=generator, device=new.device if generator is None
                                   else generator.device, dtype=new.dtype).to(new.device)
                 part.add_(noise * rms * eps)  # a view into new
+        bn_points = torch.cat([self.bn_points, self.bn_points.new_zeros(len(self.bn_points), 1)], 1)
         self.store.append(new, fixed)
-        self.bn_points = torch.cat([self.bn_points, self.bn_points.new_zeros(len(self.bn_points), 1)], 1)
+        self.bn_points = bn_points
         return self.n_vertices - 1
 
     def _random_vertex(self, like):
@@ -151,10 +152,14 @@ class SimplexModel(nn.Module):
     def set_vertex(self, i, state_dict):
         """Loads vertex i from a plain state dict of the original architecture (e.g. a trained
         model). Its BatchNorm statistics, when present, become the tracked ones of that vertex.
-        Shared (non-vertex) parameters are loaded only for vertex 0."""
+        Shared (non-vertex) parameters are loaded only for vertex 0. Everything is checked
+        before anything changes."""
         i = self._vertex_index(i)
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+        bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise TypeError(f"state_dict must map names to tensors; {bad[0]!r} is a {type(state_dict[bad[0]]).__name__}")
         flat = torch.empty(self.store.n_columns, dtype=self.dtype, device=self.device)
         for name, (offset, shape) in self.store.slots.items():
             if name not in state_dict:
@@ -170,6 +175,12 @@ class SimplexModel(nn.Module):
         unknown = [k for k in shared if k not in own]
         if unknown:
             raise ValueError(f"state_dict has keys this model does not have: {unknown[:5]}")
+        wrong = [k for k in (shared if i == 0 else ()) if shared[k].shape != own[k].shape]
+        wrong += [k for k in stats_keys if k in state_dict and not k.endswith("num_batches_tracked")
+                  and state_dict[k].shape != norms[k.rsplit(".", 1)[0]].running_mean.shape[1:]]
+        if wrong:
+            raise ValueError(f"state_dict[{wrong[0]!r}] has shape {tuple(state_dict[wrong[0]].shape)}, which the "
+                             "model's does not match")
         self.store.set_vertex(i, flat)
         if i == 0 and shared:
             self.module.load_state_dict(shared, strict=False)
@@ -340,6 +351,9 @@ class SimplexModel(nn.Module):
         ``simplices`` (a list of vertex-index tuples) -> (n,). Float64 pairwise distances
         over the whole store, then the compiled log-volume; differentiable w.r.t. the free
         vertices."""
+        if simplices is not None and (isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__len__")
+                                      or not len(simplices)):
+            raise ValueError(f"simplices must be a non-empty list of vertex-index tuples, got {simplices!r}")
         sqdist = geometry.pairwise_sqdist(self.store.vertices())
         if simplices is None:
             return geometry.log_volume(sqdist)
@@ -365,14 +379,16 @@ class SimplexModel(nn.Module):
 
 
 def _walk(module, path, shared):
-    """Yields (path, module) of the modules to convert, skipping shared subtrees."""
+    """Yields (path, module) of the modules to convert, skipping shared subtrees; a module
+    used at several places is yielded at each of them."""
     if path in shared:
         return
     yield path, module
     if simplex_layer_for(module) is not None:
         return
-    for name, child in module.named_children():
-        yield from _walk(child, f"{path}.{name}" if path else name, shared)
+    for name, child in module._modules.items():
+        if child is not None:
+            yield from _walk(child, f"{path}.{name}" if path else name, shared)
 
 
 def simplexify(model, n_vertices=1, *, shared=(), init="mean", noise=0.01, architecture=None):
@@ -390,16 +406,26 @@ def simplexify(model, n_vertices=1, *, shared=(), init="mean", noise=0.01, archi
     n_vertices = _checks.count(n_vertices, "n_vertices")
     if isinstance(shared, str):
         shared = (shared,)
+    if not isinstance(shared, (list, tuple, set, frozenset)) or not all(isinstance(s, str) for s in shared):
+        raise TypeError(f"shared must be a submodule path or a list of paths, got {shared!r}")
     shared = set(shared)
     paths = dict(model.named_modules())
     for s in shared:
         if s not in paths or s == "":
             raise ValueError(f"shared lists {s!r}, which is not a submodule path of the model")
     module = copy.deepcopy(model)
-    points, tensors, seen, replace = Points(), {}, {}, []
+    points, tensors, seen, places, replace = Points(), {}, {}, {}, []
     for path, m in _walk(module, "", shared):
         cls = simplex_layer_for(m)
         own = [(n, t) for n, t in m.named_parameters(recurse=False)]
+        if own and id(m) in places:
+            raise ValueError(f"{path} is the same module as {places[id(m)] or 'the model'} (one module used at two "
+                             "places; its weights would be vertices twice); list one of the paths in shared=")
+        places[id(m)] = path
+        frozen = [n for n, t in own if not t.requires_grad]
+        if cls is not None and frozen:
+            raise ValueError(f"{path or 'the model'}.{frozen[0]} has requires_grad=False: vertices are trained, so a "
+                             f"frozen parameter cannot be one; list {path!r} in shared= to keep it as one frozen copy")
         if cls is None:
             if own:
                 names = ", ".join(c.__name__ for layer in LAYERS for c in layer.plain_types)

@@ -77,10 +77,9 @@ class VertexStore(nn.Module):
         fixed_idx = [i for i, f in enumerate(fixed_mask) if f]
         free_idx = [i for i, f in enumerate(fixed_mask) if not f]
         vertices = vertices.detach()
-        self.fixed = vertices[fixed_idx].clone()
-        self.free.data = vertices[free_idx].clone()
-        self.free.grad = None
-        self.order = torch.tensor(fixed_idx + free_idx, dtype=torch.long, device=self.order.device)
+        fixed, free = vertices[fixed_idx].clone(), vertices[free_idx].clone()  # all built before any is set
+        order = torch.tensor(fixed_idx + free_idx, dtype=torch.long, device=self.order.device)
+        self.fixed, self.free.data, self.free.grad, self.order = fixed, free, None, order
 
     def fixed_mask(self):
         mask = [False] * self.n_vertices

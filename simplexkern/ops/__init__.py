@@ -7,6 +7,6 @@ $SIMPLEXKERN_BACKEND.
 from simplexkern.ops.conv import simplex_conv2d
 from simplexkern.ops.dispatch import BACKENDS, use_backend
 from simplexkern.ops.linear import simplex_linear
-from simplexkern.ops.triton.combine import combine
+from simplexkern.ops.vertices import combine
 
 __all__ = ["BACKENDS", "use_backend", "simplex_linear", "simplex_conv2d", "combine"]

@@ -12,7 +12,12 @@ def trainable_indices(trainable, k, weight, bias):
             if trainable.shape != (k,):
                 raise ValueError(f"trainable as a boolean mask must have shape ({k},), got {tuple(trainable.shape)}")
             return [int(i) for i in torch.nonzero(trainable.cpu()).flatten()]
+        if trainable.dim() != 1:
+            raise TypeError(f"trainable must be a boolean mask or a list of vertex indices, got a tensor of shape "
+                            f"{tuple(trainable.shape)}")
         trainable = trainable.tolist()
+    if isinstance(trainable, (str, bytes)) or not hasattr(trainable, "__iter__"):
+        raise TypeError(f"trainable must be a boolean mask or a list of vertex indices, got {trainable!r}")
     items = list(trainable)
     if all(isinstance(t, bool) for t in items) and items:
         if len(items) != k:

@@ -1,7 +1,10 @@
 """Passes over the vertex store that every backend shares: combining vertices into the
-points' weights, and turning per-point weight gradients G_s into the vertices' gradients
+points' weights (``combine``, public, checked), and turning per-point weight gradients G_s into the vertices' gradients
 dV_i = sum_s c_si G_s (trainable rows only) and the coefficients' dc_si = <G_s, V_i>."""
 import torch
+
+from simplexkern import _checks
+from simplexkern.ops.triton._config import INTERPRET
 
 
 def gemm_combine(coeffs, store):
@@ -47,3 +50,27 @@ def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1,))
     if need_dc:
         dc = gb @ bias.to(acc).T + (dc if dc is not None else 0)
     return db, dc
+
+def combine(coeffs, store):
+    """The S points ``coeffs @ store`` of a store of k vertices: ``coeffs`` (S, k), ``store``
+    (k, P) -> (S, P) in the store's dtype, accumulated in float32 (float64 for a float64
+    store). One Triton pass over the store on a GPU (and on CPU tensors under
+    TRITON_INTERPRET=1); a matrix product on the CPU."""
+    _checks.floating(coeffs, "coeffs")
+    _checks.floating(store, "store")
+    if store.dim() != 2 or store.shape[0] < 1:
+        raise ValueError(f"store must have shape (k, P) with k >= 1 vertices, got {tuple(store.shape)}")
+    k = store.shape[0]
+    if coeffs.dim() != 2 or coeffs.shape[1] != k or coeffs.shape[0] < 1:
+        raise ValueError(f"coeffs must have shape (S, {k}) with S >= 1 for a store of {k} vertices, got "
+                         f"{tuple(coeffs.shape)}")
+    if coeffs.device != store.device:
+        raise ValueError(f"coeffs is on {coeffs.device} but store is on {store.device}")
+    _checks.finite(coeffs, "coeffs")
+    store = store.contiguous()  # the kernel walks P with unit stride (no copy if it already is)
+    if store.device.type == "cuda" or INTERPRET:
+        from simplexkern.ops.triton.combine import combine as launch
+
+        return launch(coeffs.contiguous(), store)
+    acc = torch.promote_types(store.dtype, torch.float32)
+    return (coeffs.to(acc) @ store.to(acc)).to(store.dtype)
