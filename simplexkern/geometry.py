@@ -65,8 +65,9 @@ def bezier_coefficients(t, n_points):
 def bernstein(t, n_points):
     """``bezier_coefficients`` without argument checks (``t`` a tensor in [0, 1])."""
     n = n_points - 1
-    i = torch.arange(n_points, device=t.device, dtype=t.dtype)
-    binom = torch.tensor([math.comb(n, j) for j in range(n_points)], dtype=t.dtype).to(t.device)
+    i = torch.arange(n_points, device=t.device, dtype=torch.float64)
+    binom = torch.exp(math.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)).round().to(t.dtype)
+    i = i.to(t.dtype)
     t = t.unsqueeze(-1)
     return binom * t.pow(i) * (1 - t).pow(n - i)
 
@@ -119,12 +120,13 @@ class _PairwiseSqdist(torch.autograd.Function):
         return out
 
 
-def pairwise_sqdist(vertices):
+def pairwise_sqdist(vertices, *, check=True):
     """``(..., n, D)`` vertices -> ``(..., n, n)`` squared distances, float64.
 
     Each entry is ``sum_d (v_i[d] - v_j[d])^2`` from differences taken in float64, so it is
     accurate for vertices that are close together relative to their norms (no
-    ``|v_i|^2 + |v_j|^2 - 2 <v_i, v_j>`` cancellation). Differentiable.
+    ``|v_i|^2 + |v_j|^2 - 2 <v_i, v_j>`` cancellation). Differentiable. ``check=False``
+    skips the finiteness check of the result (a host synchronisation).
     """
     _checks.floating(vertices, "vertices")
     if vertices.dim() < 2 or vertices.shape[-2] < 1:
@@ -135,7 +137,7 @@ def pairwise_sqdist(vertices):
     out = _PairwiseSqdist.apply(vertices.reshape(-1, n, dim)).reshape(*vertices.shape[:-2], n, n)
     # A NaN or inf coordinate makes every distance to its vertex non-finite, so checking the
     # (small) result checks the (large) input; a lone vertex has no distance to look at.
-    if not bool(torch.isfinite(vertices.detach() if n == 1 else out.detach()).all()):
+    if check and not bool(torch.isfinite(vertices.detach() if n == 1 else out.detach()).all()):
         raise ValueError("vertices must be finite, but they contain NaN or inf (or their distances overflow float64)")
     return out
 
@@ -164,15 +166,17 @@ def cayley_menger_determinant(sqdist):
     return torch.ops.simplexkern.cayley_menger_determinant(_check_sqdist(sqdist), _check_rtol(sqdist))
 
 
-def log_volume(sqdist):
+def log_volume(sqdist, *, check=True):
     """``(..., n, n)`` squared distances -> ``(...,)`` ``log V`` of the (n-1)-simplexes.
 
     Gram form ``G_ij = (d_0i + d_0j - d_ij) / 2``, ``log V = 1/2 logdet G - log k!``, by a
     float64 Cholesky. A degenerate simplex (affinely dependent vertices, to the precision of
     the distances) gives ``-inf`` with a zero gradient, never NaN; distances that no
-    Euclidean simplex has raise ValueError. Result in the input dtype.
+    Euclidean simplex has raise ValueError. Result in the input dtype. ``check=False``
+    skips the validation of the matrices (and with it, on a GPU, a host synchronisation):
+    bad matrices then give NaN.
     """
-    return torch.ops.simplexkern.log_volume(_check_sqdist(sqdist), _check_rtol(sqdist))
+    return torch.ops.simplexkern.log_volume(_check_sqdist(sqdist), _check_rtol(sqdist) if check else math.nan)
 
 
 def simplex_log_volume(vertices):

@@ -68,6 +68,11 @@ def test_bad_input():
         E.metrics(torch.ones(3), torch.tensor([0, 0, 0]))
     with pytest.raises(ValueError, match="temperature"):
         E.apply_temperature(p, 0.0)
+    for bad in (torch.tensor([[2.0, -1.0], [0.3, 0.2]]), torch.tensor([[float("nan"), 0.5], [0.5, 0.5]])):
+        with pytest.raises(ValueError, match="probabilities"):  # logits, or rows that are no distribution
+            E.metrics(bad, torch.tensor([0, 1]))
+        with pytest.raises(ValueError, match="probabilities"):
+            E.fit_temperature(bad, torch.tensor([0, 1]))
 
 
 def test_temperature_recovers_the_generating_temperature(rng):

@@ -100,3 +100,40 @@ def test_loss_plane_against_explicit_gram_schmidt(rng):
     assert plane["train_loss"].shape == (grid, grid)
     with pytest.raises(ValueError, match="one line"):
         sk.eval.loss_plane([points[0], points[0], points[1]], data)
+
+
+def test_curve_profile_and_plane_recompute_batchnorm_per_point(rng):
+    torch.manual_seed(rng.initial_seed())
+    data = _double(_data(rng))
+    a, b = _net(bn=True), _net(bn=True)
+    curve = sk.train.curve_model(a, b, "bezier", 3)
+    profile = sk.eval.curve_profile(curve, data, n_t=3)
+    seg_mid = torch.tensor([0.5, 0.0, 0.5], dtype=torch.float64)
+    for name, point in (("curve", curve.sampler.coefficients(torch.tensor(0.5, dtype=torch.float64), curve)),
+                        ("segment", seg_mid)):
+        plain = with_fresh_batchnorm(curve.at(point, bn_stats="fresh"), data.x_train)
+        loss = nn.functional.cross_entropy(plain(data.x_test), data.y_test).item()
+        assert profile[name]["test_loss"][1] == pytest.approx(loss, rel=1e-9)
+    # the segment's length is the distance between the ends; the bend starts on the segment
+    ends = curve.store.vertices().detach()[[0, 2]]
+    assert profile["length"]["segment"] == pytest.approx(float((ends[0] - ends[1]).norm()), rel=1e-9)
+    assert profile["length"]["curve"] == pytest.approx(profile["length"]["segment"], rel=1e-9)
+    for metric, s in profile["summary"]["segment"].items():  # uniform speed: the weighted mean is the trapezoid mean
+        v = profile["segment"][metric]
+        assert s["length_weighted"] == pytest.approx((v[0] / 2 + v[1] + v[2] / 2) / 2, rel=1e-9)
+
+    plane = sk.eval.loss_plane([a, b, _net(bn=True)], data, grid=3)
+    assert np.isfinite(plane["train_loss"]).all() and plane["train_loss"].shape == (3, 3)
+
+
+def test_regression_without_a_stated_noise_predicts_with_the_training_noise(tmp_path, rng):
+    x = torch.randn(40, 3, generator=rng).numpy()
+    y = x.sum(1)
+    np.savez(tmp_path / "r.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    data = sk.data.load(tmp_path / "r.npz", task="regression")
+    assert data.noise_std is None and data.observation_noise == 1.0
+    model = sk.models.for_data("mlp", data)
+    mean, var = sk.eval.predict(model, data)
+    torch.testing.assert_close(var, torch.ones_like(var))  # one plain member: only the observation noise
+    m = sk.eval.regression_metrics(mean, var, data.y_test)
+    assert np.isfinite(m["nll"])

@@ -60,9 +60,9 @@ def test_train_mode_leaves_the_model_given_and_repeats_exactly(digits):
 def simplex(digits, modes, tmp_path_factory):
     """A 3-vertex simplex grown from mode 0, in two calls: to 2 vertices, then on to 3."""
     out = tmp_path_factory.mktemp("grow")
-    two = sk.train.grow_simplex(modes[0], digits, 2, reg=10.0, vertex_epochs=15, seed=3, progress=False,
+    two = sk.train.grow_simplex(modes[0], digits, 2, reg=10.0, vertex_epochs=30, seed=3, progress=False,
                                 device="cpu", out=out / "two")
-    three = sk.train.grow_simplex(two, digits, 3, reg=10.0, vertex_epochs=15, seed=3, progress=False, device="cpu")
+    three = sk.train.grow_simplex(two, digits, 3, reg=10.0, vertex_epochs=30, seed=3, progress=False, device="cpu")
     return two, three
 
 
@@ -79,12 +79,19 @@ def test_grown_simplex_keeps_low_loss_and_gains_volume(digits, modes, simplex):
     mode_error = float(_train_error(modes[0], digits))
     points = member_points(three, 25, seed=0, member=0)
     errors = _train_error(three, digits, points)
-    assert float(errors.max()) <= mode_error + 0.03  # every sampled point within 3 points of its mode
+    assert float(errors.mean()) <= mode_error + 0.02 and float(errors.max()) <= mode_error + 0.05
     history = three.metadata["history"]
     log_v = [h["log_volume"] for h in history]
     assert [h["vertex"] for h in history] == [1, 2] and np.isfinite(log_v).all()
-    assert log_v[1] > log_v[0]  # a triangle of these sides has a larger log area than its log edge
+    assert log_v[1] > log_v[0]  # log V against the vertex count, as the paper plots it (Fig. 5)
     assert float(three.log_volume().detach()) == pytest.approx(log_v[1], rel=1e-6)
+    # each vertex stands well clear of the face of the ones before it: its height h = k V_k / V_(k-1)
+    # is far above the initial perturbation (noise 0.01 of the weights' RMS)
+    rms = float(sk.simplexify(modes[0]).store.vertices().detach().pow(2).mean().sqrt())
+    edge = float(np.exp(log_v[0]))
+    height = 2 * float(np.exp(log_v[1])) / edge
+    noise = 0.01 * rms * np.sqrt(three.store.n_columns)
+    assert edge > 10 * noise and height > 10 * noise
 
 
 def test_volume_regulariser_rewards_volume(digits, modes):
@@ -95,10 +102,11 @@ def test_volume_regulariser_rewards_volume(digits, modes):
 
 
 def test_espro_ensemble_has_lower_nll_than_its_modes(digits, modes):
-    simplexes = sk.train.espro(modes, digits, 3, reg=30.0, vertex_epochs=15, seed=2, progress=False, device="cpu")
+    simplexes = sk.train.espro(modes, digits, 3, reg=30.0, vertex_epochs=30, seed=2, progress=False, device="cpu")
     assert len(simplexes) == 3 and all(s.n_vertices == 3 for s in simplexes)
     single = np.mean([_nll(m, digits) for m in modes])
-    assert _nll(simplexes, digits) < single
+    espro = _nll(simplexes, digits)
+    assert espro < single and espro < _nll(modes, digits)  # below a single mode's, and the deep ensemble's
     # each simplex grew from its own mode
     for s, m in zip(simplexes, modes):
         assert torch.equal(s.store.vertices()[0], sk.simplexify(m).store.vertices()[0])
@@ -133,9 +141,11 @@ def test_random_complex_normalisation_has_the_papers_scale(digits, modes, rng):
         spro.reg_for_vertex(flat, 1.0, "random", 2, None, seed)
 
 
-def test_complex_joins_modes_through_low_loss_connectors(digits, modes):
-    cx = sk.train.spro_complex(modes[:2], digits, 1, reg=3.0, vertex_epochs=15, seed=4, progress=False, device="cpu")
-    assert cx.n_vertices == 3 and cx.sampler.simplices == [(0, 2), (1, 2)]
+@pytest.mark.parametrize("weighting", ["volume", "uniform"])
+def test_complex_joins_modes_through_low_loss_connectors(digits, modes, weighting):
+    cx = sk.train.spro_complex(modes[:2], digits, 1, reg=3.0, weighting=weighting, vertex_epochs=15, seed=4,
+                               progress=False, device="cpu")
+    assert cx.n_vertices == 3 and cx.sampler.simplices == [(0, 2), (1, 2)] and cx.sampler.weighting == weighting
     for j in (0, 1):
         assert torch.equal(cx.store.vertices()[j], sk.simplexify(modes[j]).store.vertices()[0])
     worst_mode = max(float(_train_error(m, digits)) for m in modes[:2])
@@ -185,6 +195,8 @@ def test_fge_snapshots_one_per_cycle_at_the_minimum(digits, modes):
         assert s.fge_snapshot["step"] == c * 2 * steps + steps  # the middle of the cycle
     assert not torch.equal(snaps[0].net[1].weight, snaps[1].net[1].weight)
     assert _nll(snaps, digits) < np.mean([_nll(s, digits) for s in snaps])  # diverse enough to ensemble
+    with pytest.raises(ValueError, match="no minimum"):  # a one-step cycle has no triangle
+        sk.train.fge(modes[0], digits, cycles=1, cycle_epochs=1, batch_size=5000, progress=False, device="cpu")
 
 
 def test_regression_toy_trains_and_predicts_a_gaussian_mixture():

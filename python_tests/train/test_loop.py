@@ -8,6 +8,13 @@ import torch
 from simplexkern.train.loop import Phase, augment, batches, steps_per_epoch
 
 
+def test_derived_seeds_differ_for_keys_of_different_lengths():
+    from simplexkern._seeds import derive_seed
+
+    seeds = [derive_seed(*key) for key in [(5,), (5, 0), (5, 0, 0), (5, 0, 0, 0, 0), (0, 5), (5, 1)]]
+    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2 ** 63 for s in seeds)
+
+
 def test_cosine_schedule():
     p = Phase(epochs=4, lr=0.2, lr_min=0.01)
     n = 10

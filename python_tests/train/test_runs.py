@@ -88,6 +88,8 @@ def test_another_runs_folder_is_refused(tmp_path, digits):
     with pytest.raises(ValueError, match="other starting weights"):
         sk.train.train_mode(sk.models.for_data("mlp", digits), digits, epochs=1, seed=0, progress=False,
                             device="cpu", out=tmp_path)
+    with pytest.raises(TypeError, match="simplexkern.data.Dataset"):
+        sk.train.train_mode(net, "digits", epochs=1, progress=False, device="cpu")
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="not a folder"):
         sk.train.train_mode(net, digits, epochs=1, progress=False, device="cpu", out=tmp_path / "file")
@@ -108,7 +110,7 @@ class Poison(nn.Module):
 
 def test_a_non_finite_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(tmp_path, digits):
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=2 * STEPS + 4))
-    with pytest.raises(FloatingPointError, match=f"mode: the loss is not finite .* epoch 3, step 5 of {STEPS}"):
+    with pytest.raises(FloatingPointError, match=f"mode: the loss or the weights are not finite .* epoch 3, step 5 of {STEPS}"):
         sk.train.train_mode(net, digits, epochs=5, progress=False, device="cpu", out=tmp_path)
     meta, state = checkpoint.read_training_state(tmp_path / "mode.pt")
     assert meta["epoch"] == 2 and not meta["done"]
@@ -121,7 +123,7 @@ def test_a_non_finite_loss_stops_with_a_named_error_and_keeps_the_last_checkpoin
 def test_the_error_names_the_member_and_vertex(digits):
     healthy = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10 ** 9))
     sick = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=STEPS + 2))
-    with pytest.raises(FloatingPointError, match=f"simplex 1, vertex 1: .* epoch 2, step 3 of {STEPS}"):
+    with pytest.raises(FloatingPointError, match=f"simplex 1, vertex 1: the loss or the weights are not finite .* epoch 2, step 3 of {STEPS}"):
         sk.train.espro([healthy, sick], digits, 2, vertex_epochs=3, progress=False, device="cpu")
 
 
@@ -137,23 +139,111 @@ def _count_host_reads(monkeypatch):
     return counts
 
 
-def test_the_loop_reads_no_tensor_on_the_host_per_step(monkeypatch, digits):
+@pytest.mark.parametrize("kind", ["plain", "simplex", "complex", "curve"])
+@pytest.mark.parametrize("arch", ["mlp", "convnet"])
+def test_the_loop_reads_no_tensor_on_the_host_per_step(monkeypatch, digits, kind, arch):
     torch.manual_seed(0)
-    plain = sk.models.for_data("mlp", digits)
+    model, phase = sk.models.for_data(arch, digits), Phase(epochs=2, lr=0.01, read_every=10 ** 6)
+    if kind != "plain":
+        model = sk.simplexify(model, 1)
+        model.fix(0)
+        model.add_vertex("mean", 0.01)
+        model.add_vertex("mean", 0.01)
+        simplices = [(0, 2), (1, 2)] if kind == "complex" else None
+        model.sampler = {"simplex": sk.nn.SimplexSampler(), "complex": sk.nn.ComplexSampler([(0, 2), (1, 2)]),
+                         "curve": sk.nn.CurveSampler("bezier")}[kind]
+        phase = Phase(epochs=2, lr=0.01, n_samples=3, reg=1.0, reg_simplices=simplices, read_every=10 ** 6)
     counts = _count_host_reads(monkeypatch)
-    run_phase(plain, digits, Phase(epochs=2, lr=0.01, read_every=10 ** 6), key=(0,), device=torch.device("cpu"))
+    run_phase(model, digits, phase, key=(0,), device=torch.device("cpu"))
     assert counts["n"] == 2  # one read of the running loss per epoch, nothing per step
 
-    # a simplex model: the loop adds nothing to what the model's own forward and backward read
-    model = sk.simplexify(plain, 1)
-    model.fix(0)
-    model.add_vertex("mean", 0.01)
-    x, y = digits.x_train[:64], digits.y_train[:64]
-    counts["n"] = 0
-    out = model(x, n_samples=3)
-    (nn.functional.cross_entropy(out.flatten(0, 1), y.repeat(3)) - model.log_volume()).backward()
-    per_step = counts["n"]
-    counts["n"] = 0
-    run_phase(model, digits, Phase(epochs=1, lr=0.01, n_samples=3, reg=1.0, read_every=10 ** 6), key=(0,),
-              device=torch.device("cpu"))
-    assert counts["n"] == STEPS * per_step + 1
+
+class NanGradient(nn.Module):
+    """Finite outputs, but a NaN gradient from its ``at``-th call in training on."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        self.calls += 1
+        if self.calls < self.at:
+            return x
+        return x + 0 * torch.sqrt(x - x.detach() - 1)  # value x, gradient NaN
+
+
+def test_non_finite_weights_after_a_finite_loss_are_caught_at_their_step(tmp_path, digits):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), NanGradient(at=STEPS))  # the last step of epoch 1
+    with pytest.raises(FloatingPointError, match=f"weights are not finite .* epoch 1, step {STEPS} of {STEPS}"):
+        sk.train.train_mode(net, digits, epochs=3, progress=False, device="cpu", out=tmp_path)
+    assert not (tmp_path / "mode.pt").exists()  # epoch 1 ended with NaN weights: never checkpointed
+
+
+def test_dropout_follows_the_seed_not_the_global_generator(digits):
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
+
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        runs.append(sk.train.train_mode(net(), digits, epochs=2, seed=5, progress=False, device="cpu"))
+    assert all(torch.equal(p, q) for p, q in zip(runs[0].parameters(), runs[1].parameters()))
+    other = sk.train.train_mode(net(), digits, epochs=2, seed=6, progress=False, device="cpu")
+    assert not torch.equal(other[1].weight, runs[0][1].weight)
+
+
+def test_checkpoint_after_every_epoch(tmp_path, digits, monkeypatch):
+    saved = []
+    original = checkpoint.save
+
+    def recording(model, path, metadata=None, training_state=None):
+        saved.append((path.name, metadata.get("epoch"), metadata.get("done"), training_state is not None))
+        return original(model, path, metadata, training_state)
+    monkeypatch.setattr(checkpoint, "save", recording)
+    torch.manual_seed(0)
+    sk.train.train_mode(sk.models.for_data("mlp", digits), digits, epochs=3, progress=False, device="cpu",
+                        out=tmp_path)
+    assert saved == [("mode.pt", 1, False, True), ("mode.pt", 2, False, True), ("mode.pt", 3, False, True),
+                     ("mode.pt", 3, True, False)]
+
+
+def _interrupted(monkeypatch, after, fn):
+    """Runs ``fn`` with a KeyboardInterrupt after ``after`` training steps, as a Ctrl-C would."""
+    import simplexkern.train.loop as loop
+
+    calls = {"n": 0}
+    original = loop.Progress.add
+
+    def add(self, loss, params):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise KeyboardInterrupt
+        return original(self, loss, params)
+    with monkeypatch.context() as mp:
+        mp.setattr(loop.Progress, "add", add)
+        with pytest.raises(KeyboardInterrupt):
+            fn()
+
+
+@pytest.fixture(scope="module")
+def two_modes(digits):
+    return sk.train.deep_ensemble("mlp", digits, 2, epochs=5, seed=3, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("algorithm", ["curve", "complex", "fge"])
+def test_every_algorithm_resumes_to_the_uninterrupted_result(algorithm, tmp_path, digits, two_modes, monkeypatch):
+    kw = dict(seed=1, progress=False, device="cpu")
+    run = {
+        "curve": lambda out: [sk.train.train_curve(*two_modes, digits, "polychain", 4, epochs=3, out=out, **kw)],
+        "complex": lambda out: [sk.train.spro_complex(two_modes, digits, 2, vertex_epochs=2, out=out, **kw)],
+        "fge": lambda out: sk.train.fge(two_modes[0], digits, cycles=2, cycle_epochs=2, out=out, **kw),
+    }[algorithm]
+    whole = run(tmp_path / "whole")
+    _interrupted(monkeypatch, 2 * STEPS + 7, lambda: run(tmp_path / "resumed"))  # in the third epoch
+    resumed = run(tmp_path / "resumed")
+    assert len(resumed) == len(whole)
+    for a, b in zip(whole, resumed):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))

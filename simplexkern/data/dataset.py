@@ -46,6 +46,12 @@ class Dataset:
         return self.n_classes if self.task == "classification" else 1
 
     @property
+    def observation_noise(self):
+        """Regression: the standard deviation of the Gaussian likelihood, in training and in
+        prediction alike (``noise_std``, or 1 when the data set gives none)."""
+        return self.noise_std if self.noise_std is not None else 1.0
+
+    @property
     def is_image(self):
         return len(self.input_shape) == 3
 

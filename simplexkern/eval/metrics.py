@@ -26,7 +26,10 @@ def _check(probs, targets):
     targets = targets.cpu().long()
     if int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]:
         raise ValueError(f"targets must lie in 0..{probs.shape[1] - 1}, got {int(targets.min())}..{int(targets.max())}")
-    return probs.detach().cpu().double(), targets
+    p = probs.detach().cpu().double()
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or bool(((p.sum(1) - 1).abs() > 1e-3).any()):
+        raise ValueError("probs must be probabilities: finite, >= 0, each row summing to 1 (softmax logits first)")
+    return p, targets
 
 
 def metrics(probs, targets, n_bins=15):

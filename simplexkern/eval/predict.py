@@ -8,13 +8,13 @@ never logits, are averaged: over the M points of a member, then over the members
 import contextlib
 import copy
 import itertools
+import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from simplexkern import _checks
-from simplexkern._seeds import derive_seed
+from simplexkern._seeds import derive_seed, seeded
 from simplexkern.data import Dataset
 from simplexkern.nn.model import SimplexModel
 
@@ -48,26 +48,39 @@ def _chunks(x, batch_size, device):
         yield x[start:start + batch_size].to(device, non_blocking=True)
 
 
+def _statistics_batches(x, batch_size, device):
+    """Batches for a BatchNorm statistics pass: a last batch of one example joins the one
+    before (a single example has no batch statistics)."""
+    bounds = list(range(0, len(x), batch_size)) + [len(x)]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    for start, end in zip(bounds, bounds[1:]):
+        yield x[start:end].to(device, non_blocking=True)
+
+
 @torch.no_grad()
-def with_fresh_batchnorm(model, inputs, batch_size=256):
+def with_fresh_batchnorm(model, inputs, batch_size=256, seed=0):
     """A copy of the plain ``model`` whose BatchNorm statistics are the cumulative average
-    over ``inputs`` (as the papers recompute them before evaluating)."""
+    over ``inputs`` (as the papers recompute them before evaluating; the pass runs in
+    training mode, with dropout drawn from ``seed``)."""
     model = copy.deepcopy(model)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    for xb in _chunks(inputs, batch_size, device_of(model)):
-        model(xb)
+    with seeded(seed):
+        for xb in _statistics_batches(inputs, batch_size, device_of(model)):
+            model(xb)
     return model.eval()
 
 
-def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256):
+def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0):
     """Yields (start row, outputs (S, B, ...)) over ``x`` in batches: a simplex model at the
     S points ``coeffs`` (S, k), a plain model as one point (S = 1). BatchNorm statistics are
     recomputed from ``bn_inputs`` first (required for a simplex model with BatchNorm; for a
-    plain model, its own statistics are used when none are given)."""
+    plain model, its own statistics are used when none are given), in training mode with
+    dropout drawn from ``seed``."""
     _checks.tensor(x, "x")
     _checks.count(batch_size, "batch_size")
     device = device_of(model)
@@ -82,7 +95,8 @@ def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256):
                                  "evaluated; pass the training inputs (bn_inputs / a Dataset)")
             with restored_batchnorm(model) if bn else contextlib.nullcontext():
                 if bn:
-                    model.update_bn(_chunks(bn_inputs, batch_size, device), coeffs)
+                    with seeded(seed):
+                        model.update_bn(_statistics_batches(bn_inputs, batch_size, device), coeffs)
                 model.eval()
                 try:
                     for start, xb in zip(range(0, len(x), batch_size), _chunks(x, batch_size, device)):
@@ -90,8 +104,8 @@ def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256):
                 finally:
                     model.train(was_training)
             return
-        plain = with_fresh_batchnorm(model, bn_inputs, batch_size) if bn_inputs is not None and has_batchnorm(model) \
-            else model
+        plain = with_fresh_batchnorm(model, bn_inputs, batch_size, seed) \
+            if bn_inputs is not None and has_batchnorm(model) else model
         plain.eval()
         try:
             for start, xb in zip(range(0, len(x), batch_size), _chunks(x, batch_size, device)):
@@ -118,7 +132,8 @@ def _inputs(data, split, bn_data):
         x = getattr(data, f"x_{split}")
         if x is None:
             raise ValueError(f"the data set has no {split} split (load it with val_fraction= for one)")
-        return x, data.x_train if bn_data is None else bn_data, data.task, data.noise_std
+        noise = data.observation_noise if data.task == "regression" else None
+        return x, data.x_train if bn_data is None else bn_data, data.task, noise
     _checks.tensor(data, "data")
     return data, bn_data, "classification", None
 
@@ -136,8 +151,9 @@ def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_siz
     Classification: the probabilities averaged over points and members, (N, C); with
     ``per_member``, each member's own average, (J, N, C). Regression (a regression
     ``Dataset``, or ``task="regression"``): (mean, var) of the Gaussian mixture, var
-    including the observation noise ``noise_std`` (the data set's); (J, N, 1) each per
-    member, else (N, 1).
+    including the observation noise ``noise_std`` (default: the data set's
+    ``observation_noise``, as in training; 1 for tensor inputs); (J, N, 1) each per member,
+    else (N, 1).
     """
     models_ = list(members) if isinstance(members, (list, tuple)) else [members]
     if not models_:
@@ -150,12 +166,13 @@ def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_siz
     task = task or data_task
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
-    sigma = noise_std if noise_std is not None else (data_noise or 0.0)
+    sigma = noise_std if noise_std is not None else (data_noise if data_noise is not None else 1.0)
     first, second = [], []
     for j, model in enumerate(models_):
         coeffs = member_points(model, n_points, seed, j)
         m1 = m2 = None
-        for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size):
+        for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size,
+                                     seed=derive_seed(seed, j, 1)):
             out = out.float()
             if task == "classification":
                 part = torch.softmax(out, -1).mean(0).cpu()
@@ -179,19 +196,22 @@ def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_siz
     return mean, sigma ** 2 + (second.mean(0) - mean.pow(2)).clamp_min(0)
 
 
-def point_metrics(model, coeffs, x, y, *, task="classification", bn_inputs=None, batch_size=256, loss_fn=None):
+def point_metrics(model, coeffs, x, y, *, task="classification", noise_std=1.0, bn_inputs=None, batch_size=256,
+                  seed=0):
     """Loss and error of each of the S points ``coeffs`` (S, k) of a simplex model (or of a
-    plain model: S = 1) on (x, y): a dict of (S,) float64 tensors "loss" (mean
-    cross-entropy, or ``loss_fn`` per example for regression) and "error" (classification)."""
+    plain model: S = 1) on (x, y): a dict of (S,) float64 tensors "loss" (the training
+    objective: mean cross-entropy, or the Gaussian negative log likelihood with standard
+    deviation ``noise_std`` for regression) and "error" (classification)."""
     loss = err = None
-    for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size):
+    for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=seed):
         yb = y[start:start + out.shape[1]].to(out.device)
         if task == "classification":
             logp = torch.log_softmax(out.double(), -1)
             nll = -logp.gather(-1, yb[None, :, None].expand(out.shape[0], -1, 1)).squeeze(-1).sum(1)
             wrong = (out.argmax(-1) != yb).double().sum(1)
         else:
-            nll = (loss_fn or F.mse_loss)(out.double(), yb.double().expand_as(out), reduction="none")
+            z = (out.double() - yb.double()) / noise_std
+            nll = (0.5 * z.pow(2) + math.log(noise_std) + 0.5 * math.log(2 * math.pi))
             nll = nll.reshape(out.shape[0], out.shape[1], -1).mean(-1).sum(1)
             wrong = torch.zeros_like(nll)
         loss = nll if loss is None else loss + nll

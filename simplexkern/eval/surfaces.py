@@ -25,14 +25,29 @@ def metrics_at(model, coeffs, data, *, batch_size=256, points_per_pass=64):
         chunk = coeffs[start:start + points_per_pass]
         for split in ("train", "test"):
             x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-            m = point_metrics(model, chunk, x, y, task=data.task, bn_inputs=data.x_train, batch_size=batch_size)
+            m = point_metrics(model, chunk, x, y, task=data.task, bn_inputs=data.x_train, batch_size=batch_size,
+                              noise_std=data.observation_noise if data.task == "regression" else 1.0)
             for name, values in m.items():
                 out.setdefault(f"{split}_{name}", []).append(values.numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _summary(values):
-    return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
+def _summary(values, lengths):
+    """min / max / mean over the t grid, and the mean weighted by arc length (the trapezoid
+    rule over the grid's segments of lengths ``lengths``)."""
+    mids = (values[1:] + values[:-1]) / 2
+    weighted = float((mids * lengths).sum() / lengths.sum()) if lengths.sum() > 0 else float(values.mean())
+    return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
+            "length_weighted": weighted}
+
+
+def _arc_lengths(model, coeffs):
+    """Weight-space lengths |θ(c_{j+1}) - θ(c_j)| between consecutive points ``coeffs`` (n, k),
+    exactly from the vertices' float64 distances: |sum_i δ_i v_i|^2 = -δᵀ D δ / 2 for weights
+    δ summing to 0."""
+    d = geometry.pairwise_sqdist(model.store.vertices().detach()).cpu()
+    delta = coeffs[1:] - coeffs[:-1]
+    return (-0.5 * torch.einsum("ni,ij,nj->n", delta, d, delta)).clamp_min(0).sqrt().numpy()
 
 
 def curve_profile(curve, data, n_t=21, *, batch_size=256):
@@ -40,7 +55,9 @@ def curve_profile(curve, data, n_t=21, *, batch_size=256):
     spaced t in [0, 1], and the same along the straight segment between its endpoints.
 
     Returns {"t": (n_t,), "curve": {metric: (n_t,)}, "segment": {metric: (n_t,)},
-    "summary": {"curve" | "segment": {metric: {"min", "max", "mean"}}}}.
+    "length": {"curve" | "segment": total arc length in weight space},
+    "summary": {"curve" | "segment": {metric: {"min", "max", "mean", "length_weighted"}}}}
+    ("length_weighted": the integral along the path by arc length over the path's length).
     """
     if not isinstance(curve, SimplexModel) or not isinstance(curve.sampler, CurveSampler):
         raise TypeError("curve must be a SimplexModel with a CurveSampler (from train_curve)")
@@ -52,11 +69,13 @@ def curve_profile(curve, data, n_t=21, *, batch_size=256):
     segment[:, 0], segment[:, -1] = 1 - t, t
     coeffs = torch.cat([curve.sampler.coefficients(t, curve).cpu().double(), segment])
     values = metrics_at(curve, coeffs.to(curve.device, curve.dtype), data, batch_size=batch_size)
-    out = {"t": t.numpy(), "curve": {}, "segment": {}, "summary": {"curve": {}, "segment": {}}}
+    out = {"t": t.numpy(), "curve": {}, "segment": {}, "length": {}, "summary": {"curve": {}, "segment": {}}}
     for name, rows in (("curve", slice(0, n_t)), ("segment", slice(n_t, 2 * n_t))):
+        lengths = _arc_lengths(curve, coeffs[rows])
+        out["length"][name] = float(lengths.sum())
         for metric, v in values.items():
             out[name][metric] = v[rows]
-            out["summary"][name][metric] = _summary(v[rows])
+            out["summary"][name][metric] = _summary(v[rows], lengths)
     return out
 
 

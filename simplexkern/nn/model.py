@@ -228,6 +228,7 @@ class SimplexModel(nn.Module):
         pairs): the cumulative average of each point's batch statistics, as the papers do
         before evaluating a point. Afterwards these T points are the tracked ones."""
         coeffs, _ = self._check_coeffs(coeffs)
+        coeffs = _checks.known_finite(coeffs)  # checked once here, not again per batch
         norms = [m for _, m in self._tracked_norms()]
         if not norms:
             raise ValueError("this model has no BatchNorm layer that tracks running statistics")
@@ -281,7 +282,8 @@ class SimplexModel(nn.Module):
         """
         if coeffs is None:
             coeffs, single = self.sampler.sample(n_samples, self, generator), False
-            coeffs, _ = self._check_coeffs(coeffs, "sampled coeffs")
+            # finite by construction: only the shape, dtype and device are checked (no host read)
+            coeffs, _ = self._check_coeffs(_checks.known_finite(coeffs), "sampled coeffs")
         else:
             if n_samples is not None:
                 raise ValueError("give coeffs or n_samples, not both")
@@ -303,7 +305,7 @@ class SimplexModel(nn.Module):
             if not per_point_input:
                 p.shared_merged, p.shared_input = merged, x
             p.active, p.n, p.backend = True, S, self.backend
-            p.coeffs = coeffs[:, self.store.order]
+            p.coeffs = _checks.known_finite(coeffs[:, self.store.order])  # checked once, not again per layer
             p.weights = self.store.layer_weights()
             p.trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.free.requires_grad else []
             if self._has_tracked_norms():
@@ -346,27 +348,36 @@ class SimplexModel(nn.Module):
             _replace_submodule(module, name, plain)
         return module
 
-    def log_volume(self, simplices=None):
+    def log_volume(self, simplices=None, *, check=True):
         """log V of the simplex of all vertices (a scalar), or of each simplex in
         ``simplices`` (a list of vertex-index tuples) -> (n,). Float64 pairwise distances
         over the whole store, then the compiled log-volume; differentiable w.r.t. the free
-        vertices."""
+        vertices. ``check=False`` skips the validation of the distances (no host
+        synchronisation, as a training step needs): a non-finite vertex then gives a
+        non-finite result instead of an error."""
         if simplices is not None and (isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__len__")
                                       or not len(simplices)):
             raise ValueError(f"simplices must be a non-empty list of vertex-index tuples, got {simplices!r}")
-        sqdist = geometry.pairwise_sqdist(self.store.vertices())
-        if simplices is None:
-            return geometry.log_volume(sqdist)
-        sub = []
-        for s in simplices:
-            s = samplers._vertex_tuple(s, "each simplex")
+        tuples = None if simplices is None else [samplers._vertex_tuple(s, "each simplex") for s in simplices]
+        for s in tuples or ():
             if max(s) >= self.n_vertices:
                 raise ValueError(f"simplex {s} names a vertex beyond the model's {self.n_vertices}")
-            idx = torch.tensor(s).to(sqdist.device)
-            sub.append(sqdist[idx][:, idx])
+        inverse = self.store.inverse_order()  # distances of the rows as stored, then put in vertex order
+        sqdist = geometry.pairwise_sqdist(self.store.rows(), check=check)[inverse][:, inverse]
+        if tuples is None:
+            return geometry.log_volume(sqdist, check=check)
+        sub = [sqdist[idx][:, idx] for idx in (self._index(s) for s in tuples)]
         if len({t.shape for t in sub}) > 1:
-            return torch.stack([geometry.log_volume(t) for t in sub])
-        return geometry.log_volume(torch.stack(sub))
+            return torch.stack([geometry.log_volume(t, check=check) for t in sub])
+        return geometry.log_volume(torch.stack(sub), check=check)
+
+    def _index(self, simplex):
+        """The simplex's vertex indices as a tensor on the model's device, made once."""
+        cache = self.__dict__.setdefault("_index_cache", {})
+        key = (simplex, self.device)
+        if key not in cache:
+            cache[key] = torch.tensor(simplex, device=self.device)
+        return cache[key]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         saved = state_dict.get(prefix + "bn_points")  # the number of tracked points comes with the state

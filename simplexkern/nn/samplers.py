@@ -73,16 +73,20 @@ class ComplexSampler(Sampler):
         if self.weighting == "uniform" or n == 1:
             return torch.full((n,), 1 / n, dtype=torch.float64, device=model.device)
         with torch.no_grad():
-            logv = model.log_volume(self.simplices).to(torch.float64)
+            logv = model.log_volume(self.simplices, check=False).to(torch.float64)
         degenerate = torch.isneginf(logv).all()  # no volume to weigh by: uniform
         return torch.where(degenerate, torch.full_like(logv, 1 / n), torch.softmax(logv, 0))
 
     def membership(self, model):
-        """(n_simplices, k) 0/1 matrix: which vertices each simplex has."""
-        m = torch.zeros(len(self.simplices), model.n_vertices, dtype=model.dtype)
-        for j, simplex in enumerate(self.simplices):
-            m[j, list(simplex)] = 1
-        return m.to(model.device)
+        """(n_simplices, k) 0/1 matrix: which vertices each simplex has (made once per
+        vertex count, device and dtype)."""
+        key = (model.n_vertices, model.device, model.dtype)
+        if getattr(self, "_membership", (None,))[0] != key:
+            m = torch.zeros(len(self.simplices), model.n_vertices, dtype=model.dtype)
+            for j, simplex in enumerate(self.simplices):
+                m[j, list(simplex)] = 1
+            self._membership = key, m.to(model.device)
+        return self._membership[1]
 
     def sample(self, n_samples, model, generator=None):
         n, k = self._out(model, n_samples)

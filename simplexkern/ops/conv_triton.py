@@ -125,7 +125,7 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
             direct = weight.dtype == torch.float32
             out = dw if direct else torch.zeros(1, *weight.shape[1:], device=dev, dtype=torch.float32)
             if B:  # an empty batch leaves the gradient zero
-                rows = torch.tensor([i if direct else 0], device=dev, dtype=torch.int32)
+                rows = torch.full((1,), i if direct else 0, device=dev, dtype=torch.int32)  # made on the device
                 _filter_grad(dy, x, weight, c[:, i:i + 1], rows, out, conv, 1, per_point=False)
             if not direct:
                 dw[i] = out[0]

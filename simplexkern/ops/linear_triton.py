@@ -88,7 +88,9 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
             if i not in trainable:
                 dw[i].zero_()
         if trainable:
-            idx = torch.tensor(trainable, device=weight.device, dtype=torch.int32)
+            idx = vertices.rows(trainable, weight.device)
+            idx = (torch.arange(idx.start, idx.stop, device=weight.device, dtype=torch.int32)  # made on the device
+                   if isinstance(idx, slice) else idx.to(torch.int32))
             grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(K, meta["BLOCK_K"]), len(trainable))
             _vertex_weight_grad_kernel[grid](
                 dy_rows, a, c, idx, dw, S * M, M, N, K,

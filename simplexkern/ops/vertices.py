@@ -18,6 +18,15 @@ def combined(weight, coeffs, combine=gemm_combine):
     return combine(coeffs, weight.reshape(k, -1)).view(coeffs.shape[0], *weight.shape[1:])
 
 
+def rows(trainable, device):
+    """``trainable`` (a sorted index list) as a slice when it is a run of consecutive rows
+    (a SimplexModel's trainable rows always are), else an index tensor; a slice needs no
+    host-to-device copy."""
+    if trainable == list(range(trainable[0], trainable[-1] + 1)):
+        return slice(trainable[0], trainable[-1] + 1)
+    return torch.tensor(trainable, device=device, dtype=torch.long)
+
+
 def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine=gemm_combine):
     """From G = the per-point weight gradients (S, P): (dweight, dcoeffs), None where not
     needed; dweight's fixed rows are zero."""
@@ -26,8 +35,8 @@ def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine=gemm_co
     if need_dw:
         dw = torch.zeros_like(weight)
         if trainable:
-            idx = torch.tensor(trainable, device=weight.device, dtype=torch.long)
-            dw.view(k, -1).index_copy_(0, idx, combine(coeffs[:, idx].T.contiguous(), g).to(weight.dtype))
+            idx = rows(trainable, weight.device)
+            dw.view(k, -1)[idx] = combine(coeffs[:, idx].T.contiguous(), g).to(weight.dtype)
     if need_dc:  # float32 accumulation at least: the sum runs over the whole layer
         acc = torch.promote_types(g.dtype, torch.float32)
         dc = g.to(acc) @ weight.reshape(k, -1).to(acc).T
@@ -46,7 +55,8 @@ def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1,))
     if need_db:
         db = torch.zeros_like(bias)
         if trainable:
-            db[trainable] = (coeffs[:, trainable].to(acc).T @ gb).to(bias.dtype)
+            idx = rows(trainable, bias.device)
+            db[idx] = (coeffs[:, idx].to(acc).T @ gb).to(bias.dtype)
     if need_dc:
         dc = gb @ bias.to(acc).T + (dc if dc is not None else 0)
     return db, dc

@@ -55,7 +55,7 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   n_samples=n_samples)
     settings = {k: getattr(phase, k) for k in ("epochs", "lr", "momentum", "weight_decay", "batch_size", "n_samples")}
-    run = Run(out, "train_curve", {**settings, "kind": kind, "n_bends": n_bends, "seed": seed})
+    run = Run(out, "train_curve", {**settings, "kind": kind, "n_bends": n_bends, "seed": seed}, data)
     start = fingerprint(a) + ":" + fingerprint(b)
     device = device_of(device)
     meta, state = run.state("curve", start)
@@ -93,7 +93,8 @@ def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_d
     if not lr2 < lr1:
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
     run = Run(out, "fge", {"cycles": cycles, "cycle_epochs": cycle_epochs, "lr1": lr1, "lr2": lr2,
-                           "weight_decay": weight_decay, "momentum": momentum, "batch_size": batch_size, "seed": seed})
+                           "weight_decay": weight_decay, "momentum": momentum, "batch_size": batch_size, "seed": seed},
+              data)
     start = fingerprint(model)
     device = device_of(device)
     meta, state = run.state("fge", start)
@@ -105,6 +106,9 @@ def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_d
         first, optimizer_state = meta["epoch"], (state or {}).get("optimizer")
     n = steps_per_epoch(len(data.x_train), batch_size)
     per_cycle, middle = cycle_epochs * n, phase.cycle_minimum(n)
+    if middle < 1:
+        raise ValueError(f"a cycle of {per_cycle} step(s) has no minimum to snapshot: use more cycle_epochs or a "
+                         "smaller batch_size")
     snapshots = {}
 
     def snapshot(step):

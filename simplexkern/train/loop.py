@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from simplexkern._seeds import derive_seed
+from simplexkern._seeds import derive_seed, seeded
+from simplexkern.data import Dataset
 from simplexkern.nn.model import SimplexModel
 
 SCHEDULES = ("cosine", "constant", "cyclic")
@@ -92,10 +93,10 @@ def epoch_seed(key, epoch):
 
 def loss_function(data):
     """The per-batch loss of a data set's task: cross-entropy, or the Gaussian negative log
-    likelihood with the data set's fixed noise (the regression toy's)."""
+    likelihood with the data set's fixed observation noise."""
     if data.task == "classification":
         return F.cross_entropy
-    sigma = data.noise_std if data.noise_std is not None else 1.0
+    sigma = data.observation_noise
 
     def gaussian_nll(out, y):
         return 0.5 * ((out - y) / sigma).pow(2).mean() + math.log(sigma) + 0.5 * math.log(2 * math.pi)
@@ -158,14 +159,16 @@ def augment(x, kind, generator):
 
 def regulariser(model, phase):
     """log V of the simplex (or of the complex ``phase.reg_simplices``: the log of the sum
-    of its simplexes' volumes), differentiable w.r.t. the trainable vertices."""
+    of its simplexes' volumes), differentiable w.r.t. the trainable vertices; unchecked (a
+    non-finite vertex shows as a non-finite loss)."""
     if phase.reg_simplices is None:
-        return model.log_volume()
-    return torch.logsumexp(model.log_volume(phase.reg_simplices), 0)
+        return model.log_volume(check=False)
+    return torch.logsumexp(model.log_volume(phase.reg_simplices, check=False), 0)
 
 
 class Progress:
-    """Running loss and the first non-finite step, kept on the device between reads."""
+    """Running loss and the first step whose loss or weights are not finite, kept on the
+    device between reads."""
 
     def __init__(self, device):
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -173,9 +176,11 @@ class Progress:
         self.step = torch.zeros((), dtype=torch.long, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
 
-    def add(self, loss):
+    def add(self, loss, params):
         value = loss.detach().to(torch.float64)
-        bad = ~torch.isfinite(value)
+        # a finite loss can still come with a non-finite gradient: the weights tell
+        weights = torch.stack(torch._foreach_norm([p.detach() for p in params])).sum()
+        bad = ~(torch.isfinite(value) & torch.isfinite(weights))
         self.first_bad = torch.where(bad & (self.first_bad < 0), self.step, self.first_bad)
         self.loss += torch.where(bad, torch.zeros_like(value), value)
         self.count += 1
@@ -206,8 +211,8 @@ def _step(model, optimizer, loss_fn, phase, x, y, generator, simplex):
 
 
 def _not_finite(describe, epoch, step, n_steps):
-    return (f"{describe}: the loss is not finite (NaN or inf) at epoch {epoch + 1}, step {step + 1} of {n_steps}; "
-            "the last checkpoint (if any) is the last good state")
+    return (f"{describe}: the loss or the weights are not finite (NaN or inf) at epoch {epoch + 1}, step {step + 1} "
+            f"of {n_steps}; the last checkpoint (if any) is the last good state")
 
 
 def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state=None, on_epoch=None,
@@ -220,9 +225,15 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
       ``model.store.free`` (the trainable vertices) is optimised.
     - ``on_epoch(epoch, optimizer)`` runs after each finished epoch whose losses were all
       finite (checkpoints); ``on_step(step)`` after each step, given the global step index.
-    - A non-finite loss raises ``FloatingPointError`` naming ``describe``, the epoch and the
-      step; ``on_epoch`` is not called for that epoch, so the last checkpoint stays good.
+    - A non-finite loss or non-finite weights raise ``FloatingPointError`` naming
+      ``describe``, the epoch and the step; ``on_epoch`` is not called for that epoch, so
+      the last checkpoint stays good.
+    - Each epoch runs with torch's global generators seeded from (key, epoch), so dropout
+      is as reproducible as the data order and the sampled points.
     """
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a simplexkern.data.Dataset (from simplexkern.data.load), got "
+                        f"{type(data).__name__}")
     simplex = isinstance(model, SimplexModel)
     if simplex and phase.n_samples is None:
         raise ValueError("a simplex model trains with n_samples (H) points per step")
@@ -236,33 +247,41 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
     n_steps = steps_per_epoch(len(data.x_train), phase.batch_size)
     model.train()
     for epoch in range(start_epoch, phase.epochs):
-        seed = epoch_seed(key, epoch)
-        order = torch.Generator().manual_seed(seed)
-        points = torch.Generator(device).manual_seed(seed)
-        progress, shown = Progress(device), 0
-        for i, (x, y) in enumerate(batches(data.x_train, data.y_train, phase.batch_size, device, order)):
-            step = epoch * n_steps + i
-            for group in optimizer.param_groups:
-                group["lr"] = phase.lr_at(step, n_steps)
-            x = augment(x, data.augment, points)
-            try:
-                loss = _step(model, optimizer, loss_fn, phase, x, y, points, simplex)
-            except (ValueError, RuntimeError) as err:  # the checks of a model whose weights went non-finite
-                _, bad = progress.read()
-                if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):
-                    raise
-                raise FloatingPointError(_not_finite(describe, epoch, bad if bad >= 0 else i, n_steps)) from err
-            progress.add(loss)
-            if on_step is not None:
-                on_step(step)
-            if i == n_steps - 1 or (i + 1) % phase.read_every == 0:
-                mean, bad = progress.read()
-                if bad >= 0:
-                    raise FloatingPointError(_not_finite(describe, epoch, bad, n_steps))
-                if bar is not None:
-                    bar.set_postfix_str(f"epoch {epoch + 1}/{phase.epochs} loss {mean:.4f}", refresh=False)
-                    bar.update(i + 1 - shown)
-                    shown = i + 1
+        with seeded(epoch_seed(key, epoch)):  # dropout and other users of torch's global generators
+            _epoch(model, data, phase, epoch, key, device, optimizer, loss_fn, params, simplex, n_steps, on_step,
+                   bar, describe)
         if on_epoch is not None:
             on_epoch(epoch, optimizer)
     return optimizer
+
+
+def _epoch(model, data, phase, epoch, key, device, optimizer, loss_fn, params, simplex, n_steps, on_step, bar,
+           describe):
+    """One epoch of ``run_phase``: reads the device once per progress update."""
+    seed = epoch_seed(key, epoch)
+    order = torch.Generator().manual_seed(seed)
+    points = torch.Generator(device).manual_seed(seed)
+    progress, shown = Progress(device), 0
+    for i, (x, y) in enumerate(batches(data.x_train, data.y_train, phase.batch_size, device, order)):
+        step = epoch * n_steps + i
+        for group in optimizer.param_groups:
+            group["lr"] = phase.lr_at(step, n_steps)
+        x = augment(x, data.augment, points)
+        try:
+            loss = _step(model, optimizer, loss_fn, phase, x, y, points, simplex)
+        except (ValueError, RuntimeError) as err:  # the checks of a model whose weights went non-finite
+            _, bad = progress.read()
+            if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):
+                raise
+            raise FloatingPointError(_not_finite(describe, epoch, bad if bad >= 0 else i, n_steps)) from err
+        progress.add(loss, params)
+        if on_step is not None:
+            on_step(step)
+        if i == n_steps - 1 or (i + 1) % phase.read_every == 0:
+            mean, bad = progress.read()
+            if bad >= 0:
+                raise FloatingPointError(_not_finite(describe, epoch, bad, n_steps))
+            if bar is not None:
+                bar.set_postfix_str(f"epoch {epoch + 1}/{phase.epochs} loss {mean:.4f}", refresh=False)
+                bar.update(i + 1 - shown)
+                shown = i + 1

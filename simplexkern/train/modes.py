@@ -7,7 +7,8 @@ import torch
 from simplexkern import models
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel
-from simplexkern.train.loop import INIT, Phase, derive_seed
+from simplexkern._seeds import derive_seed, seeded
+from simplexkern.train.loop import INIT, Phase
 from simplexkern.train.runs import Run, device_of, fingerprint, member_key, train_phase
 
 
@@ -33,7 +34,7 @@ def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=
     """
     _check_plain(model)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
-    run = Run(out, "train_mode", {**_settings(phase), "seed": seed})
+    run = Run(out, "train_mode", {**_settings(phase), "seed": seed}, data)
     return _train(model, data, phase, run, "mode", member_key(seed, "train_mode", 0), device_of(device), progress,
                   "mode")
 
@@ -73,13 +74,12 @@ def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight
         raise TypeError(f"architecture must be a model name or a function returning a model, got "
                         f"{type(architecture).__name__}")
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
-    run = Run(out, "deep_ensemble", {**_settings(phase), "seed": seed, "n_models": n_models})
+    run = Run(out, "deep_ensemble", {**_settings(phase), "seed": seed, "n_models": n_models}, data)
     device = device_of(device)
     members = []
     for j in range(n_models):
         key = member_key(seed, "deep_ensemble", j)
-        with torch.random.fork_rng(devices=[]):  # the initialisation comes from the member's own seed
-            torch.manual_seed(derive_seed(*key, INIT))
+        with seeded(derive_seed(*key, INIT)):  # the initialisation comes from the member's own seed
             model = factory()
         _check_plain(model, "the model the architecture gives")
         members.append(_train(model, data, phase, run, f"mode_{j}", key, device, progress, f"mode {j}"))

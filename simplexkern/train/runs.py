@@ -50,11 +50,29 @@ def device_of(device):
     return device
 
 
-class Run:
-    """Checkpoints of one algorithm's members in ``out`` (None: nothing is written)."""
+def data_fingerprint(data):
+    """SHA-256 of a data set's training split: a run resumes only on the data it started on."""
+    h = hashlib.sha256(data.task.encode())
+    for t in (data.x_train, data.y_train):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
-    def __init__(self, out, algorithm, settings):
+
+class Run:
+    """Checkpoints of one algorithm's members in ``out`` (None: nothing is written). The
+    settings recorded with them include the fingerprint of ``data``'s training split."""
+
+    def __init__(self, out, algorithm, settings, data):
+        from simplexkern.data import Dataset
+
+        if not isinstance(data, Dataset):
+            raise TypeError(f"data must be a simplexkern.data.Dataset (from simplexkern.data.load), got "
+                            f"{type(data).__name__}")
         self.algorithm = algorithm
+        if out is not None:
+            settings = {**settings, "data": data_fingerprint(data)}
         self.settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
         self.out = None
         if out is not None:

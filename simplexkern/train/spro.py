@@ -36,7 +36,8 @@ from simplexkern.eval.surfaces import metrics_at
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel, simplexify
 from simplexkern.nn.samplers import ComplexSampler, SimplexSampler
-from simplexkern.train.loop import INIT, Phase, derive_seed
+from simplexkern._seeds import derive_seed, seeded
+from simplexkern.train.loop import INIT, Phase
 from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
 
 REG_SCALES = ("none", "random")
@@ -87,9 +88,7 @@ def log_volume_of(model, simplices):
 def random_vertices(model, n_vertices, seed):
     """(n_vertices, P) fresh random initialisations of the model's architecture (each
     layer's own ``reset_parameters``), drawn from ``seed``."""
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(seed)
+    with seeded(seed), torch.no_grad():
         like = model.store.vertices()[0]
         return torch.stack([model._random_vertex(like) for _ in range(n_vertices)])
 
@@ -182,7 +181,7 @@ def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
     run = Run(out, "grow_simplex", _settings(phase, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale,
-                                             noise=noise, seed=seed))
+                                             noise=noise, seed=seed), data)
     return _grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg, reg_scale=reg_scale,
                  weighting="volume", run=run, name="simplex", start=start, template=template,
                  key=member_key(seed, "grow_simplex", 0), device=device_of(device), progress=progress,
@@ -202,7 +201,7 @@ def espro(modes, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs
         raise ValueError(f"n_vertices must be an int >= 1, got {n_vertices!r}")
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
     run = Run(out, "espro", _settings(phase, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
-                                      seed=seed, n_modes=len(modes)))
+                                      seed=seed, n_modes=len(modes)), data)
     device = device_of(device)
     simplexes = []
     for j, mode in enumerate(modes):
@@ -248,7 +247,7 @@ def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weig
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
     model, template, start = _complex_start(modes)
     run = Run(out, "spro_complex", _settings(phase, n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
-                                             weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)))
+                                             weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data)
     m = len(modes)
     return _grow(model, data, phase, n_modes=m, n_vertices=m + n_connectors, noise=noise, reg=reg,
                  reg_scale=reg_scale, weighting=weighting, run=run, name="complex", start=start, template=template,
@@ -281,8 +280,9 @@ def choose_reg(modes, data, regs=(0.0, 1.0, 3.0, 10.0, 30.0), *, n_points=25, ou
             torch.cuda.synchronize(simplexes[0].device)
         seconds = time.perf_counter() - started
         m = metrics(predict(simplexes, data, split="val", n_points=n_points, seed=settings.get("seed", 0)), data.y_val)
+        history = simplexes[0].metadata["history"]
         rows.append({"reg": reg, "val_nll": m["nll"], "val_accuracy": m["accuracy"],
-                     "log_volume": simplexes[0].metadata["history"][-1]["log_volume"], "train_s": seconds})
+                     "log_volume": history[-1]["log_volume"] if history else math.nan, "train_s": seconds})
         if best is None or m["nll"] < best[0]:
             best = (m["nll"], reg, simplexes)
     if best is None:
