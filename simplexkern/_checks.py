@@ -32,12 +32,11 @@ def floating(x, name):
 
 
 def finite(x, name):
-    if not torch.compiler.is_compiling():
-        known = _KNOWN_FINITE.get(id(x))
-        if known is not None and known() is x:
-            return x
     if torch.compiler.is_compiling():  # no data-dependent branch in a traced graph: check on the device
         torch._assert_async(torch.isfinite(x.detach()).all(), f"{name} must be finite, but it contains NaN or inf")
+        return x
+    known = _KNOWN_FINITE.get(id(x))
+    if known is not None and known() is x:
         return x
     if not bool(torch.isfinite(x.detach()).all()):
         raise ValueError(f"{name} must be finite, but it contains NaN or inf")

@@ -51,8 +51,7 @@ def save(model, path, metadata=None, training_state=None):
     if training_state is not None and not isinstance(training_state, dict):
         raise TypeError(f"training_state must be a dict or None, got {type(training_state).__name__}")
     path = _path(path)
-    meta = {**getattr(model, "metadata", {}), **(metadata or {})} if isinstance(model, SimplexModel) else \
-        dict(metadata or {})
+    meta = {**(model.metadata if isinstance(model, SimplexModel) else {}), **(metadata or {})}
     try:
         meta_json = json.dumps(meta)
     except (TypeError, ValueError) as err:
@@ -167,10 +166,16 @@ def load_module(path, model=None, *, map_location="cpu"):
     obj = _read(path, map_location)
     if obj.get("format") == FORMAT and obj["kind"] != "plain":
         raise ValueError(f"{path} holds a simplex model; read it with load()")
-    state = obj if obj.get("format") != FORMAT else obj["state_dict"]
-    architecture = None if obj.get("format") != FORMAT else obj["architecture"]
+    return _module(obj, path, model)
+
+
+def _module(obj, path, model):
+    """The plain module of a read plain checkpoint or state dict ``obj``."""
+    state_dict_file = obj.get("format") != FORMAT
+    state = obj if state_dict_file else obj["state_dict"]
+    architecture = None if state_dict_file else obj["architecture"]
     if model is None and architecture is None:
-        what = "a plain state dict, which" if architecture is None and obj.get("format") != FORMAT else "a module that"
+        what = "a plain state dict, which" if state_dict_file else "a module that"
         raise ValueError(f"{path} is {what} records no architecture; pass model= (a fresh instance of the "
                          "architecture or its simplexkern.models name)")
     plain = _plain_model(model, architecture)
@@ -193,7 +198,7 @@ def load(path, model=None, *, map_location="cpu"):
     """
     obj = _read(path, map_location)
     if obj.get("format") != FORMAT or obj["kind"] == "plain":
-        return simplexify(load_module(path, model, map_location=map_location))
+        return simplexify(_module(obj, path, model))
     plain = _plain_model(model, obj["architecture"])
     dtype = next(plain.parameters()).dtype
     if str(dtype).replace("torch.", "") != obj["dtype"]:
