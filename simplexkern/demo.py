@@ -23,8 +23,9 @@ def _timed(fn, device):
 REGS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
-def espro_vs_deep_ensemble(data="digits", *, model="mlp", n_modes=3, n_vertices=3, regs=REGS, mode_epochs=40, vertex_epochs=30, lr=0.05, batch_size=64, n_points=25, val_fraction=0.2,
-                           seed=0, device=None, out=None, progress=True):
+def espro_vs_deep_ensemble(data="digits", *, model="mlp", n_modes=3, n_vertices=3, regs=REGS, mode_epochs=40,
+                           vertex_epochs=30, lr=0.05, batch_size=64, n_points=25, val_fraction=0.2, seed=0,
+                           device=None, out=None, progress=True):
     """Runs the comparison and returns a dict: "data", "settings", "reg" (the chosen λ),
     "reg_rows" (validation NLL per λ), "rows" (one per method: name, accuracy, nll, ece,
     brier, train_s, predict_s) and "times" (seconds per phase)."""

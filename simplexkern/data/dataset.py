@@ -70,6 +70,14 @@ class Dataset:
                 f"{'x'.join(map(str, self.input_shape))}, {kind}")
 
 
+def check_dataset(data, name="data"):
+    """Raises TypeError unless ``data`` is a ``Dataset``; returns it."""
+    if not isinstance(data, Dataset):
+        raise TypeError(f"{name} must be a simplexkern.data.Dataset (from simplexkern.data.load), got "
+                        f"{type(data).__name__}")
+    return data
+
+
 def check_arrays(source, x_train, y_train, x_test, y_test, task="classification"):
     """Checks raw arrays and returns them as (float32 x, int64 or float32 y) tensors, and
     the number of classes. ``source`` names the file or data set in every error."""

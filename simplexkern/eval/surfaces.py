@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from simplexkern import geometry
-from simplexkern.data import Dataset
+from simplexkern.data.dataset import check_dataset
 from simplexkern.eval.predict import point_metrics
 from simplexkern.nn.model import SimplexModel, simplexify
 from simplexkern.nn.samplers import CurveSampler
@@ -18,8 +18,7 @@ def metrics_at(model, coeffs, data, *, batch_size=256, points_per_pass=64):
     """Train and test loss / error of each point ``coeffs`` (S, k) of a simplex model on
     ``data``: a dict of (S,) NumPy arrays "train_loss", "train_error", "test_loss",
     "test_error" (BatchNorm statistics recomputed per point from the training inputs)."""
-    if not isinstance(data, Dataset):
-        raise TypeError(f"data must be a simplexkern.data.Dataset, got {type(data).__name__}")
+    check_dataset(data)
     out = {}
     for start in range(0, len(coeffs), points_per_pass):
         chunk = coeffs[start:start + points_per_pass]

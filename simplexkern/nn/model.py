@@ -159,7 +159,8 @@ class SimplexModel(nn.Module):
             raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
         bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
         if bad:
-            raise TypeError(f"state_dict must map names to tensors; {bad[0]!r} is a {type(state_dict[bad[0]]).__name__}")
+            raise TypeError(f"state_dict must map names to tensors; {bad[0]!r} is a "
+                            f"{type(state_dict[bad[0]]).__name__}")
         flat = torch.empty(self.store.n_columns, dtype=self.dtype, device=self.device)
         for name, (offset, shape) in self.store.slots.items():
             if name not in state_dict:

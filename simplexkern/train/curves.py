@@ -54,15 +54,12 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
     model = curve_model(a, b, kind, n_bends)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   n_samples=n_samples)
-    settings = {k: getattr(phase, k) for k in ("epochs", "lr", "momentum", "weight_decay", "batch_size", "n_samples")}
-    run = Run(out, "train_curve", {**settings, "kind": kind, "n_bends": n_bends, "seed": seed}, data)
+    run = Run(out, "train_curve", {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed}, data)
     start = fingerprint(a) + ":" + fingerprint(b)
     device = device_of(device)
-    meta, state = run.state("curve", start)
-    first, optimizer_state = 0, None
+    meta, first, optimizer_state = run.resume("curve", start)
     if meta is not None:
         model = checkpoint.load(run.path("curve"), model=copy.deepcopy(a))
-        first, optimizer_state = meta["epoch"], (state or {}).get("optimizer")
     model.to(device)
     if meta is None or not meta["done"]:
         train_phase(model, data, phase, run=run, name="curve", start=start, key=member_key(seed, "train_curve", 0),
@@ -92,18 +89,14 @@ def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_d
                   weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
     if not lr2 < lr1:
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
-    run = Run(out, "fge", {"cycles": cycles, "cycle_epochs": cycle_epochs, "lr1": lr1, "lr2": lr2,
-                           "weight_decay": weight_decay, "momentum": momentum, "batch_size": batch_size, "seed": seed},
-              data)
+    run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data)
     start = fingerprint(model)
     device = device_of(device)
-    meta, state = run.state("fge", start)
+    meta, first, optimizer_state = run.resume("fge", start)
     model = copy.deepcopy(model).to(device)
-    first, optimizer_state = 0, None
     if meta is not None:
         checkpoint.load_module(run.path("fge"), model=model)
         model.to(device)
-        first, optimizer_state = meta["epoch"], (state or {}).get("optimizer")
     n = steps_per_epoch(len(data.x_train), batch_size)
     per_cycle, middle = cycle_epochs * n, phase.cycle_minimum(n)
     if middle < 1:

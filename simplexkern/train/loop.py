@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from simplexkern._seeds import derive_seed, seeded
-from simplexkern.data import Dataset
+from simplexkern.data.dataset import check_dataset
 from simplexkern.nn.model import SimplexModel
 
 SCHEDULES = ("cosine", "constant", "cyclic")
@@ -61,6 +61,11 @@ class Phase:
             _positive_int(self.cycle_epochs, "cycle_epochs")
             if self.epochs % self.cycle_epochs:
                 raise ValueError(f"epochs ({self.epochs}) must be a multiple of cycle_epochs ({self.cycle_epochs})")
+
+    def settings(self):
+        """The fields a run records (λ and the complex are recorded by the algorithm)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("reg", "reg_simplices", "read_every")}
 
     def lr_at(self, step, steps_per_epoch):
         """The learning rate of global step ``step`` (0-based)."""
@@ -157,13 +162,18 @@ def augment(x, kind, generator):
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+def log_volume(model, simplices=None, *, check=True):
+    """log V of the simplex of all vertices, or of the complex ``simplices`` (the log of the
+    sum of its simplexes' volumes); differentiable w.r.t. the trainable vertices."""
+    if simplices is None:
+        return model.log_volume(check=check)
+    return torch.logsumexp(model.log_volume(simplices, check=check), 0)
+
+
 def regulariser(model, phase):
-    """log V of the simplex (or of the complex ``phase.reg_simplices``: the log of the sum
-    of its simplexes' volumes), differentiable w.r.t. the trainable vertices; unchecked (a
+    """log V of the simplex or of the complex ``phase.reg_simplices``, unchecked (a
     non-finite vertex shows as a non-finite loss)."""
-    if phase.reg_simplices is None:
-        return model.log_volume(check=False)
-    return torch.logsumexp(model.log_volume(phase.reg_simplices, check=False), 0)
+    return log_volume(model, phase.reg_simplices, check=False)
 
 
 class Progress:
@@ -231,9 +241,7 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
     - Each epoch runs with torch's global generators seeded from (key, epoch), so dropout
       is as reproducible as the data order and the sampled points.
     """
-    if not isinstance(data, Dataset):
-        raise TypeError(f"data must be a simplexkern.data.Dataset (from simplexkern.data.load), got "
-                        f"{type(data).__name__}")
+    check_dataset(data)
     simplex = isinstance(model, SimplexModel)
     if simplex and phase.n_samples is None:
         raise ValueError("a simplex model trains with n_samples (H) points per step")
@@ -247,18 +255,18 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
     n_steps = steps_per_epoch(len(data.x_train), phase.batch_size)
     model.train()
     for epoch in range(start_epoch, phase.epochs):
-        with seeded(epoch_seed(key, epoch)):  # dropout and other users of torch's global generators
-            _epoch(model, data, phase, epoch, key, device, optimizer, loss_fn, params, simplex, n_steps, on_step,
+        seed = epoch_seed(key, epoch)
+        with seeded(seed):  # dropout and other users of torch's global generators
+            _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fn, params, simplex, n_steps, on_step,
                    bar, describe)
         if on_epoch is not None:
             on_epoch(epoch, optimizer)
     return optimizer
 
 
-def _epoch(model, data, phase, epoch, key, device, optimizer, loss_fn, params, simplex, n_steps, on_step, bar,
+def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fn, params, simplex, n_steps, on_step, bar,
            describe):
     """One epoch of ``run_phase``: reads the device once per progress update."""
-    seed = epoch_seed(key, epoch)
     order = torch.Generator().manual_seed(seed)
     points = torch.Generator(device).manual_seed(seed)
     progress, shown = Progress(device), 0

@@ -2,24 +2,11 @@
 baseline (``deep_ensemble``), J independently initialised and trained models."""
 import copy
 
-import torch
-
 from simplexkern import models
-from simplexkern.nn import checkpoint
-from simplexkern.nn.model import SimplexModel
 from simplexkern._seeds import derive_seed, seeded
+from simplexkern.nn import checkpoint
 from simplexkern.train.loop import INIT, Phase
-from simplexkern.train.runs import Run, device_of, fingerprint, member_key, train_phase
-
-
-def _settings(phase):
-    return {k: getattr(phase, k) for k in ("epochs", "lr", "schedule", "lr_min", "momentum", "weight_decay",
-                                           "batch_size")}
-
-
-def _check_plain(model, name="model"):
-    if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
-        raise TypeError(f"{name} must be a plain torch.nn.Module, got {type(model).__name__}")
+from simplexkern.train.runs import Run, check_plain, device_of, fingerprint, member_key, train_phase
 
 
 def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9, batch_size=64, seed=0,
@@ -32,26 +19,24 @@ def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=
     With ``out`` (a folder) it writes ``out/mode.pt`` after every epoch; calling again with
     the same folder resumes from there (and returns the finished model at once when done).
     """
-    _check_plain(model)
+    check_plain(model, "model")
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
-    run = Run(out, "train_mode", {**_settings(phase), "seed": seed}, data)
+    run = Run(out, "train_mode", {**phase.settings(), "seed": seed}, data)
     return _train(model, data, phase, run, "mode", member_key(seed, "train_mode", 0), device_of(device), progress,
                   "mode")
 
 
 def _train(model, data, phase, run, name, key, device, progress, describe):
     start = fingerprint(model)
-    meta, state = run.state(name, start)
+    meta, first, optimizer_state = run.resume(name, start)
     model = copy.deepcopy(model).to(device)
-    first = 0
     if meta is not None:
         checkpoint.load_module(run.path(name), model=model)  # into the copy, in place
         model.to(device)
         if meta.get("done"):
             return model.eval()
-        first = meta["epoch"]
     train_phase(model, data, phase, run=run, name=name, start=start, key=key, device=device, progress=progress,
-                describe=describe, first_epoch=first, optimizer_state=state["optimizer"] if state else None)
+                describe=describe, first_epoch=first, optimizer_state=optimizer_state)
     run.save(name, model, start, {"epoch": phase.epochs, "done": True})
     return model.eval()
 
@@ -74,13 +59,13 @@ def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight
         raise TypeError(f"architecture must be a model name or a function returning a model, got "
                         f"{type(architecture).__name__}")
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
-    run = Run(out, "deep_ensemble", {**_settings(phase), "seed": seed, "n_models": n_models}, data)
+    run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed, "n_models": n_models}, data)
     device = device_of(device)
     members = []
     for j in range(n_models):
         key = member_key(seed, "deep_ensemble", j)
         with seeded(derive_seed(*key, INIT)):  # the initialisation comes from the member's own seed
             model = factory()
-        _check_plain(model, "the model the architecture gives")
+        check_plain(model, "the model the architecture gives")
         members.append(_train(model, data, phase, run, f"mode_{j}", key, device, progress, f"mode {j}"))
     return members

@@ -11,18 +11,25 @@ import zlib
 import torch
 from tqdm.auto import tqdm
 
+from simplexkern.data.dataset import check_dataset
 from simplexkern.nn import checkpoint
+from simplexkern.nn.model import SimplexModel
 from simplexkern.train.loop import run_phase, steps_per_epoch
 
 
-def fingerprint(module):
-    """SHA-256 of a module's state (names, shapes, dtypes and values): what a run started from."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
+def _digest(named_tensors, prefix=""):
+    """SHA-256 of (name, tensor) pairs: names, shapes, dtypes and values."""
+    h = hashlib.sha256(prefix.encode())
+    for name, t in named_tensors:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def fingerprint(module):
+    """SHA-256 of a module's state: what a run started from."""
+    return _digest(module.state_dict().items())
 
 
 def member_key(seed, algorithm, member):
@@ -52,12 +59,7 @@ def device_of(device):
 
 def data_fingerprint(data):
     """SHA-256 of a data set's training split: a run resumes only on the data it started on."""
-    h = hashlib.sha256(data.task.encode())
-    for t in (data.x_train, data.y_train):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return _digest([("x_train", data.x_train), ("y_train", data.y_train)], data.task)
 
 
 class Run:
@@ -65,11 +67,7 @@ class Run:
     settings recorded with them include the fingerprint of ``data``'s training split."""
 
     def __init__(self, out, algorithm, settings, data):
-        from simplexkern.data import Dataset
-
-        if not isinstance(data, Dataset):
-            raise TypeError(f"data must be a simplexkern.data.Dataset (from simplexkern.data.load), got "
-                            f"{type(data).__name__}")
+        check_dataset(data)
         self.algorithm = algorithm
         if out is not None:
             settings = {**settings, "data": data_fingerprint(data)}
@@ -103,6 +101,14 @@ class Run:
                              "folder, or remove it to start over")
         return meta, state
 
+    def resume(self, name, start):
+        """(progress metadata or None, the first epoch to run, the optimizer state) of member
+        ``name``: where an unfinished checkpoint left off, else from the start."""
+        meta, state = self.state(name, start)
+        if meta is None or meta.get("done"):
+            return meta, 0, None
+        return meta, meta["epoch"], (state or {}).get("optimizer")
+
     def save(self, name, model, start, progress, optimizer=None):
         """Writes member ``name``'s checkpoint: the model, ``progress`` (a JSON dict) and the
         optimizer's state when given."""
@@ -113,16 +119,17 @@ class Run:
         checkpoint.save(model, self.path(name), metadata=meta, training_state=state)
 
 
+def check_plain(model, name, what="a plain torch.nn.Module"):
+    if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be {what}, got {type(model).__name__}")
+    return model
+
+
 def as_plain(model, name):
     """A plain model given as a module or as the path of a checkpoint of one."""
-    from simplexkern.nn.model import SimplexModel
-
     if isinstance(model, (str, os.PathLike)):
         return checkpoint.load_module(model)
-    if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
-        raise TypeError(f"{name} must be a plain torch.nn.Module or the path of its checkpoint, got "
-                        f"{type(model).__name__}")
-    return model
+    return check_plain(model, name, "a plain torch.nn.Module or the path of its checkpoint")
 
 
 def train_phase(model, data, phase, *, run, name, start, key, device, progress, describe, first_epoch=0,

@@ -37,7 +37,7 @@ from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel, simplexify
 from simplexkern.nn.samplers import ComplexSampler, SimplexSampler
 from simplexkern._seeds import derive_seed, seeded
-from simplexkern.train.loop import INIT, Phase
+from simplexkern.train.loop import INIT, Phase, log_volume
 from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
 
 REG_SCALES = ("none", "random")
@@ -46,11 +46,6 @@ REG_SCALES = ("none", "random")
 def _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples):
     return Phase(epochs=vertex_epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                  n_samples=n_samples)
-
-
-def _settings(phase, **more):
-    base = {k: getattr(phase, k) for k in ("epochs", "lr", "momentum", "weight_decay", "batch_size", "n_samples")}
-    return {**base, **more}
 
 
 def _check_growth(reg, reg_scale, noise):
@@ -75,14 +70,6 @@ def complex_simplices(n_modes, n_vertices):
     if n_modes == 1:
         return None
     return [(j, *range(n_modes, n_vertices)) for j in range(n_modes)]
-
-
-def log_volume_of(model, simplices):
-    """log V of the simplex of all vertices, or of the complex ``simplices`` (the log of the
-    sum of its simplexes' volumes)."""
-    if simplices is None:
-        return model.log_volume()
-    return torch.logsumexp(model.log_volume(simplices), 0)
 
 
 def random_vertices(model, n_vertices, seed):
@@ -117,13 +104,11 @@ def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, wei
           key, device, progress, describe):
     """Adds vertices to ``model`` (a SimplexModel whose first ``n_modes`` vertices are the
     modes) up to ``n_vertices``, one at a time, checkpointing ``name`` in ``run``."""
-    meta, state = run.state(name, start)
-    history, first, optimizer_state = list(model.metadata.get("history", [])), 0, None
+    meta, first, optimizer_state = run.resume(name, start)
+    history = list(model.metadata.get("history", []))
     if meta is not None:
         model = checkpoint.load(run.path(name), model=template)
         history = meta["history"]
-        if not meta["done"]:
-            first, optimizer_state = meta["epoch"], (state or {}).get("optimizer")
     model.to(device)
     if meta is not None and meta["done"]:
         return model.eval()
@@ -144,7 +129,7 @@ def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, wei
                     progress=progress, describe=f"{describe}, vertex {v}", first_epoch=first,
                     optimizer_state=optimizer_state, record={"vertices_done": v, "history": history})
         with torch.no_grad():
-            history.append({"vertex": v, "reg": reg_v, "log_volume": float(log_volume_of(model, simplices))})
+            history.append({"vertex": v, "reg": reg_v, "log_volume": float(log_volume(model, simplices))})
         run.save(name, model, start, {"vertices_done": v + 1, "epoch": 0, "done": False, "history": history})
     fix_all(model)
     model.metadata = {"algorithm": run.algorithm, "settings": run.settings, "history": history}
@@ -180,8 +165,8 @@ def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex
     sm, template, start = _start_model(model)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
-    run = Run(out, "grow_simplex", _settings(phase, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale,
-                                             noise=noise, seed=seed), data)
+    run = Run(out, "grow_simplex", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale,
+                                        noise=noise, seed=seed), data)
     return _grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg, reg_scale=reg_scale,
                  weighting="volume", run=run, name="simplex", start=start, template=template,
                  key=member_key(seed, "grow_simplex", 0), device=device_of(device), progress=progress,
@@ -200,8 +185,8 @@ def espro(modes, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < 1:
         raise ValueError(f"n_vertices must be an int >= 1, got {n_vertices!r}")
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
-    run = Run(out, "espro", _settings(phase, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
-                                      seed=seed, n_modes=len(modes)), data)
+    run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
+                                 seed=seed, n_modes=len(modes)), data)
     device = device_of(device)
     simplexes = []
     for j, mode in enumerate(modes):
@@ -246,8 +231,8 @@ def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weig
         raise ValueError(f"weighting must be 'volume' or 'uniform', got {weighting!r}")
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
     model, template, start = _complex_start(modes)
-    run = Run(out, "spro_complex", _settings(phase, n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
-                                             weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data)
+    run = Run(out, "spro_complex", dict(phase.settings(), n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
+                                        weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data)
     m = len(modes)
     return _grow(model, data, phase, n_modes=m, n_vertices=m + n_connectors, noise=noise, reg=reg,
                  reg_scale=reg_scale, weighting=weighting, run=run, name="complex", start=start, template=template,
@@ -315,7 +300,7 @@ def dimensionality_sweep(modes, data, max_connectors=4, *, n_points=25, seed=0, 
                                for _, out in outputs_at(model, data.x_test, points, bn_inputs=data.x_train)])
             rows.append({
                 "connectors": c, "vertices": m + c,
-                "log_volume": float(torch.logsumexp(model.log_volume(simplices), 0)),
+                "log_volume": float(log_volume(model, simplices)),
                 "train_loss": float(values["train_loss"].mean()), "train_error": float(values["train_error"].mean()),
                 "train_error_max": float(values["train_error"].max()),
                 "test_error": float(values["test_error"].mean()),
