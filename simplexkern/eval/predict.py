@@ -19,7 +19,7 @@ from simplexkern.data import Dataset
 from simplexkern.nn.model import SimplexModel
 
 
-def device_of(model):
+def model_device(model):
     return next(itertools.chain(model.parameters(), model.buffers())).device
 
 
@@ -33,14 +33,11 @@ def has_batchnorm(model):
 @contextlib.contextmanager
 def restored_batchnorm(model):
     """Puts a simplex model's tracked points and BatchNorm statistics back on exit."""
-    norms = [m for _, m in model._tracked_norms()]
-    saved = model.bn_points, [m.statistics() for m in norms]
+    saved = model.batchnorm_state()
     try:
         yield
     finally:
-        model.bn_points = saved[0]
-        for m, stats in zip(norms, saved[1]):
-            m.set_statistics(stats)
+        model.restore_batchnorm_state(saved)
 
 
 def _chunks(x, batch_size, device):
@@ -70,20 +67,20 @@ def with_fresh_batchnorm(model, inputs, batch_size=256, seed=0):
         m.momentum = None
     model.train()
     with seeded(seed):
-        for xb in _statistics_batches(inputs, batch_size, device_of(model)):
+        for xb in _statistics_batches(inputs, batch_size, model_device(model)):
             model(xb)
     return model.eval()
 
 
-def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0):
-    """Yields (start row, outputs (S, B, ...)) over ``x`` in batches: a simplex model at the
-    S points ``coeffs`` (S, k), a plain model as one point (S = 1). BatchNorm statistics are
-    recomputed from ``bn_inputs`` first (required for a simplex model with BatchNorm; for a
-    plain model, its own statistics are used when none are given), in training mode with
-    dropout drawn from ``seed``."""
-    _checks.tensor(x, "x")
+@contextlib.contextmanager
+def evaluated_at(model, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0):
+    """Inside: ``forward(x)`` -> outputs (S, B, ...) of a simplex model at the S points
+    ``coeffs`` (S, k), or of a plain model as one point (S = 1), without gradients.
+    BatchNorm statistics are recomputed from ``bn_inputs`` once, on entry (required for a
+    simplex model with BatchNorm; a plain model keeps its own when none are given), in
+    training mode with dropout drawn from ``seed``; the model is put back as it was on exit."""
     _checks.count(batch_size, "batch_size")
-    device = device_of(model)
+    device = model_device(model)
     was_training = model.training
     with torch.no_grad():
         if isinstance(model, SimplexModel):
@@ -99,8 +96,7 @@ def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0)
                         model.update_bn(_statistics_batches(bn_inputs, batch_size, device), coeffs)
                 model.eval()
                 try:
-                    for start, xb in zip(range(0, len(x), batch_size), _chunks(x, batch_size, device)):
-                        yield start, model(xb, coeffs)
+                    yield lambda x: model(x, coeffs)
                 finally:
                     model.train(was_training)
             return
@@ -108,10 +104,23 @@ def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0)
             if bn_inputs is not None and has_batchnorm(model) else model
         plain.eval()
         try:
-            for start, xb in zip(range(0, len(x), batch_size), _chunks(x, batch_size, device)):
-                yield start, plain(xb)[None]
+            yield lambda x: plain(x)[None]
         finally:
             model.train(was_training)
+
+
+def _batches_of(forward, x, batch_size, device):
+    """(start row, forward(batch)) over ``x``."""
+    for start, xb in zip(range(0, len(x), batch_size), _chunks(x, batch_size, device)):
+        yield start, forward(xb)
+
+
+def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0):
+    """Yields (start row, outputs (S, B, ...)) over ``x`` in batches, the model evaluated as
+    ``evaluated_at`` says."""
+    _checks.tensor(x, "x")
+    with evaluated_at(model, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=seed) as forward:
+        yield from _batches_of(forward, x, batch_size, model_device(model))
 
 
 def member_points(model, n_points, seed, member):
@@ -202,8 +211,23 @@ def point_metrics(model, coeffs, x, y, *, task="classification", noise_std=1.0, 
     plain model: S = 1) on (x, y): a dict of (S,) float64 tensors "loss" (the training
     objective: mean cross-entropy, or the Gaussian negative log likelihood with standard
     deviation ``noise_std`` for regression) and "error" (classification)."""
+    return split_metrics(model, coeffs, {"": (x, y)}, task=task, noise_std=noise_std, bn_inputs=bn_inputs,
+                         batch_size=batch_size, seed=seed)[""]
+
+
+def split_metrics(model, coeffs, splits, *, task="classification", noise_std=1.0, bn_inputs=None, batch_size=256,
+                  seed=0):
+    """``point_metrics`` on each of several splits (name -> (x, y)), with the BatchNorm
+    statistics of the points computed once for all of them."""
+    with evaluated_at(model, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=seed) as forward:
+        return {name: _losses(forward, x, y, task, noise_std, batch_size, model_device(model))
+                for name, (x, y) in splits.items()}
+
+
+def _losses(forward, x, y, task, noise_std, batch_size, device):
+    _checks.tensor(x, "x")
     loss = err = None
-    for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=seed):
+    for start, out in _batches_of(forward, x, batch_size, device):
         yb = y[start:start + out.shape[1]].to(out.device)
         if task == "classification":
             logp = torch.log_softmax(out.double(), -1)

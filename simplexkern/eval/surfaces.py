@@ -9,7 +9,7 @@ import torch
 
 from simplexkern import geometry
 from simplexkern.data.dataset import check_dataset
-from simplexkern.eval.predict import point_metrics
+from simplexkern.eval.predict import split_metrics
 from simplexkern.nn.model import SimplexModel, simplexify
 from simplexkern.nn.samplers import CurveSampler
 
@@ -20,14 +20,14 @@ def metrics_at(model, coeffs, data, *, batch_size=256, points_per_pass=64):
     "test_error" (BatchNorm statistics recomputed per point from the training inputs)."""
     check_dataset(data)
     out = {}
+    splits = {split: (getattr(data, f"x_{split}"), getattr(data, f"y_{split}")) for split in ("train", "test")}
     for start in range(0, len(coeffs), points_per_pass):
-        chunk = coeffs[start:start + points_per_pass]
-        for split in ("train", "test"):
-            x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-            m = point_metrics(model, chunk, x, y, task=data.task, bn_inputs=data.x_train, batch_size=batch_size,
-                              noise_std=data.observation_noise if data.task == "regression" else 1.0)
-            for name, values in m.items():
-                out.setdefault(f"{split}_{name}", []).append(values.numpy())
+        values = split_metrics(model, coeffs[start:start + points_per_pass], splits, task=data.task,
+                               bn_inputs=data.x_train, batch_size=batch_size,
+                               noise_std=data.observation_noise if data.task == "regression" else 1.0)
+        for split, m in values.items():
+            for name, v in m.items():
+                out.setdefault(f"{split}_{name}", []).append(v.numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -40,13 +40,17 @@ def _summary(values, lengths):
             "length_weighted": weighted}
 
 
-def _arc_lengths(model, coeffs):
-    """Weight-space lengths |θ(c_{j+1}) - θ(c_j)| between consecutive points ``coeffs`` (n, k),
-    exactly from the vertices' float64 distances: |sum_i δ_i v_i|^2 = -δᵀ D δ / 2 for weights
-    δ summing to 0."""
+def _sqnorms(model, deltas):
+    """|sum_i δ_i v_i|^2 in weight space for each row δ of ``deltas`` (n, k) (weights summing
+    to 0: differences of points), exactly from the vertices' float64 distances D: -δᵀ D δ / 2."""
     d = geometry.pairwise_sqdist(model.store.vertices().detach()).cpu()
-    delta = coeffs[1:] - coeffs[:-1]
-    return (-0.5 * torch.einsum("ni,ij,nj->n", delta, d, delta)).clamp_min(0).sqrt().numpy()
+    deltas = deltas.detach().double().cpu()
+    return (-0.5 * torch.einsum("ni,ij,nj->n", deltas, d, deltas)).clamp_min(0).numpy()
+
+
+def _arc_lengths(model, coeffs):
+    """Weight-space lengths |θ(c_{j+1}) - θ(c_j)| between consecutive points ``coeffs`` (n, k)."""
+    return np.sqrt(_sqnorms(model, coeffs[1:] - coeffs[:-1]))
 
 
 def curve_profile(curve, data, n_t=21, *, batch_size=256):
@@ -92,15 +96,10 @@ def _three_point_model(points):
 
 def plane_basis(model, points):
     """The plane through the three points ``points`` (3, k) of ``model``, in float64 from
-    exact distances: returns (B, centre_sr) with B (2, 2) mapping affine weights (s, r) of
-    p0 + s (p1 - p0) + r (p2 - p0) to orthonormal coordinates (x, y) (Gram-Schmidt: x
-    along p1 - p0), and the centre's (1/3, 1/3)."""
+    exact distances: B (2, 2) maps the affine weights (s, r) of p0 + s (p1 - p0) + r (p2 - p0)
+    to orthonormal coordinates (x, y) (Gram-Schmidt: x along p1 - p0)."""
     a = points.detach().double().cpu()
-    d = geometry.pairwise_sqdist(model.store.vertices().detach()).cpu()
-
-    def sqnorm(delta):  # |sum_i delta_i v_i|^2 for weights summing to 0
-        return float(-0.5 * delta @ d @ delta)
-    d01, d02, d12 = sqnorm(a[1] - a[0]), sqnorm(a[2] - a[0]), sqnorm(a[2] - a[1])
+    d01, d02, d12 = (float(v) for v in _sqnorms(model, torch.stack([a[1] - a[0], a[2] - a[0], a[2] - a[1]])))
     g12 = (d01 + d02 - d12) / 2
     h2 = d02 - g12 ** 2 / d01 if d01 > 0 else 0.0
     if d01 <= 0 or h2 <= 1e-12 * max(d01, d02):

@@ -233,8 +233,7 @@ class SimplexModel(nn.Module):
         norms = [m for _, m in self._tracked_norms()]
         if not norms:
             raise ValueError("this model has no BatchNorm layer that tracks running statistics")
-        # The statistics are replaced by new tensors, so the old ones come back untouched on failure.
-        saved = self.bn_points, [m.statistics() for m in norms]
+        saved = self.batchnorm_state()
         self.bn_points = coeffs.clone()
         was_training, momenta = self.training, [m.momentum for m in norms]
         for m in norms:
@@ -256,9 +255,17 @@ class SimplexModel(nn.Module):
                 m.momentum = momentum
             self.train(was_training)
             if not done:
-                self.bn_points = saved[0]
-                for m, stats in zip(norms, saved[1]):
-                    m.set_statistics(stats)
+                self.restore_batchnorm_state(saved)
+
+    def batchnorm_state(self):
+        """The tracked points and the statistics of every tracked BatchNorm, to put back with
+        ``restore_batchnorm_state`` (``update_bn`` replaces these tensors, never changes them)."""
+        return self.bn_points, [(m, m.statistics()) for _, m in self._tracked_norms()]
+
+    def restore_batchnorm_state(self, state):
+        self.bn_points = state[0]
+        for m, stats in state[1]:
+            m.set_statistics(stats)
 
     # ------------------------------------------------------------------ evaluation
     def _check_coeffs(self, coeffs, name="coeffs"):
