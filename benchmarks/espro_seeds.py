@@ -40,20 +40,27 @@ def with_validation(args):
                             f"{time.perf_counter() - start:.0f}"]), flush=True)
 
 
+def _modes(args, data, mode_epochs, seed):
+    return sk.train.deep_ensemble(args.model, data, 3, epochs=mode_epochs, batch_size=args.batch_size, seed=seed,
+                                  device="cpu", progress=False)
+
+
+def _espro(args, data, modes, reg, seed):
+    return sk.train.espro(modes, data, 3, reg=reg, vertex_epochs=args.vertex_epochs[0], batch_size=args.batch_size,
+                          seed=seed, device="cpu", progress=False)
+
+
 def full_train(args):
     data = sk.data.load(args.data)
     print(_row(["mode epochs", "seed", "DE NLL", "DE acc"] + [f"ESPRO λ={r:g} NLL / acc" for r in args.regs]))
     print(_row(["---"] * (4 + len(args.regs))))
     for mode_epochs in args.mode_epochs:
         for seed in args.seeds:
-            modes = sk.train.deep_ensemble(args.model, data, 3, epochs=mode_epochs, batch_size=args.batch_size,
-                                           seed=seed, device="cpu", progress=False)
+            modes = _modes(args, data, mode_epochs, seed)
             de = sk.eval.metrics(sk.eval.predict(modes, data), data.y_test)
             cells = [mode_epochs, seed, f"{de['nll']:.4f}", f"{de['accuracy']:.4f}"]
             for reg in args.regs:
-                simplexes = sk.train.espro(modes, data, 3, reg=reg, vertex_epochs=args.vertex_epochs[0],
-                                           batch_size=args.batch_size, seed=seed, device="cpu", progress=False)
-                m = sk.eval.metrics(sk.eval.predict(simplexes, data, seed=seed), data.y_test)
+                m = sk.eval.metrics(sk.eval.predict(_espro(args, data, modes, reg, seed), data, seed=seed), data.y_test)
                 cells.append(f"{m['nll']:.4f} / {m['accuracy']:.4f}")
             print(_row(cells), flush=True)
 
@@ -64,12 +71,10 @@ def every_reg(args):
     print(_row(["---"] * (4 + len(args.regs))))
     for mode_epochs in args.mode_epochs:
         for seed in args.seeds:
-            modes = sk.train.deep_ensemble(args.model, data, 3, epochs=mode_epochs, batch_size=args.batch_size,
-                                           seed=seed, device="cpu", progress=False)
+            modes = _modes(args, data, mode_epochs, seed)
             cells = {split: [_nll(modes, data, split, seed)] for split in ("val", "test")}
             for reg in args.regs:
-                simplexes = sk.train.espro(modes, data, 3, reg=reg, vertex_epochs=args.vertex_epochs[0],
-                                           batch_size=args.batch_size, seed=seed, device="cpu", progress=False)
+                simplexes = _espro(args, data, modes, reg, seed)
                 for split in cells:
                     cells[split].append(_nll(simplexes, data, split, seed))
             for split, values in cells.items():

@@ -107,9 +107,8 @@ def demo(args):
     from simplexkern import demo as experiment
 
     info()
-    regs = tuple(float(r) for r in args.regs.split(","))
     result = experiment.espro_vs_deep_ensemble(
-        args.data, model=args.model, n_modes=args.modes, n_vertices=1 + args.vertices, regs=regs,
+        args.data, model=args.model, n_modes=args.modes, n_vertices=1 + args.vertices, regs=args.regs,
         mode_epochs=args.epochs, vertex_epochs=args.vertex_epochs, lr=args.lr, batch_size=args.batch_size,
         n_points=args.eval_samples, seed=args.seed, device=None if args.device == "auto" else args.device,
         out=args.out, progress=not args.quiet)
@@ -124,7 +123,7 @@ def _regs(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
     if not values or any(not v >= 0 for v in values):
         raise argparse.ArgumentTypeError(f"λ values must be >= 0, got {text!r}")
-    return text
+    return tuple(values)
 
 
 def _device(text):
