@@ -1,6 +1,6 @@
 """ESPRO against the deep ensemble of the same modes over seeds and recipes: the runs behind
-the README's findings. Each run is `simplexkern demo`'s experiment (λ chosen on the
-validation split); prints one Markdown row per run.
+the README's findings. Each run is `simplexkern espro` (λ chosen on the validation split,
+the deep ensemble of the same modes beside it); prints one Markdown row per run.
 
     python benchmarks/espro_seeds.py digits --mode-epochs 20 40 60 --vertex-epochs 10 30 --seeds 0 1 2
     python benchmarks/espro_seeds.py mnist1d --model convnet --mode-epochs 60 --batch-size 128 --regs 0 1 3 10
@@ -11,12 +11,13 @@ validation split); prints one Markdown row per run.
       (the validation and test NLL of every λ, to see how the choice was made)
 """
 import argparse
+import tempfile
 import time
 
 import torch
 
 import simplexkern as sk
-from simplexkern.demo import espro_vs_deep_ensemble
+from simplexkern.cli import run_command
 
 
 def _row(cells):
@@ -31,11 +32,13 @@ def with_validation(args):
         for vertex_epochs in args.vertex_epochs:
             for seed in args.seeds:
                 start = time.perf_counter()
-                r = espro_vs_deep_ensemble(args.data, model=args.model, regs=tuple(args.regs), mode_epochs=mode_epochs,
-                                           vertex_epochs=vertex_epochs, batch_size=args.batch_size, seed=seed,
-                                           device="cpu", progress=False)
-                de, es = r["rows"][1], r["rows"][2]
-                print(_row([mode_epochs, vertex_epochs, seed, f"{r['reg']:g}", f"{de['nll']:.4f}", f"{es['nll']:.4f}",
+                with tempfile.TemporaryDirectory() as out:
+                    r = run_command(["espro", "--data", args.data, "--model", args.model, "--reg",
+                                     ",".join(f"{x:g}" for x in args.regs), "--epochs", str(mode_epochs),
+                                     "--vertex-epochs", str(vertex_epochs), "--batch-size", str(args.batch_size),
+                                     "--seed", str(seed), "--device", "cpu", "--quiet", "--out", out], echo=False)
+                de, es = r["details"]["deep_ensemble"]["test"], r["test"]
+                print(_row([mode_epochs, vertex_epochs, seed, f"{r['details']['reg']:g}", f"{de['nll']:.4f}", f"{es['nll']:.4f}",
                             f"{es['nll'] - de['nll']:+.4f}", f"{de['accuracy']:.4f}", f"{es['accuracy']:.4f}",
                             f"{time.perf_counter() - start:.0f}"]), flush=True)
 

@@ -98,6 +98,9 @@ def test_loss_plane_against_explicit_gram_schmidt(rng):
         assert plane["test_loss"][iy, ix] == pytest.approx(loss, rel=1e-9)
         assert plane["test_error"][iy, ix] == pytest.approx(error, abs=1e-12)
     assert plane["train_loss"].shape == (grid, grid)
+    for i, net in enumerate(points):  # the three points themselves
+        loss = nn.functional.cross_entropy(net(data.x_train), data.y_train).item()
+        assert plane["at_points"]["train_loss"][i] == pytest.approx(loss, rel=1e-9)
     with pytest.raises(ValueError, match="one line"):
         sk.eval.loss_plane([points[0], points[0], points[1]], data)
 
@@ -124,6 +127,16 @@ def test_curve_profile_and_plane_recompute_batchnorm_per_point(rng):
 
     plane = sk.eval.loss_plane([a, b, _net(bn=True)], data, grid=3)
     assert np.isfinite(plane["train_loss"]).all() and plane["train_loss"].shape == (3, 3)
+
+
+def test_loss_plane_of_float32_models(rng):
+    data = _data(rng)  # float32, as models and data usually are
+    points = [_net().float() for _ in range(3)]
+    plane = sk.eval.loss_plane(points, data, grid=3, margin=0.0)
+    for i, net in enumerate(points):
+        loss = nn.functional.cross_entropy(net(data.x_test), data.y_test).item()
+        assert plane["at_points"]["test_loss"][i] == pytest.approx(loss, rel=1e-5)
+    assert plane["test_loss"][0, 0] >= 0 and plane["test_loss"].shape == (3, 3)
 
 
 def test_regression_without_a_stated_noise_predicts_with_the_training_noise(tmp_path, rng):

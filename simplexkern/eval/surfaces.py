@@ -116,12 +116,13 @@ def loss_plane(points, data, *, model=None, grid=21, margin=0.2, batch_size=256)
     three coefficient vectors (3, k) over its vertices (e.g. the vertices of a simplex, or a
     curve's endpoints and its midpoint). Returns {"x": (G,), "y": (G,), "points": (3, 2)
     coordinates, "train_loss" | "train_error" | "test_loss" | "test_error": (G, G) indexed
-    [y, x]}.
+    [y, x], "at_points": those four metrics at the three points themselves, (3,) each}.
     """
     if model is None:
         if not isinstance(points, (list, tuple)) or len(points) != 3:
             raise ValueError("points must be three plain models (or three coefficient vectors with model=)")
         model, coeffs = _three_point_model(points)
+        coeffs = coeffs.double()
     else:
         if not isinstance(model, SimplexModel):
             raise TypeError(f"model must be a SimplexModel, got {type(model).__name__}")
@@ -141,8 +142,9 @@ def loss_plane(points, data, *, model=None, grid=21, margin=0.2, batch_size=256)
     gx, gy = np.meshgrid(xs, ys)  # [y, x]
     sr = np.linalg.solve(basis, np.stack([gx.ravel(), gy.ravel()])).T + 1 / 3
     weights = np.stack([1 - sr.sum(1), sr[:, 0], sr[:, 1]], 1)  # affine weights of the three points
-    plane = torch.from_numpy(weights) @ coeffs.cpu()
+    plane = torch.cat([torch.from_numpy(weights) @ coeffs.cpu(), coeffs.cpu()])  # the grid, then the points
     values = metrics_at(model, plane.to(model.device, model.dtype), data, batch_size=batch_size)
     out = {"x": xs, "y": ys, "points": xy}
-    out.update({k: v.reshape(grid, grid) for k, v in values.items()})
+    out.update({k: v[:-3].reshape(grid, grid) for k, v in values.items()})
+    out["at_points"] = {k: v[-3:] for k, v in values.items()}
     return out

@@ -199,6 +199,20 @@ def load(path, model=None, *, map_location="cpu"):
     obj = _read(path, map_location)
     if obj.get("format") != FORMAT or obj["kind"] == "plain":
         return simplexify(_module(obj, path, model))
+    return _simplex(obj, path, model)
+
+
+def load_model(path, *, map_location="cpu"):
+    """The model saved at ``path`` as it was saved: a SimplexModel, or a plain module of a
+    recorded architecture (``simplexkern.models``)."""
+    obj = _read(path, map_location)
+    if obj.get("format") == FORMAT and obj["kind"] == "simplex":
+        return _simplex(obj, path, None)
+    return _module(obj, path, None)
+
+
+def _simplex(obj, path, model):
+    """The SimplexModel of a read simplex checkpoint ``obj``."""
     plain = _plain_model(model, obj["architecture"])
     dtype = next(plain.parameters()).dtype
     if str(dtype).replace("torch.", "") != obj["dtype"]:

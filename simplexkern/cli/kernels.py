@@ -1,6 +1,5 @@
-"""The ``simplexkern`` command."""
-import argparse
-import sys
+"""``simplexkern kernels`` and ``simplexkern info``: the compiled geometry core and the fused
+ops at work, against NumPy and the per-point reference loop."""
 import time
 
 import numpy as np
@@ -30,9 +29,10 @@ def info():
     print(f"simplexkern {simplexkern.__version__}: torch {torch.__version__}, extension built {cuda}; {gpu}")
 
 
-def kernels(args):
+def run(args):
     info()
-    device = torch.device(args.device)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     n, batch = args.vertices, args.batch
     print(f"\n1. log-volumes of {batch:,} random {n - 1}-simplexes ({n} Gaussian vertices in R^{2 * n}) on {device}")
@@ -101,92 +101,3 @@ def _compare_backends(title, op, store, device):
         err = max((y - y_ref).abs().max().item(), (grad - g_ref).abs().max().item())
         print(f"   {backend:10s} {1e3 * t:9.2f} ms   ({t_ref / t:4.1f}x the per-point loop)   max |difference| {err:.1e}")
     print(f"   fixed vertices' gradient: {g_ref[:3].abs().max().item():.1f} (exactly zero)")
-
-
-def demo(args):
-    from simplexkern import demo as experiment
-
-    info()
-    result = experiment.espro_vs_deep_ensemble(
-        args.data, model=args.model, n_modes=args.modes, n_vertices=1 + args.vertices, regs=args.regs,
-        mode_epochs=args.epochs, vertex_epochs=args.vertex_epochs, lr=args.lr, batch_size=args.batch_size,
-        n_points=args.eval_samples, seed=args.seed, device=None if args.device == "auto" else args.device,
-        out=args.out, progress=not args.quiet)
-    print()
-    print(experiment.format_result(result))
-
-
-def _regs(text):
-    try:
-        values = [float(r) for r in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not v >= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"λ values must be >= 0, got {text!r}")
-    return tuple(values)
-
-
-def _device(text):
-    from simplexkern.train.runs import device_of
-
-    if text == "auto":
-        return text
-    try:
-        return str(device_of(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="simplexkern", description=simplexkern.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, extension build and GPU")
-    d = sub.add_parser("demo", help="ESPRO against a deep ensemble of the same modes (default: on digits)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d.add_argument("--data", default="digits", help="a data set name or a .npz file")
-    d.add_argument("--model", default="mlp", help="architecture, sized for the data")
-    d.add_argument("--modes", type=_positive, default=3, help="J, the number of modes")
-    d.add_argument("--vertices", type=_positive, default=2, help="vertices added to each mode's simplex")
-    d.add_argument("--regs", type=_regs, default="0,1,3,10,30,100", help="λ values to choose from on validation NLL")
-    d.add_argument("--epochs", type=_positive, default=40, help="epochs per mode")
-    d.add_argument("--vertex-epochs", type=_positive, default=30, help="epochs per added vertex")
-    d.add_argument("--lr", type=float, default=0.05, help="learning rate of modes and vertices")
-    d.add_argument("--batch-size", type=_positive, default=64)
-    d.add_argument("--eval-samples", type=_positive, default=25, help="M, points per simplex when predicting")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", type=_device, default="auto", help="cpu, cuda, cuda:N or auto")
-    d.add_argument("--out", default=None, help="folder for checkpoints (a second run resumes)")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = sub.add_parser("kernels", help="show the compiled geometry core and fused ops at work")
-    p.add_argument("--batch", type=int, default=10_000, help="simplexes in the batch (default 10000)")
-    p.add_argument("--vertices", type=int, default=11, help="vertices per simplex (default 11)")
-    p.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.command == "info":
-        info()
-    elif args.command == "demo":
-        try:
-            demo(args)
-        except (ValueError, TypeError) as err:
-            print(f"simplexkern demo: error: {err}", file=sys.stderr)
-            return 2
-    else:
-        if args.batch < 1 or args.vertices < 2:
-            parser.error("--batch must be >= 1 and --vertices >= 2")
-        kernels(args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

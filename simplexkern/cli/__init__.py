@@ -1,0 +1,309 @@
+"""The ``simplexkern`` command (also ``python -m simplexkern``): every algorithm from the shell,
+on a named data set or your own ``.npz``, with a report, checkpoints and plots in ``--out``.
+
+Each subcommand is a thin shell over ``simplexkern.train`` / ``eval`` / ``data``
+(``simplexkern.cli.jobs``); its flags are declared once in ``FLAGS`` and shared, with one
+spelling, by every subcommand that takes them. Bad flags, files and combinations exit with
+status 2 and one line naming the problem.
+"""
+import argparse
+import functools
+import os
+import sys
+
+from simplexkern.cli import folder as run_folder
+from simplexkern.cli import report as reports
+
+DATA_HELP = ("a data set name (digits, mnist1d, spirals, cifar10, cifar100) or the path of a .npz file with x_train, "
+             "y_train, x_test, y_test (features of any shape, integer labels)")
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _at_least(minimum):
+    def parse(text):
+        value = _positive(text) if minimum >= 1 else int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _number(low, high=None, *, strict=True):
+    """A float in (low, high) (or [low, ...) when not ``strict``)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > low if strict else value >= low) or (high is not None and not value < high):
+            bounds = f"{'>' if strict else '>='} {low}" + (f" and < {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+    return parse
+
+
+def _regs(text):
+    try:
+        values = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(not v >= 0 or v == float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"λ values must be finite and >= 0, got {text!r}")
+    return values
+
+
+def _indices(text):
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _device(text):
+    from simplexkern.train.runs import device_of
+
+    if text == "auto":
+        return text
+    try:
+        return str(device_of(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+# dest -> (flag, argparse keywords). Settings decide a run's result and are recorded in run.json.
+FLAGS = {
+    "source": ("source", dict(help="an earlier output folder (--out of any command) or a checkpoint file")),
+    "data": ("--data", dict(default="digits", help=DATA_HELP)),
+    "val_fraction": ("--val-fraction", dict(type=_number(0, 1, strict=False), default=0.2,
+                                            help="part of the training split held out for validation (choosing λ, "
+                                                 "fitting a temperature)")),
+    "gaussian_noise": ("--gaussian-noise", dict(type=int, choices=range(1, 6), default=None,
+                                                help="corrupt the test inputs with Gaussian noise of CIFAR-10-C "
+                                                     "severity 1-5")),
+    "model": ("--model", dict(default="mlp", help="architecture, sized for the data's input shape and classes: mlp, "
+                                                 "convnet, lenet5, vgg16, vgg16_bn, preresnet110, preresnet164, "
+                                                 "wrn28_10 or torchvision.<name>")),
+    "modes": ("--modes", dict(type=_positive, default=3, help="J, the number of independently trained modes")),
+    "vertices": ("--vertices", dict(type=_positive, default=2, help="vertices added to each mode's simplex")),
+    "epochs": ("--epochs", dict(type=_positive, default=40, help="training epochs per mode")),
+    "vertex_epochs": ("--vertex-epochs", dict(type=_positive, default=30, help="training epochs per added vertex")),
+    "curve_epochs": ("--curve-epochs", dict(type=_positive, default=30, help="training epochs of the curve")),
+    "lr": ("--lr", dict(type=_number(0), default=0.05, help="learning rate (SGD, momentum 0.9, weight decay 5e-4, "
+                                                            "cosine schedule)")),
+    "batch_size": ("--batch-size", dict(type=_positive, default=64, help="training batch size")),
+    "samples": ("--samples", dict(type=_positive, default=5, help="H, points sampled per training step")),
+    "eval_samples": ("--eval-samples", dict(type=_positive, default=25, help="M, points per simplex / complex / "
+                                                                             "curve when predicting")),
+    "reg": ("--reg", dict(type=_regs, default="0,1,3,10,30,100",
+                          help="λ >= 0 of the volume regulariser -λ log V; several comma-separated values: the one "
+                               "with the lowest validation NLL is used")),
+    "reg_scale": ("--reg-scale", dict(choices=("none", "random"), default="none",
+                                      help="none: λ as given; random: λ / log V of a random-init simplex (the "
+                                           "paper's rule)")),
+    "kind": ("--kind", dict(choices=("bezier", "polychain"), default="bezier", help="the curve's form")),
+    "bends": ("--bends", dict(type=_at_least(3), default=3, help="control points of the curve, both ends included")),
+    "cycles": ("--cycles", dict(type=_positive, default=4, help="FGE cycles (one snapshot each)")),
+    "cycle_epochs": ("--cycle-epochs", dict(type=_positive, default=2, help="epochs per FGE cycle")),
+    "lr_max": ("--lr-max", dict(type=_number(0), default=0.05, help="FGE's learning rate at a cycle's ends")),
+    "lr_min": ("--lr-min", dict(type=_number(0), default=0.0005, help="FGE's learning rate at a cycle's middle, "
+                                                                     "where the snapshot is taken")),
+    "points": ("--points", dict(type=_indices, default="0,1,2", help="the three vertices (of a simplex or complex) "
+                                                                    "or members (of an ensemble) the plane passes "
+                                                                    "through; a curve's plane passes through its "
+                                                                    "ends and midpoint")),
+    "member": ("--member", dict(type=_at_least(0), default=0, help="which simplex of an ESPRO run")),
+    "grid": ("--grid", dict(type=_at_least(2), default=21, help="grid points per side of the plane")),
+    "margin": ("--margin", dict(type=_number(0, strict=False), default=0.2,
+                                help="the plane's extent beyond the three points, as a fraction of theirs")),
+    "seed": ("--seed", dict(type=_at_least(0), default=0, help="seed of initialisations, data order and points")),
+}
+RUNTIME = {  # how to run, not what: not recorded
+    "device": ("--device", dict(type=_device, default="auto", help="cpu, cuda, cuda:N or auto (the GPU if any)")),
+    "backend": ("--backend", dict(choices=("auto", "triton", "torch", "reference"), default="auto",
+                                  help="backend of the fused simplex ops")),
+    "quiet": ("--quiet", dict(action="store_true", help="no progress bars")),
+    "resume": ("--resume", dict(action="store_true", help="continue the run in --out with the settings recorded "
+                                                          "there (running the same command again does the same)")),
+}
+MODE = ["data", "val_fraction", "model", "epochs", "lr", "batch_size"]
+SIMPLEX = ["modes", "vertices", "vertex_epochs", "samples", "reg", "reg_scale", "eval_samples"]
+COMMANDS = {  # name -> (help, settings, default overrides)
+    "demo": ("ESPRO against the deep ensemble of the same modes, on digits by default (espro with its own --out)",
+             MODE + SIMPLEX, {"out": "runs/demo"}),
+    "train": ("train one mode (an ordinary network)", MODE, {}),
+    "ensemble": ("the deep-ensemble baseline: J independently trained modes", MODE + ["modes"], {}),
+    "espro": ("ESPRO: a simplex grown around each of J modes, ensembled (λ chosen on validation NLL)",
+              MODE + SIMPLEX, {}),
+    "spro": ("SPRO: a simplicial complex of J modes and --vertices connectors, with the dimensionality sweep "
+             "(J = 1: a simplex grown around one mode)", MODE + SIMPLEX, {"modes": 2, "vertices": 3, "reg": "1"}),
+    "curve": ("a Bezier or polygonal-chain curve of low loss between two modes, with its profile",
+              MODE + ["kind", "bends", "curve_epochs", "samples", "eval_samples"], {}),
+    "fge": ("Fast Geometric Ensembling: snapshots of cyclic-learning-rate training from a mode",
+            MODE + ["cycles", "cycle_epochs", "lr_max", "lr_min"], {}),
+    "evaluate": ("evaluate an earlier output folder or checkpoint on any data (default: the data it was trained on)",
+                 ["source", "data", "val_fraction", "gaussian_noise", "eval_samples"], {"data": None,
+                                                                                        "val_fraction": None}),
+    "surface": ("the loss plane through three points: vertices of a simplex, a curve's ends and midpoint, or three "
+                "members", ["source", "data", "val_fraction", "points", "member", "grid", "margin"],
+                {"data": None, "val_fraction": None}),
+}
+USES_SIMPLEX_OPS = ("demo", "espro", "spro", "curve", "evaluate", "surface")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(suppress=False):
+    """The parser; with ``suppress``, flags not on the command line are absent from the
+    result (to tell which flags were given)."""
+    import simplexkern
+
+    parser = _Parser(prog="simplexkern", description=simplexkern.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("info", help="versions, extension build and GPU")
+    for name, (text, settings, overrides) in COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text + ".", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        names = settings + ["seed"] + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else []))
+        for dest in names:
+            flag, kw = {**FLAGS, **RUNTIME}[dest]
+            kw = dict(kw)
+            if dest in overrides:
+                kw["default"] = overrides[dest]
+            if flag.startswith("--"):
+                kw["dest"] = dest
+                if suppress:
+                    kw["default"] = argparse.SUPPRESS
+            if dest == "data" and kw.get("default") is None:
+                kw["help"] = DATA_HELP + "; default: the data the source was trained on"
+            if dest == "vertices" and name == "spro":
+                kw["help"] = "connectors added to the complex (J = 1: vertices added to the simplex)"
+            p.add_argument(flag, **kw)
+        p.add_argument("--out", default=argparse.SUPPRESS if suppress else overrides.get("out", f"runs/{name}"),
+                       help="output folder: report.json, checkpoints, plots (the same command again resumes there)")
+        for dest in ("quiet", "resume"):
+            flag, kw = RUNTIME[dest]
+            p.add_argument(flag, **({**kw, "default": argparse.SUPPRESS} if suppress else kw))
+    k = sub.add_parser("kernels", help="show the compiled geometry core and fused ops at work")
+    k.add_argument("--batch", type=_positive, default=10_000, help="simplexes in the batch (default 10000)")
+    k.add_argument("--vertices", type=_at_least(2), default=11, help="vertices per simplex (default 11)")
+    k.add_argument("--device", type=_device, default="auto", help="cpu, cuda or auto (default auto)")
+    k.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _settings(args, argv):
+    """The run's settings: from the flags, or with --resume from the run recorded in --out
+    (flags given that contradict the record are an error)."""
+    names = COMMANDS[args.command][1] + ["seed"]
+    settings = {k: getattr(args, k) for k in names}
+    if args.resume:
+        command, recorded = run_folder.recorded_settings(args.out)
+        if command != args.command:
+            raise ValueError(f"--resume: --out {args.out} holds a '{command}' run, not '{args.command}'")
+        given = vars(build_parser(suppress=True).parse_args(argv))
+        if "source" in settings:
+            settings["source"] = os.path.abspath(settings["source"])
+        clash = [k for k in names if k in given and run_folder.plain(settings[k]) != recorded.get(k)]
+        if clash:
+            raise ValueError("--resume continues with the settings recorded in --out; these flags differ from them: "
+                             + ", ".join(f"{FLAGS[k][0]} (recorded: {recorded.get(k)})" for k in clash))
+        settings = recorded
+    return settings
+
+
+def _resolve_source(settings):
+    """Fills evaluate's / surface's data settings from the source run."""
+    from simplexkern.cli import jobs
+
+    settings["source"] = os.path.abspath(settings["source"])
+    _, _, theirs = jobs.read_source(settings["source"])
+    if settings["data"] is None:
+        if "data" not in theirs:
+            raise ValueError("--data is needed: the source is a checkpoint file, which does not record its data")
+        settings["data"] = theirs["data"]
+    if settings["val_fraction"] is None:
+        settings["val_fraction"] = theirs.get("val_fraction", 0.2)
+
+
+def run_command(argv, echo=True):
+    """Runs the training / evaluation command ``argv`` (as typed after ``simplexkern``) and
+    returns its report (a dict, as in report.json); prints the summary table when ``echo``.
+    Bad flags exit (SystemExit 2); bad files and combinations raise ValueError."""
+    return run(build_parser().parse_args(argv), argv, echo)
+
+
+def run(args, argv, echo=True):
+    """Runs a parsed training / evaluation command; returns its report."""
+    from simplexkern import models
+    from simplexkern.cli import jobs
+    from simplexkern.ops import dispatch
+    from simplexkern.train.runs import device_of
+
+    settings = _settings(args, argv)
+    if "source" in settings and not args.resume:
+        _resolve_source(settings)
+    if args.command == "spro" and len(settings["reg"]) != 1:
+        raise ValueError(f"--reg: spro trains one complex, give it one λ (got {len(settings['reg'])})")
+    device = device_of(None if args.device == "auto" else args.device)
+    d = jobs.load_data(settings)
+    if "model" in settings:
+        models.for_data(settings["model"], d)  # an unknown or ill-fitting architecture fails here, not mid-run
+    backend = getattr(args, "backend", "auto")
+    if backend != "auto":
+        dispatch.resolve(device, backend)
+    job = jobs.JOBS[args.command]
+    if "source" in settings:  # models loaded and checked against the data before anything is written
+        job = functools.partial(job, source=jobs.load_source(settings, d, device))
+    folder = run_folder.RunFolder(args.out, args.command, settings)
+    report = folder.finished_report()
+    if report is None:
+        with dispatch.use_backend(backend):
+            part = job(folder.settings, d, folder, device, not args.quiet)
+        report = reports.build(args.command, settings, d, part, folder, device, backend)
+        folder.write_report(report)
+    if echo:
+        print(reports.format_table(report, folder.report_path))
+    return report
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "info":
+        from simplexkern.cli import kernels
+
+        kernels.info()
+        return 0
+    if args.command == "kernels":
+        from simplexkern.cli import kernels
+
+        kernels.run(args)
+        return 0
+    try:
+        run(args, argv)
+    except ValueError as err:
+        print(f"simplexkern {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"simplexkern {args.command}: training diverged: {err} (try a smaller --lr or --reg)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nsimplexkern {args.command}: interrupted; the same command resumes from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

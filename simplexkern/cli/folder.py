@@ -1,0 +1,138 @@
+"""The output folder of one ``simplexkern`` command: ``run.json`` (the command, its settings
+and the wall time of each phase), the checkpoints, ``report.json`` and the plots.
+
+Running a command again with the same folder and settings resumes it (a finished run is
+not redone); a folder holding another run, or files that are not a run, is refused."""
+import contextlib
+import json
+import math
+import os
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def plain(obj):
+    """``obj`` as JSON values: tuples as lists, NumPy / torch scalars as numbers, and
+    non-finite floats as None (JSON has no NaN or infinity)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return plain(obj.tolist())
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path, obj):
+    """Writes ``obj`` to ``path`` atomically: the file is the old one or the whole new one."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(plain(obj), f, indent=1, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path, what):
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable {what}: {err}") from None
+
+
+def recorded_settings(path):
+    """(command, settings) recorded in the run folder ``path``; ValueError when it holds none."""
+    record = pathlib.Path(path) / "run.json"
+    if not record.is_file():
+        raise ValueError(f"--out {path}: nothing to resume there (no run.json)")
+    run = read_json(record, "run record")
+    return run.get("command"), run.get("settings")
+
+
+class RunFolder:
+    """The folder ``path`` of a run of ``command`` with ``settings`` (a JSON dict)."""
+
+    def __init__(self, path, command, settings):
+        self.path = pathlib.Path(path)
+        self.command, self.settings = command, plain(settings)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} exists and is not a folder")
+        record = self.path / "run.json"
+        self.resumed = record.exists()
+        if self.resumed:
+            run = read_json(record, "run record")
+            theirs = run.get("settings") or {}
+            if run.get("command") != command or theirs != self.settings:
+                differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
+                what = (f"a '{run.get('command')}' run" if run.get("command") != command else
+                        "a run with other settings: " + ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (now "
+                                                                  f"{self.settings.get(k)})" for k in differ))
+                raise ValueError(f"--out {self.path} holds {what}; use another --out, or remove the folder to start "
+                                 "over")
+            self.phases = run.get("phases", {})
+        else:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise ValueError(f"--out {self.path} is a folder of other files (no run.json); use an empty or new "
+                                 "folder")
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.phases = {}
+            self._write_record()
+
+    def _write_record(self):
+        write_json(self.path / "run.json", {"command": self.command, "settings": self.settings,
+                                            "phases": self.phases})
+
+    def sub(self, name):
+        """The path of ``name`` inside the folder, as a string."""
+        return str(self.path / name)
+
+    @contextlib.contextmanager
+    def phase(self, name):
+        """Times the block as phase ``name``. Wall seconds add up over the invocations that
+        worked on it (an interrupted one included) until one finishes it; a phase already
+        finished costs only the loading of its results, which is not counted."""
+        record = self.phases.setdefault(name, {"seconds": 0.0, "done": False})
+        already = record["done"]
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        finished = False
+        try:
+            yield
+            finished = True
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if not already:
+                record["seconds"] += time.perf_counter() - start
+                record["done"] = finished
+                self._write_record()
+
+    def seconds(self, name):
+        return self.phases[name]["seconds"]
+
+    @property
+    def report_path(self):
+        return self.path / "report.json"
+
+    def finished_report(self):
+        """The report of a finished run, or None."""
+        return read_json(self.report_path, "report") if self.report_path.exists() else None
+
+    def write_report(self, report):
+        write_json(self.report_path, report)
+
+    def relative(self, path):
+        return os.path.relpath(path, self.path)

@@ -1,0 +1,362 @@
+"""What each ``simplexkern`` subcommand computes, on top of ``simplexkern.train`` /
+``eval`` / ``data``. A job takes the command's settings (a dict of its flags), the data, the
+run folder, the device and whether to show progress, and returns its part of the report
+(``simplexkern.cli.report`` documents the schema).
+
+Every training command trains its modes with ``train.deep_ensemble`` under the same seed,
+so ``ensemble``, ``espro``, ``spro``, ``curve`` and ``fge`` with the same data, model, mode
+settings and ``--seed`` start from the same modes, and their reports compare like with like.
+"""
+import pathlib
+import time
+
+import numpy as np
+import torch
+
+from simplexkern import data as datasets
+from simplexkern import eval as evaluation
+from simplexkern import train
+from simplexkern.cli import plots
+from simplexkern.nn import checkpoint
+from simplexkern.nn.model import SimplexModel
+from simplexkern.nn.samplers import CurveSampler
+
+PROFILE_POINTS = 21  # values of t in a curve's profile; odd, so t = 1/2 is one of them
+
+
+def load_data(settings):
+    """The data set of ``settings`` (``data``, ``val_fraction``, ``gaussian_noise``), which the
+    command needs to be a classification task."""
+    d = datasets.load(settings["data"], val_fraction=settings["val_fraction"],
+                      gaussian_noise=settings.get("gaussian_noise"))
+    if d.task != "classification":
+        raise ValueError(f"--data {settings['data']} is a regression task; the simplexkern command runs "
+                         "classification (use simplexkern.train and simplexkern.eval from Python for regression)")
+    return d
+
+
+def _timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def _modes(s, d, folder, device, progress, n_modes):
+    """The J modes: the deep ensemble of ``s``'s model and mode settings, in ``modes/``."""
+    with folder.phase("modes"):
+        return train.deep_ensemble(s["model"], d, n_modes, epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"],
+                                   seed=s["seed"], device=device, out=folder.sub("modes"), progress=progress)
+
+
+def _mode_paths(folder, n_modes):
+    return [folder.sub(f"modes/mode_{j}.pt") for j in range(n_modes)]
+
+
+def score(members, d, n_points, seed, device):
+    """Test metrics of the ensemble of ``members`` and of each member, the members'
+    probabilities, prediction time and, with a validation split, the validation metrics and
+    the temperature fitted there with the test metrics after it."""
+    probs, seconds = _timed(lambda: evaluation.predict(members, d, per_member=True, n_points=n_points, seed=seed),
+                            device)
+    if probs.shape[-1] != d.n_classes:
+        raise ValueError(f"the models predict {probs.shape[-1]} classes, the data has {d.n_classes}")
+    y = d.y_test
+    out = {"probs": probs, "predict_s": seconds, "test": evaluation.metrics(probs.mean(0), y),
+           "per_member": [evaluation.metrics(p, y) for p in probs], "val": None, "temperature": None}
+    if d.x_val is not None:
+        val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed)
+        out["val"] = evaluation.metrics(val, d.y_val)
+        t = evaluation.fit_temperature(val, d.y_val)
+        out["temperature"] = {"value": t, "test": evaluation.metrics(evaluation.apply_temperature(probs.mean(0), t), y)}
+    return out
+
+
+def _row(name, metrics, train_s, predict_s):
+    return {"name": name, "test": metrics, "train_s": train_s, "predict_s": predict_s}
+
+
+def _rows(name, sc, train_s):
+    """Table rows of one method: as is, and temperature-scaled where there was a validation split."""
+    rows = [_row(name, sc["test"], train_s, sc["predict_s"])]
+    if sc["temperature"] is not None:
+        rows.append(_row(f"{name}, temperature {sc['temperature']['value']:.2f}", sc["temperature"]["test"], train_s,
+                         sc["predict_s"]))
+    return rows
+
+
+def _single_mode_row(sc, n_modes, train_s):
+    mean = {k: float(np.mean([m[k] for m in sc["per_member"]])) for k in sc["per_member"][0]}
+    return _row(f"single mode (mean of the {n_modes})" if n_modes > 1 else "single mode", mean, train_s / n_modes,
+                sc["predict_s"] / n_modes)
+
+
+def _members(folder, names, paths, sc):
+    return [{"name": n, "checkpoint": folder.relative(p), "test": m} for n, p, m in zip(names, paths, sc["per_member"])]
+
+
+def _main(sc, members, methods, details=None, plot_files=()):
+    return {"test": sc["test"], "val": sc["val"], "temperature": None if sc["temperature"] is None else
+            {"value": sc["temperature"]["value"], "test": sc["temperature"]["test"]},
+            "members": members, "methods": methods, "details": details or {}, "plots": list(plot_files)}
+
+
+def _size_curves(curves, d):
+    return {name: evaluation.ensemble_size_curve(probs, d.y_test) for name, probs in curves.items()}
+
+
+def run_train(s, d, folder, device, progress):
+    (mode,) = _modes(s, d, folder, device, progress, 1)
+    sc = score([mode], d, 1, s["seed"], device)
+    methods = _rows("mode", sc, folder.seconds("modes"))
+    return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods)
+
+
+def run_ensemble(s, d, folder, device, progress):
+    j = s["modes"]
+    modes = _modes(s, d, folder, device, progress, j)
+    sc = score(modes, d, 1, s["seed"], device)
+    t = folder.seconds("modes")
+    methods = [_single_mode_row(sc, j, t), *_rows(f"deep ensemble ({j} modes)", sc, t)]
+    sizes = _size_curves({"deep ensemble": sc["probs"]}, d)
+    files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"deep ensemble on {d.name}")]
+    return _main(sc, _members(folder, [f"mode {i}" for i in range(j)], _mode_paths(folder, j), sc), methods,
+                 {"ensemble_size": sizes}, files)
+
+
+def _vertex_settings(s, device, progress):
+    return dict(n_vertices=1 + s["vertices"], reg_scale=s["reg_scale"], vertex_epochs=s["vertex_epochs"], lr=s["lr"],
+                n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"], device=device, progress=progress)
+
+
+def run_espro(s, d, folder, device, progress):
+    j, regs = s["modes"], s["reg"]
+    modes = _modes(s, d, folder, device, progress, j)
+    settings = _vertex_settings(s, device, progress)
+    with folder.phase("vertices"):
+        if len(regs) > 1:
+            reg, simplexes, reg_rows = train.choose_reg(modes, d, regs, n_points=s["eval_samples"],
+                                                        out=folder.sub("espro"), **settings)
+            where = f"espro/reg_{reg:g}"
+            vertices_s = next(r["train_s"] for r in reg_rows if r["reg"] == reg)
+        else:
+            (reg,), reg_rows, where = regs, [], "espro"
+            simplexes = train.espro(modes, d, reg=reg, out=folder.sub("espro"), **settings)
+    if not reg_rows:
+        vertices_s = folder.seconds("vertices")
+    with folder.phase("predict"):
+        de = score(modes, d, 1, s["seed"], device)
+        es = score(simplexes, d, s["eval_samples"], s["seed"], device)
+    t_modes = folder.seconds("modes")
+    name = f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)"
+    de_rows = _rows(f"deep ensemble ({j} modes)", de, t_modes)
+    es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s)
+    methods = [_single_mode_row(de, j, t_modes), de_rows[0], es_rows[0], *de_rows[1:], *es_rows[1:]]
+    sizes = _size_curves({"deep ensemble": de["probs"], "ESPRO": es["probs"]}, d)
+    files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"ESPRO and the deep ensemble of its modes "
+                                                                         f"on {d.name}")]
+    if reg_rows:
+        files.append(plots.reg_choice(reg_rows, reg, folder.sub("reg_choice.png")))
+    details = {"reg": reg, "reg_rows": reg_rows, "ensemble_size": sizes, "vertices_train_s": vertices_s,
+               "log_volume": [sm.metadata["history"][-1]["log_volume"] if sm.metadata["history"] else None
+                              for sm in simplexes],
+               "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
+    paths = [folder.sub(f"{where}/simplex_{i}.pt") for i in range(j)]
+    return _main(es, _members(folder, [f"simplex {i}" for i in range(j)], paths, es), methods, details, files)
+
+
+def run_spro(s, d, folder, device, progress):
+    j, (reg,) = s["modes"], s["reg"]
+    modes = _modes(s, d, folder, device, progress, j)
+    settings = _vertex_settings(s, device, progress)
+    del settings["n_vertices"]
+    with folder.phase("connectors"):
+        model, sweep = train.dimensionality_sweep(modes, d, s["vertices"], n_points=s["eval_samples"], reg=reg,
+                                                  out=folder.sub("spro"), **settings)
+    with folder.phase("predict"):
+        de = score(modes, d, 1, s["seed"], device)
+        cx = score([model], d, s["eval_samples"], s["seed"], device)
+    t_modes = folder.seconds("modes")
+    what = f"complex of {j} modes and {s['vertices']} connectors" if j > 1 else \
+        f"simplex of {1 + s['vertices']} vertices"
+    methods = [_single_mode_row(de, j, t_modes)]
+    if j > 1:
+        methods += _rows(f"deep ensemble ({j} modes)", de, t_modes)
+    methods += _rows(f"{what} (M = {s['eval_samples']})", cx, t_modes + folder.seconds("connectors"))
+    files = [plots.dimensionality(sweep, folder.sub("dimensionality.png"), f"SPRO {what} on {d.name}")]
+    path = folder.sub("spro/complex.pt" if j > 1 else "spro/simplex.pt")
+    details = {"sweep": sweep, "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
+    return _main(cx, _members(folder, [what], [path], cx), methods, details, files)
+
+
+def run_curve(s, d, folder, device, progress):
+    modes = _modes(s, d, folder, device, progress, 2)
+    with folder.phase("curve"):
+        curve = train.train_curve(modes[0], modes[1], d, s["kind"], s["bends"], epochs=s["curve_epochs"], lr=s["lr"],
+                                  n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"], device=device,
+                                  out=folder.sub("curve"), progress=progress)
+    with folder.phase("predict"):
+        ends = score(modes, d, 1, s["seed"], device)
+        cv = score([curve], d, s["eval_samples"], s["seed"], device)
+        profile = evaluation.curve_profile(curve, d, PROFILE_POINTS)
+    t_modes = folder.seconds("modes")
+    methods = [_row(f"endpoint {i}", m, t_modes / 2, ends["predict_s"] / 2) for i, m in enumerate(ends["per_member"])]
+    methods += _rows("ensemble of the endpoints", ends, t_modes)
+    methods += _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve"))
+    files = [plots.curve_profile(profile, folder.sub("curve_profile.png"), f"{s['kind']} curve between two modes on "
+                                                                           f"{d.name}")]
+    details = {"profile": profile, "midpoint": _midpoints(profile)}
+    return _main(cv, _members(folder, [f"{s['kind']} curve"], [folder.sub("curve/curve.pt")], cv), methods, details,
+                 files)
+
+
+def _midpoints(profile):
+    """Metrics at t = 1/2 on the curve and on the segment (the profile's middle grid point)."""
+    middle = int(np.argmin(np.abs(profile["t"] - 0.5)))
+    return {"t": float(profile["t"][middle]), **{path: {k: float(v[middle]) for k, v in profile[path].items()}
+                                                 for path in ("curve", "segment")}}
+
+
+def run_fge(s, d, folder, device, progress):
+    (mode,) = _modes(s, d, folder, device, progress, 1)
+    with folder.phase("fge"):
+        snapshots = train.fge(mode, d, s["cycles"], s["cycle_epochs"], s["lr_max"], s["lr_min"],
+                              batch_size=s["batch_size"], seed=s["seed"], device=device, out=folder.sub("fge"),
+                              progress=progress)
+    with folder.phase("predict"):
+        start = score([mode], d, 1, s["seed"], device)
+        sc = score(snapshots, d, 1, s["seed"], device)
+    t_mode = folder.seconds("modes")
+    methods = [_row("the mode FGE starts from", start["test"], t_mode, start["predict_s"]),
+               *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"))]
+    sizes = _size_curves({"FGE": sc["probs"]}, d)
+    files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"FGE on {d.name}")]
+    paths = [folder.sub(f"fge/fge_snapshot_{c}.pt") for c in range(s["cycles"])]
+    details = {"ensemble_size": sizes, "start": start["test"], "snapshots": [snap.fge_snapshot for snap in snapshots]}
+    return _main(sc, _members(folder, [f"snapshot {c}" for c in range(s["cycles"])], paths, sc), methods, details,
+                 files)
+
+
+def read_source(source):
+    """(command that made it, [(name, checkpoint path)], its recorded settings) of an earlier
+    output folder or checkpoint file ``source``."""
+    path = pathlib.Path(source)
+    if path.is_file():
+        return None, [(path.stem, path)], {}
+    if not path.is_dir():
+        raise ValueError(f"source {source}: no such file or folder")
+    report = path / "report.json"
+    if not report.is_file():
+        if (path / "run.json").is_file():
+            raise ValueError(f"source {source} holds an unfinished run (no report.json yet): run its command again to "
+                             "finish it")
+        raise ValueError(f"source {source} holds no checkpoints of a simplexkern run (no report.json)")
+    from simplexkern.cli.folder import read_json
+
+    rep = read_json(report, "report")
+    members = [(m["name"], path / m["checkpoint"]) for m in rep.get("members", []) if m.get("checkpoint")]
+    if not members:
+        raise ValueError(f"source {source} is a '{rep.get('command')}' run, which has no checkpoints to evaluate")
+    return rep.get("command"), members, rep.get("settings", {})
+
+
+def _load(members, device):
+    loaded = []
+    for _, path in members:
+        if not path.is_file():
+            raise ValueError(f"the checkpoint {path} is missing")
+        loaded.append(checkpoint.load_model(path).to(device).eval())
+    return loaded
+
+
+def check_fits(models_, names, d):
+    """ValueError unless each model takes ``d``'s inputs and predicts its classes (one test
+    input through one point of each)."""
+    from simplexkern.eval.predict import member_points, outputs_at
+
+    for j, (model, name) in enumerate(zip(models_, names)):
+        try:
+            with torch.no_grad():
+                _, out = next(outputs_at(model, d.x_test[:1], member_points(model, 1, 0, j), bn_inputs=d.x_train[:8]))
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{name} does not take the inputs of {d.describe()}: {str(err).splitlines()[0]}") from None
+        if out.shape[-1] != d.n_classes:
+            raise ValueError(f"{name} predicts {out.shape[-1]} classes; {d.name} has {d.n_classes}")
+
+
+def load_source(s, d, device):
+    """[(name, model)] of evaluate's / surface's source, each checked to fit ``d``."""
+    _, members, _ = read_source(s["source"])
+    loaded = _load(members, device)
+    check_fits(loaded, [n for n, _ in members], d)
+    return [(n, m, p) for (n, p), m in zip(members, loaded)]
+
+
+def run_evaluate(s, d, folder, device, progress, source):
+    names, models_ = [n for n, _, _ in source], [m for _, m, _ in source]
+    with folder.phase("predict"):
+        sc = score(models_, d, s["eval_samples"], s["seed"], device)
+    name = f"ensemble of {len(names)} members" if len(names) > 1 else names[0]
+    files = []
+    details = {"source": s["source"]}
+    if len(names) > 1:
+        details["ensemble_size"] = _size_curves({name: sc["probs"]}, d)
+        files.append(plots.ensemble_size(details["ensemble_size"], folder.sub("ensemble_size.png"),
+                                         f"{name} on {d.name}"))
+    return _main(sc, [{"name": n, "checkpoint": str(p), "test": m} for (n, _, p), m in zip(source, sc["per_member"])],
+                 _rows(name, sc, None), details, files)
+
+
+def _vertex_indices(text, limit, what):
+    if len(text) != 3 or len(set(text)) != 3 or min(text) < 0 or max(text) >= limit:
+        raise ValueError(f"--points must be three different {what} indices in 0..{limit - 1}, got "
+                         f"{','.join(map(str, text))}")
+    return list(text)
+
+
+def plane_points(source, s):
+    """(SimplexModel or None, three coefficient vectors or three plain models, their names)
+    of the plane ``surface`` draws: a curve's endpoints and midpoint, three vertices of a
+    simplex or complex (``--points``, of ESPRO's simplex ``--member``), or three plain
+    members (``--points``)."""
+    names, models_ = [n for n, _, _ in source], [m for _, m, _ in source]
+    if all(not isinstance(m, SimplexModel) for m in models_):
+        if len(models_) < 3:
+            raise ValueError(f"the source has {len(models_)} plain model(s); a plane needs three points (a simplex, a "
+                             "curve, or an ensemble of at least three members)")
+        idx = _vertex_indices(s["points"], len(models_), "member")
+        return None, [models_[i] for i in idx], [names[i] for i in idx]
+    if not 0 <= s["member"] < len(models_):
+        raise ValueError(f"--member must be in 0..{len(models_) - 1}, got {s['member']}")
+    model = models_[s["member"]]
+    if isinstance(model.sampler, CurveSampler):
+        t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64, device=model.device)
+        return model, model.sampler.coefficients(t, model).double(), ["t = 0", "t = 1/2", "t = 1"]
+    idx = _vertex_indices(s["points"], model.n_vertices, "vertex")
+    return model, torch.eye(model.n_vertices, dtype=torch.float64)[idx], [f"vertex {i}" for i in idx]
+
+
+def run_surface(s, d, folder, device, progress, source):
+    model, points, names = plane_points(source, s)
+    with folder.phase("plane"):
+        plane = evaluation.loss_plane(points, d, model=model, grid=s["grid"], margin=s["margin"])
+    np.savez(folder.sub("plane.npz"), x=plane["x"], y=plane["y"], points=plane["points"],
+             **{k: plane[k] for k in ("train_loss", "train_error", "test_loss", "test_error")})
+    where = source[s["member"]][0] if model is not None else "members"
+    files = [plots.loss_plane(plane, names, folder.sub("plane.png"), f"{where} of {pathlib.Path(s['source']).name} on {d.name}")]
+    at = plane["at_points"]
+    details = {
+        "source": s["source"], "file": "plane.npz",
+        "points": [{"name": n, "x": float(x), "y": float(y), **{k: float(v[i]) for k, v in at.items()}}
+                   for i, (n, (x, y)) in enumerate(zip(names, plane["points"]))],
+        "range": {k: {"min": float(plane[k].min()), "max": float(plane[k].max())}
+                  for k in ("train_loss", "train_error", "test_loss", "test_error")}}
+    return {"test": None, "val": None, "temperature": None, "members": [], "methods": [], "details": details,
+            "plots": files}
+
+
+JOBS = {"train": run_train, "ensemble": run_ensemble, "espro": run_espro, "demo": run_espro, "spro": run_spro,
+        "curve": run_curve, "fge": run_fge, "evaluate": run_evaluate, "surface": run_surface}

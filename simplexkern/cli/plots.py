@@ -1,0 +1,118 @@
+"""The PNG figures of the ``simplexkern`` command, drawn with matplotlib's object API (no
+pyplot, no display: it works headless) and written atomically."""
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+from matplotlib.figure import Figure
+
+DPI = 110
+
+
+def _save(fig, path):
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.name
+
+
+def ensemble_size(curves, path, title):
+    """Test error and NLL against the number of members, one line per method in
+    ``curves`` ({label: rows of ``simplexkern.eval.ensemble_size_curve``})."""
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for label, rows in curves.items():
+        n = [r["members"] for r in rows]
+        axes[0].plot(n, [100 * r["error"] for r in rows], "o-", label=label)
+        axes[1].plot(n, [r["nll"] for r in rows], "o-", label=label)
+    for ax, name in zip(axes, ("test error (%)", "test NLL")):
+        ax.set_xlabel("members in the ensemble")
+        ax.set_ylabel(name)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[1].legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def reg_choice(rows, chosen, path):
+    """Validation NLL of ESPRO against λ, the chosen λ marked."""
+    fig = Figure(figsize=(4.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ok = [r for r in rows if "diverged" not in r]
+    ax.plot([r["reg"] for r in ok], [r["val_nll"] for r in ok], "o-")
+    best = next(r for r in ok if r["reg"] == chosen)
+    ax.plot([best["reg"]], [best["val_nll"]], "r*", markersize=14, label=f"chosen λ = {chosen:g}")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("λ")
+    ax.set_ylabel("validation NLL")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def curve_profile(profile, path, title):
+    """Train loss and test error along t, on the curve and on the straight segment."""
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    t = profile["t"]
+    for name, style in (("curve", "o-"), ("segment", "s--")):
+        axes[0].plot(t, profile[name]["train_loss"], style, label=name, markersize=3)
+        axes[1].plot(t, 100 * np.asarray(profile[name]["test_error"]), style, label=name, markersize=3)
+    for ax, name in zip(axes, ("train loss", "test error (%)")):
+        ax.set_xlabel("t")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[1].legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def loss_plane(plane, names, path, title):
+    """Train loss (log colour scale) and test error on the plane, the three points marked."""
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    x, y, pts = plane["x"], plane["y"], np.asarray(plane["points"])
+    loss = np.log10(np.maximum(plane["train_loss"], 1e-8))
+    for ax, values, label in ((axes[0], loss, "log10 train loss"), (axes[1], 100 * plane["test_error"],
+                                                                     "test error (%)")):
+        filled = ax.contourf(x, y, values, levels=20, cmap="viridis")
+        fig.colorbar(filled, ax=ax, label=label)
+        ax.plot(pts[:, 0], pts[:, 1], "wo", markeredgecolor="k")
+        for (px, py), name in zip(pts, names):
+            ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 5), color="w", fontsize=8)
+        ax.set_xlabel("x (weight space)")
+        ax.set_ylabel("y (weight space)")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def dimensionality(rows, path, title):
+    """Train / test error of points in the sub-complexes and their log-volume against the
+    number of connectors."""
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    c = [r["connectors"] for r in rows]
+    for key, label in (("train_error", "train error (mean of the points)"), ("train_error_max", "train error "
+                                                                              "(worst point)"),
+                       ("test_error", "test error (mean of the points)"),
+                       ("test_error_ensemble", "test error (the points' ensemble)")):
+        axes[0].plot(c, [100 * r[key] for r in rows], "o-", label=label)
+    axes[0].set_ylabel("error (%)")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(c, [r["log_volume"] for r in rows], "o-")
+    axes[1].set_ylabel("log V")
+    for ax in axes:
+        ax.set_xlabel("connectors")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)

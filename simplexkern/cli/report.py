@@ -1,0 +1,127 @@
+"""``report.json``, the one result file of every ``simplexkern`` command, and the table
+printed at the end of a run.
+
+Schema ``simplexkern.report/1`` (metrics are dicts {"accuracy", "nll", "ece", "brier"} on
+the test split; times in wall seconds; JSON null where a value does not apply or is not
+finite):
+
+- ``schema``, ``command``, ``created`` (UTC, ISO 8601), ``resumed`` (true when an earlier
+  invocation did part of the work);
+- ``settings``: every setting that decides the result (the flags, without --out, --device,
+  --backend, --quiet);
+- ``data``: name, description, n_train / n_val / n_test, n_classes, input_shape;
+- ``test``: the command's result (the ESPRO ensemble, the deep ensemble, the complex, the
+  curve, the FGE ensemble, the evaluated models; null for ``surface``); ``val``: the same on
+  the validation split (null without one);
+- ``temperature``: {"value", "test"}: a temperature fitted on the validation split and the
+  test metrics after it (null without a validation split);
+- ``members``: [{"name", "checkpoint" (relative to the folder), "test"}], the models the
+  result averages;
+- ``methods``: [{"name", "test", "train_s", "predict_s"}], the printed table: the result and
+  its baselines (single modes, the deep ensemble of the same modes, curve endpoints), each
+  with its training time (modes included) and its prediction time on the test split;
+- ``details``: per command: espro "reg" (the λ used), "reg_rows" (validation NLL per λ),
+  "ensemble_size", "log_volume", "deep_ensemble"; spro "sweep"; curve "profile" and
+  "midpoint"; fge "ensemble_size", "snapshots"; surface "points", "range", "file";
+- ``times``: seconds per phase ("modes", "vertices", "connectors", "curve", "fge",
+  "predict", "plane", ...) and "total";
+- ``plots``: the PNG files written beside the report;
+- ``environment``: simplexkern, torch, python and numpy versions, the device, whether the
+  CUDA kernels were built, the fused-op backend asked for.
+"""
+import datetime
+import platform
+import sys
+
+import numpy as np
+import torch
+
+import simplexkern
+
+SCHEMA = "simplexkern.report/1"
+
+
+def environment(device, backend):
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()}, " \
+        f"{torch.get_num_threads()} threads)"
+    return {"simplexkern": simplexkern.__version__, "torch": torch.__version__, "python": sys.version.split()[0],
+            "numpy": np.__version__, "device": name, "cuda_kernels": bool(simplexkern._C.cuda_enabled()),
+            "backend": backend}
+
+
+def data_summary(d):
+    return {"name": d.name, "description": d.describe(), "n_train": len(d.x_train),
+            "n_val": 0 if d.x_val is None else len(d.x_val), "n_test": len(d.x_test), "n_classes": d.n_classes,
+            "input_shape": list(d.input_shape)}
+
+
+def build(command, settings, d, part, folder, device, backend):
+    times = {name: p["seconds"] for name, p in folder.phases.items()}
+    times["total"] = sum(times.values())
+    return {"schema": SCHEMA, "command": command,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "resumed": folder.resumed, "settings": folder.settings, "data": data_summary(d), **part, "times": times,
+            "environment": environment(device, backend)}
+
+
+def _num(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+
+def _details(report):
+    d, cmd = report["details"], report["command"]
+    lines = []
+    if cmd in ("espro", "demo") and d.get("reg_rows"):
+        lines.append("λ chosen on the validation split (ESPRO's validation NLL):")
+        for r in d["reg_rows"]:
+            if r.get("diverged"):
+                lines.append(f"  λ = {r['reg']:<6g} diverged (the loss became NaN or inf)")
+                continue
+            lines.append(f"  λ = {r['reg']:<6g} NLL {r['val_nll']:.4f}  accuracy {r['val_accuracy']:.4f}  log V "
+                         f"{_num(r['log_volume'], '6.2f')}  {r['train_s']:6.1f} s"
+                         + ("   <- chosen" if r["reg"] == d["reg"] else ""))
+    elif cmd in ("espro", "demo"):
+        lines.append(f"λ = {d['reg']:g}")
+    if cmd == "spro":
+        lines.append(f"{'connectors':>10s} {'log V':>8s} {'train err':>10s} {'worst':>7s} {'test err':>9s} "
+                     f"{'ensemble':>9s}   (means over the points of each sub-complex)")
+        for r in d["sweep"]:
+            lines.append(f"{r['connectors']:10d} {_num(r['log_volume'], '8.2f')} {r['train_error']:10.4f} "
+                         f"{r['train_error_max']:7.4f} {r['test_error']:9.4f} {r['test_error_ensemble']:9.4f}")
+    if cmd == "curve":
+        m, s = d["midpoint"], d["profile"]["summary"]
+        lines.append(f"{'at t = 1/2':14s} {'train loss':>11s} {'test error':>11s}   max train loss along the path")
+        for path in ("curve", "segment"):
+            lines.append(f"{path:14s} {m[path]['train_loss']:11.4f} {m[path]['test_error']:11.4f}   "
+                         f"{s[path]['train_loss']['max']:.4f}")
+    if cmd == "surface":
+        lines.append(f"{'point':10s} {'x':>9s} {'y':>9s} {'train loss':>11s} {'train err':>10s} {'test err':>9s}")
+        for p in d["points"]:
+            lines.append(f"{p['name']:10s} {p['x']:9.3f} {p['y']:9.3f} {p['train_loss']:11.4f} {p['train_error']:10.4f} "
+                         f"{p['test_error']:9.4f}")
+        r = d["range"]
+        lines.append(f"on the grid: train loss {r['train_loss']['min']:.4f}..{r['train_loss']['max']:.4f}, test "
+                     f"error {r['test_error']['min']:.4f}..{r['test_error']['max']:.4f}; grids in {d['file']}")
+    return lines
+
+
+def format_table(report, path):
+    """The summary printed at the end of a run."""
+    env = report["environment"]
+    lines = [f"data: {report['data']['description']}; device {env['device']}", *_details(report)]
+    if report["methods"]:
+        w = max(len(r["name"]) for r in report["methods"])
+        lines += ["", f"{'test split':{w}s} {'accuracy':>8s} {'NLL':>7s} {'ECE':>7s} {'Brier':>7s} {'train':>8s} "
+                      f"{'predict':>10s}"]
+        for r in report["methods"]:
+            t = r["test"]
+            lines.append(f"{r['name']:{w}s} {t['accuracy']:8.4f} {t['nll']:7.4f} {t['ece']:7.4f} {t['brier']:7.4f} "
+                         f"{'-' if r['train_s'] is None else format(r['train_s'], '7.1f') + 's':>8s} {_num(1e3 * r['predict_s'], '7.1f')} ms")
+        lines.append("train: wall seconds, the modes included; predict: the test split; temperatures fitted on the "
+                     "validation split")
+    folder = path.parent
+    lines += ["", f"report: {path}" + (f"; plots: {', '.join(str(folder / p) for p in report['plots'])}"
+                                       if report["plots"] else "")]
+    if report["resumed"]:
+        lines.append("(resumed: times add up the invocations that did the work)")
+    return "\n".join(lines)
