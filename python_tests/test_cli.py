@@ -1,51 +1,310 @@
-"""The `simplexkern` command runs and its numbers agree with their references."""
+"""The `simplexkern` command: every subcommand end to end on tiny settings (reports checked
+against numbers recomputed here from the saved checkpoints), resuming, refusing another
+run's folder, and one-line errors with exit status 2."""
+import json
 import re
 import subprocess
 import sys
 
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
 
-def run(*args):
-    out = subprocess.run([sys.executable, "-m", "simplexkern.cli", *args], capture_output=True, text=True, timeout=300)
+import simplexkern as sk
+from simplexkern import cli
+
+TINY = ["--quiet", "--device", "cpu", "--epochs", "2", "--batch-size", "128"]
+SIMPLEX = ["--vertex-epochs", "2", "--eval-samples", "4", "--samples", "3"]
+
+
+def command(*args):
+    return subprocess.run([sys.executable, "-m", "simplexkern", *args], capture_output=True, text=True, timeout=300)
+
+
+def run_ok(*args):
+    """Runs the command in this process; returns its report."""
+    assert cli.main(list(args)) == 0
+    return json.loads(open(f"{args[args.index('--out') + 1]}/report.json").read())
+
+
+def check_metrics(m):
+    assert 0 <= m["accuracy"] <= 1 and 0 < m["nll"] < 5 and 0 <= m["ece"] <= 1 and 0 <= m["brier"] <= 2, m
+
+
+def check_png(path):
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0.01
+
+
+def check_report(report, folder, command_):
+    assert report["schema"] == "simplexkern.report/1" and report["command"] == command_
+    for key in ("settings", "data", "members", "methods", "details", "times", "environment", "plots", "created"):
+        assert key in report
+    assert report["environment"]["torch"] == torch.__version__ and report["times"]["total"] > 0
+    if command_ != "surface":
+        check_metrics(report["test"])
+        check_metrics(report["val"])
+        for m in report["members"]:
+            check_metrics(m["test"])
+            assert (folder / m["checkpoint"]).is_file() or (folder / m["checkpoint"]).is_absolute()
+    for name in report["plots"]:
+        check_png(folder / name)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One run of every training subcommand on digits, tiny settings."""
+    root = tmp_path_factory.mktemp("runs")
+    reports = {
+        "ensemble": run_ok("ensemble", *TINY, "--out", str(root / "ensemble")),
+        "espro": run_ok("espro", *TINY, *SIMPLEX, "--reg", "0,3", "--out", str(root / "espro")),
+        "spro": run_ok("spro", *TINY, *SIMPLEX, "--vertices", "2", "--out", str(root / "spro")),
+        "curve": run_ok("curve", *TINY, "--curve-epochs", "3", "--eval-samples", "4", "--out", str(root / "curve")),
+        "fge": run_ok("fge", *TINY, "--cycles", "2", "--out", str(root / "fge")),
+        "train": run_ok("train", *TINY, "--out", str(root / "train")),
+    }
+    return root, reports
+
+
+def _digits():
+    return sk.data.load("digits", val_fraction=0.2)
+
+
+def test_every_training_subcommand_writes_a_checked_report(runs):
+    root, reports = runs
+    for name, report in reports.items():
+        check_report(report, root / name, name)
+    assert {p for r in reports.values() for p in r["plots"]} >= {"ensemble_size.png", "reg_choice.png",
+                                                                  "dimensionality.png", "curve_profile.png"}
+    assert [m["name"] for m in reports["espro"]["members"]] == ["simplex 0", "simplex 1", "simplex 2"]
+    assert reports["espro"]["details"]["reg"] in (0, 3) and len(reports["espro"]["details"]["reg_rows"]) == 2
+    assert [r["connectors"] for r in reports["spro"]["details"]["sweep"]] == [1, 2]
+    assert len(reports["fge"]["members"]) == 2
+
+
+def test_ensemble_report_matches_its_checkpoints(runs):
+    """The ensemble's test metrics, recomputed from its saved modes with plain softmax."""
+    root, reports = runs
+    data = _digits()
+    probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(root / "ensemble" / m["checkpoint"])(
+        data.x_test).double(), -1) for m in reports["ensemble"]["members"]]).mean(0)
+    y = data.y_test
+    nll = -probs[torch.arange(len(y)), y].log().mean().item()
+    accuracy = (probs.argmax(1) == y).double().mean().item()
+    assert reports["ensemble"]["test"]["nll"] == pytest.approx(nll, rel=1e-5)
+    assert reports["ensemble"]["test"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    # the same seed gives every command the same modes: ESPRO's deep-ensemble baseline is this ensemble
+    assert reports["espro"]["details"]["deep_ensemble"]["test"] == pytest.approx(reports["ensemble"]["test"],
+                                                                                 rel=1e-6)
+    single = reports["ensemble"]["methods"][0]
+    assert single["name"] == "single mode (mean of the 3)"
+    assert single["test"]["nll"] == pytest.approx(np.mean([m["test"]["nll"] for m in reports["ensemble"]["members"]]))
+
+
+def test_curve_has_low_loss_in_the_middle_and_its_plane_passes_through_its_ends(runs, tmp_path):
+    root, reports = runs
+    mid = reports["curve"]["details"]["midpoint"]
+    assert mid["t"] == 0.5 and mid["curve"]["train_loss"] < mid["segment"]["train_loss"]
+    plane = run_ok("surface", str(root / "curve"), "--grid", "5", "--device", "cpu", "--out", str(tmp_path / "p"))
+    check_report(plane, tmp_path / "p", "surface")
+    data = _digits()
+    points = {p["name"]: p for p in plane["details"]["points"]}
+    for name, mode in (("t = 0", 0), ("t = 1", 1)):  # the ends are the modes, evaluated here directly
+        model = sk.nn.checkpoint.load_module(root / "curve" / "modes" / f"mode_{mode}.pt")
+        loss = torch.nn.functional.cross_entropy(model(data.x_train), data.y_train).item()
+        assert points[name]["train_loss"] == pytest.approx(loss, rel=1e-4)
+    assert points["t = 1/2"]["train_loss"] == pytest.approx(mid["curve"]["train_loss"], rel=1e-4)
+    grids = np.load(tmp_path / "p" / "plane.npz")
+    assert grids["train_loss"].shape == (5, 5) and np.isfinite(grids["train_loss"]).all()
+    assert plane["details"]["range"]["train_loss"]["min"] == pytest.approx(grids["train_loss"].min())
+
+
+def test_surface_through_simplex_vertices_and_through_ensemble_members(runs, tmp_path):
+    root, _ = runs
+    simplex = run_ok("surface", str(root / "espro"), "--member", "1", "--grid", "3", "--device", "cpu", "--out",
+                     str(tmp_path / "s"))
+    assert [p["name"] for p in simplex["details"]["points"]] == ["vertex 0", "vertex 1", "vertex 2"]
+    members = run_ok("surface", str(root / "ensemble"), "--grid", "3", "--points", "2,0,1", "--device", "cpu",
+                     "--out", str(tmp_path / "m"))
+    assert [p["name"] for p in members["details"]["points"]] == ["mode 2", "mode 0", "mode 1"]
+    check_png(tmp_path / "m" / "plane.png")
+
+
+def test_evaluate_an_earlier_run_on_its_data_and_on_a_corrupted_copy(runs, tmp_path):
+    root, reports = runs
+    same = run_ok("evaluate", str(root / "espro"), "--eval-samples", "4", "--device", "cpu", "--out",
+                  str(tmp_path / "a"))
+    check_report(same, tmp_path / "a", "evaluate")
+    assert same["test"] == pytest.approx(reports["espro"]["test"], rel=1e-6)
+    assert same["settings"]["data"] == "digits" and same["settings"]["val_fraction"] == 0.2
+    noisy = run_ok("evaluate", str(root / "espro"), "--eval-samples", "4", "--gaussian-noise", "5", "--device", "cpu",
+                   "--out", str(tmp_path / "b"))
+    assert noisy["test"]["nll"] > same["test"]["nll"] and noisy["data"]["name"] == "digits (gaussian noise 5)"
+    one = run_ok("evaluate", str(root / "train" / "modes" / "mode_0.pt"), "--data", "digits", "--device", "cpu",
+                 "--out", str(tmp_path / "c"))
+    assert one["test"] == pytest.approx(reports["train"]["test"], rel=1e-6)
+
+
+def test_a_finished_run_is_not_redone_and_another_runs_folder_is_refused(runs, capsys):
+    root, reports = runs
+    folder = str(root / "ensemble")
+    before = (root / "ensemble" / "report.json").read_text()
+    assert cli.main(["ensemble", *TINY, "--out", folder]) == 0
+    assert (root / "ensemble" / "report.json").read_text() == before
+    assert "deep ensemble (3 modes)" in capsys.readouterr().out
+    assert cli.main(["ensemble", *TINY, "--lr", "0.1", "--out", folder]) == 2
+    err = capsys.readouterr().err
+    assert "--lr 0.05 (now 0.1)" in err and "another --out" in err
+    assert cli.main(["espro", *TINY, "--out", folder]) == 2
+    assert "holds a 'ensemble' run" in capsys.readouterr().err
+    assert cli.main(["ensemble", *TINY, "--resume", "--out", folder]) == 0
+    assert cli.main(["ensemble", "--resume", "--epochs", "5", "--out", folder]) == 2
+    assert "--epochs (recorded: 2)" in capsys.readouterr().err
+
+
+def test_an_interrupted_espro_run_resumes_without_redoing_finished_work(tmp_path, monkeypatch, capsys):
+    args = ["espro", *TINY, *SIMPLEX, "--modes", "2", "--reg", "1", "--out"]
+    whole = run_ok(*args, str(tmp_path / "whole"))
+    import simplexkern.train.loop as loop
+
+    real_step, calls, cut = loop._step, [], []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2 * 2 * 8 + 9 and not cut:  # 2 modes x 2 epochs x 8 steps, then the first step of vertex 1's epoch 1
+            cut.append(1)
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+    monkeypatch.setattr(loop, "_step", interrupted)
+    out = str(tmp_path / "cut")
+    assert cli.main([*args, out]) == 130
+    assert "the same command resumes" in capsys.readouterr().err
+    mode_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "cut" / "modes").glob("*.pt")}
+    assert len(mode_files) == 2
+    calls.clear()
+    resumed = run_ok(*args, out)
+    assert resumed["resumed"] and resumed["test"] == whole["test"]
+    assert [m["test"] for m in resumed["members"]] == [m["test"] for m in whole["members"]]
+    assert {p: p.stat().st_mtime_ns for p in mode_files} == mode_files  # the modes were not trained again
+    # no mode step, and of the 2 simplexes x 2 vertices x 2 epochs x 8 steps only the finished epoch is not redone
+    assert len(calls) == 2 * 2 * 2 * 8 - 8
+
+
+def test_own_npz_data_with_any_features_and_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 7)) * 3
+    y = rng.integers(0, 5, 300)
+    x = (centres[y] + rng.normal(size=(300, 7))).astype(np.float32)
+    np.savez(tmp_path / "my.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    common = ["--data", str(tmp_path / "my.npz"), "--model", "mlp", "--modes", "2", *TINY]
+    es = run_ok("espro", *common, "--vertices", "1", *SIMPLEX, "--reg", "1", "--out", str(tmp_path / "es"))
+    de = run_ok("ensemble", *common, "--out", str(tmp_path / "de"))
+    assert es["data"]["n_classes"] == 5 and es["data"]["input_shape"] == [7] and es["data"]["n_val"] == 40
+    assert es["details"]["deep_ensemble"]["test"] == pytest.approx(de["test"], rel=1e-6)
+    assert es["test"]["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ensemble", "--data", "missing.npz"], "missing.npz"),
+    (["ensemble", "--data", "BAD"], "x_train"),
+    (["train", "--model", "resnet9000"], "unknown architecture 'resnet9000'"),
+    (["espro", "--vertices", "0"], "--vertices: must be >= 1"),
+    (["ensemble", "--modes", "0"], "--modes: must be >= 1"),
+    (["espro", "--reg", "1,x"], "--reg"),
+    (["spro", "--reg", "1,2"], "spro trains one complex"),
+    (["evaluate", "EMPTY"], "holds no checkpoints"),
+    (["evaluate", "nowhere"], "no such file or folder"),
+    (["surface", "EMPTY"], "holds no checkpoints"),
+    (["espro", "--val-fraction", "0"], "validation split"),
+    (["train", "--out", "FILE"], "is not a folder"),
+    (["train", "--out", "OTHER"], "folder of other files"),
+    (["train", "--resume", "--out", "EMPTY"], "nothing to resume"),
+])
+def test_errors_are_one_line_with_status_2(args, message, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    (tmp_path / "file").write_text("")
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((4, 3)), y_train=np.zeros(5, int), x_test=np.zeros((2, 3)),
+             y_test=np.zeros(2, int))
+    names = {"EMPTY": tmp_path / "empty", "BAD": tmp_path / "bad.npz", "OTHER": tmp_path / "other",
+             "FILE": tmp_path / "file"}
+    args = [str(names.get(a, a)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    try:
+        status = cli.main([*args, "--quiet", "--device", "cpu"])
+    except SystemExit as exit_:
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # nothing written for a refused command
+    assert list((tmp_path / "other").iterdir()) == [tmp_path / "other" / "notes.txt"]
+
+
+def test_source_models_that_do_not_fit_the_data_are_refused(runs, capsys):
+    root, _ = runs
+    assert cli.main(["evaluate", str(root / "train"), "--data", "mnist1d", "--device", "cpu", "--out",
+                     str(root / "never")]) == 2
+    assert "mode 0 does not take the inputs of mnist1d" in capsys.readouterr().err
+    assert not (root / "never").exists()
+    assert cli.main(["surface", str(root / "train"), "--device", "cpu", "--out", str(root / "never")]) == 2
+    assert "a plane needs three points" in capsys.readouterr().err
+
+
+def test_the_real_command_exits_2_without_a_traceback(tmp_path):
+    cases = [(["ensemble", "--data", "missing.npz"], "missing.npz"), (["espro", "--modes", "0"], "--modes")]
+    if not torch.cuda.is_available():
+        cases.append((["train", "--device", "cuda"], "no CUDA GPU"))
+    for args, message in cases:
+        out = command(*args, "--out", str(tmp_path / "x"))
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_help_of_every_subcommand_documents_every_flag_and_default(capsys):
+    for name, (_, settings, _) in cli.COMMANDS.items():
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([name, "--help"])
+        assert exit_.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for dest in settings + ["seed", "device", "out", "quiet", "resume"]:
+            flag = cli.FLAGS.get(dest, cli.RUNTIME.get(dest, ("--out",)))[0]
+            assert flag in text, (name, flag)
+        assert "(default: runs/" in text and "(default: 0)" in text
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert all(name in capsys.readouterr().out for name in cli.COMMANDS)
+
+
+def test_demo_prints_the_comparison_and_writes_its_plots(tmp_path):
+    out = command("demo", *TINY, "--vertex-epochs", "1", "--reg", "0,1", "--eval-samples", "3", "--out",
+                  str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr
-    return out.stdout
+    rows = {name: [float(v) for v in values] for name, *values in
+            re.findall(r"^(\S.*?)\s+(0\.\d+|1\.0+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+[\d.]+s\s+[\d.]+ ms$",
+                       out.stdout, re.M)}
+    assert "deep ensemble (3 modes)" in rows and "ESPRO (3 simplexes of 3 vertices)" in rows, out.stdout
+    assert len(rows) == 5  # single mode, the two ensembles, and both after temperature scaling
+    for accuracy, nll, ece, brier in rows.values():
+        assert 0.5 < accuracy <= 1 and 0 < nll < 5 and 0 <= ece < 1 and 0 < brier < 1
+    assert re.search(r"λ = (0|1)\s+NLL [0-9.]+ .*<- chosen", out.stdout)
+    for name in ("ensemble_size.png", "reg_choice.png"):
+        check_png(tmp_path / "demo" / name)
 
 
 def test_info():
-    assert re.search(r"simplexkern \d+\.\d+\.\d+: torch ", run("info"))
+    assert re.search(r"simplexkern \d+\.\d+\.\d+: torch ", command("info").stdout)
 
 
 def test_kernels_demo_reports_agreeing_results():
-    text = run("kernels", "--batch", "300", "--device", "cpu")
-    diffs = [float(v) for v in re.findall(r"max \|difference\|(?: in log V)?\s+([0-9.e+-]+)", text)]
+    out = command("kernels", "--batch", "300", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    diffs = [float(v) for v in re.findall(r"max \|difference\|(?: in log V)?\s+([0-9.e+-]+)", out.stdout)]
     assert len(diffs) == 5  # log-volumes; reference and torch backends of simplex_linear and simplex_conv2d
     assert max(diffs) < 1e-4
-    assert text.count("fixed vertices' gradient: 0.0 (exactly zero)") == 2
-
-
-def test_kernels_demo_rejects_bad_arguments():
-    out = subprocess.run([sys.executable, "-m", "simplexkern.cli", "kernels", "--vertices", "1"],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "--vertices" in out.stderr
-
-
-def test_demo_prints_the_comparison():
-    text = run("demo", "--quiet", "--epochs", "3", "--vertex-epochs", "2", "--regs", "0,1", "--eval-samples", "3",
-               "--device", "cpu")
-    rows = {name: [float(v) for v in values] for name, *values in
-            re.findall(r"^(\S.*?)\s+(0\.\d+|1\.0+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+[\d.]+s\s+[\d.]+ ms$",
-                       text, re.M)}
-    assert "deep ensemble (3 modes)" in rows and "ESPRO (3 simplexes of 3 vertices)" in rows, text
-    assert len(rows) == 5  # single mode, the two ensembles, and both after temperature scaling
-    for accuracy, nll, ece, brier in rows.values():
-        assert 0.5 < accuracy <= 1 and 0 < nll < 2 and 0 <= ece < 1 and 0 < brier < 1
-    assert re.search(r"λ = (0|1)\s+NLL [0-9.]+ .*<- chosen", text)
-
-
-def test_demo_errors_are_one_line_and_status_2():
-    for args, message in ((["--device", "cuda"], "no CUDA GPU"), (["--modes", "0"], "--modes"),
-                          (["--regs", "1,x"], "--regs"), (["--data", "missing.npz"], "missing.npz")):
-        if args[0] == "--device" and __import__("torch").cuda.is_available():
-            continue
-        out = subprocess.run([sys.executable, "-m", "simplexkern", "demo", "--quiet", *args], capture_output=True,
-                             text=True, timeout=120)
-        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.count("fixed vertices' gradient: 0.0 (exactly zero)") == 2
+    bad = command("kernels", "--vertices", "1")
+    assert bad.returncode == 2 and "--vertices" in bad.stderr

@@ -159,6 +159,11 @@ COMMANDS = {  # name -> (help, settings, default overrides)
 USES_SIMPLEX_OPS = ("demo", "espro", "spro", "curve", "evaluate", "surface")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # no "(default: None)" / "(default: False)"
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -173,7 +178,7 @@ def build_parser(suppress=False):
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("info", help="versions, extension build and GPU")
     for name, (text, settings, overrides) in COMMANDS.items():
-        p = sub.add_parser(name, help=text, description=text + ".", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
         names = settings + ["seed"] + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else []))
         for dest in names:
             flag, kw = {**FLAGS, **RUNTIME}[dest]
@@ -186,6 +191,8 @@ def build_parser(suppress=False):
                     kw["default"] = argparse.SUPPRESS
             if dest == "data" and kw.get("default") is None:
                 kw["help"] = DATA_HELP + "; default: the data the source was trained on"
+            if dest == "val_fraction" and kw.get("default") is None:
+                kw["help"] += "; default: the source's, else 0.2"
             if dest == "vertices" and name == "spro":
                 kw["help"] = "connectors added to the complex (J = 1: vertices added to the simplex)"
             p.add_argument(flag, **kw)
@@ -255,6 +262,8 @@ def run(args, argv, echo=True):
         _resolve_source(settings)
     if args.command == "spro" and len(settings["reg"]) != 1:
         raise ValueError(f"--reg: spro trains one complex, give it one λ (got {len(settings['reg'])})")
+    if len(settings.get("reg", ())) > 1 and not settings["val_fraction"] > 0:
+        raise ValueError("--reg with several values chooses λ on a validation split: --val-fraction must be > 0")
     device = device_of(None if args.device == "auto" else args.device)
     d = jobs.load_data(settings)
     if "model" in settings:
