@@ -276,7 +276,8 @@ def test_help_of_every_subcommand_documents_every_flag_and_default(capsys):
         assert "(default: runs/" in text and "(default: 0)" in text
     with pytest.raises(SystemExit):
         cli.main(["--help"])
-    assert all(name in capsys.readouterr().out for name in cli.COMMANDS)
+    text = capsys.readouterr().out
+    assert all(name in text for name in cli.COMMANDS)
 
 
 def test_demo_prints_the_comparison_and_writes_its_plots(tmp_path):
