@@ -88,6 +88,11 @@ def _rows(name, sc, train_s):
     return rows
 
 
+def _table(first, *groups):
+    """Rows ``first``, then each group's (``_rows``) plain row, then their temperature-scaled rows."""
+    return [*first, *(g[0] for g in groups), *(r for g in groups for r in g[1:])]
+
+
 def _single_mode_row(sc, n_modes, train_s):
     mean = {k: float(np.mean([m[k] for m in sc["per_member"]])) for k in sc["per_member"][0]}
     return _row(f"single mode (mean of the {n_modes})" if n_modes > 1 else "single mode", mean, train_s / n_modes,
@@ -154,7 +159,7 @@ def run_espro(s, d, folder, device, progress):
     name = f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)"
     de_rows = _rows(f"deep ensemble ({j} modes)", de, t_modes)
     es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s)
-    methods = [_single_mode_row(de, j, t_modes), de_rows[0], es_rows[0], *de_rows[1:], *es_rows[1:]]
+    methods = _table([_single_mode_row(de, j, t_modes)], de_rows, es_rows)
     sizes = _size_curves({"deep ensemble": de["probs"], "ESPRO": es["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"ESPRO and the deep ensemble of its modes "
                                                                          f"on {d.name}")]
@@ -182,10 +187,9 @@ def run_spro(s, d, folder, device, progress):
     t_modes = folder.seconds("modes")
     what = f"complex of {j} modes and {s['vertices']} connectors" if j > 1 else \
         f"simplex of {1 + s['vertices']} vertices"
-    methods = [_single_mode_row(de, j, t_modes)]
-    if j > 1:
-        methods += _rows(f"deep ensemble ({j} modes)", de, t_modes)
-    methods += _rows(f"{what} (M = {s['eval_samples']})", cx, t_modes + folder.seconds("connectors"))
+    groups = [_rows(f"deep ensemble ({j} modes)", de, t_modes)] if j > 1 else []
+    groups.append(_rows(f"{what} (M = {s['eval_samples']})", cx, t_modes + folder.seconds("connectors")))
+    methods = _table([_single_mode_row(de, j, t_modes)], *groups)
     files = [plots.dimensionality(sweep, folder.sub("dimensionality.png"), f"SPRO {what} on {d.name}")]
     path = folder.sub("spro/complex.pt" if j > 1 else "spro/simplex.pt")
     details = {"sweep": sweep, "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
@@ -204,8 +208,8 @@ def run_curve(s, d, folder, device, progress):
         profile = evaluation.curve_profile(curve, d, PROFILE_POINTS)
     t_modes = folder.seconds("modes")
     methods = [_row(f"endpoint {i}", m, t_modes / 2, ends["predict_s"] / 2) for i, m in enumerate(ends["per_member"])]
-    methods += _rows("ensemble of the endpoints", ends, t_modes)
-    methods += _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve"))
+    methods = _table(methods, _rows("ensemble of the endpoints", ends, t_modes),
+                     _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve")))
     files = [plots.curve_profile(profile, folder.sub("curve_profile.png"), f"{s['kind']} curve between two modes on "
                                                                            f"{d.name}")]
     details = {"profile": profile, "midpoint": _midpoints(profile)}
