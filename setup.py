@@ -43,7 +43,7 @@ setup(
     description="Simplexes, simplicial complexes and curves of neural-network weights, on compiled kernels",
     packages=find_packages(include=["simplexkern", "simplexkern.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.11", "numpy", "scipy", "tqdm", "matplotlib"],
+    install_requires=["torch>=2.11", "numpy", "scipy", "tqdm", "matplotlib", "scikit-learn", "mnist1d"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     entry_points={"console_scripts": ["simplexkern = simplexkern.cli:main"]},
