@@ -1,6 +1,7 @@
 """What each ``simplexkern`` subcommand computes, on top of ``simplexkern.train`` /
 ``eval`` / ``data``. A job takes the command's settings (a dict of its flags), the data, the
-run folder, the device and whether to show progress, and returns its part of the report
+run folder, the device and whether to show progress (``evaluate`` and ``surface`` also their
+source's models, loaded and checked first), and returns its part of the report
 (``simplexkern.cli.report`` documents the schema).
 
 Every training command trains its modes with ``train.deep_ensemble`` under the same seed,
@@ -156,7 +157,6 @@ def run_espro(s, d, folder, device, progress):
         de = score(modes, d, 1, s["seed"], device)
         es = score(simplexes, d, s["eval_samples"], s["seed"], device)
     t_modes = folder.seconds("modes")
-    name = f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)"
     de_rows = _rows(f"deep ensemble ({j} modes)", de, t_modes)
     es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s)
     methods = _table([_single_mode_row(de, j, t_modes)], de_rows, es_rows)
