@@ -67,7 +67,7 @@ def run(filter_text, repeat, budget_s):
     return rows
 
 
-BASELINES = ("reference", "torch", "plain_linear", "plain")
+BASELINES = ("reference", "torch", "plain_linear", "plain", "loop")
 
 
 def table(rows):

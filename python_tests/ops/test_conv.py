@@ -181,16 +181,29 @@ def test_triton_split_filter_gradient(device, dtype, shared, rng, monkeypatch):
         check(got, expected(x, weight, bias, coeffs, trainable, dy, conv), dtype, trainable, 3)
 
 
+@pytest.mark.parametrize("stride, padding, dilation, groups, kernel, C, O, hw", CONVS)
+def test_shared_input_mixes_the_vertices_outputs(stride, padding, dilation, groups, kernel, C, O, hw, rng):
+    """k < S points of a shared input: k convolutions mixed, coefficients' gradient included."""
+    conv = (stride, padding, dilation, groups)
+    x, weight, bias, coeffs = problem(rng, 2, 5, True, B=2, C=C, O=O, hw=hw, kernel=kernel, groups=groups)
+    assert conv_torch.mixes_vertices(x, weight, coeffs)
+    dy = output_grad(rng, x, weight, bias, coeffs, conv)
+    for trainable in ([1], [0, 1], []):
+        check(run("torch", x, weight, bias, coeffs, trainable, dy, conv),
+              expected(x, weight, bias, coeffs, trainable, dy, conv), torch.float32, trainable, 2)
+
+
 @pytest.mark.parametrize("grouped", [True, False])
-@pytest.mark.parametrize("shared", [True, False])
-def test_torch_backend_cpu_strategies(grouped, shared, rng, monkeypatch):
+@pytest.mark.parametrize("shared, k, S", [(True, 4, 3), (True, 4, 4), (False, 3, 4)])
+def test_torch_backend_cpu_strategies(grouped, shared, k, S, rng, monkeypatch):
     """Both CPU strategies of the torch backend: one grouped convolution and the per-point loop."""
     monkeypatch.setattr(conv_torch, "grouped_on_cpu", lambda *a: grouped)
     conv = (2, 1, 1, 2)
-    x, weight, bias, coeffs = problem(rng, 3, 4, shared, C=4, O=6, groups=2)
+    x, weight, bias, coeffs = problem(rng, k, S, shared, C=4, O=6, groups=2)
+    assert not conv_torch.mixes_vertices(x, weight, coeffs)
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
     check(run("torch", x, weight, bias, coeffs, [0, 2], dy, conv),
-          expected(x, weight, bias, coeffs, [0, 2], dy, conv), torch.float32, [0, 2], 3)
+          expected(x, weight, bias, coeffs, [0, 2], dy, conv), torch.float32, [0, 2], k)
 
 
 @pytest.mark.parametrize("device", DEVICES)

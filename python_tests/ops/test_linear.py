@@ -41,7 +41,7 @@ def run(backend, x, weight, bias, coeffs, trainable, dy):
 @pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
 @pytest.mark.parametrize("k, S, shared, trainable", [
     (1, 1, True, [0]), (2, 3, False, [1]), (3, 5, True, [0, 2]), (4, 2, False, [0, 1, 2, 3]),
-    (8, 8, True, [5]), (5, 9, False, [0, 4]), (6, 4, True, []),
+    (8, 8, True, [5]), (5, 9, False, [0, 4]), (6, 4, True, []), (2, 7, True, [1]), (3, 9, True, []),
 ])
 def test_forward_and_gradients_float32(device, backend, k, S, shared, trainable, rng):
     skip_unless_runnable(device, backend)
@@ -214,3 +214,12 @@ def test_frozen_weight_trainable_bias_and_strided_weight(backend, rng):
     ref = expected(x, weight, bias, coeffs, [0, 1, 2], torch.ones_like(y))
     assert rel_err(y, ref[0]) < RTOL[torch.float32]
     assert rel_err(base.grad.transpose(1, 2), ref[2]) < RTOL[torch.float32]
+
+
+def test_a_shared_input_with_fewer_vertices_than_points_mixes_the_vertex_products(rng):
+    from simplexkern.ops import linear_torch
+
+    x, weight, bias, coeffs = problem(rng, 2, 7, batch=5, n_in=19, n_out=23, shared=True)
+    assert linear_torch.mixes_vertices(x, weight, coeffs)  # the (2, 7, shared) case above runs this form
+    assert not linear_torch.mixes_vertices(x, weight, coeffs[:2]) and not linear_torch.mixes_vertices(
+        x.expand(7, *x.shape), weight, coeffs)

@@ -6,23 +6,29 @@ _CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 5
 
 
 class VGG16(nn.Module):
-    def __init__(self, num_classes=10, batch_norm=False, in_channels=3):
+    def __init__(self, num_classes=10, batch_norm=False, in_channels=3, width=1.0):
+        """``width`` scales every layer's channels (at least 1 each): 1/16, 1/8, ... for small
+        versions of the same layout."""
         super().__init__()
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+            raise ValueError(f"width must be a number > 0, got {width!r}")
         layers, c = [], in_channels
         for v in _CONFIG:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
                 continue
+            v = max(1, round(v * width))
             layers.append(nn.Conv2d(c, v, 3, padding=1))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(v))
             layers.append(nn.ReLU(inplace=True))
             c = v
         self.features = nn.Sequential(*layers)
+        hidden = max(1, round(512 * width))
         self.classifier = nn.Sequential(
-            nn.Dropout(), nn.Linear(512, 512), nn.ReLU(inplace=True),
-            nn.Dropout(), nn.Linear(512, 512), nn.ReLU(inplace=True),
-            nn.Linear(512, num_classes))
+            nn.Dropout(), nn.Linear(c, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

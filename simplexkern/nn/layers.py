@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simplexkern.ops import simplex_conv2d, simplex_linear
+from simplexkern.nn.points import merge
 
 
 class SimplexLayer(nn.Module):
@@ -62,10 +63,6 @@ class SimplexLayer(nn.Module):
         return module.train(self.training)
 
 
-def _merge(y):
-    return y.reshape(y.shape[0] * y.shape[1], *y.shape[2:])
-
-
 class SimplexLinear(SimplexLayer):
     plain_types = (nn.Linear,)
 
@@ -80,9 +77,9 @@ class SimplexLinear(SimplexLayer):
         if shared:
             y = simplex_linear(xs.reshape(-1, xs.shape[-1]), w, b, p.coeffs, trainable=p.trainable,
                                backend=p.backend)
-            return y.reshape(p.n * xs.shape[0], *xs.shape[1:-1], w.shape[1])
+            return merge(y.reshape(p.n, *xs.shape[:-1], w.shape[1]))
         y = simplex_linear(xs, w, b, p.coeffs, trainable=p.trainable, backend=p.backend)
-        return _merge(y)
+        return merge(y)
 
 
 class SimplexConv2d(SimplexLayer):
@@ -106,7 +103,7 @@ class SimplexConv2d(SimplexLayer):
     def forward(self, x):
         self._points.require(self)
         xs, _ = self._points.split(x)
-        return _merge(self._conv(xs, self.store_weight("weight")))
+        return merge(self._conv(xs, self.store_weight("weight")))
 
 
 class SimplexConv1d(SimplexConv2d):
@@ -122,7 +119,7 @@ class SimplexConv1d(SimplexConv2d):
         self._points.require(self)
         xs, _ = self._points.split(x)
         y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2))
-        return _merge(y.squeeze(-2))
+        return merge(y.squeeze(-2))
 
 
 def _channel_view(v, ndim):
@@ -189,7 +186,7 @@ class SimplexBatchNorm(SimplexLayer):
             raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r} expects (N, C) or "
                              f"(N, C, ...) inputs, got {tuple(x.shape)}")
         if xs.numel() == 0:  # an empty batch: nothing to normalise, no statistics to update
-            return _merge(xs)
+            return merge(xs)
         dims = (1, *range(3, xs.dim()))
         use_batch = self.training or not self.track_running_stats
         per_channel = xs.numel() // max(xs.shape[0] * xs.shape[2], 1)
@@ -209,7 +206,7 @@ class SimplexBatchNorm(SimplexLayer):
             gamma, beta = self.combined("weight"), self.combined("bias")
             scale, shift = scale * gamma, shift * gamma + beta
         y = xs * _channel_view(scale, xs.dim()) + _channel_view(shift, xs.dim())
-        return _merge(y)
+        return merge(y)
 
     @torch.no_grad()
     def _update(self, rows, valid, mean, var, n):
@@ -252,7 +249,7 @@ class SimplexLayerNorm(SimplexLayer):
             y = y * self.combined("weight").reshape(view)
         if "bias" in self.param_names:
             y = y + self.combined("bias").reshape(view)
-        return _merge(y)
+        return merge(y)
 
 
 class SimplexGroupNorm(SimplexLayer):
@@ -262,10 +259,10 @@ class SimplexGroupNorm(SimplexLayer):
         self._points.require(self)
         s = self._skeleton
         xs = self.per_point(x)
-        y = F.group_norm(_merge(xs), s.num_groups, None, None, s.eps).reshape(xs.shape)
+        y = self._points.split(F.group_norm(merge(xs), s.num_groups, None, None, s.eps))[0]
         if "weight" in self.param_names:
             y = y * _channel_view(self.combined("weight"), xs.dim()) + _channel_view(self.combined("bias"), xs.dim())
-        return _merge(y)
+        return merge(y)
 
 
 class SimplexEmbedding(SimplexLayer):
@@ -293,7 +290,7 @@ class SimplexEmbedding(SimplexLayer):
             flat = idx.reshape(1 if shared else p.n, -1, 1) == pad
             y = torch.where(flat, y.detach(), y)
         batch = idx.shape if shared else idx.shape[1:]
-        return y.reshape(p.n * batch[0], *batch[1:], w.shape[-1])
+        return merge(y.reshape(p.n, *batch, w.shape[-1]))
 
 
 LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, SimplexLayerNorm, SimplexGroupNorm,

@@ -9,7 +9,7 @@ from torch import nn
 from simplexkern import _checks, geometry
 from simplexkern.nn import samplers
 from simplexkern.nn.layers import SimplexBatchNorm, SimplexLayer, simplex_layer_for, LAYERS
-from simplexkern.nn.points import Points
+from simplexkern.nn.points import Points, merge
 from simplexkern.nn.store import VertexStore
 
 INITS = ("mean", "copy", "random")
@@ -304,11 +304,11 @@ class SimplexModel(nn.Module):
         if per_point_input:
             if x.dim() < 2 or x.shape[0] != S:
                 raise ValueError(f"x with per_point_input=True must have shape (S={S}, B, ...), got {tuple(x.shape)}")
-            merged = x.reshape(S * x.shape[1], *x.shape[2:])
+            merged = merge(x)
         else:
             if x.dim() < 1:
                 raise ValueError("x must have a batch dimension")
-            merged = x if S == 1 else x.expand(S, *x.shape).reshape(S * x.shape[0], *x.shape[1:])
+            merged = x if S == 1 else merge(x.expand(S, *x.shape))
         try:  # whatever raises from here on, the model is left as it was
             if not per_point_input:
                 p.shared_merged, p.shared_input = merged, x
@@ -323,7 +323,7 @@ class SimplexModel(nn.Module):
             p.clear()
 
         def unmerge(y):
-            y = y.reshape(S, y.shape[0] // S, *y.shape[1:])
+            y = y.reshape(y.shape[0] // S, S, *y.shape[1:]).transpose(0, 1)
             return y[0] if single else y
         return _apply_tensors(unmerge, out)
 

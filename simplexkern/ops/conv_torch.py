@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from simplexkern.ops._fused import output_size
-from simplexkern.ops.vertices import bias_grads, combined, weight_grads
+from simplexkern.ops.vertices import bias_grads, combined, rows, weight_grads
 
 
 def grouped_on_cpu(shared, in_per_group, macs_per_point, out_pixels):
@@ -48,17 +48,44 @@ def _shared_filters(w, g):
     return w.unflatten(1, (g, O // g)).transpose(0, 1).reshape(S * O, *w.shape[2:])
 
 
+def mixes_vertices(x, weight, coeffs):
+    """Whether to convolve a shared input with the k vertices' filters and mix the k outputs,
+    ``y_s = sum_i c_si (x * W_i) + b_s`` (exact while x is shared), instead of convolving
+    it with the S points' filters: k < S convolutions' worth of work instead of S."""
+    return x.dim() == 4 and weight.shape[0] < coeffs.shape[0]
+
+
+def _vertex_outputs(x, weight, conv):
+    """x * W_i for every vertex i, as (B, g, k, O / g, H', W')."""
+    stride, padding, dilation, g = conv
+    k, O = weight.shape[:2]
+    return F.conv2d(x, _shared_filters(weight, g), None, stride, padding, dilation, g).unflatten(1, (g, k, O // g))
+
+
+def _as_grouped(t, g):
+    """(k, B, O, H, W) -> (B, g * k * O / g, H, W), the layout of ``_shared_filters``' output."""
+    k, B, O = t.shape[:3]
+    return t.unflatten(2, (g, O // g)).permute(1, 2, 0, 3, 4, 5).reshape(B, g * k * (O // g), *t.shape[3:])
+
+
 def conv_forward(x, weight, bias, coeffs, conv):
-    """``x`` (B, C, H, W) shared or (S, B, C, H, W) -> (S, B, O, H', W'), possibly a strided view.
+    """``x`` (B, C, H, W) shared or (S, B, C, H, W) -> (S, B, O, H', W'), a view of an
+    example-major (B, S, O, H', W') buffer (with ``x`` example-major too, no copies).
     ``conv`` = (stride, padding, dilation, groups)."""
     stride, padding, dilation, g = conv
     S, O = coeffs.shape[0], weight.shape[1]
-    w = combined(weight, coeffs)  # (S, O, Cg, kh, kw)
     b = coeffs.to(bias.dtype) @ bias if bias is not None else None  # (S, O)
+    if mixes_vertices(x, weight, coeffs):
+        yk = _vertex_outputs(x, weight, conv)  # (B, g, k, O / g, H', W')
+        y = torch.matmul(coeffs.to(weight.dtype), yk.flatten(3))  # (B, g, S, O / g * H' * W'): one small GEMM each
+        # (S, B, O, H', W'), example-major underneath (as a SimplexModel merges points) when g = 1
+        y = y.unflatten(3, yk.shape[3:]).transpose(1, 2).flatten(2, 3).transpose(0, 1)
+        return y if b is None else y.add_(b[:, None, :, None, None].to(y.dtype))
+    w = combined(weight, coeffs)  # (S, O, Cg, kh, kw)
     shared = x.dim() == 4
     if S == 1 or not _grouped(x, weight, conv):
         return torch.stack([F.conv2d(x if shared else x[s], w[s], b[s] if b is not None else None, *conv)
-                            for s in range(S)])
+                            for s in range(S)], 1).transpose(0, 1)  # example-major underneath
     if shared:  # one convolution with the S points' filters side by side in each group
         bg = b.unflatten(1, (g, O // g)).transpose(0, 1).reshape(-1) if b is not None else None
         y = F.conv2d(x, _shared_filters(w, g), bg, stride, padding, dilation, g)
@@ -82,7 +109,9 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     shared = x.dim() == 4
     need_g = need_dw or need_dc
     dx = dw = dc = None
-    if need_dx or need_g:
+    if mixes_vertices(x, weight, coeffs) and (need_dx or need_g):
+        dx, dw, dc = _vertex_mix_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc)
+    elif need_dx or need_g:
         w = combined(weight, coeffs)
         if S == 1 or not _grouped(x, weight, conv):
             parts = [_conv_backward(dy[s], x if shared else x[s], w[s], conv, g, need_dx, need_g) for s in range(S)]
@@ -102,3 +131,27 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
             dw, dc = weight_grads(gw, weight, coeffs, trainable, need_dw, need_dc)
     db, dc = bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1, 3, 4))
     return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)
+
+
+def _vertex_mix_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc):
+    """(dx, dweight, dcoeffs) of the ``mixes_vertices`` form: with G_i = sum_s c_si dY_s, dx
+    is the input gradient of the k vertices' convolution at G, dW_i its filter gradient for
+    the trainable i only, and dc_si = <dY_s, x * W_i>."""
+    g, k = conv[3], weight.shape[0]
+    c = coeffs.to(weight.dtype)
+    grad = torch.einsum("sk,sbohw->kbohw", c, dy)  # (k, B, O, H', W')
+    dx = dw = dc = None
+    if need_dx:
+        dx = _conv_backward(_as_grouped(grad, g), x, _shared_filters(weight, g), conv, g, True, False)[0]
+    if need_dw:
+        dw = torch.zeros_like(weight)
+        if trainable:
+            idx = rows(trainable, weight.device)
+            t = weight[idx]
+            gw = _conv_backward(_as_grouped(grad[idx], g), x, _shared_filters(t, g), conv, g, False, True)[1]
+            dw[idx] = gw.unflatten(0, (g, t.shape[0], weight.shape[1] // g)).transpose(0, 1).reshape(t.shape)
+    if need_dc:  # float32 accumulation at least: the sum runs over the whole layer output
+        acc = torch.promote_types(dy.dtype, torch.float32)
+        yk = _vertex_outputs(x, weight, conv).permute(2, 0, 1, 3, 4, 5).flatten(2, 3)  # (k, B, O, H', W')
+        dc = dy.reshape(dy.shape[0], -1).to(acc) @ yk.reshape(k, -1).to(acc).T
+    return dx, dw, dc
