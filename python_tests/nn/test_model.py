@@ -107,6 +107,30 @@ def test_batchnorm_statistics_are_per_point(rng):
         sm.at(torch.tensor([0.5, 0.5], dtype=torch.float64))
 
 
+def test_training_batchnorm_updates_each_points_statistics_as_a_plain_model(rng, monkeypatch):
+    """In training, per-point BatchNorm (one native batch norm over the S x C channels)
+    normalises and moves each tracked point's running statistics as a plain model would."""
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(EveryLayer().double(), 2, noise=0.3)
+    coeffs = _points(3, 2, rng, torch.float64)
+    sm.update_bn([every_layer_input(6, rng, torch.float64)], coeffs)
+    plains = [sm.at(coeffs[s]).train() for s in range(3)]
+    batch = every_layer_input(6, rng, torch.float64)
+    calls = []
+    original = torch.nn.functional.batch_norm
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", lambda *a, **k: calls.append(1) or original(*a, **k))
+    out = sm.train()(batch, coeffs)
+    assert len(calls) == 2  # one call per BatchNorm layer for all three points
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", original)
+    for s, plain in enumerate(plains):
+        torch.testing.assert_close(out[s], plain(batch), **F64)
+        mine = sm.at(coeffs[s])
+        for name in ("bn1", "bn2"):
+            for stat in ("running_mean", "running_var", "num_batches_tracked"):
+                torch.testing.assert_close(getattr(getattr(mine, name), stat), getattr(getattr(plain, name), stat),
+                                           **F64)
+
+
 def test_gradients_reach_free_vertices_only(rng):
     """dV_i = sum_s c_si dW_s, from plain models at each point; fixed vertices get none."""
     torch.manual_seed(rng.initial_seed())

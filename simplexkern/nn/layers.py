@@ -194,6 +194,8 @@ class SimplexBatchNorm(SimplexLayer):
             raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r}: expected more than 1 value per "
                              f"channel when normalising with batch statistics, got input of shape {tuple(x.shape)} "
                              f"({self._points.n} points)")
+        if self.momentum is not None and not p.split(x)[1]:
+            return self._native(x, xs.shape[2], use_batch)
         if use_batch:
             var, mean = torch.var_mean(xs, dim=dims, correction=0)
             if self.training and self.track_running_stats and p.stats_rows is not None:
@@ -208,14 +210,30 @@ class SimplexBatchNorm(SimplexLayer):
         y = xs * _channel_view(scale, xs.dim()) + _channel_view(shift, xs.dim())
         return merge(y)
 
+    def _native(self, x, c, use_batch):
+        """The S per-point normalisations as one ``F.batch_norm`` over S * C channels: the
+        merged (B * S, C, ...) input is example-major, so it is (B, S * C, ...) as it lies."""
+        p = self._points
+        xv = x.reshape(x.shape[0] // p.n, p.n * c, *x.shape[2:])
+        w = self.combined("weight").reshape(-1) if "weight" in self.param_names else None
+        b = self.combined("bias").reshape(-1) if "bias" in self.param_names else None
+        rows = p.stats_rows
+        if not use_batch:
+            y = F.batch_norm(xv, self.running_mean[rows].reshape(-1), self.running_var[rows].reshape(-1), w, b, False,
+                             0.0, self.eps)
+        elif self.training and self.track_running_stats and rows is not None:
+            mean, var = self.running_mean[rows].reshape(-1), self.running_var[rows].reshape(-1)  # copies, updated
+            y = F.batch_norm(xv, mean, var, w, b, True, self.momentum, self.eps)
+            self._store(rows, p.stats_valid, mean.view(p.n, c), var.view(p.n, c))
+        else:
+            y = F.batch_norm(xv, None, None, w, b, True, 0.0, self.eps)
+        return y.reshape(x.shape)
+
     @torch.no_grad()
-    def _update(self, rows, valid, mean, var, n):
-        """Running-statistics update of the tracked rows; ``valid`` (a tensor, under
-        torch.compile) masks it when the points are not the tracked ones."""
+    def _store(self, rows, valid, new_mean, new_var):
+        """Running statistics of the tracked rows, already updated (masked by ``valid``, a
+        tensor under torch.compile, when the points are not the tracked ones)."""
         count = self.num_batches_tracked[rows] + 1
-        m = (1.0 / count.to(mean.dtype))[:, None] if self.momentum is None else self.momentum
-        new_mean = (1 - m) * self.running_mean[rows] + m * mean
-        new_var = (1 - m) * self.running_var[rows] + m * var * (n / max(n - 1, 1))
         if valid is not None:
             count = torch.where(valid, count, count - 1)
             new_mean = torch.where(valid, new_mean, self.running_mean[rows])
@@ -223,6 +241,15 @@ class SimplexBatchNorm(SimplexLayer):
         self.num_batches_tracked[rows] = count
         self.running_mean[rows] = new_mean
         self.running_var[rows] = new_var
+
+    @torch.no_grad()
+    def _update(self, rows, valid, mean, var, n):
+        """Running-statistics update of the tracked rows; ``valid`` (a tensor, under
+        torch.compile) masks it when the points are not the tracked ones."""
+        m = (1.0 / (self.num_batches_tracked[rows] + 1).to(mean.dtype))[:, None] if self.momentum is None else \
+            self.momentum
+        self._store(rows, valid, (1 - m) * self.running_mean[rows] + m * mean,
+                    (1 - m) * self.running_var[rows] + m * var * (n / max(n - 1, 1)))
 
     def plain_buffers(self, row):
         if not self.track_running_stats:
