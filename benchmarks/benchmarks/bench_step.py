@@ -5,7 +5,8 @@
   (momentum 0.9, weight decay 5e-4). Implementations: ``simplex`` (a SimplexModel, backend
   auto), ``reference`` (the same model on the reference backend), ``loop`` (the published
   training loop: per point, the layer weights combined from the vertices and one plain
-  forward, S forwards per step) and ``plain`` (the floor: the plain network's step at batch
+  forward, S forwards per step), ``compiled`` (the simplex model's loss under
+  ``torch.compile``, Inductor; compilation happens in setup) and ``plain`` (the floor: the plain network's step at batch
   S x B, the same arithmetic without vertices).
 - ``Inference``: M = 25 points of each of J simplexes on one batch. ``simplex`` (one
   multi-point forward per simplex), ``loop`` (plain forwards of the materialised points)
@@ -42,7 +43,7 @@ def _sync(device):
 
 
 class TrainingStep:
-    params = (["simplex", "reference", "loop", "plain"], ["cpu", "cuda"], ["vgg16", "vgg16_bn"])
+    params = (["simplex", "compiled", "reference", "loop", "plain"], ["cpu", "cuda"], ["vgg16", "vgg16_bn"])
     param_names = ["implementation", "device", "network"]
     timeout = 600
 
@@ -71,6 +72,8 @@ class TrainingStep:
                 self.model.fix(i)
             self.model.backend = "reference" if implementation == "reference" else None
             params = list(self.model.parameters())
+            if implementation == "compiled":
+                self._simplex_loss = torch.compile(self._simplex_loss)
         self.optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
         self.step()  # momentum buffers exist from here on
 
@@ -85,8 +88,10 @@ class TrainingStep:
                 out = torch.func.functional_call(self.plain, {**weights, **self.buffers}, (self.x,))
                 loss = loss + F.cross_entropy(out, self.y) / S
             return loss
-        out = self.model(self.x, self.coeffs)
-        return F.cross_entropy(out.flatten(0, 1), self.y.repeat(S))
+        return self._simplex_loss(self.x, self.y, self.coeffs)
+
+    def _simplex_loss(self, x, y, coeffs):
+        return F.cross_entropy(self.model(x, coeffs).flatten(0, 1), y.repeat(S))
 
     def step(self):
         self.optimizer.zero_grad(set_to_none=True)

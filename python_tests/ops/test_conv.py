@@ -270,6 +270,33 @@ def test_torch_compile_traces_without_graph_break(rng):
     torch.testing.assert_close(grad, weight.grad)
 
 
+@pytest.mark.parametrize("shared, S", [(True, 2), (True, 5), (False, 3)])
+def test_under_compile_the_torch_backend_is_plain_ops_with_fixed_rows_masked(shared, S, rng):
+    """Under torch.compile the torch backend traces as aten ops (no custom op in the graph);
+    its gradients, derived by autograd, match eager and leave the fixed rows at zero."""
+    x, weight, bias, coeffs = problem(rng, 3, S, shared)
+    leaves = [t.clone().requires_grad_(True) for t in (weight, bias, coeffs)]
+
+    def f(x, w, b, c):
+        return torch.relu(ops.simplex_conv2d(x, w, b, c, padding=1, trainable=[1], backend="torch")).square().sum()
+
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+    got = torch.compile(f, backend=backend, fullgraph=True)(x, *leaves)
+    assert not any("simplexkern" in str(n.target) for gm in graphs for n in gm.graph.nodes)
+    got.backward()
+    grads = [t.grad for t in leaves]
+    eager = [t.clone().requires_grad_(True) for t in (weight, bias, coeffs)]
+    f(x, *eager).backward()
+    torch.testing.assert_close(got, f(x, weight, bias, coeffs))
+    for g, e in zip(grads, eager):
+        torch.testing.assert_close(g, e.grad)
+    assert torch.equal(grads[0][[0, 2]], torch.zeros_like(grads[0][[0, 2]]))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("shared", [True, False])

@@ -71,3 +71,45 @@ def test_crop_flip_takes_shifted_crops_of_the_padded_images(rng):
 def test_phase_refuses_bad_settings(kwargs):
     with pytest.raises(ValueError):
         Phase(**kwargs)
+
+
+def test_the_simplex_loss_with_batchnorm_and_volume_compiles_whole_and_matches_eager():
+    """Forward at S points of a simplex model with BatchNorm, cross-entropy and the log-volume
+    regulariser trace as one graph (fullgraph: no break in simplexkern code); the loss, the
+    trainable vertex's gradient and the BatchNorm statistics match eager."""
+    import copy
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    import simplexkern as sk
+    from simplexkern.train.loop import regulariser
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 10))
+    model = sk.simplexify(plain, 1)
+    model.fix(0)
+    for _ in range(2):
+        model.add_vertex("mean", 0.05)
+    model.fix(1)
+    model.train()
+    other = copy.deepcopy(model)
+    x, y = torch.randn(6, 1, 8, 8, generator=gen), torch.randint(0, 10, (6,), generator=gen)
+    coeffs = sk.geometry.sample_simplex(4, 3, gen)
+    phase = Phase(epochs=1, lr=0.1, n_samples=4, reg=0.5)
+
+    def loss_of(m, x, y, c):
+        out = m(x, c)
+        return F.cross_entropy(out.flatten(0, 1), y.repeat(4)) - phase.reg * regulariser(m, phase)
+
+    compiled = torch.compile(loss_of, backend="aot_eager", fullgraph=True)
+    got = compiled(model, x, y, coeffs)
+    got.backward()
+    want = loss_of(other, x, y, coeffs)
+    want.backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(model.store.free.grad, other.store.free.grad)
+    for a, b in zip(model.buffers(), other.buffers()):
+        torch.testing.assert_close(a, b)

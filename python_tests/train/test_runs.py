@@ -1,6 +1,7 @@
 """Runs: checkpoints after every epoch, resume after a kill equal to the uninterrupted run,
 a named error on a non-finite loss with the last checkpoint intact, refusal of another run's
 folder, and a loop that reads no tensor on the host per step."""
+import copy
 import os
 import signal
 import subprocess
@@ -129,21 +130,30 @@ def test_the_error_names_the_member_and_vertex(digits):
 
 def _count_host_reads(monkeypatch):
     counts = {"n": 0}
-    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
-        original = getattr(torch.Tensor, name)
+    for owner, name in [(torch.Tensor, n) for n in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__",
+                                                     "nonzero")] + [(torch, "nonzero")]:
+        original = getattr(owner, name)
 
-        def counted(self, *args, _original=original, **kwargs):
+        def counted(*args, _original=original, **kwargs):
             counts["n"] += 1
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(owner, name, counted)
     return counts
 
 
+def _convnet_bn():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 64, 10))
+
+
 @pytest.mark.parametrize("kind", ["plain", "simplex", "complex", "curve"])
-@pytest.mark.parametrize("arch", ["mlp", "convnet"])
+@pytest.mark.parametrize("arch", ["mlp", "convnet", "convnet_bn"])
 def test_the_loop_reads_no_tensor_on_the_host_per_step(monkeypatch, digits, kind, arch):
+    """Forward at H points, loss, log V, backward and SGD step read nothing on the host: no
+    item, tolist, bool, int, float, index or nonzero (one read of the running loss per epoch)."""
     torch.manual_seed(0)
-    model, phase = sk.models.for_data(arch, digits), Phase(epochs=2, lr=0.01, read_every=10 ** 6)
+    model = _convnet_bn() if arch == "convnet_bn" else sk.models.for_data(arch, digits)
+    phase = Phase(epochs=2, lr=0.01, read_every=10 ** 6)
     if kind != "plain":
         model = sk.simplexify(model, 1)
         model.fix(0)
@@ -156,6 +166,28 @@ def test_the_loop_reads_no_tensor_on_the_host_per_step(monkeypatch, digits, kind
     counts = _count_host_reads(monkeypatch)
     run_phase(model, digits, phase, key=(0,), device=torch.device("cpu"))
     assert counts["n"] == 2  # one read of the running loss per epoch, nothing per step
+
+
+def test_a_compiled_training_step_trains_as_the_eager_one():
+    """Phase(compile=True): the step's loss under torch.compile (Inductor) gives the eager
+    run's weights and BatchNorm statistics."""
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 1, 8, 8), torch.randint(0, 4, (96,))
+    data = sk.data.Dataset("toy", "classification", x, y, x[:10], y[:10], 4)
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(256, 4))
+    model = sk.simplexify(plain, 1)
+    model.fix(0)
+    model.add_vertex("mean", 0.05)
+    runs = []
+    for compiled in (False, True):
+        m = copy.deepcopy(model)
+        run_phase(m, data, Phase(epochs=2, lr=0.05, n_samples=3, reg=0.5, batch_size=32, compile=compiled), key=(0,),
+                  device=torch.device("cpu"))
+        runs.append(m)
+    torch.testing.assert_close(runs[1].store.free, runs[0].store.free, rtol=1e-5, atol=1e-6)
+    for a, b in zip(runs[1].buffers(), runs[0].buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 class NanGradient(nn.Module):

@@ -90,3 +90,14 @@ def output_size(in_hw, kernel_hw, stride, padding, dilation):
     """A convolution's output height and width."""
     return [(n + 2 * p - d * (kk - 1) - 1) // s + 1
             for n, kk, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation)]
+
+
+def gradient_rows(t, trainable):
+    """``t`` (k, ...) whose gradient reaches only the rows in ``trainable``: itself when every
+    row is trainable, else an exact copy (t - t.detach() is zero) with the other rows' gradient
+    masked to zero. For the plain-op form of an op under torch.compile."""
+    if t is None or not t.requires_grad or len(trainable) == t.shape[0]:
+        return t
+    mask = torch.zeros(t.shape[0], dtype=t.dtype, device=t.device)
+    mask[trainable] = 1
+    return t.detach() + (t - t.detach()) * mask.view(-1, *([1] * (t.dim() - 1)))

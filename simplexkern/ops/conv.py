@@ -159,6 +159,9 @@ def simplex_conv2d(x, weight, bias, coeffs, stride=1, padding=0, dilation=1, gro
     conv = (stride, padding, dilation, int(groups))
     if name == "reference":
         y = reference.simplex_conv2d(x, weight, bias, c2, conv, trainable)
+    elif torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
+        y = conv_torch.conv_forward(x, _fused.gradient_rows(weight, trainable), _fused.gradient_rows(bias, trainable),
+                                    c2, conv)
     elif torch.compiler.is_compiling():
         y = _simplex_conv2d(x, weight, bias, c2, *conv, trainable, name)
     else:

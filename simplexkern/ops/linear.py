@@ -109,6 +109,9 @@ def simplex_linear(x, weight, bias, coeffs, *, trainable=None, backend=None):
     name = dispatch.resolve(weight.device, backend)
     if name == "reference":
         y = reference.simplex_linear(x2, weight, bias, c2, trainable)
+    elif torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
+        y = linear_torch.linear_forward(x2, _fused.gradient_rows(weight, trainable),
+                                        _fused.gradient_rows(bias, trainable), c2)
     elif torch.compiler.is_compiling():
         y = _simplex_linear(x2, weight, bias, c2, trainable, name)
     else:

@@ -38,7 +38,7 @@ def curve_model(a, b, kind="bezier", n_bends=3):
 
 
 def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, weight_decay=5e-4, momentum=0.9,
-                n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True):
+                n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True, compile=False):
     """Trains a Bezier or polygonal-chain curve between the trained models ``a`` and ``b``
     (plain models or their checkpoints' paths): the endpoints stay fixed, the
     ``n_bends - 2`` interior control points (initialised on the segment) minimise
@@ -53,7 +53,7 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
     a, b = as_plain(a, "a"), as_plain(b, "b")
     model = curve_model(a, b, kind, n_bends)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
-                  n_samples=n_samples)
+                  n_samples=n_samples, compile=compile)
     run = Run(out, "train_curve", {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed}, data)
     start = fingerprint(a) + ":" + fingerprint(b)
     device = device_of(device)
@@ -72,7 +72,7 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
 
 
 def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_decay=5e-4, momentum=0.9,
-        batch_size=64, seed=0, device=None, out=None, progress=True):
+        batch_size=64, seed=0, device=None, out=None, progress=True, compile=False):
     """Fast Geometric Ensembling: from the trained ``model`` (plain, or its checkpoint's
     path), ``cycles`` cycles of ``cycle_epochs`` epochs with a triangular learning rate
     lr1 -> lr2 -> lr1, and a snapshot at each cycle's minimum (the step run at lr2, the
@@ -86,7 +86,7 @@ def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_d
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     phase = Phase(epochs=cycles * cycle_epochs, lr=lr1, lr_min=lr2, schedule="cyclic", cycle_epochs=cycle_epochs,
-                  weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
+                  weight_decay=weight_decay, momentum=momentum, batch_size=batch_size, compile=compile)
     if not lr2 < lr1:
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
     run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data)

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from simplexkern import _checks
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern.data.dataset import check_dataset
 from simplexkern.nn.model import SimplexModel
@@ -43,12 +44,15 @@ class Phase:
     reg: float = 0.0  # λ: the loss is mean_h L(θ_h) - reg * log V
     reg_simplices: Optional[Sequence[Sequence[int]]] = None  # log V of the complex of these (None: all vertices)
     read_every: int = 25
+    compile: bool = False  # the step's loss (forward, loss, log V and their backward) under torch.compile
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "read_every"):
             _positive_int(getattr(self, name), name)
         if self.n_samples is not None:
             _positive_int(self.n_samples, "n_samples")
+        if not isinstance(self.compile, bool):
+            raise TypeError(f"compile must be a bool, got {type(self.compile).__name__}")
         for name in ("lr", "lr_min", "momentum", "weight_decay", "reg"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -65,7 +69,7 @@ class Phase:
     def settings(self):
         """The fields a run records (λ and the complex are recorded by the algorithm)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("reg", "reg_simplices", "read_every")}
+                if f.name not in ("reg", "reg_simplices", "read_every", "compile")}
 
     def lr_at(self, step, steps_per_epoch):
         """The learning rate of global step ``step`` (0-based)."""
@@ -205,15 +209,29 @@ class Progress:
         return (loss / count if count else float("nan")), int(bad)
 
 
-def _step(model, optimizer, loss_fn, phase, x, y, generator, simplex):
-    """One optimisation step; returns the loss (a device tensor, not read)."""
+def simplex_loss(model, loss_fn, phase, x, y, coeffs):
+    """The loss of a simplex model at the H points ``coeffs``: the mean of their losses
+    minus λ log V."""
+    out = model(x, coeffs)  # (H, B, ...)
+    loss = loss_fn(out.flatten(0, 1), y.repeat(phase.n_samples, *([1] * (y.dim() - 1))))
+    if phase.reg:
+        loss = loss - phase.reg * regulariser(model, phase)
+    return loss
+
+
+def plain_loss(model, loss_fn, x, y):
+    return loss_fn(model(x), y)
+
+
+def _step(model, optimizer, loss_fn, phase, x, y, generator, simplex, losses):
+    """One optimisation step; returns the loss (a device tensor, not read). ``losses``: the
+    (simplex, plain) loss functions, compiled or not."""
     if simplex:
-        out = model(x, n_samples=phase.n_samples, generator=generator)  # (H, B, ...)
-        loss = loss_fn(out.flatten(0, 1), y.repeat(phase.n_samples, *([1] * (y.dim() - 1))))
-        if phase.reg:
-            loss = loss - phase.reg * regulariser(model, phase)
+        # sampled outside the loss, so that a compiled loss takes them as an input
+        coeffs = _checks.known_finite(model.sampler.sample(phase.n_samples, model, generator))
+        loss = losses[0](model, loss_fn, phase, x, y, coeffs)
     else:
-        loss = loss_fn(model(x), y)
+        loss = losses[1](model, loss_fn, x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -252,21 +270,25 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     loss_fn = loss_function(data)
+    losses = (simplex_loss, plain_loss)
+    if phase.compile:
+        losses = tuple(torch.compile(f) for f in losses)
     n_steps = steps_per_epoch(len(data.x_train), phase.batch_size)
     model.train()
     for epoch in range(start_epoch, phase.epochs):
         seed = epoch_seed(key, epoch)
         with seeded(seed):  # dropout and other users of torch's global generators
-            _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fn, params, simplex, n_steps, on_step,
-                   bar, describe)
+            _epoch(model, data, phase, epoch, seed, device, optimizer, (loss_fn, losses), params, simplex, n_steps,
+                   on_step, bar, describe)
         if on_epoch is not None:
             on_epoch(epoch, optimizer)
     return optimizer
 
 
-def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fn, params, simplex, n_steps, on_step, bar,
+def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fns, params, simplex, n_steps, on_step, bar,
            describe):
     """One epoch of ``run_phase``: reads the device once per progress update."""
+    loss_fn, losses = loss_fns
     order = torch.Generator().manual_seed(seed)
     points = torch.Generator(device).manual_seed(seed)
     progress, shown = Progress(device), 0
@@ -276,7 +298,7 @@ def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fn, params, 
             group["lr"] = phase.lr_at(step, n_steps)
         x = augment(x, data.augment, points)
         try:
-            loss = _step(model, optimizer, loss_fn, phase, x, y, points, simplex)
+            loss = _step(model, optimizer, loss_fn, phase, x, y, points, simplex, losses)
         except (ValueError, RuntimeError) as err:  # the checks of a model whose weights went non-finite
             _, bad = progress.read()
             if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):

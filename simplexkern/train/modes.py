@@ -10,7 +10,7 @@ from simplexkern.train.runs import Run, check_plain, device_of, fingerprint, mem
 
 
 def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9, batch_size=64, seed=0,
-               device=None, out=None, progress=True):
+               device=None, out=None, progress=True, compile=False):
     """Ordinary training of the plain ``model`` on ``data`` (a ``simplexkern.data.Dataset``):
     SGD with momentum, weight decay and a cosine schedule from ``lr`` to 0 (SPEC defaults:
     lr 0.05, weight decay 5e-4). Returns the trained model, a copy on ``device`` (default:
@@ -18,9 +18,11 @@ def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=
 
     With ``out`` (a folder) it writes ``out/mode.pt`` after every epoch; calling again with
     the same folder resumes from there (and returns the finished model at once when done).
+    ``compile=True`` runs each step's loss under ``torch.compile`` (see ``Phase``).
     """
     check_plain(model, "model")
-    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
+    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
+                  compile=compile)
     run = Run(out, "train_mode", {**phase.settings(), "seed": seed}, data)
     return _train(model, data, phase, run, "mode", member_key(seed, "train_mode", 0), device_of(device), progress,
                   "mode")
@@ -42,7 +44,7 @@ def _train(model, data, phase, run, name, key, device, progress, describe):
 
 
 def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9,
-                  batch_size=64, seed=0, device=None, out=None, progress=True):
+                  batch_size=64, seed=0, device=None, out=None, progress=True, compile=False):
     """The deep-ensemble baseline: ``n_models`` (J) models, each initialised from its own
     seed and trained as ``train_mode`` does. ``architecture``: a ``simplexkern.models``
     name (sized for ``data`` by ``models.for_data``) or a function returning a fresh model.
@@ -58,7 +60,8 @@ def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight
     else:
         raise TypeError(f"architecture must be a model name or a function returning a model, got "
                         f"{type(architecture).__name__}")
-    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size)
+    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
+                  compile=compile)
     run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed, "n_models": n_models}, data)
     device = device_of(device)
     members = []

@@ -43,9 +43,9 @@ from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member
 REG_SCALES = ("none", "random")
 
 
-def _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples):
+def _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile):
     return Phase(epochs=vertex_epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
-                 n_samples=n_samples)
+                 n_samples=n_samples, compile=compile)
 
 
 def _check_growth(reg, reg_scale, noise):
@@ -149,7 +149,7 @@ def _start_model(model):
 
 def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05,
                  weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None,
-                 out=None, progress=True):
+                 out=None, progress=True, compile=False):
     """SPRO on one simplex: grows ``model`` (a trained plain model, its checkpoint's path,
     or a SimplexModel to extend) into a simplex of ``n_vertices`` vertices (the mode
     included), adding one vertex at a time and training it for ``vertex_epochs`` epochs
@@ -161,7 +161,7 @@ def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex
     epoch and a second call resumes from it.
     """
     _check_growth(reg, reg_scale, noise)
-    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
+    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
     sm, template, start = _start_model(model)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
@@ -174,7 +174,8 @@ def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex
 
 
 def espro(modes, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05, weight_decay=5e-4,
-          momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True):
+          momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True,
+          compile=False):
     """ESPRO: J independent simplexes, one grown from each trained mode in ``modes`` (plain
     models or paths of their checkpoints) by ``grow_simplex`` with these settings. Simplex
     j depends only on (mode j, seed, j). With ``out``, simplex j is checkpointed in
@@ -184,7 +185,7 @@ def espro(modes, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs
     _check_growth(reg, reg_scale, noise)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < 1:
         raise ValueError(f"n_vertices must be an int >= 1, got {n_vertices!r}")
-    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
+    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
     run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
                                  seed=seed, n_modes=len(modes)), data)
     device = device_of(device)
@@ -212,7 +213,7 @@ def _complex_start(modes):
 
 def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weighting="volume", vertex_epochs=30,
                  lr=0.05, weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0,
-                 device=None, out=None, progress=True):
+                 device=None, out=None, progress=True, compile=False):
     """SPRO on a simplicial complex: the m trained ``modes`` (fixed) joined through
     ``n_connectors`` shared connector vertices, K = {S(w_j, θ_0..θ_c) : j < m}, trained one
     at a time as ``grow_simplex`` trains a vertex, with points drawn from the whole complex
@@ -229,7 +230,7 @@ def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weig
         raise ValueError(f"n_connectors must be an int >= 1, got {n_connectors!r}")
     if weighting not in ("volume", "uniform"):
         raise ValueError(f"weighting must be 'volume' or 'uniform', got {weighting!r}")
-    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples)
+    phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
     model, template, start = _complex_start(modes)
     run = Run(out, "spro_complex", dict(phase.settings(), n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
                                         weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data)
