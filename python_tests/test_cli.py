@@ -192,6 +192,14 @@ def test_an_interrupted_espro_run_resumes_without_redoing_finished_work(tmp_path
     assert len(calls) == 2 * 2 * 2 * 8 - 8
 
 
+def test_compiled_steps_give_the_same_report(runs, tmp_path):
+    """--compile changes how the steps run, not what they compute (nor the run's settings)."""
+    root, reports = runs
+    compiled = run_ok("train", *TINY, "--compile", "--out", str(tmp_path / "c"))
+    assert compiled["settings"] == reports["train"]["settings"]
+    assert compiled["test"] == pytest.approx(reports["train"]["test"], rel=1e-4, abs=1e-6)
+
+
 def test_own_npz_data_with_any_features_and_classes(tmp_path):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(5, 7)) * 3

@@ -131,6 +131,8 @@ RUNTIME = {  # how to run, not what: not recorded
     "backend": ("--backend", dict(choices=("auto", "triton", "torch", "reference"), default="auto",
                                   help="backend of the fused simplex ops")),
     "quiet": ("--quiet", dict(action="store_true", help="no progress bars")),
+    "compile": ("--compile", dict(action="store_true", help="run each training step's loss under torch.compile "
+                                                            "(pays off on long runs; compiling takes minutes)")),
     "resume": ("--resume", dict(action="store_true", help="continue the run in --out with the settings recorded "
                                                           "there (running the same command again does the same)")),
 }
@@ -179,7 +181,8 @@ def build_parser(suppress=False):
     sub.add_parser("info", help="versions, extension build and GPU")
     for name, (text, settings, overrides) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
-        names = settings + ["seed"] + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else []))
+        names = settings + ["seed"] + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else [])
+                                       + (["compile"] if "epochs" in settings else []))
         for dest in names:
             flag, kw = {**FLAGS, **RUNTIME}[dest]
             kw = dict(kw)
@@ -278,7 +281,8 @@ def run(args, argv, echo=True):
     report = folder.finished_report()
     if report is None:
         with dispatch.use_backend(backend):
-            part = job(folder.settings, d, folder, device, not args.quiet)
+            how = jobs.How(device, not args.quiet, getattr(args, "compile", False))
+            part = job(folder.settings, d, folder, how)
         report = reports.build(args.command, settings, d, part, folder, device, backend)
         folder.write_report(report)
     if echo:

@@ -1,13 +1,14 @@
 """What each ``simplexkern`` subcommand computes, on top of ``simplexkern.train`` /
 ``eval`` / ``data``. A job takes the command's settings (a dict of its flags), the data, the
-run folder, the device and whether to show progress (``evaluate`` and ``surface`` also their
-source's models, loaded and checked first), and returns its part of the report
+run folder and ``How`` to run (device, progress bars, compiled steps; ``evaluate`` and
+``surface`` also take their source's models, loaded and checked first), and returns its part of the report
 (``simplexkern.cli.report`` documents the schema).
 
 Every training command trains its modes with ``train.deep_ensemble`` under the same seed,
 so ``ensemble``, ``espro``, ``spro``, ``curve`` and ``fge`` with the same data, model, mode
 settings and ``--seed`` start from the same modes, and their reports compare like with like.
 """
+import dataclasses
 import pathlib
 import time
 
@@ -23,6 +24,14 @@ from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
 
 PROFILE_POINTS = 21  # values of t in a curve's profile; odd, so t = 1/2 is one of them
+
+
+@dataclasses.dataclass(frozen=True)
+class How:
+    """How a job runs, as opposed to what it computes (not recorded in run.json)."""
+    device: torch.device
+    progress: bool = True
+    compile: bool = False
 
 
 def load_data(settings):
@@ -46,11 +55,12 @@ def _timed(fn, device):
     return out, time.perf_counter() - start
 
 
-def _modes(s, d, folder, device, progress, n_modes):
+def _modes(s, d, folder, how, n_modes):
     """The J modes: the deep ensemble of ``s``'s model and mode settings, in ``modes/``."""
     with folder.phase("modes"):
         return train.deep_ensemble(s["model"], d, n_modes, epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"],
-                                   seed=s["seed"], device=device, out=folder.sub("modes"), progress=progress)
+                                   seed=s["seed"], device=how.device, out=folder.sub("modes"), progress=how.progress,
+                                   compile=how.compile)
 
 
 def _mode_paths(folder, n_modes):
@@ -114,17 +124,17 @@ def _size_curves(curves, d):
     return {name: evaluation.ensemble_size_curve(probs, d.y_test) for name, probs in curves.items()}
 
 
-def run_train(s, d, folder, device, progress):
-    (mode,) = _modes(s, d, folder, device, progress, 1)
-    sc = score([mode], d, 1, s["seed"], device)
+def run_train(s, d, folder, how):
+    (mode,) = _modes(s, d, folder, how, 1)
+    sc = score([mode], d, 1, s["seed"], how.device)
     methods = _rows("mode", sc, folder.seconds("modes"))
     return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods)
 
 
-def run_ensemble(s, d, folder, device, progress):
+def run_ensemble(s, d, folder, how):
     j = s["modes"]
-    modes = _modes(s, d, folder, device, progress, j)
-    sc = score(modes, d, 1, s["seed"], device)
+    modes = _modes(s, d, folder, how, j)
+    sc = score(modes, d, 1, s["seed"], how.device)
     t = folder.seconds("modes")
     methods = [_single_mode_row(sc, j, t), *_rows(f"deep ensemble ({j} modes)", sc, t)]
     sizes = _size_curves({"deep ensemble": sc["probs"]}, d)
@@ -133,15 +143,16 @@ def run_ensemble(s, d, folder, device, progress):
                  {"ensemble_size": sizes}, files)
 
 
-def _vertex_settings(s, device, progress):
+def _vertex_settings(s, how):
     return dict(n_vertices=1 + s["vertices"], reg_scale=s["reg_scale"], vertex_epochs=s["vertex_epochs"], lr=s["lr"],
-                n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"], device=device, progress=progress)
+                n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"], device=how.device,
+                progress=how.progress, compile=how.compile)
 
 
-def run_espro(s, d, folder, device, progress):
+def run_espro(s, d, folder, how):
     j, regs = s["modes"], s["reg"]
-    modes = _modes(s, d, folder, device, progress, j)
-    settings = _vertex_settings(s, device, progress)
+    modes = _modes(s, d, folder, how, j)
+    settings = _vertex_settings(s, how)
     with folder.phase("vertices"):
         if len(regs) > 1:
             reg, simplexes, reg_rows = train.choose_reg(modes, d, regs, n_points=s["eval_samples"],
@@ -154,8 +165,8 @@ def run_espro(s, d, folder, device, progress):
     if not reg_rows:
         vertices_s = folder.seconds("vertices")
     with folder.phase("predict"):
-        de = score(modes, d, 1, s["seed"], device)
-        es = score(simplexes, d, s["eval_samples"], s["seed"], device)
+        de = score(modes, d, 1, s["seed"], how.device)
+        es = score(simplexes, d, s["eval_samples"], s["seed"], how.device)
     t_modes = folder.seconds("modes")
     de_rows = _rows(f"deep ensemble ({j} modes)", de, t_modes)
     es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s)
@@ -173,17 +184,17 @@ def run_espro(s, d, folder, device, progress):
     return _main(es, _members(folder, [f"simplex {i}" for i in range(j)], paths, es), methods, details, files)
 
 
-def run_spro(s, d, folder, device, progress):
+def run_spro(s, d, folder, how):
     j, (reg,) = s["modes"], s["reg"]
-    modes = _modes(s, d, folder, device, progress, j)
-    settings = _vertex_settings(s, device, progress)
+    modes = _modes(s, d, folder, how, j)
+    settings = _vertex_settings(s, how)
     del settings["n_vertices"]
     with folder.phase("connectors"):
         model, sweep = train.dimensionality_sweep(modes, d, s["vertices"], n_points=s["eval_samples"], reg=reg,
                                                   out=folder.sub("spro"), **settings)
     with folder.phase("predict"):
-        de = score(modes, d, 1, s["seed"], device)
-        cx = score([model], d, s["eval_samples"], s["seed"], device)
+        de = score(modes, d, 1, s["seed"], how.device)
+        cx = score([model], d, s["eval_samples"], s["seed"], how.device)
     t_modes = folder.seconds("modes")
     what = f"complex of {j} modes and {s['vertices']} connectors" if j > 1 else \
         f"simplex of {1 + s['vertices']} vertices"
@@ -196,15 +207,16 @@ def run_spro(s, d, folder, device, progress):
     return _main(cx, _members(folder, [what], [path], cx), methods, details, files)
 
 
-def run_curve(s, d, folder, device, progress):
-    modes = _modes(s, d, folder, device, progress, 2)
+def run_curve(s, d, folder, how):
+    modes = _modes(s, d, folder, how, 2)
     with folder.phase("curve"):
         curve = train.train_curve(modes[0], modes[1], d, s["kind"], s["bends"], epochs=s["curve_epochs"], lr=s["lr"],
-                                  n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"], device=device,
-                                  out=folder.sub("curve"), progress=progress)
+                                  n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"],
+                                  device=how.device, out=folder.sub("curve"), progress=how.progress,
+                                  compile=how.compile)
     with folder.phase("predict"):
-        ends = score(modes, d, 1, s["seed"], device)
-        cv = score([curve], d, s["eval_samples"], s["seed"], device)
+        ends = score(modes, d, 1, s["seed"], how.device)
+        cv = score([curve], d, s["eval_samples"], s["seed"], how.device)
         profile = evaluation.curve_profile(curve, d, PROFILE_POINTS)
     t_modes = folder.seconds("modes")
     methods = [_row(f"endpoint {i}", m, t_modes / 2, ends["predict_s"] / 2) for i, m in enumerate(ends["per_member"])]
@@ -224,15 +236,15 @@ def _midpoints(profile):
                                                  for path in ("curve", "segment")}}
 
 
-def run_fge(s, d, folder, device, progress):
-    (mode,) = _modes(s, d, folder, device, progress, 1)
+def run_fge(s, d, folder, how):
+    (mode,) = _modes(s, d, folder, how, 1)
     with folder.phase("fge"):
         snapshots = train.fge(mode, d, s["cycles"], s["cycle_epochs"], s["lr_max"], s["lr_min"],
-                              batch_size=s["batch_size"], seed=s["seed"], device=device, out=folder.sub("fge"),
-                              progress=progress)
+                              batch_size=s["batch_size"], seed=s["seed"], device=how.device,
+                              out=folder.sub("fge"), progress=how.progress, compile=how.compile)
     with folder.phase("predict"):
-        start = score([mode], d, 1, s["seed"], device)
-        sc = score(snapshots, d, 1, s["seed"], device)
+        start = score([mode], d, 1, s["seed"], how.device)
+        sc = score(snapshots, d, 1, s["seed"], how.device)
     t_mode = folder.seconds("modes")
     methods = [_row("the mode FGE starts from", start["test"], t_mode, start["predict_s"]),
                *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"))]
@@ -299,10 +311,10 @@ def load_source(s, d, device):
     return [(n, m, p) for (n, p), m in zip(members, loaded)]
 
 
-def run_evaluate(s, d, folder, device, progress, source):
+def run_evaluate(s, d, folder, how, source):
     names, models_ = [n for n, _, _ in source], [m for _, m, _ in source]
     with folder.phase("predict"):
-        sc = score(models_, d, s["eval_samples"], s["seed"], device)
+        sc = score(models_, d, s["eval_samples"], s["seed"], how.device)
     name = f"ensemble of {len(names)} members" if len(names) > 1 else names[0]
     files = []
     details = {"source": s["source"]}
@@ -343,7 +355,7 @@ def plane_points(source, s):
     return model, torch.eye(model.n_vertices, dtype=torch.float64)[idx], [f"vertex {i}" for i in idx]
 
 
-def run_surface(s, d, folder, device, progress, source):
+def run_surface(s, d, folder, how, source):
     model, points, names = plane_points(source, s)
     with folder.phase("plane"):
         plane = evaluation.loss_plane(points, d, model=model, grid=s["grid"], margin=s["margin"])
