@@ -44,6 +44,7 @@ setup(
     packages=find_packages(include=["simplexkern", "simplexkern.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.11", "numpy", "scipy", "tqdm", "matplotlib", "scikit-learn", "mnist1d"],
+    extras_require={"triton": ["triton"]},  # the triton backend; Linux torch wheels bring it
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     entry_points={"console_scripts": ["simplexkern = simplexkern.cli:main"]},

@@ -9,6 +9,7 @@ import math
 import torch
 
 from simplexkern import _checks
+from simplexkern.ops.triton._config import AVAILABLE as TRITON
 
 __all__ = [
     "sample_simplex",
@@ -102,6 +103,13 @@ class _PairwiseSqdist(torch.autograd.Function):
         ctx.save_for_backward(v)
         if v.device.type == "cpu":
             return torch.ops.simplexkern._pairwise_sqdist(v)
+        if not TRITON:  # exact float64 differences, one pair at a time
+            n = v.shape[-2]
+            d = v.new_zeros(v.shape[0], n, n, dtype=torch.float64)
+            for i in range(n):
+                for j in range(i + 1, n):
+                    d[:, i, j] = d[:, j, i] = (v[:, i].double() - v[:, j].double()).square().sum(-1)
+            return d
         from simplexkern.ops.triton.pairwise_sqdist import pairwise_sqdist
 
         v = v.contiguous()

@@ -7,6 +7,7 @@ import torch
 
 import simplexkern
 from simplexkern import _C, geometry, geometry_reference, ops
+from simplexkern.ops.triton._config import AVAILABLE as TRITON
 
 
 def _timed(fn, repeat):
@@ -89,7 +90,7 @@ def _compare_backends(title, op, store, device):
     print("\n" + title)
     store.requires_grad_(True)
     results = {}
-    for backend in ("reference", "torch") + (("triton",) if device.type == "cuda" else ()):
+    for backend in ("reference", "torch") + (("triton",) if device.type == "cuda" and TRITON else ()):
         def step():
             store.grad = None
             y = op(backend)

@@ -7,9 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from simplexkern.ops import _fused, conv_torch, conv_triton, dispatch, reference
+from simplexkern.ops import _fused, conv_torch, dispatch, reference
 
-_BACKENDS = {"torch": conv_torch, "triton": conv_triton}
+
+def _backend(name):
+    """The module of backend ``name``; the Triton one is imported on first use (Triton is optional)."""
+    if name == "torch":
+        return conv_torch
+    from simplexkern.ops import conv_triton
+
+    return conv_triton
 
 
 @torch.library.custom_op("simplexkern::simplex_conv2d", mutates_args=())
@@ -17,7 +24,7 @@ def _simplex_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                     stride: List[int], padding: List[int], dilation: List[int], groups: int,
                     trainable: List[int], backend: str) -> torch.Tensor:
     # contiguous: the strides the fake kernel promises to the compiler
-    return _BACKENDS[backend].conv_forward(x, weight, bias, coeffs, (stride, padding, dilation, groups)).contiguous()
+    return _backend(backend).conv_forward(x, weight, bias, coeffs, (stride, padding, dilation, groups)).contiguous()
 
 
 @_simplex_conv2d.register_fake
@@ -28,7 +35,7 @@ def _(x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, bac
 
 def _conv_grads(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
     conv = (stride, padding, dilation, groups)
-    return _fused.as_op_outputs(_BACKENDS[backend].conv_backward(dy, x, weight, bias, coeffs, conv, trainable, *needs), dy)
+    return _fused.as_op_outputs(_backend(backend).conv_backward(dy, x, weight, bias, coeffs, conv, trainable, *needs), dy)
 
 
 @torch.library.custom_op("simplexkern::simplex_conv2d_backward", mutates_args=())
@@ -68,7 +75,7 @@ class _SimplexConv2dEager(torch.autograd.Function):
         _setup_context(ctx, (x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend), None)
         # The result may be a strided view of a buffer made here; detached, autograd treats it as
         # a tensor of its own, so in-place ops on it (ReLU(inplace=True)) work without a copy.
-        return _BACKENDS[backend].conv_forward(x, weight, bias, coeffs, ctx.conv).detach()
+        return _backend(backend).conv_forward(x, weight, bias, coeffs, ctx.conv).detach()
 
     @staticmethod
     @once_differentiable

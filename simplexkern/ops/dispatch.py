@@ -8,7 +8,7 @@ import contextlib
 import contextvars
 import os
 
-from simplexkern.ops.triton._config import INTERPRET
+from simplexkern.ops.triton._config import AVAILABLE, INTERPRET
 
 BACKENDS = ("triton", "torch", "reference")
 ENV_VAR = "SIMPLEXKERN_BACKEND"
@@ -44,7 +44,10 @@ def resolve(device, backend=None, gpu_auto="triton"):
     "auto" is ``gpu_auto`` on a GPU, ``torch`` on the CPU."""
     name = requested_backend(backend)
     if name == "auto":
-        name = gpu_auto if device.type == "cuda" else "torch"
+        name = gpu_auto if device.type == "cuda" and AVAILABLE else "torch"
+    if name == "triton" and not AVAILABLE:
+        raise ValueError("backend 'triton' needs the triton package, which is not installed (pip install triton, or "
+                         "simplexkern[triton]); the 'torch' and 'reference' backends work without it")
     if name == "triton" and device.type != "cuda" and not INTERPRET:
         raise ValueError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got tensors on {device}")
     return name

@@ -5,15 +5,22 @@ from typing import List, Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from simplexkern.ops import _fused, dispatch, linear_torch, linear_triton, reference
+from simplexkern.ops import _fused, dispatch, linear_torch, reference
 
-_BACKENDS = {"torch": linear_torch, "triton": linear_triton}
+
+def _backend(name):
+    """The module of backend ``name``; the Triton one is imported on first use (Triton is optional)."""
+    if name == "torch":
+        return linear_torch
+    from simplexkern.ops import linear_triton
+
+    return linear_triton
 
 
 @torch.library.custom_op("simplexkern::simplex_linear", mutates_args=())
 def _simplex_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], coeffs: torch.Tensor,
                     trainable: List[int], backend: str) -> torch.Tensor:
-    return _BACKENDS[backend].linear_forward(x, weight, bias, coeffs)
+    return _backend(backend).linear_forward(x, weight, bias, coeffs)
 
 
 @_simplex_linear.register_fake
@@ -22,7 +29,7 @@ def _(x, weight, bias, coeffs, trainable, backend):
 
 
 def _linear_grads(dy, x, weight, bias, coeffs, trainable, backend, needs):
-    grads = _BACKENDS[backend].linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
+    grads = _backend(backend).linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
     return _fused.as_op_outputs(grads, dy)
 
 
@@ -61,7 +68,7 @@ class _SimplexLinearEager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, coeffs, trainable, backend):  # ctx-style: no signature binding per call
         _setup_context(ctx, (x, weight, bias, coeffs, trainable, backend), None)
-        return _BACKENDS[backend].linear_forward(x, weight, bias, coeffs).detach()  # in-place ops allowed on it
+        return _backend(backend).linear_forward(x, weight, bias, coeffs).detach()  # in-place ops allowed on it
 
     @staticmethod
     @once_differentiable

@@ -4,7 +4,7 @@ dV_i = sum_s c_si G_s (trainable rows only) and the coefficients' dc_si = <G_s, 
 import torch
 
 from simplexkern import _checks
-from simplexkern.ops.triton._config import INTERPRET
+from simplexkern.ops.triton._config import AVAILABLE, INTERPRET
 
 
 def gemm_combine(coeffs, store):
@@ -78,7 +78,7 @@ def combine(coeffs, store):
         raise ValueError(f"coeffs is on {coeffs.device} but store is on {store.device}")
     _checks.finite(coeffs, "coeffs")
     store = store.contiguous()  # the kernel walks P with unit stride (no copy if it already is)
-    if store.device.type == "cuda" or INTERPRET:
+    if AVAILABLE and (store.device.type == "cuda" or INTERPRET):
         from simplexkern.ops.triton.combine import combine as launch
 
         return launch(coeffs.contiguous(), store)

@@ -1,8 +1,12 @@
 """What the Triton kernels share: interpreter detection, dot precision, autotune lists."""
+import importlib.util
 import os
 
 import torch
-import triton
+
+#: Whether Triton is installed: it is optional (``pip install simplexkern[triton]``; Linux
+#: torch wheels bring it). Without it the ``triton`` backend is unavailable, all else works.
+AVAILABLE = importlib.util.find_spec("triton") is not None
 
 #: Kernels run on CPU tensors through Triton's interpreter when TRITON_INTERPRET=1 (tests).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -16,6 +20,8 @@ MAX_POINTS_PER_PROGRAM = 8
 
 def configs(gpu, interpret):
     """``gpu`` autotune configurations, or the one small ``interpret`` config under the interpreter."""
+    import triton
+
     return [triton.Config(interpret, num_warps=1)] if INTERPRET else gpu
 
 
@@ -47,4 +53,4 @@ def dot_precision(dtype, allow_tf32=None):
 
 
 def next_pow2(n):
-    return triton.next_power_of_2(max(int(n), 1))
+    return 1 << (max(int(n), 1) - 1).bit_length()
