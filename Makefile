@@ -8,7 +8,7 @@ EXT := build/.extension-built
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
 ASV := cd benchmarks && ../$(VENV)/bin/asv
 
-.PHONY: setup build test ctest pytest demo bench clean
+.PHONY: setup build test lint ctest pytest demo bench clean
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -37,7 +37,11 @@ ctest: $(DEPS)
 pytest: $(EXT)
 	TRITON_INTERPRET=1 $(PY) -m pytest python_tests
 
-test: ctest pytest
+# ruff (configured in pyproject.toml): pyflakes, pycodestyle and import order.
+lint: $(DEPS)
+	$(VENV)/bin/ruff check .
+
+test: lint ctest pytest
 
 demo: $(EXT)
 	$(VENV)/bin/simplexkern demo

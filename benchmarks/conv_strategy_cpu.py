@@ -44,8 +44,10 @@ def main():
     p.add_argument("-k", type=int, default=4)
     p.add_argument("--forward", action="store_true", help="time the forward pass alone (no autograd)")
     a = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, S={a.S}, k={a.k}, {'forward' if a.forward else 'fwd+bwd'}, best of {a.repeat}")
-    print(f"{'width':>5} {'batch':>5} {'in':>4} {'out':>4} {'size':>4} {'loop ms':>9} {'grouped ms':>10} {'loop/grouped':>12}  rule")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, S={a.S}, k={a.k}, "
+          f"{'forward' if a.forward else 'fwd+bwd'}, best of {a.repeat}")
+    print(f"{'width':>5} {'batch':>5} {'in':>4} {'out':>4} {'size':>4} {'loop ms':>9} {'grouped ms':>10} "
+          f"{'loop/grouped':>12}  rule")
     original = conv_torch.grouped_on_cpu
     try:
         for wd in a.widths:
@@ -55,9 +57,10 @@ def main():
                     c_out //= wd
                     loop = time_layer(c_in, c_out, size, batch, a.S, a.k, False, a.repeat, not a.forward)
                     grouped = time_layer(c_in, c_out, size, batch, a.S, a.k, True, a.repeat, not a.forward)
-                    pick = "grouped" if original(c_in == 3, c_in, batch * size * size * c_out * c_in * 9, size * size) else "loop"
-                    print(f"{wd:>5} {batch:>5} {c_in:>4} {c_out:>4} {size:>4} {1e3 * loop:>9.2f} {1e3 * grouped:>10.2f} "
-                          f"{loop / grouped:>12.2f}  {pick}", flush=True)
+                    macs = batch * size * size * c_out * c_in * 9
+                    pick = "grouped" if original(c_in == 3, c_in, macs, size * size) else "loop"
+                    print(f"{wd:>5} {batch:>5} {c_in:>4} {c_out:>4} {size:>4} {1e3 * loop:>9.2f} "
+                          f"{1e3 * grouped:>10.2f} {loop / grouped:>12.2f}  {pick}", flush=True)
     finally:
         conv_torch.grouped_on_cpu = original
 

@@ -38,7 +38,8 @@ def with_validation(args):
                                      "--vertex-epochs", str(vertex_epochs), "--batch-size", str(args.batch_size),
                                      "--seed", str(seed), "--device", "cpu", "--quiet", "--out", out], echo=False)
                 de, es = r["details"]["deep_ensemble"]["test"], r["test"]
-                print(_row([mode_epochs, vertex_epochs, seed, f"{r['details']['reg']:g}", f"{de['nll']:.4f}", f"{es['nll']:.4f}",
+                print(_row([mode_epochs, vertex_epochs, seed, f"{r['details']['reg']:g}", f"{de['nll']:.4f}",
+                            f"{es['nll']:.4f}",
                             f"{es['nll'] - de['nll']:+.4f}", f"{de['accuracy']:.4f}", f"{es['accuracy']:.4f}",
                             f"{time.perf_counter() - start:.0f}"]), flush=True)
 

@@ -61,7 +61,8 @@ def main():
             gpu, wall, prof = measure(backend, case)
             print(f"| {case} | {backend} | {gpu:.3f} | {wall:.3f} |", flush=True)
             if backend == args.kernels and case == "weight_bound_b16":
-                print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=8, max_name_column_width=50))
+                print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=8,
+                                                max_name_column_width=50))
 
 
 if __name__ == "__main__":

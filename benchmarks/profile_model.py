@@ -4,8 +4,8 @@ at batch S x B (the floor): where the time of a simplex model goes.
     python benchmarks/profile_model.py [--network resnet18] [--backend auto]
 """
 import argparse
-import sys
 import pathlib
+import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile

@@ -29,7 +29,7 @@ def main():
     run = latest()
     declared = json.loads((RESULTS / "benchmarks.json").read_text())
     print(f"asv results of commit {run.commit_hash[:10]} ({run.env_name})\n")
-    print(f"| benchmark | parameters | median | speed-up | over reference on |\n|---|---|---|---|---|")
+    print("| benchmark | parameters | median | speed-up | over reference on |\n|---|---|---|---|---|")
     for key in sorted(run.get_all_result_keys()):
         params = run.get_result_params(key)
         names = declared[key]["param_names"]

@@ -173,7 +173,8 @@ def test_an_interrupted_espro_run_resumes_without_redoing_finished_work(tmp_path
 
     def interrupted(*a, **k):
         calls.append(1)
-        if len(calls) == 2 * 2 * 8 + 9 and not cut:  # 2 modes x 2 epochs x 8 steps, then the first step of vertex 1's epoch 1
+        # 2 modes x 2 epochs x 8 steps, then the first step of vertex 1's epoch 1
+        if len(calls) == 2 * 2 * 8 + 9 and not cut:
             cut.append(1)
             raise KeyboardInterrupt
         return real_step(*a, **k)

@@ -7,7 +7,8 @@ import pytest
 import scipy.stats
 import torch
 
-from simplexkern import _C, geometry as g
+from simplexkern import _C
+from simplexkern import geometry as g
 
 from conftest import cuda
 
@@ -291,7 +292,8 @@ BAD = [
     (lambda: g.log_volume(torch.tensor([[1.0, 1.0], [1.0, 0.0]])), ValueError, "zero diagonal"),
     (lambda: g.log_volume(torch.tensor([[0.0, math.nan], [math.nan, 0.0]])), ValueError, "NaN or inf"),
     # breaks the triangle inequality (3 > 1 + 1): no such triangle
-    (lambda: g.log_volume(torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 1.0], [9.0, 1.0, 0.0]])), ValueError, "not a Euclidean"),
+    (lambda: g.log_volume(torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 1.0], [9.0, 1.0, 0.0]])), ValueError,
+     "not a Euclidean"),
     (lambda: g.cayley_menger_determinant(torch.tensor([[0.0, math.inf], [math.inf, 0.0]])), ValueError, "NaN or inf"),
     (lambda: g.cayley_menger_determinant(torch.zeros(2, 3)), ValueError, "sqdist must have shape"),
     (lambda: g.pairwise_sqdist(torch.zeros(5)), ValueError, "vertices must have shape"),
@@ -320,8 +322,9 @@ def test_bad_input(call, exc, match):
 
 def test_ops_trace_under_torch_compile(rng):
     d = g.pairwise_sqdist(random_vertices((3,), 4, 6, rng))
-    fn = torch.compile(lambda s: torch.ops.simplexkern.log_volume(s) + torch.ops.simplexkern.cayley_menger_determinant(s),
-                       backend="aot_eager", fullgraph=True)
+    ops = torch.ops.simplexkern
+    fn = torch.compile(lambda s: ops.log_volume(s) + ops.cayley_menger_determinant(s), backend="aot_eager",
+                       fullgraph=True)
     torch.testing.assert_close(fn(d), g.log_volume(d) + g.cayley_menger_determinant(d))
 
 

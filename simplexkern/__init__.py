@@ -2,7 +2,7 @@
 import torch  # noqa: F401  (libtorch must be loaded before the extension)
 
 try:
-    from simplexkern import _C
+    from simplexkern import _C  # noqa: F401  (loads the compiled ops)
 except ImportError as err:  # pragma: no cover - depends on the installation
     raise ImportError(
         "simplexkern._C, the compiled extension, is missing or does not load; build it with "

@@ -6,8 +6,9 @@ import torchvision
 from torch import nn
 
 import simplexkern as sk
-from conftest import cuda
+
 from .model_zoo import EveryLayer, TransformerBlock, every_layer_input
+from conftest import cuda
 
 F32 = dict(rtol=1e-4, atol=1e-5)
 F64 = dict(rtol=1e-10, atol=1e-12)

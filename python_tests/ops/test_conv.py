@@ -7,9 +7,9 @@ import torch.nn.functional as F
 import simplexkern.ops as ops
 from simplexkern.ops import conv_torch, conv_triton, dispatch
 
-from conftest import cuda
 from . import fused_harness
 from .fused_harness import DEVICES, RTOL, rel_err, skip_unless_runnable
+from conftest import cuda
 
 BACKENDS = ["reference", "torch", "triton"]
 NAMES = ["y", "dx", "dweight", "dbias", "dcoeffs"]
@@ -39,7 +39,7 @@ def problem(rng, k, S, shared, B=2, C=4, O=6, hw=(7, 6), kernel=(3, 3), groups=1
 
 def im2col_conv(x, weight, bias, coeffs, stride, padding, dilation, groups):
     """(S, B, O, H', W') from patches: y[s, b, o, l] = sum_k patch[s, b, g(o), k, l] W_s[o, k] + b_s[o]."""
-    S, (k, O, Cg, kh, kw) = coeffs.shape[0], weight.shape
+    S, (_, O, Cg, kh, kw) = coeffs.shape[0], weight.shape
     xs = x.expand(S, *x.shape) if x.dim() == 4 else x
     B, C, H, W = xs.shape[1:]
     stride, dilation = [(v, v) if isinstance(v, int) else v for v in (stride, dilation)]
@@ -354,7 +354,8 @@ BAD = [
     (lambda: ops.simplex_conv2d(X, W, None, C, dilation=1.5), TypeError, "dilation must be an int"),
     (lambda: ops.simplex_conv2d(X[..., :2, :2], W, None, C), ValueError, "smaller than the kernel"),
     (lambda: ops.simplex_conv2d(X.double(), W, None, C), TypeError, "x must have the dtype"),
-    (lambda: ops.simplex_conv2d(X, W, None, torch.tensor([0.5, float("inf"), 0.5])), ValueError, "coeffs must be finite"),
+    (lambda: ops.simplex_conv2d(X, W, None, torch.tensor([0.5, float("inf"), 0.5])), ValueError,
+     "coeffs must be finite"),
     (lambda: ops.simplex_conv2d(X.long(), W, None, C), TypeError, "x must be a floating"),
     (lambda: ops.simplex_conv2d(X, W, None, C, trainable=[5]), ValueError, "out of range"),
     (lambda: ops.simplex_conv2d(X, W, None, C, backend="cudnn"), ValueError, "backend must be one of"),

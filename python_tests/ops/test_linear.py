@@ -5,9 +5,9 @@ import torch
 import simplexkern.ops as ops
 from simplexkern.ops import dispatch
 
-from conftest import cuda
 from . import fused_harness
 from .fused_harness import DEVICES, RTOL, rel_err, skip_unless_runnable
+from conftest import cuda
 
 
 def problem(rng, k, S, batch, n_in, n_out, shared, bias=True, dtype=torch.float32, device="cpu"):
@@ -152,23 +152,24 @@ def test_backend_selection(monkeypatch):
         ops.use_backend("cudnn").__enter__()
 
 
-W = torch.randn(3, 4, 5)
+W, X = torch.randn(3, 4, 5), torch.randn(2, 5)
 BAD = [
-    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(4) / 4), ValueError, r"coeffs must have shape \(3,\)"),
-    (lambda: ops.simplex_linear(torch.randn(2, 5), W, torch.randn(2, 4), torch.ones(3)), ValueError, "bias must have shape"),
+    (lambda: ops.simplex_linear(X, W, None, torch.ones(4) / 4), ValueError, r"coeffs must have shape \(3,\)"),
+    (lambda: ops.simplex_linear(X, W, torch.randn(2, 4), torch.ones(3)), ValueError, "bias must have shape"),
     (lambda: ops.simplex_linear(torch.randn(2, 6), W, None, torch.ones(3)), ValueError, "x must have shape"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W[0], None, torch.ones(3)), ValueError, "weight must have shape"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W[:0], None, torch.ones(0)), ValueError, "k >= 1"),
     (lambda: ops.simplex_linear(torch.randn(2, 0), W[..., :0], None, torch.ones(3)), ValueError, "no empty dimension"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(0, 3)), ValueError, "with S >= 1"),
     (lambda: ops.simplex_linear(torch.randn(4, 2, 5), W, None, torch.ones(3, 3)), ValueError, "S=3"),
-    (lambda: ops.simplex_linear(torch.randn(2, 5, dtype=torch.float64), W, None, torch.ones(3)), TypeError, "x must have the dtype"),
-    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.tensor([0.5, float("nan"), 0.5])), ValueError, "coeffs must be finite"),
-    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3, dtype=torch.int64)), TypeError, "coeffs must be a floating"),
+    (lambda: ops.simplex_linear(X.double(), W, None, torch.ones(3)), TypeError, "x must have the dtype"),
+    (lambda: ops.simplex_linear(X, W, None, torch.tensor([0.5, float("nan"), 0.5])), ValueError,
+     "coeffs must be finite"),
+    (lambda: ops.simplex_linear(X, W, None, torch.ones(3, dtype=torch.int64)), TypeError, "coeffs must be a floating"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=[3]), ValueError, "out of range"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=[True]), ValueError, "3 entries"),
-    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=["a"]), TypeError, "trainable must be"),
-    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), backend="fast"), ValueError, "backend must be one of"),
+    (lambda: ops.simplex_linear(X, W, None, torch.ones(3), trainable=["a"]), TypeError, "trainable must be"),
+    (lambda: ops.simplex_linear(X, W, None, torch.ones(3), backend="fast"), ValueError, "backend must be one of"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), backend="triton") if not dispatch.INTERPRET
      else (_ for _ in ()).throw(ValueError("needs CUDA")), ValueError, "needs CUDA"),
 ]

@@ -41,7 +41,8 @@ def test_cyclic_schedule_is_a_triangle_with_its_minimum_in_the_middle(cycle_epoc
 def test_batches_cover_the_data_once_in_the_generators_order(rng):
     x, y = torch.arange(129.0)[:, None], torch.arange(129)
     got = list(batches(x, y, 32, torch.device("cpu"), torch.Generator().manual_seed(rng.initial_seed())))
-    assert [len(b[0]) for b in got] == [32, 32, 32, 32] and len(got) == steps_per_epoch(129, 32)  # a lone last row dropped
+    # a lone last row is dropped
+    assert [len(b[0]) for b in got] == [32, 32, 32, 32] and len(got) == steps_per_epoch(129, 32)
     rows = torch.cat([b[1] for b in got])
     assert len(set(rows.tolist())) == 128 and torch.equal(torch.cat([b[0] for b in got])[:, 0].long(), rows)
     again = list(batches(x, y, 32, torch.device("cpu"), torch.Generator().manual_seed(rng.initial_seed())))

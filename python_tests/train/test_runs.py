@@ -111,7 +111,8 @@ class Poison(nn.Module):
 
 def test_a_non_finite_loss_stops_with_a_named_error_and_keeps_the_last_checkpoint(tmp_path, digits):
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=2 * STEPS + 4))
-    with pytest.raises(FloatingPointError, match=f"mode: the loss or the weights are not finite .* epoch 3, step 5 of {STEPS}"):
+    message = f"mode: the loss or the weights are not finite .* epoch 3, step 5 of {STEPS}"
+    with pytest.raises(FloatingPointError, match=message):
         sk.train.train_mode(net, digits, epochs=5, progress=False, device="cpu", out=tmp_path)
     meta, state = checkpoint.read_training_state(tmp_path / "mode.pt")
     assert meta["epoch"] == 2 and not meta["done"]
@@ -124,7 +125,8 @@ def test_a_non_finite_loss_stops_with_a_named_error_and_keeps_the_last_checkpoin
 def test_the_error_names_the_member_and_vertex(digits):
     healthy = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10 ** 9))
     sick = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=STEPS + 2))
-    with pytest.raises(FloatingPointError, match=f"simplex 1, vertex 1: the loss or the weights are not finite .* epoch 2, step 3 of {STEPS}"):
+    message = f"simplex 1, vertex 1: the loss or the weights are not finite .* epoch 2, step 3 of {STEPS}"
+    with pytest.raises(FloatingPointError, match=message):
         sk.train.espro([healthy, sick], digits, 2, vertex_epochs=3, progress=False, device="cpu")
 
 

@@ -220,8 +220,8 @@ def run_curve(s, d, folder, how):
         profile = evaluation.curve_profile(curve, d, PROFILE_POINTS)
     t_modes = folder.seconds("modes")
     methods = [_row(f"endpoint {i}", m, t_modes / 2, ends["predict_s"] / 2) for i, m in enumerate(ends["per_member"])]
-    methods = _table(methods, _rows("ensemble of the endpoints", ends, t_modes),
-                     _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve")))
+    curve_rows = _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve"))
+    methods = _table(methods, _rows("ensemble of the endpoints", ends, t_modes), curve_rows)
     files = [plots.curve_profile(profile, folder.sub("curve_profile.png"), f"{s['kind']} curve between two modes on "
                                                                            f"{d.name}")]
     details = {"profile": profile, "midpoint": _midpoints(profile)}
@@ -362,7 +362,8 @@ def run_surface(s, d, folder, how, source):
     np.savez(folder.sub("plane.npz"), x=plane["x"], y=plane["y"], points=plane["points"],
              **{k: plane[k] for k in ("train_loss", "train_error", "test_loss", "test_error")})
     where = source[s["member"]][0] if model is not None else "members"
-    files = [plots.loss_plane(plane, names, folder.sub("plane.png"), f"{where} of {pathlib.Path(s['source']).name} on {d.name}")]
+    title = f"{where} of {pathlib.Path(s['source']).name} on {d.name}"
+    files = [plots.loss_plane(plane, names, folder.sub("plane.png"), title)]
     at = plane["at_points"]
     details = {
         "source": s["source"], "file": "plane.npz",

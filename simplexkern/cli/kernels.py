@@ -64,7 +64,8 @@ def run(args):
     print("\n3. curve coefficients: the point at t on a 3-point Bezier curve / polygonal chain")
     t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
     for name, fn in (("Bezier", geometry.bezier_coefficients), ("polychain", geometry.polychain_coefficients)):
-        rows = ", ".join("t=%.2f: [%s]" % (ti, " ".join(f"{c:.3f}" for c in row)) for ti, row in zip(t.tolist(), fn(t, 3).tolist()))
+        rows = ", ".join("t=%.2f: [%s]" % (ti, " ".join(f"{c:.3f}" for c in row))
+                         for ti, row in zip(t.tolist(), fn(t, 3).tolist()))
         print(f"   {name:9s} {rows}")
 
     coeffs = geometry.sample_simplex(5, 4, generator=gen).to(device)
@@ -108,5 +109,6 @@ def _compare_backends(title, op, store, device):
     t_ref, (y_ref, g_ref) = results["reference"]
     for backend, (t, (y, grad)) in results.items():
         err = max((y - y_ref).abs().max().item(), (grad - g_ref).abs().max().item())
-        print(f"   {backend:10s} {1e3 * t:9.2f} ms   ({t_ref / t:4.1f}x the per-point loop)   max |difference| {err:.1e}")
+        print(f"   {backend:10s} {1e3 * t:9.2f} ms   ({t_ref / t:4.1f}x the per-point loop)   "
+              f"max |difference| {err:.1e}")
     print(f"   fixed vertices' gradient: {g_ref[:3].abs().max().item():.1f} (exactly zero)")

@@ -97,8 +97,8 @@ def _details(report):
     if cmd == "surface":
         lines.append(f"{'point':10s} {'x':>9s} {'y':>9s} {'train loss':>11s} {'train err':>10s} {'test err':>9s}")
         for p in d["points"]:
-            lines.append(f"{p['name']:10s} {p['x']:9.3f} {p['y']:9.3f} {p['train_loss']:11.4f} {p['train_error']:10.4f} "
-                         f"{p['test_error']:9.4f}")
+            lines.append(f"{p['name']:10s} {p['x']:9.3f} {p['y']:9.3f} {p['train_loss']:11.4f} "
+                         f"{p['train_error']:10.4f} {p['test_error']:9.4f}")
         r = d["range"]
         lines.append(f"on the grid: train loss {r['train_loss']['min']:.4f}..{r['train_loss']['max']:.4f}, test "
                      f"error {r['test_error']['min']:.4f}..{r['test_error']['max']:.4f}; grids in {d['file']}")
@@ -115,8 +115,9 @@ def format_table(report, path):
                       f"{'predict':>10s}"]
         for r in report["methods"]:
             t = r["test"]
+            train = "-" if r["train_s"] is None else format(r["train_s"], "7.1f") + "s"
             lines.append(f"{r['name']:{w}s} {t['accuracy']:8.4f} {t['nll']:7.4f} {t['ece']:7.4f} {t['brier']:7.4f} "
-                         f"{'-' if r['train_s'] is None else format(r['train_s'], '7.1f') + 's':>8s} {_num(1e3 * r['predict_s'], '7.1f')} ms")
+                         f"{train:>8s} {_num(1e3 * r['predict_s'], '7.1f')} ms")
         lines.append("train: wall seconds, the modes included; predict: the test split; temperatures fitted on the "
                      "validation split")
     folder = path.parent

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simplexkern.ops import simplex_conv2d, simplex_linear
 from simplexkern.nn.points import merge
+from simplexkern.ops import simplex_conv2d, simplex_linear
 
 
 class SimplexLayer(nn.Module):

@@ -8,7 +8,7 @@ from torch import nn
 
 from simplexkern import _checks, geometry
 from simplexkern.nn import samplers
-from simplexkern.nn.layers import SimplexBatchNorm, SimplexLayer, simplex_layer_for, LAYERS
+from simplexkern.nn.layers import LAYERS, SimplexBatchNorm, SimplexLayer, simplex_layer_for
 from simplexkern.nn.points import Points, merge
 from simplexkern.nn.store import VertexStore
 

@@ -35,7 +35,8 @@ def _(x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, bac
 
 def _conv_grads(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
     conv = (stride, padding, dilation, groups)
-    return _fused.as_op_outputs(_backend(backend).conv_backward(dy, x, weight, bias, coeffs, conv, trainable, *needs), dy)
+    grads = _backend(backend).conv_backward(dy, x, weight, bias, coeffs, conv, trainable, *needs)
+    return _fused.as_op_outputs(grads, dy)
 
 
 @torch.library.custom_op("simplexkern::simplex_conv2d_backward", mutates_args=())
@@ -110,7 +111,7 @@ def _padding(padding, stride, dilation, kernel_hw):
 def _canonical(x, weight, bias, coeffs, groups):
     """Checks shapes; returns x as (B, C, H, W) shared or (S, B, C, H, W), coeffs as (S, k),
     and whether a single point was asked for."""
-    k = _fused.check_operands(x, weight, bias, coeffs, 5, "(k, out, in / groups, kh, kw)")
+    _fused.check_operands(x, weight, bias, coeffs, 5, "(k, out, in / groups, kh, kw)")
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
         raise TypeError(f"groups must be an int, got {type(groups).__name__}")
     if groups < 1:

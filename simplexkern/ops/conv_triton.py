@@ -104,7 +104,8 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     if need_dx:
         dx = _empty(x.shape, x, x.dtype)
         M = B * H * W
-        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * G * (1 if shared else S), triton.cdiv(Cg, meta["BLOCK_N"]))
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * G * (1 if shared else S),
+                             triton.cdiv(Cg, meta["BLOCK_N"]))
         if B:
             _conv_input_grad_kernel[grid](
                 dy, weight, c, dx,

@@ -30,13 +30,13 @@ import time
 import torch
 
 from simplexkern import geometry
+from simplexkern._seeds import derive_seed, seeded
 from simplexkern.eval.metrics import metrics
 from simplexkern.eval.predict import outputs_at, predict
 from simplexkern.eval.surfaces import metrics_at
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel, simplexify
 from simplexkern.nn.samplers import ComplexSampler, SimplexSampler
-from simplexkern._seeds import derive_seed, seeded
 from simplexkern.train.loop import INIT, Phase, log_volume
 from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
 

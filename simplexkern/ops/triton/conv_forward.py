@@ -23,7 +23,8 @@ _GPU_CONFIGS = [
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 32}),
                  key=["M", "Og", "Cg", "KH", "KW", "G", "stride_h", "stride_w"],
-                 prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + c["BLOCK_N"]))})
+                 prune_configs_by={"early_config_prune": smem_pruner(
+                     lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + c["BLOCK_N"]))})
 @triton.jit
 def _conv_forward_kernel(
     x_ptr, v_ptr, c_ptr, b_ptr, y_ptr,

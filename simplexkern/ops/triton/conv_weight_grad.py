@@ -25,8 +25,10 @@ _GPU_CONFIGS = [
 
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_R": 128, "BLOCK_N": 32, "BLOCK_K": 32}),
-                 key=["R", "Og", "Cg", "KH", "KW", "G", "SPLIT", "PER_POINT", "stride_h", "stride_w"], reset_to_zero=["out_ptr"],
-                 prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
+                 key=["R", "Og", "Cg", "KH", "KW", "G", "SPLIT", "PER_POINT", "stride_h", "stride_w"],
+                 reset_to_zero=["out_ptr"],
+                 prune_configs_by={"early_config_prune": smem_pruner(
+                     lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
 @triton.jit
 def _conv_weight_grad_kernel(
     dy_ptr, x_ptr, cmat_ptr, rows_ptr, out_ptr,

@@ -20,7 +20,8 @@ _GPU_CONFIGS = [
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
                  key=["R", "N", "K", "NV", "SCALE_ROWS"],
-                 prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + c["BLOCK_N"]))})
+                 prune_configs_by={"early_config_prune": smem_pruner(
+                     lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + c["BLOCK_N"]))})
 @triton.jit
 def _vertex_input_grad_kernel(
     a_ptr, v_ptr, c_ptr, dx_ptr,

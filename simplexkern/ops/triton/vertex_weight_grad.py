@@ -19,7 +19,8 @@ _GPU_CONFIGS = [
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_R": 16, "BLOCK_N": 16, "BLOCK_K": 16}),
                  key=["R", "N", "K", "SHARED_X"],
-                 prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
+                 prune_configs_by={"early_config_prune": smem_pruner(
+                     lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
 @triton.jit
 def _vertex_weight_grad_kernel(
     dy_ptr, x_ptr, c_ptr, train_ptr, dv_ptr,
