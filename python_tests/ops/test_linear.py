@@ -224,3 +224,20 @@ def test_a_shared_input_with_fewer_vertices_than_points_mixes_the_vertex_product
     assert linear_torch.mixes_vertices(x, weight, coeffs)  # the (2, 7, shared) case above runs this form
     assert not linear_torch.mixes_vertices(x, weight, coeffs[:2]) and not linear_torch.mixes_vertices(
         x.expand(7, *x.shape), weight, coeffs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("shared, k, S", [(True, 3, 2), (False, 3, 2), (True, 2, 4)])
+def test_custom_ops_pass_opcheck(device, backend, shared, k, S, rng):
+    """torch.library.opcheck: schema, fake kernels, autograd registration, as torch.compile uses them."""
+    skip_unless_runnable(device, backend)
+    x, weight, bias, coeffs = problem(rng, k, S, batch=4, n_in=7, n_out=5, shared=shared, device=device)
+    trainable = [0, k - 1]
+    args = (x.requires_grad_(True), weight.requires_grad_(True), bias.requires_grad_(True),
+            coeffs.requires_grad_(True), trainable, backend)
+    torch.library.opcheck(torch.ops.simplexkern.simplex_linear.default, args)
+    dy = torch.randn_like(torch.ops.simplexkern.simplex_linear(*args))
+    detached = [t.detach() for t in args[:4]]
+    torch.library.opcheck(torch.ops.simplexkern.simplex_linear_backward.default,
+                          (dy, *detached, trainable, backend, [True, True, True, True]))
