@@ -8,11 +8,12 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 import time
 
 import numpy as np
 import torch
+
+from simplexkern._atomic import atomic_write
 
 
 def plain(obj):
@@ -33,16 +34,9 @@ def plain(obj):
 
 def write_json(path, obj):
     """Writes ``obj`` to ``path`` atomically: the file is the old one or the whole new one."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(plain(obj), f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(plain(obj), f, indent=1, allow_nan=False)
+        f.write("\n")
 
 
 def read_json(path, what):

@@ -1,26 +1,19 @@
 """The PNG figures of the ``simplexkern`` command, drawn with matplotlib's object API (no
 pyplot, no display: it works headless) and written atomically."""
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from simplexkern._atomic import atomic_write
 
 DPI = 110
 
 
 def _save(fig, path):
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path.name
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+    return pathlib.Path(path).name
 
 
 def ensemble_size(curves, path, title):

@@ -12,10 +12,10 @@ import itertools
 import json
 import os
 import pathlib
-import tempfile
 
 import torch
 
+from simplexkern._atomic import atomic_write
 from simplexkern.nn import samplers
 from simplexkern.nn.model import SimplexModel, simplexify
 
@@ -76,16 +76,8 @@ def save(model, path, metadata=None, training_state=None):
         payload.update({"kind": "plain", "architecture": getattr(model, "simplexkern_architecture", None)})
     if not path.parent.is_dir():
         raise ValueError(f"path: the folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(payload, f)
 
 
 def _plain_model(model, architecture):
