@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from simplexkern.ops._fused import output_size
-from simplexkern.ops.vertices import bias_grads, combined, rows, weight_grads
+from simplexkern.ops.vertices import bias_grads, combined, inner, mix, rows, weight_grads
 
 
 def grouped_on_cpu(shared, in_per_group, macs_per_point, out_pixels):
@@ -48,6 +48,23 @@ def _shared_filters(w, g):
     return w.unflatten(1, (g, O // g)).transpose(0, 1).reshape(S * O, *w.shape[2:])
 
 
+def _from_shared_filters(w, g, n):
+    """The inverse of ``_shared_filters`` for n points: (g * n * Og, ...) -> (n, O, ...)."""
+    return w.unflatten(0, (g, n, -1)).transpose(0, 1).flatten(1, 2)
+
+
+def _as_grouped(t, g):
+    """(n, B, O, H, W) -> (B, g * n * O / g, H, W), the layout of a convolution with
+    ``_shared_filters``."""
+    n, B, O = t.shape[:3]
+    return t.unflatten(2, (g, O // g)).permute(1, 2, 0, 3, 4, 5).reshape(B, g * n * (O // g), *t.shape[3:])
+
+
+def _from_grouped(y, g, n):
+    """The inverse of ``_as_grouped``: (B, g * n * Og, H, W) -> an (n, B, O, H, W) view."""
+    return y.unflatten(1, (g, n, -1)).permute(2, 0, 1, 3, 4, 5).flatten(2, 3)
+
+
 def mixes_vertices(x, weight, coeffs):
     """Whether to convolve a shared input with the k vertices' filters and mix the k outputs,
     ``y_s = sum_i c_si (x * W_i) + b_s`` (exact while x is shared), instead of convolving
@@ -56,16 +73,9 @@ def mixes_vertices(x, weight, coeffs):
 
 
 def _vertex_outputs(x, weight, conv):
-    """x * W_i for every vertex i, as (B, g, k, O / g, H', W')."""
+    """x * W_i for every vertex i, in the grouped layout (B, g * k * O / g, H', W')."""
     stride, padding, dilation, g = conv
-    k, O = weight.shape[:2]
-    return F.conv2d(x, _shared_filters(weight, g), None, stride, padding, dilation, g).unflatten(1, (g, k, O // g))
-
-
-def _as_grouped(t, g):
-    """(k, B, O, H, W) -> (B, g * k * O / g, H, W), the layout of ``_shared_filters``' output."""
-    k, B, O = t.shape[:3]
-    return t.unflatten(2, (g, O // g)).permute(1, 2, 0, 3, 4, 5).reshape(B, g * k * (O // g), *t.shape[3:])
+    return F.conv2d(x, _shared_filters(weight, g), None, stride, padding, dilation, g)
 
 
 def conv_forward(x, weight, bias, coeffs, conv):
@@ -76,7 +86,7 @@ def conv_forward(x, weight, bias, coeffs, conv):
     S, O = coeffs.shape[0], weight.shape[1]
     b = coeffs.to(bias.dtype) @ bias if bias is not None else None  # (S, O)
     if mixes_vertices(x, weight, coeffs):
-        yk = _vertex_outputs(x, weight, conv)  # (B, g, k, O / g, H', W')
+        yk = _vertex_outputs(x, weight, conv).unflatten(1, (g, weight.shape[0], O // g))  # (B, g, k, O/g, H', W')
         y = torch.matmul(coeffs.to(weight.dtype), yk.flatten(3))  # (B, g, S, O / g * H' * W'): one small GEMM each
         # (S, B, O, H', W'), example-major underneath (as a SimplexModel merges points) when g = 1
         y = y.unflatten(3, yk.shape[3:]).transpose(1, 2).flatten(2, 3).transpose(0, 1)
@@ -88,8 +98,7 @@ def conv_forward(x, weight, bias, coeffs, conv):
                             for s in range(S)], 1).transpose(0, 1)  # example-major underneath
     if shared:  # one convolution with the S points' filters side by side in each group
         bg = b.unflatten(1, (g, O // g)).transpose(0, 1).reshape(-1) if b is not None else None
-        y = F.conv2d(x, _shared_filters(w, g), bg, stride, padding, dilation, g)
-        return y.unflatten(1, (g, S, O // g)).permute(2, 0, 1, 3, 4, 5).flatten(2, 3)
+        return _from_grouped(F.conv2d(x, _shared_filters(w, g), bg, stride, padding, dilation, g), g, S)
     y = F.conv2d(_points_as_channels(x), w.flatten(0, 1), b.reshape(-1) if b is not None else None,
                  stride, padding, dilation, S * g)
     return y.unflatten(1, (S, O)).transpose(0, 1)
@@ -105,7 +114,7 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     """Gradients (dx, dweight, dbias, dcoeffs); None where not needed. Fixed vertices' rows
     of dweight and dbias are zero."""
     g = conv[3]
-    S, O = coeffs.shape[0], weight.shape[1]
+    S = coeffs.shape[0]
     shared = x.dim() == 4
     need_g = need_dw or need_dc
     dx = dw = dc = None
@@ -119,9 +128,8 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
                 dx = sum(p[0] for p in parts) if shared else torch.stack([p[0] for p in parts])
             gw = torch.stack([p[1] for p in parts]).reshape(S, -1) if need_g else None
         elif shared:
-            dyg = dy.unflatten(2, (g, O // g)).permute(1, 2, 0, 3, 4, 5).reshape(dy.shape[1], S * O, *dy.shape[3:])
-            dx, gw = _conv_backward(dyg, x, _shared_filters(w, g), conv, g, need_dx, need_g)
-            gw = gw.unflatten(0, (g, S, O // g)).transpose(0, 1).reshape(S, -1) if need_g else None
+            dx, gw = _conv_backward(_as_grouped(dy, g), x, _shared_filters(w, g), conv, g, need_dx, need_g)
+            gw = _from_shared_filters(gw, g, S).reshape(S, -1) if need_g else None
         else:
             dxg, gw = _conv_backward(_points_as_channels(dy), _points_as_channels(x), w.flatten(0, 1), conv, S * g,
                                      need_dx, need_g)
@@ -138,8 +146,7 @@ def _vertex_mix_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_d
     is the input gradient of the k vertices' convolution at G, dW_i its filter gradient for
     the trainable i only, and dc_si = <dY_s, x * W_i>."""
     g, k = conv[3], weight.shape[0]
-    c = coeffs.to(weight.dtype)
-    grad = torch.einsum("sk,sbohw->kbohw", c, dy)  # (k, B, O, H', W')
+    grad = mix(coeffs.T, dy)  # (k, B, O, H', W')
     dx = dw = dc = None
     if need_dx:
         dx = _conv_backward(_as_grouped(grad, g), x, _shared_filters(weight, g), conv, g, True, False)[0]
@@ -149,9 +156,7 @@ def _vertex_mix_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_d
             idx = rows(trainable, weight.device)
             t = weight[idx]
             gw = _conv_backward(_as_grouped(grad[idx], g), x, _shared_filters(t, g), conv, g, False, True)[1]
-            dw[idx] = gw.unflatten(0, (g, t.shape[0], weight.shape[1] // g)).transpose(0, 1).reshape(t.shape)
-    if need_dc:  # float32 accumulation at least: the sum runs over the whole layer output
-        acc = torch.promote_types(dy.dtype, torch.float32)
-        yk = _vertex_outputs(x, weight, conv).permute(2, 0, 1, 3, 4, 5).flatten(2, 3)  # (k, B, O, H', W')
-        dc = dy.reshape(dy.shape[0], -1).to(acc) @ yk.reshape(k, -1).to(acc).T
+            dw[idx] = _from_shared_filters(gw, g, t.shape[0])
+    if need_dc:
+        dc = inner(dy, _from_grouped(_vertex_outputs(x, weight, conv), g, k))
     return dx, dw, dc

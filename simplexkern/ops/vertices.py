@@ -18,6 +18,20 @@ def combined(weight, coeffs, combine=gemm_combine):
     return combine(coeffs, weight.reshape(k, -1)).view(coeffs.shape[0], *weight.shape[1:])
 
 
+def mix(coeffs, per_vertex):
+    """sum_i coeffs[s, i] t_i for ``coeffs`` (S, k) and ``per_vertex`` (k, ...) -> (S, ...):
+    one GEMM in per_vertex's dtype."""
+    k = per_vertex.shape[0]
+    return (coeffs.to(per_vertex.dtype) @ per_vertex.reshape(k, -1)).view(coeffs.shape[0], *per_vertex.shape[1:])
+
+
+def inner(a, b):
+    """<a_s, b_i> over all but the first dimension, for (S, ...) and (k, ...) -> (S, k),
+    accumulated in float32 at least (the sums run over whole layers)."""
+    acc = torch.promote_types(a.dtype, torch.float32)
+    return a.reshape(a.shape[0], -1).to(acc) @ b.reshape(b.shape[0], -1).to(acc).T
+
+
 def rows(trainable, device):
     """``trainable`` (a sorted index list) as a slice when it is a run of consecutive rows
     (a SimplexModel's trainable rows always are), else an index tensor; a slice needs no
@@ -37,9 +51,8 @@ def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine=gemm_co
         if trainable:
             idx = rows(trainable, weight.device)
             dw.view(k, -1)[idx] = combine(coeffs[:, idx].T.contiguous(), g).to(weight.dtype)
-    if need_dc:  # float32 accumulation at least: the sum runs over the whole layer
-        acc = torch.promote_types(g.dtype, torch.float32)
-        dc = g.to(acc) @ weight.reshape(k, -1).to(acc).T
+    if need_dc:
+        dc = inner(g, weight)
     return dw, dc
 
 
