@@ -45,9 +45,9 @@ class SimplexLayer(nn.Module):
         return (self._points.coeffs @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
 
     def per_point(self, x):
-        """(S, B, ...) from the merged input, expanding a shared input."""
+        """(S, B, ...) from the merged input, expanding a shared input, and whether it was one."""
         xs, shared = self._points.split(x)
-        return xs.expand(self._points.n, *xs.shape) if shared else xs
+        return (xs.expand(self._points.n, *xs.shape) if shared else xs), shared
 
     def plain_buffers(self, row):
         """The buffers of the plain module at tracked point ``row`` (None: fresh ones)."""
@@ -181,23 +181,22 @@ class SimplexBatchNorm(SimplexLayer):
     def forward(self, x):
         p = self._points
         p.require(self)
-        xs = self.per_point(x)
+        xs, shared = self.per_point(x)
         if xs.dim() not in (3, 4, 5):
             raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r} expects (N, C) or "
                              f"(N, C, ...) inputs, got {tuple(x.shape)}")
         if xs.numel() == 0:  # an empty batch: nothing to normalise, no statistics to update
             return merge(xs)
-        dims = (1, *range(3, xs.dim()))
         use_batch = self.training or not self.track_running_stats
         per_channel = xs.numel() // max(xs.shape[0] * xs.shape[2], 1)
         if use_batch and per_channel == 1:
             raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r}: expected more than 1 value per "
                              f"channel when normalising with batch statistics, got input of shape {tuple(x.shape)} "
                              f"({self._points.n} points)")
-        if self.momentum is not None and not p.split(x)[1]:
+        if self.momentum is not None and not shared:
             return self._native(x, xs.shape[2], use_batch)
         if use_batch:
-            var, mean = torch.var_mean(xs, dim=dims, correction=0)
+            var, mean = torch.var_mean(xs, dim=(1, *range(3, xs.dim())), correction=0)
             if self.training and self.track_running_stats and p.stats_rows is not None:
                 self._update(p.stats_rows, p.stats_valid, mean.detach(), var.detach(), per_channel)
         else:
@@ -268,7 +267,7 @@ class SimplexLayerNorm(SimplexLayer):
     def forward(self, x):
         self._points.require(self)
         s = self._skeleton
-        xs = self.per_point(x)
+        xs, _ = self.per_point(x)
         y = F.layer_norm(xs, s.normalized_shape, None, None, s.eps)
         n = self._points.n
         view = (n, *([1] * (xs.dim() - 1 - len(s.normalized_shape))), *s.normalized_shape)
@@ -285,7 +284,7 @@ class SimplexGroupNorm(SimplexLayer):
     def forward(self, x):
         self._points.require(self)
         s = self._skeleton
-        xs = self.per_point(x)
+        xs, _ = self.per_point(x)
         y = self._points.split(F.group_norm(merge(xs), s.num_groups, None, None, s.eps))[0]
         if "weight" in self.param_names:
             y = y * _channel_view(self.combined("weight"), xs.dim()) + _channel_view(self.combined("bias"), xs.dim())

@@ -209,9 +209,11 @@ class Progress:
         return (loss / count if count else float("nan")), int(bad)
 
 
-def simplex_loss(model, loss_fn, phase, x, y, coeffs):
-    """The loss of a simplex model at the H points ``coeffs``: the mean of their losses
-    minus λ log V."""
+def step_loss(model, loss_fn, phase, x, y, coeffs=None):
+    """The loss of one step: a plain model's, or a simplex model's at the H points ``coeffs``
+    (the mean of their losses minus λ log V)."""
+    if coeffs is None:
+        return loss_fn(model(x), y)
     out = model(x, coeffs)  # (H, B, ...)
     loss = loss_fn(out.flatten(0, 1), y.repeat(phase.n_samples, *([1] * (y.dim() - 1))))
     if phase.reg:
@@ -219,19 +221,12 @@ def simplex_loss(model, loss_fn, phase, x, y, coeffs):
     return loss
 
 
-def plain_loss(model, loss_fn, x, y):
-    return loss_fn(model(x), y)
-
-
-def _step(model, optimizer, loss_fn, phase, x, y, generator, simplex, losses):
-    """One optimisation step; returns the loss (a device tensor, not read). ``losses``: the
-    (simplex, plain) loss functions, compiled or not."""
-    if simplex:
-        # sampled outside the loss, so that a compiled loss takes them as an input
-        coeffs = _checks.known_finite(model.sampler.sample(phase.n_samples, model, generator))
-        loss = losses[0](model, loss_fn, phase, x, y, coeffs)
-    else:
-        loss = losses[1](model, loss_fn, x, y)
+def _step(model, optimizer, loss_of, phase, x, y, generator, simplex):
+    """One optimisation step; returns the loss (a device tensor, not read). ``loss_of(x, y,
+    coeffs)``: the step's loss, compiled or not."""
+    # points sampled outside the loss, so that a compiled loss takes them as an input
+    coeffs = _checks.known_finite(model.sampler.sample(phase.n_samples, model, generator)) if simplex else None
+    loss = loss_of(x, y, coeffs)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -270,25 +265,25 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     loss_fn = loss_function(data)
-    losses = (simplex_loss, plain_loss)
-    if phase.compile:
-        losses = tuple(torch.compile(f) for f in losses)
+    compute = torch.compile(step_loss) if phase.compile else step_loss
+
+    def loss_of(x, y, coeffs):
+        return compute(model, loss_fn, phase, x, y, coeffs)
     n_steps = steps_per_epoch(len(data.x_train), phase.batch_size)
     model.train()
     for epoch in range(start_epoch, phase.epochs):
         seed = epoch_seed(key, epoch)
         with seeded(seed):  # dropout and other users of torch's global generators
-            _epoch(model, data, phase, epoch, seed, device, optimizer, (loss_fn, losses), params, simplex, n_steps,
-                   on_step, bar, describe)
+            _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step,
+                   bar, describe)
         if on_epoch is not None:
             on_epoch(epoch, optimizer)
     return optimizer
 
 
-def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fns, params, simplex, n_steps, on_step, bar,
+def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step, bar,
            describe):
     """One epoch of ``run_phase``: reads the device once per progress update."""
-    loss_fn, losses = loss_fns
     order = torch.Generator().manual_seed(seed)
     points = torch.Generator(device).manual_seed(seed)
     progress, shown = Progress(device), 0
@@ -298,7 +293,7 @@ def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_fns, params,
             group["lr"] = phase.lr_at(step, n_steps)
         x = augment(x, data.augment, points)
         try:
-            loss = _step(model, optimizer, loss_fn, phase, x, y, points, simplex, losses)
+            loss = _step(model, optimizer, loss_of, phase, x, y, points, simplex)
         except (ValueError, RuntimeError) as err:  # the checks of a model whose weights went non-finite
             _, bad = progress.read()
             if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):
