@@ -2,11 +2,11 @@
 over members), metrics (accuracy, NLL, ECE, Brier), temperature scaling, metrics against
 ensemble size, curve profiles and loss planes."""
 from simplexkern.eval.metrics import (
-                                      apply_temperature,
-                                      ensemble_size_curve,
-                                      fit_temperature,
-                                      metrics,
-                                      regression_metrics,
+    apply_temperature,
+    ensemble_size_curve,
+    fit_temperature,
+    metrics,
+    regression_metrics,
 )
 from simplexkern.eval.predict import outputs_at, point_metrics, predict
 from simplexkern.eval.surfaces import curve_profile, loss_plane, metrics_at
