@@ -222,7 +222,7 @@ def _settings(args, argv):
         if command != args.command:
             raise ValueError(f"--resume: --out {args.out} holds a '{command}' run, not '{args.command}'")
         given = vars(build_parser(suppress=True).parse_args(argv))
-        if "source" in settings:
+        if "source" in settings:  # compared as recorded: an absolute path
             settings["source"] = os.path.abspath(settings["source"])
         clash = [k for k in names if k in given and run_folder.plain(settings[k]) != recorded.get(k)]
         if clash:
@@ -232,18 +232,22 @@ def _settings(args, argv):
     return settings
 
 
-def _resolve_source(settings):
-    """Fills evaluate's / surface's data settings from the source run."""
+def _source_members(settings, fill):
+    """[(name, checkpoint path)] of evaluate's / surface's source, read once; with ``fill``,
+    the data settings left unset are filled from the source run's."""
     from simplexkern.cli import jobs
 
     settings["source"] = os.path.abspath(settings["source"])
-    _, _, theirs = jobs.read_source(settings["source"])
+    _, members, theirs = jobs.read_source(settings["source"])
+    if not fill:
+        return members
     if settings["data"] is None:
         if "data" not in theirs:
             raise ValueError("--data is needed: the source is a checkpoint file, which does not record its data")
         settings["data"] = theirs["data"]
     if settings["val_fraction"] is None:
         settings["val_fraction"] = theirs.get("val_fraction", 0.2)
+    return members
 
 
 def run_command(argv, echo=True):
@@ -261,8 +265,7 @@ def run(args, argv, echo=True):
     from simplexkern.train.runs import device_of
 
     settings = _settings(args, argv)
-    if "source" in settings and not args.resume:
-        _resolve_source(settings)
+    members = _source_members(settings, fill=not args.resume) if "source" in settings else None
     if args.command == "spro" and len(settings["reg"]) != 1:
         raise ValueError(f"--reg: spro trains one complex, give it one λ (got {len(settings['reg'])})")
     if len(settings.get("reg", ())) > 1 and not settings["val_fraction"] > 0:
@@ -275,8 +278,8 @@ def run(args, argv, echo=True):
     if backend != "auto":
         dispatch.resolve(device, backend)
     job = jobs.JOBS[args.command]
-    if "source" in settings:  # models loaded and checked against the data before anything is written
-        job = functools.partial(job, source=jobs.load_source(settings, d, device))
+    if members is not None:  # models loaded and checked against the data before anything is written
+        job = functools.partial(job, source=jobs.load_source(members, d, device))
     folder = run_folder.RunFolder(args.out, args.command, settings)
     report = folder.finished_report()
     if report is None:

@@ -19,6 +19,8 @@ from simplexkern import data as datasets
 from simplexkern import eval as evaluation
 from simplexkern import train
 from simplexkern.cli import plots
+from simplexkern.cli.folder import read_json
+from simplexkern.eval.predict import member_points, outputs_at
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
@@ -270,8 +272,6 @@ def read_source(source):
             raise ValueError(f"source {source} holds an unfinished run (no report.json yet): run its command again to "
                              "finish it")
         raise ValueError(f"source {source} holds no checkpoints of a simplexkern run (no report.json)")
-    from simplexkern.cli.folder import read_json
-
     rep = read_json(report, "report")
     members = [(m["name"], path / m["checkpoint"]) for m in rep.get("members", []) if m.get("checkpoint")]
     if not members:
@@ -291,8 +291,6 @@ def _load(members, device):
 def check_fits(models_, names, d):
     """ValueError unless each model takes ``d``'s inputs and predicts its classes (one test
     input through one point of each)."""
-    from simplexkern.eval.predict import member_points, outputs_at
-
     for j, (model, name) in enumerate(zip(models_, names)):
         try:
             with torch.no_grad():
@@ -303,9 +301,9 @@ def check_fits(models_, names, d):
             raise ValueError(f"{name} predicts {out.shape[-1]} classes; {d.name} has {d.n_classes}")
 
 
-def load_source(s, d, device):
-    """[(name, model)] of evaluate's / surface's source, each checked to fit ``d``."""
-    _, members, _ = read_source(s["source"])
+def load_source(members, d, device):
+    """[(name, model, path)] of the source's ``members`` (from ``read_source``), each loaded
+    and checked to fit ``d``."""
     loaded = _load(members, device)
     check_fits(loaded, [n for n, _ in members], d)
     return [(n, m, p) for (n, p), m in zip(members, loaded)]
