@@ -135,6 +135,12 @@ RUNTIME = {  # how to run, not what: not recorded
                                                             "(pays off on long runs; compiling takes minutes)")),
     "resume": ("--resume", dict(action="store_true", help="continue the run in --out with the settings recorded "
                                                           "there (running the same command again does the same)")),
+    "data_parallel": ("--data-parallel", dict(action="store_true",
+                                              help="under torchrun: train every model with all processes together, "
+                                                   "one after another (default: the independent members spread over "
+                                                   "the processes)")),
+    "timeout": ("--timeout", dict(type=_number(0), default=60.0,
+                                  help="under torchrun: minutes a process waits for the others before the job fails")),
 }
 MODE = ["data", "val_fraction", "model", "epochs", "lr", "batch_size"]
 SIMPLEX = ["modes", "vertices", "vertex_epochs", "samples", "reg", "reg_scale", "eval_samples"]
@@ -182,7 +188,8 @@ def build_parser(suppress=False):
     for name, (text, settings, overrides) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
         names = settings + ["seed"] + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else [])
-                                       + (["compile"] if "epochs" in settings else []))
+                                       + (["compile", "data_parallel"] if "epochs" in settings else [])
+                                       + ["timeout"])
         for dest in names:
             flag, kw = {**FLAGS, **RUNTIME}[dest]
             kw = dict(kw)
@@ -259,10 +266,10 @@ def run_command(argv, echo=True):
 
 def run(args, argv, echo=True):
     """Runs a parsed training / evaluation command; returns its report."""
-    from simplexkern import models
+    from simplexkern import distributed, models
     from simplexkern.cli import jobs
     from simplexkern.ops import dispatch
-    from simplexkern.train.runs import device_of
+    from simplexkern.train.runs import data_fingerprint, device_of
 
     settings = _settings(args, argv)
     members = _source_members(settings, fill=not args.resume) if "source" in settings else None
@@ -271,7 +278,9 @@ def run(args, argv, echo=True):
     if len(settings.get("reg", ())) > 1 and not settings["val_fraction"] > 0:
         raise ValueError("--reg with several values chooses λ on a validation split: --val-fraction must be > 0")
     device = device_of(None if args.device == "auto" else args.device)
+    world, device = distributed.init(device, args.timeout)
     d = jobs.load_data(settings)
+    world.all_same(data_fingerprint(d, all_splits=True), "data sets")
     if "model" in settings:
         models.for_data(settings["model"], d)  # an unknown or ill-fitting architecture fails here, not mid-run
     backend = getattr(args, "backend", "auto")
@@ -280,17 +289,22 @@ def run(args, argv, echo=True):
     job = jobs.JOBS[args.command]
     if members is not None:  # models loaded and checked against the data before anything is written
         job = functools.partial(job, source=jobs.load_source(members, d, device))
-    folder = run_folder.RunFolder(args.out, args.command, settings)
+    folder = run_folder.RunFolder(args.out, args.command, settings, world)
     report = folder.finished_report()
+    if members is not None and not world.is_main:  # evaluate, surface: rank 0 alone
+        return None
     if report is None:
+        data_parallel = getattr(args, "data_parallel", False)
         with dispatch.use_backend(backend):
-            how = jobs.How(device, not args.quiet, getattr(args, "compile", False))
+            how = jobs.How(device, not args.quiet, getattr(args, "compile", False), world, data_parallel)
             part = job(folder.settings, d, folder, how)
-        report = reports.build(args.command, settings, d, part, folder, device, backend)
+        if not world.is_main:
+            return None
+        report = reports.build(args.command, settings, d, part, folder, device, backend, world.size, data_parallel)
         folder.write_report(report)
-    if echo:
+    if echo and world.is_main:
         print(reports.format_table(report, folder.report_path))
-    return report
+    return report if world.is_main else None
 
 
 def main(argv=None):
@@ -308,6 +322,9 @@ def main(argv=None):
         return 0
     try:
         run(args, argv)
+        from simplexkern import distributed
+
+        distributed.shutdown()
     except ValueError as err:
         print(f"simplexkern {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,9 @@
 and the wall time of each phase), the checkpoints, ``report.json`` and the plots.
 
 Running a command again with the same folder and settings resumes it (a finished run is
-not redone); a folder holding another run, or files that are not a run, is refused."""
+not redone); a folder holding another run, or files that are not a run, is refused. In a
+run of several processes, rank 0 creates and writes the folder's records; the others open
+it after rank 0 and write their own checkpoints only."""
 import contextlib
 import json
 import math
@@ -13,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from simplexkern import distributed
 from simplexkern._atomic import atomic_write
 
 
@@ -56,11 +59,20 @@ def recorded_settings(path):
 
 
 class RunFolder:
-    """The folder ``path`` of a run of ``command`` with ``settings`` (a JSON dict)."""
+    """The folder ``path`` of a run of ``command`` with ``settings`` (a JSON dict), by the
+    processes of ``world``."""
 
-    def __init__(self, path, command, settings):
+    def __init__(self, path, command, settings, world=distributed.World()):
         self.path = pathlib.Path(path)
         self.command, self.settings = command, plain(settings)
+        self.world, self.writes = world, world.is_main
+        if not self.writes:
+            world.barrier()  # rank 0 has checked or created the folder
+        self._open()
+        if self.writes:
+            world.barrier()
+
+    def _open(self):
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"--out {self.path} exists and is not a folder")
         record = self.path / "run.json"
@@ -68,9 +80,9 @@ class RunFolder:
         if self.resumed:
             run = read_json(record, "run record")
             theirs = run.get("settings") or {}
-            if run.get("command") != command or theirs != self.settings:
+            if run.get("command") != self.command or theirs != self.settings:
                 differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
-                what = (f"a '{run.get('command')}' run" if run.get("command") != command else
+                what = (f"a '{run.get('command')}' run" if run.get("command") != self.command else
                         "a run with other settings: " + ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (now "
                                                                   f"{self.settings.get(k)})" for k in differ))
                 raise ValueError(f"--out {self.path} holds {what}; use another --out, or remove the folder to start "
@@ -85,6 +97,8 @@ class RunFolder:
             self._write_record()
 
     def _write_record(self):
+        if not self.writes:
+            return
         write_json(self.path / "run.json", {"command": self.command, "settings": self.settings,
                                             "phases": self.phases})
 
@@ -105,6 +119,7 @@ class RunFolder:
         finished = False
         try:
             yield
+            self.world.barrier()  # the phase lasts until every process has finished its part
             finished = True
         finally:
             if torch.cuda.is_available():
@@ -126,7 +141,8 @@ class RunFolder:
         return read_json(self.report_path, "report") if self.report_path.exists() else None
 
     def write_report(self, report):
-        write_json(self.report_path, report)
+        if self.writes:
+            write_json(self.report_path, report)
 
     def relative(self, path):
         return os.path.relpath(path, self.path)

@@ -1,12 +1,19 @@
 """What each ``simplexkern`` subcommand computes, on top of ``simplexkern.train`` /
 ``eval`` / ``data``. A job takes the command's settings (a dict of its flags), the data, the
-run folder and ``How`` to run (device, progress bars, compiled steps; ``evaluate`` and
-``surface`` also take their source's models, loaded and checked first), and returns its part of the report
-(``simplexkern.cli.report`` documents the schema).
+run folder and ``How`` to run (device, progress bars, compiled steps, processes;
+``evaluate`` and ``surface`` also take their source's models, loaded and checked first), and
+returns its part of the report (``simplexkern.cli.report`` documents the schema).
 
 Every training command trains its modes with ``train.deep_ensemble`` under the same seed,
 so ``ensemble``, ``espro``, ``spro``, ``curve`` and ``fge`` with the same data, model, mode
 settings and ``--seed`` start from the same modes, and their reports compare like with like.
+
+Launched as several processes (``torchrun``; ``simplexkern.distributed``), the independent
+members (modes, ESPRO simplexes) are spread over the processes, each predicting its own;
+one model (a curve, a complex, FGE's run) is trained and evaluated by rank 0 while the
+others wait. With ``--data-parallel`` every model is trained by all processes together
+instead, one after another. Rank 0 writes the report and the plots; on the other processes
+a job returns None.
 """
 import dataclasses
 import pathlib
@@ -16,8 +23,8 @@ import numpy as np
 import torch
 
 from simplexkern import data as datasets
+from simplexkern import distributed, train
 from simplexkern import eval as evaluation
-from simplexkern import train
 from simplexkern.cli import plots
 from simplexkern.cli.folder import read_json
 from simplexkern.eval.predict import member_points, outputs_at
@@ -30,10 +37,29 @@ PROFILE_POINTS = 21  # values of t in a curve's profile; odd, so t = 1/2 is one 
 
 @dataclasses.dataclass(frozen=True)
 class How:
-    """How a job runs, as opposed to what it computes (not recorded in run.json)."""
+    """How a job runs, as opposed to what it computes (not recorded in run.json): on which
+    device, with progress bars or not, compiled steps or not, in which ``world`` of
+    processes, and whether they train each model together (``data_parallel``)."""
     device: torch.device
     progress: bool = True
     compile: bool = False
+    world: distributed.World = distributed.World()
+    data_parallel: bool = False
+
+    @property
+    def spread(self):
+        """The ``distributed`` mode of the ensemble trainers."""
+        return "data" if self.data_parallel else ("members" if self.world.size > 1 else None)
+
+    @property
+    def single(self):
+        """The ``distributed`` mode of a one-model trainer (None: rank 0 trains it alone)."""
+        return "data" if self.data_parallel else None
+
+    @property
+    def trains_single(self):
+        """Whether this process takes part in training one model."""
+        return self.data_parallel or self.world.is_main
 
 
 def load_data(settings):
@@ -58,30 +84,68 @@ def _timed(fn, device):
 
 
 def _modes(s, d, folder, how, n_modes):
-    """The J modes: the deep ensemble of ``s``'s model and mode settings, in ``modes/``."""
+    """This process's share of the J modes (all J with --data-parallel): the deep ensemble
+    of ``s``'s model and mode settings, in ``modes/``."""
     with folder.phase("modes"):
         return train.deep_ensemble(s["model"], d, n_modes, epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"],
                                    seed=s["seed"], device=how.device, out=folder.sub("modes"), progress=how.progress,
-                                   compile=how.compile)
+                                   compile=how.compile, distributed=how.spread)
+
+
+def _all_modes(s, d, folder, how, n_modes):
+    """(this process's share of the J modes, all J on a process that trains a model of them
+    (rank 0, or every process with --data-parallel) else []): rank 0 reads the others'
+    modes from their checkpoints."""
+    share = _modes(s, d, folder, how, n_modes)
+    if how.spread != "members":
+        return _share(how, share), share
+    if not how.world.is_main:
+        return share, []
+    return share, [checkpoint.load_model(p).to(how.device).eval() for p in _mode_paths(folder, n_modes)]
 
 
 def _mode_paths(folder, n_modes):
     return [folder.sub(f"modes/mode_{j}.pt") for j in range(n_modes)]
 
 
-def score(members, d, n_points, seed, device):
+def _share(how, models_):
+    """This process's share of models every process holds (--data-parallel): members rank,
+    rank + W, ...; otherwise ``models_`` as they are (already a share)."""
+    return [models_[j] for j in how.world.members(len(models_))] if how.spread == "data" else models_
+
+
+def _single(how, model):
+    """The share of one model: the model on rank 0, nothing on the others."""
+    return [model] if how.world.is_main else []
+
+
+def _per_member(how, values):
+    """A list over all members, in member order, of this process's members' ``values``."""
+    if how.spread != "members":
+        return values
+    parts = how.world.objects(values)
+    out = [None] * sum(len(p) for p in parts)
+    for r, part in enumerate(parts):
+        out[r::how.world.size] = part
+    return out
+
+
+def score(members, d, n_points, seed, device, world=distributed.World()):
     """Test metrics of the ensemble of ``members`` and of each member, the members'
     probabilities, prediction time and, with a validation split, the validation metrics and
-    the temperature fitted there with the test metrics after it."""
-    probs, seconds = _timed(lambda: evaluation.predict(members, d, per_member=True, n_points=n_points, seed=seed),
-                            device)
+    the temperature fitted there with the test metrics after it. With a ``world`` of several
+    processes, ``members`` is this process's share and every process gets the scores of the
+    whole ensemble."""
+    spread = world.size > 1
+    probs, seconds = _timed(lambda: evaluation.predict(members, d, per_member=True, n_points=n_points, seed=seed,
+                                                       distributed=spread), device)
     if probs.shape[-1] != d.n_classes:
         raise ValueError(f"the models predict {probs.shape[-1]} classes, the data has {d.n_classes}")
     y = d.y_test
     out = {"probs": probs, "predict_s": seconds, "test": evaluation.metrics(probs.mean(0), y),
            "per_member": [evaluation.metrics(p, y) for p in probs], "val": None, "temperature": None}
     if d.x_val is not None:
-        val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed)
+        val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed, distributed=spread)
         out["val"] = evaluation.metrics(val, d.y_val)
         t = evaluation.fit_temperature(val, d.y_val)
         out["temperature"] = {"value": t, "test": evaluation.metrics(evaluation.apply_temperature(probs.mean(0), t), y)}
@@ -126,9 +190,12 @@ def _size_curves(curves, d):
     return {name: evaluation.ensemble_size_curve(probs, d.y_test) for name, probs in curves.items()}
 
 
+
 def run_train(s, d, folder, how):
-    (mode,) = _modes(s, d, folder, how, 1)
-    sc = score([mode], d, 1, s["seed"], how.device)
+    modes = _modes(s, d, folder, how, 1)
+    sc = score(_share(how, modes), d, 1, s["seed"], how.device, how.world)
+    if not how.world.is_main:
+        return None
     methods = _rows("mode", sc, folder.seconds("modes"))
     return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods)
 
@@ -136,7 +203,9 @@ def run_train(s, d, folder, how):
 def run_ensemble(s, d, folder, how):
     j = s["modes"]
     modes = _modes(s, d, folder, how, j)
-    sc = score(modes, d, 1, s["seed"], how.device)
+    sc = score(_share(how, modes), d, 1, s["seed"], how.device, how.world)
+    if not how.world.is_main:
+        return None
     t = folder.seconds("modes")
     methods = [_single_mode_row(sc, j, t), *_rows(f"deep ensemble ({j} modes)", sc, t)]
     sizes = _size_curves({"deep ensemble": sc["probs"]}, d)
@@ -154,7 +223,7 @@ def _vertex_settings(s, how):
 def run_espro(s, d, folder, how):
     j, regs = s["modes"], s["reg"]
     modes = _modes(s, d, folder, how, j)
-    settings = _vertex_settings(s, how)
+    settings = dict(_vertex_settings(s, how), distributed=how.spread)
     with folder.phase("vertices"):
         if len(regs) > 1:
             reg, simplexes, reg_rows = train.choose_reg(modes, d, regs, n_points=s["eval_samples"],
@@ -167,8 +236,12 @@ def run_espro(s, d, folder, how):
     if not reg_rows:
         vertices_s = folder.seconds("vertices")
     with folder.phase("predict"):
-        de = score(modes, d, 1, s["seed"], how.device)
-        es = score(simplexes, d, s["eval_samples"], s["seed"], how.device)
+        de = score(_share(how, modes), d, 1, s["seed"], how.device, how.world)
+        es = score(_share(how, simplexes), d, s["eval_samples"], s["seed"], how.device, how.world)
+    log_volumes = _per_member(how, [sm.metadata["history"][-1]["log_volume"] if sm.metadata["history"] else None
+                                    for sm in simplexes])
+    if not how.world.is_main:
+        return None
     t_modes = folder.seconds("modes")
     de_rows = _rows(f"deep ensemble ({j} modes)", de, t_modes)
     es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s)
@@ -179,24 +252,26 @@ def run_espro(s, d, folder, how):
     if reg_rows:
         files.append(plots.reg_choice(reg_rows, reg, folder.sub("reg_choice.png")))
     details = {"reg": reg, "reg_rows": reg_rows, "ensemble_size": sizes, "vertices_train_s": vertices_s,
-               "log_volume": [sm.metadata["history"][-1]["log_volume"] if sm.metadata["history"] else None
-                              for sm in simplexes],
-               "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
+               "log_volume": log_volumes, "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
     paths = [folder.sub(f"{where}/simplex_{i}.pt") for i in range(j)]
     return _main(es, _members(folder, [f"simplex {i}" for i in range(j)], paths, es), methods, details, files)
 
 
 def run_spro(s, d, folder, how):
     j, (reg,) = s["modes"], s["reg"]
-    modes = _modes(s, d, folder, how, j)
+    share, modes = _all_modes(s, d, folder, how, j)
     settings = _vertex_settings(s, how)
     del settings["n_vertices"]
     with folder.phase("connectors"):
-        model, sweep = train.dimensionality_sweep(modes, d, s["vertices"], n_points=s["eval_samples"], reg=reg,
-                                                  out=folder.sub("spro"), **settings)
+        model = sweep = None
+        if how.trains_single:
+            model, sweep = train.dimensionality_sweep(modes, d, s["vertices"], n_points=s["eval_samples"], reg=reg,
+                                                      out=folder.sub("spro"), distributed=how.single, **settings)
     with folder.phase("predict"):
-        de = score(modes, d, 1, s["seed"], how.device)
-        cx = score([model], d, s["eval_samples"], s["seed"], how.device)
+        de = score(share, d, 1, s["seed"], how.device, how.world)
+        cx = score(_single(how, model), d, s["eval_samples"], s["seed"], how.device, how.world)
+    if not how.world.is_main:
+        return None
     t_modes = folder.seconds("modes")
     what = f"complex of {j} modes and {s['vertices']} connectors" if j > 1 else \
         f"simplex of {1 + s['vertices']} vertices"
@@ -210,16 +285,20 @@ def run_spro(s, d, folder, how):
 
 
 def run_curve(s, d, folder, how):
-    modes = _modes(s, d, folder, how, 2)
+    share, modes = _all_modes(s, d, folder, how, 2)
     with folder.phase("curve"):
-        curve = train.train_curve(modes[0], modes[1], d, s["kind"], s["bends"], epochs=s["curve_epochs"], lr=s["lr"],
-                                  n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"],
-                                  device=how.device, out=folder.sub("curve"), progress=how.progress,
-                                  compile=how.compile)
+        curve = None
+        if how.trains_single:
+            curve = train.train_curve(modes[0], modes[1], d, s["kind"], s["bends"], epochs=s["curve_epochs"],
+                                      lr=s["lr"], n_samples=s["samples"], batch_size=s["batch_size"], seed=s["seed"],
+                                      device=how.device, out=folder.sub("curve"), progress=how.progress,
+                                      compile=how.compile, distributed=how.single)
     with folder.phase("predict"):
-        ends = score(modes, d, 1, s["seed"], how.device)
-        cv = score([curve], d, s["eval_samples"], s["seed"], how.device)
-        profile = evaluation.curve_profile(curve, d, PROFILE_POINTS)
+        ends = score(share, d, 1, s["seed"], how.device, how.world)
+        cv = score(_single(how, curve), d, s["eval_samples"], s["seed"], how.device, how.world)
+        profile = evaluation.curve_profile(curve, d, PROFILE_POINTS) if how.world.is_main else None
+    if not how.world.is_main:
+        return None
     t_modes = folder.seconds("modes")
     methods = [_row(f"endpoint {i}", m, t_modes / 2, ends["predict_s"] / 2) for i, m in enumerate(ends["per_member"])]
     curve_rows = _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve"))
@@ -239,14 +318,22 @@ def _midpoints(profile):
 
 
 def run_fge(s, d, folder, how):
-    (mode,) = _modes(s, d, folder, how, 1)
+    share, modes = _all_modes(s, d, folder, how, 1)
     with folder.phase("fge"):
-        snapshots = train.fge(mode, d, s["cycles"], s["cycle_epochs"], s["lr_max"], s["lr_min"],
-                              batch_size=s["batch_size"], seed=s["seed"], device=how.device,
-                              out=folder.sub("fge"), progress=how.progress, compile=how.compile)
+        snapshots = []
+        if how.trains_single:
+            snapshots = train.fge(modes[0], d, s["cycles"], s["cycle_epochs"], s["lr_max"], s["lr_min"],
+                                  batch_size=s["batch_size"], seed=s["seed"], device=how.device,
+                                  out=folder.sub("fge"), progress=how.progress, compile=how.compile,
+                                  distributed=how.single)
     with folder.phase("predict"):
-        start = score([mode], d, 1, s["seed"], how.device)
-        sc = score(snapshots, d, 1, s["seed"], how.device)
+        start = score(share, d, 1, s["seed"], how.device, how.world)
+        if how.spread != "members":
+            sc = score(_share(how, snapshots), d, 1, s["seed"], how.device, how.world)
+        elif how.world.is_main:  # rank 0 alone took the snapshots
+            sc = score(snapshots, d, 1, s["seed"], how.device)
+    if not how.world.is_main:
+        return None
     t_mode = folder.seconds("modes")
     methods = [_row("the mode FGE starts from", start["test"], t_mode, start["predict_s"]),
                *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"))]

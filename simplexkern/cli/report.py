@@ -27,7 +27,8 @@ finite):
   "predict", "plane", ...) and "total";
 - ``plots``: the PNG files written beside the report;
 - ``environment``: simplexkern, torch, python and numpy versions, the device, whether the
-  CUDA kernels were built, the fused-op backend asked for.
+  CUDA kernels were built, the fused-op backend asked for, the number of processes and
+  whether they trained data-parallel.
 """
 import datetime
 import platform
@@ -41,12 +42,12 @@ import simplexkern
 SCHEMA = "simplexkern.report/1"
 
 
-def environment(device, backend):
+def environment(device, backend, processes=1, data_parallel=False):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()}, " \
         f"{torch.get_num_threads()} threads)"
     return {"simplexkern": simplexkern.__version__, "torch": torch.__version__, "python": sys.version.split()[0],
             "numpy": np.__version__, "device": name, "cuda_kernels": bool(simplexkern._C.cuda_enabled()),
-            "backend": backend}
+            "backend": backend, "processes": processes, "data_parallel": data_parallel}
 
 
 def data_summary(d):
@@ -55,13 +56,13 @@ def data_summary(d):
             "input_shape": list(d.input_shape)}
 
 
-def build(command, settings, d, part, folder, device, backend):
+def build(command, settings, d, part, folder, device, backend, processes=1, data_parallel=False):
     times = {name: p["seconds"] for name, p in folder.phases.items()}
     times["total"] = sum(times.values())
     return {"schema": SCHEMA, "command": command,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "resumed": folder.resumed, "settings": folder.settings, "data": data_summary(d), **part, "times": times,
-            "environment": environment(device, backend)}
+            "environment": environment(device, backend, processes, data_parallel)}
 
 
 def _num(v, fmt):

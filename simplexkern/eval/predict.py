@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from simplexkern import _checks
+from simplexkern import distributed as dist
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern.data import Dataset
 from simplexkern.nn.model import SimplexModel
@@ -148,7 +149,7 @@ def _inputs(data, split, bn_data):
 
 
 def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_size=256, seed=0, per_member=False,
-            task=None, noise_std=None):
+            task=None, noise_std=None, distributed=False):
     """The predictive distribution of an ensemble on ``data``'s ``split`` (a ``Dataset``) or
     on inputs ``data`` (a tensor).
 
@@ -163,9 +164,16 @@ def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_siz
     including the observation noise ``noise_std`` (default: the data set's
     ``observation_noise``, as in training; 1 for tensor inputs); (J, N, 1) each per member,
     else (N, 1).
+
+    ``distributed``: ``members`` is this process's share of an ensemble spread over the
+    processes of a process group (members rank, rank + W, ...; possibly none, see
+    ``simplexkern.distributed``); each process predicts its share, and every process
+    returns the prediction of the whole ensemble, the same as one process predicting all.
     """
     models_ = list(members) if isinstance(members, (list, tuple)) else [members]
-    if not models_:
+    world = dist.world() if distributed else dist.World()
+    n_members = world.total(len(models_))
+    if not n_members:
         raise ValueError("members is empty")
     for i, m in enumerate(models_):
         if not isinstance(m, nn.Module):
@@ -177,7 +185,7 @@ def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_siz
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     sigma = noise_std if noise_std is not None else (data_noise if data_noise is not None else 1.0)
     first, second = [], []
-    for j, model in enumerate(models_):
+    for j, model in zip(world.members(n_members), models_):
         coeffs = member_points(model, n_points, seed, j)
         m1 = m2 = None
         for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size,
@@ -195,10 +203,10 @@ def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_siz
             m1[start:start + len(part)] = part
         first.append(m1)
         second.append(m2)
-    first = torch.stack(first)
+    first = world.gather_members(first, n_members)
     if task == "classification":
         return first if per_member else first.mean(0)
-    second = torch.stack(second)
+    second = world.gather_members(second, n_members)
     if per_member:
         return first, sigma ** 2 + (second - first.pow(2)).clamp_min(0)
     mean = first.mean(0)

@@ -4,6 +4,7 @@ import copy
 
 import torch
 
+from simplexkern import distributed as dist
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import simplexify
 from simplexkern.nn.samplers import CurveSampler
@@ -38,7 +39,8 @@ def curve_model(a, b, kind="bezier", n_bends=3):
 
 
 def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, weight_decay=5e-4, momentum=0.9,
-                n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True, compile=False):
+                n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True, compile=False,
+                distributed=None):
     """Trains a Bezier or polygonal-chain curve between the trained models ``a`` and ``b``
     (plain models or their checkpoints' paths): the endpoints stay fixed, the
     ``n_bends - 2`` interior control points (initialised on the segment) minimise
@@ -48,13 +50,17 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
 
     Returns the curve as a SimplexModel (vertex order = control points; sampler
     ``CurveSampler(kind)``), all vertices fixed. With ``out``, ``out/curve.pt`` is written
-    after every epoch and a second call resumes.
+    after every epoch and a second call resumes. ``distributed="data"``: trained
+    data-parallel by all processes of the process group (``simplexkern.distributed``).
     """
+    world = dist.check_mode(distributed, (None, "data"))
     a, b = as_plain(a, "a"), as_plain(b, "b")
     model = curve_model(a, b, kind, n_bends)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   n_samples=n_samples, compile=compile)
-    run = Run(out, "train_curve", {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed}, data)
+    parallel = distributed == "data"
+    run = Run(out, "train_curve", {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed}, data,
+              writes=world.is_main or not parallel)
     start = fingerprint(a) + ":" + fingerprint(b)
     device = device_of(device)
     meta, first, optimizer_state = run.resume("curve", start)
@@ -64,7 +70,7 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
     if meta is None or not meta["done"]:
         train_phase(model, data, phase, run=run, name="curve", start=start, key=member_key(seed, "train_curve", 0),
                     device=device, progress=progress, describe=f"{kind} curve", first_epoch=first,
-                    optimizer_state=optimizer_state)
+                    optimizer_state=optimizer_state, data_parallel=parallel)
         for i in range(1, n_bends - 1):
             model.fix(i)
         run.save("curve", model, start, {"epoch": epochs, "done": True})
@@ -72,7 +78,7 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
 
 
 def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_decay=5e-4, momentum=0.9,
-        batch_size=64, seed=0, device=None, out=None, progress=True, compile=False):
+        batch_size=64, seed=0, device=None, out=None, progress=True, compile=False, distributed=None):
     """Fast Geometric Ensembling: from the trained ``model`` (plain, or its checkpoint's
     path), ``cycles`` cycles of ``cycle_epochs`` epochs with a triangular learning rate
     lr1 -> lr2 -> lr1, and a snapshot at each cycle's minimum (the step run at lr2, the
@@ -80,7 +86,10 @@ def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_d
     ``fge_snapshot`` attribute records the cycle, step and learning rate).
 
     With ``out``, the run is checkpointed in ``out/fge.pt`` after every epoch and each
-    snapshot in ``out/fge_snapshot_{c}.pt``; a second call resumes."""
+    snapshot in ``out/fge_snapshot_{c}.pt``; a second call resumes. ``distributed="data"``:
+    trained data-parallel by all processes of the process group (``simplexkern.distributed``).
+    """
+    world = dist.check_mode(distributed, (None, "data"))
     model = as_plain(model, "model")
     for name, value in (("cycles", cycles), ("cycle_epochs", cycle_epochs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -89,7 +98,9 @@ def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_d
                   weight_decay=weight_decay, momentum=momentum, batch_size=batch_size, compile=compile)
     if not lr2 < lr1:
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
-    run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data)
+    parallel = distributed == "data"
+    run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data,
+              writes=world.is_main or not parallel)
     start = fingerprint(model)
     device = device_of(device)
     meta, first, optimizer_state = run.resume("fge", start)
@@ -116,7 +127,7 @@ def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_d
     if meta is None or not meta["done"]:
         train_phase(model, data, phase, run=run, name="fge", start=start, key=member_key(seed, "fge", 0),
                     device=device, progress=progress, describe="fge", first_epoch=first,
-                    optimizer_state=optimizer_state, on_step=snapshot)
+                    optimizer_state=optimizer_state, on_step=snapshot, data_parallel=parallel)
         run.save("fge", model, start, {"epoch": phase.epochs, "done": True})
     for c in range(cycles):
         if c not in snapshots:  # taken before a resume: read back from its checkpoint

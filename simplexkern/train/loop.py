@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from simplexkern import _checks
+from simplexkern import distributed as dist
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern.data.dataset import check_dataset
 from simplexkern.nn.model import SimplexModel
@@ -182,9 +183,11 @@ def regulariser(model, phase):
 
 class Progress:
     """Running loss and the first step whose loss or weights are not finite, kept on the
-    device between reads."""
+    device between reads; with a ``world`` of several data-parallel processes, a read
+    combines theirs."""
 
-    def __init__(self, device):
+    def __init__(self, device, world=dist.World()):
+        self.world = world
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.count = torch.zeros((), dtype=torch.float64, device=device)
         self.step = torch.zeros((), dtype=torch.long, device=device)
@@ -203,30 +206,42 @@ class Progress:
     def read(self):
         """(mean loss since the last read, index of the first non-finite step or -1): one
         host synchronisation."""
-        loss, count, bad = torch.stack([self.loss, self.count, self.first_bad.to(torch.float64)]).tolist()
+        sums = self.world.sum(torch.stack([self.loss, self.count]))
+        bad = self.world.max(self.first_bad)
+        loss, count, bad = torch.cat([sums, bad.to(torch.float64)[None]]).tolist()
         self.loss.zero_()
         self.count.zero_()
         return (loss / count if count else float("nan")), int(bad)
 
 
-def step_loss(model, loss_fn, phase, x, y, coeffs=None):
+def step_loss(model, loss_fn, phase, x, y, coeffs=None, forward=None):
     """The loss of one step: a plain model's, or a simplex model's at the H points ``coeffs``
-    (the mean of their losses minus λ log V)."""
+    (the mean of their losses minus λ log V). ``forward`` runs the model (default: the model
+    itself; its ``DistributedDataParallel`` wrapper in data-parallel training)."""
+    forward = model if forward is None else forward
     if coeffs is None:
-        return loss_fn(model(x), y)
-    out = model(x, coeffs)  # (H, B, ...)
+        return loss_fn(forward(x), y)
+    out = forward(x, coeffs)  # (H, B, ...)
     loss = loss_fn(out.flatten(0, 1), y.repeat(phase.n_samples, *([1] * (y.dim() - 1))))
     if phase.reg:
         loss = loss - phase.reg * regulariser(model, phase)
     return loss
 
 
-def _step(model, optimizer, loss_of, phase, x, y, generator, simplex):
+def _step(model, optimizer, loss_of, phase, x, y, generator, simplex, world):
     """One optimisation step; returns the loss (a device tensor, not read). ``loss_of(x, y,
-    coeffs)``: the step's loss, compiled or not."""
+    coeffs)``: the step's loss, compiled or not. With a data-parallel ``world``, this
+    process computes its share of the batch (x, y), weighted so that the gradient the
+    processes average is that of the whole batch."""
     # points sampled outside the loss, so that a compiled loss takes them as an input
     coeffs = _checks.known_finite(model.sampler.sample(phase.n_samples, model, generator)) if simplex else None
-    loss = loss_of(x, y, coeffs)
+    if world.size > 1:
+        n = len(x)
+        share = dist.batch_share(n, world)
+        x, y = x[share], y[share]
+        loss = loss_of(x, y, coeffs) * (len(x) * world.size / n)
+    else:
+        loss = loss_of(x, y, coeffs)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -239,7 +254,7 @@ def _not_finite(describe, epoch, step, n_steps):
 
 
 def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state=None, on_epoch=None,
-              on_step=None, bar=None, describe="training"):
+              on_step=None, bar=None, describe="training", data_parallel=False):
     """Trains ``model`` (plain or SimplexModel, already on ``device``) on ``data`` for the
     epochs of ``phase`` from ``start_epoch``; returns the optimizer.
 
@@ -253,6 +268,13 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
       the last checkpoint stays good.
     - Each epoch runs with torch's global generators seeded from (key, epoch), so dropout
       is as reproducible as the data order and the sampled points.
+    - ``data_parallel``: this process is one of the W of the initialised process group
+      (``simplexkern.distributed``) that train ``model`` together. Every process draws the
+      same batches, augmentation and points; each computes its share of a batch's rows, and
+      ``DistributedDataParallel`` averages the gradients of the trainable parameters (of a
+      simplex model: the trainable vertices only; buffers such as the fixed vertices are
+      never sent, and BatchNorm statistics are each process's own). Every global batch
+      needs at least W rows.
     """
     check_dataset(data)
     simplex = isinstance(model, SimplexModel)
@@ -265,35 +287,57 @@ def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     loss_fn = loss_function(data)
+    world, forward = _data_parallel(model, data, phase, device) if data_parallel else (dist.World(), None)
     compute = torch.compile(step_loss) if phase.compile else step_loss
 
     def loss_of(x, y, coeffs):
-        return compute(model, loss_fn, phase, x, y, coeffs)
+        return compute(model, loss_fn, phase, x, y, coeffs, forward)
     n_steps = steps_per_epoch(len(data.x_train), phase.batch_size)
     model.train()
     for epoch in range(start_epoch, phase.epochs):
         seed = epoch_seed(key, epoch)
         with seeded(seed):  # dropout and other users of torch's global generators
             _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step,
-                   bar, describe)
+                   bar, describe, world)
         if on_epoch is not None:
             on_epoch(epoch, optimizer)
     return optimizer
 
 
+def _data_parallel(model, data, phase, device):
+    """(world, the DistributedDataParallel wrapper of ``model`` that runs its forward)."""
+    world = dist.world()
+    if world.size == 1:
+        raise ValueError("data_parallel needs an initialised process group of several processes (launch with "
+                         "torchrun; see simplexkern.distributed)")
+    if phase.compile:
+        raise ValueError("data-parallel training runs eagerly: compile=True is not supported with it")
+    n, b = len(data.x_train), phase.batch_size
+    smallest = min(b, n) if n % b < 2 or n < b else n % b  # a last batch of one row is dropped
+    if smallest < world.size:
+        raise ValueError(f"data-parallel training over {world.size} processes needs every batch to have at least "
+                         f"{world.size} rows: batch_size {b} with {n} training examples gives a batch of {smallest}")
+    from torch.nn.parallel import DistributedDataParallel
+
+    buffers = [name for name, _ in model.named_buffers()]  # fixed vertices, BatchNorm statistics: never sent
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, buffers)
+    ids = [device.index] if device.type == "cuda" else None
+    return world, DistributedDataParallel(model, device_ids=ids)
+
+
 def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step, bar,
-           describe):
+           describe, world):
     """One epoch of ``run_phase``: reads the device once per progress update."""
     order = torch.Generator().manual_seed(seed)
     points = torch.Generator(device).manual_seed(seed)
-    progress, shown = Progress(device), 0
+    progress, shown = Progress(device, world), 0
     for i, (x, y) in enumerate(batches(data.x_train, data.y_train, phase.batch_size, device, order)):
         step = epoch * n_steps + i
         for group in optimizer.param_groups:
             group["lr"] = phase.lr_at(step, n_steps)
         x = augment(x, data.augment, points)
         try:
-            loss = _step(model, optimizer, loss_of, phase, x, y, points, simplex)
+            loss = _step(model, optimizer, loss_of, phase, x, y, points, simplex, world)
         except (ValueError, RuntimeError) as err:  # the checks of a model whose weights went non-finite
             _, bad = progress.read()
             if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):

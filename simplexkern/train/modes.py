@@ -2,6 +2,7 @@
 baseline (``deep_ensemble``), J independently initialised and trained models."""
 import copy
 
+from simplexkern import distributed as dist
 from simplexkern import models
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern.nn import checkpoint
@@ -10,7 +11,7 @@ from simplexkern.train.runs import Run, check_plain, device_of, fingerprint, mem
 
 
 def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9, batch_size=64, seed=0,
-               device=None, out=None, progress=True, compile=False):
+               device=None, out=None, progress=True, compile=False, distributed=None):
     """Ordinary training of the plain ``model`` on ``data`` (a ``simplexkern.data.Dataset``):
     SGD with momentum, weight decay and a cosine schedule from ``lr`` to 0 (SPEC defaults:
     lr 0.05, weight decay 5e-4). Returns the trained model, a copy on ``device`` (default:
@@ -19,16 +20,20 @@ def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=
     With ``out`` (a folder) it writes ``out/mode.pt`` after every epoch; calling again with
     the same folder resumes from there (and returns the finished model at once when done).
     ``compile=True`` runs each step's loss under ``torch.compile`` (see ``Phase``).
+    ``distributed="data"``: trained data-parallel by all processes of the process group
+    (``simplexkern.distributed``), rank 0 writing the checkpoint.
     """
     check_plain(model, "model")
+    world = dist.check_mode(distributed, (None, "data"))
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   compile=compile)
-    run = Run(out, "train_mode", {**phase.settings(), "seed": seed}, data)
+    parallel = distributed == "data"
+    run = Run(out, "train_mode", {**phase.settings(), "seed": seed}, data, writes=world.is_main or not parallel)
     return _train(model, data, phase, run, "mode", member_key(seed, "train_mode", 0), device_of(device), progress,
-                  "mode")
+                  "mode", parallel)
 
 
-def _train(model, data, phase, run, name, key, device, progress, describe):
+def _train(model, data, phase, run, name, key, device, progress, describe, data_parallel=False):
     start = fingerprint(model)
     meta, first, optimizer_state = run.resume(name, start)
     model = copy.deepcopy(model).to(device)
@@ -38,18 +43,23 @@ def _train(model, data, phase, run, name, key, device, progress, describe):
         if meta.get("done"):
             return model.eval()
     train_phase(model, data, phase, run=run, name=name, start=start, key=key, device=device, progress=progress,
-                describe=describe, first_epoch=first, optimizer_state=optimizer_state)
+                describe=describe, first_epoch=first, optimizer_state=optimizer_state, data_parallel=data_parallel)
     run.save(name, model, start, {"epoch": phase.epochs, "done": True})
     return model.eval()
 
 
 def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9,
-                  batch_size=64, seed=0, device=None, out=None, progress=True, compile=False):
+                  batch_size=64, seed=0, device=None, out=None, progress=True, compile=False, distributed=None):
     """The deep-ensemble baseline: ``n_models`` (J) models, each initialised from its own
     seed and trained as ``train_mode`` does. ``architecture``: a ``simplexkern.models``
     name (sized for ``data`` by ``models.for_data``) or a function returning a fresh model.
     Member j's result depends only on (seed, j). With ``out``, member j is checkpointed in
-    ``out/mode_{j}.pt`` and a second call resumes. Returns the J trained models."""
+    ``out/mode_{j}.pt`` and a second call resumes. Returns the J trained models.
+
+    Across the processes of a process group (``simplexkern.distributed``):
+    ``distributed="members"`` trains this process's share, members rank, rank + W, ..., and
+    returns those; ``"data"`` trains every member data-parallel with all processes, one
+    after another, and returns all J."""
     if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
         raise ValueError(f"n_models must be an int >= 1, got {n_models!r}")
     if isinstance(architecture, str):
@@ -60,15 +70,18 @@ def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight
     else:
         raise TypeError(f"architecture must be a model name or a function returning a model, got "
                         f"{type(architecture).__name__}")
+    world = dist.check_mode(distributed)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   compile=compile)
-    run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed, "n_models": n_models}, data)
+    parallel = distributed == "data"
+    run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed, "n_models": n_models}, data,
+              writes=world.is_main or not parallel)
     device = device_of(device)
     members = []
-    for j in range(n_models):
+    for j in (world.members(n_models) if distributed == "members" else range(n_models)):
         key = member_key(seed, "deep_ensemble", j)
         with seeded(derive_seed(*key, INIT)):  # the initialisation comes from the member's own seed
             model = factory()
         check_plain(model, "the model the architecture gives")
-        members.append(_train(model, data, phase, run, f"mode_{j}", key, device, progress, f"mode {j}"))
+        members.append(_train(model, data, phase, run, f"mode_{j}", key, device, progress, f"mode {j}", parallel))
     return members

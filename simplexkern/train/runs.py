@@ -11,6 +11,7 @@ import zlib
 import torch
 from tqdm.auto import tqdm
 
+from simplexkern import distributed
 from simplexkern.data.dataset import check_dataset
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel
@@ -57,18 +58,23 @@ def device_of(device):
     return device
 
 
-def data_fingerprint(data):
-    """SHA-256 of a data set's training split: a run resumes only on the data it started on."""
-    return _digest([("x_train", data.x_train), ("y_train", data.y_train)], data.task)
+def data_fingerprint(data, all_splits=False):
+    """SHA-256 of a data set's training split (a run resumes only on the data it started on),
+    or of all its splits."""
+    names = ("train", "val", "test") if all_splits else ("train",)
+    return _digest([(f"{xy}_{split}", getattr(data, f"{xy}_{split}")) for split in names for xy in "xy"
+                    if getattr(data, f"{xy}_{split}") is not None], data.task)
 
 
 class Run:
     """Checkpoints of one algorithm's members in ``out`` (None: nothing is written). The
-    settings recorded with them include the fingerprint of ``data``'s training split."""
+    settings recorded with them include the fingerprint of ``data``'s training split.
+    ``writes=False`` reads checkpoints but writes none (a data-parallel process other than
+    rank 0, which writes for all)."""
 
-    def __init__(self, out, algorithm, settings, data):
+    def __init__(self, out, algorithm, settings, data, writes=True):
         check_dataset(data)
-        self.algorithm = algorithm
+        self.algorithm, self.writes = algorithm, writes
         if out is not None:
             settings = {**settings, "data": data_fingerprint(data)}
         self.settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
@@ -112,7 +118,7 @@ class Run:
     def save(self, name, model, start, progress, optimizer=None):
         """Writes member ``name``'s checkpoint: the model, ``progress`` (a JSON dict) and the
         optimizer's state when given."""
-        if self.out is None:
+        if self.out is None or not self.writes:
             return
         meta = {"algorithm": self.algorithm, "settings": self.settings, "start": start, **progress}
         state = {"optimizer": optimizer.state_dict()} if optimizer is not None else None
@@ -133,14 +139,20 @@ def as_plain(model, name):
 
 
 def train_phase(model, data, phase, *, run, name, start, key, device, progress, describe, first_epoch=0,
-                optimizer_state=None, record=None, on_step=None):
+                optimizer_state=None, record=None, on_step=None, data_parallel=False):
     """``run_phase`` with a progress bar and a checkpoint after every epoch; ``record`` (a
-    JSON dict) goes into every checkpoint's progress metadata."""
+    JSON dict) goes into every checkpoint's progress metadata. A data-parallel phase shows
+    its bar on rank 0 only."""
     n = steps_per_epoch(len(data.x_train), phase.batch_size)
+    world, position = distributed.world(), None
+    if data_parallel and not world.is_main:
+        progress = False
+    elif world.size > 1 and not data_parallel:  # one line per process
+        describe, position = f"rank {world.rank}: {describe}", world.rank
     with tqdm(total=phase.epochs * n, initial=first_epoch * n, desc=describe, disable=not progress,
-              unit="step") as bar:
+              unit="step", position=position) as bar:
         def on_epoch(epoch, optimizer):
             run.save(name, model, start, {**(record or {}), "epoch": epoch + 1, "done": False}, optimizer)
         return run_phase(model, data, phase, key=key, device=device, start_epoch=first_epoch,
                          optimizer_state=optimizer_state, on_epoch=on_epoch, on_step=on_step, bar=bar,
-                         describe=describe)
+                         describe=describe, data_parallel=data_parallel)

@@ -29,6 +29,7 @@ import time
 
 import torch
 
+from simplexkern import distributed as dist
 from simplexkern import geometry
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern.eval.metrics import metrics
@@ -101,7 +102,7 @@ def reg_for_vertex(model, reg, reg_scale, n_vertices, simplices, seed):
 
 
 def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, weighting, run, name, start, template,
-          key, device, progress, describe):
+          key, device, progress, describe, data_parallel=False):
     """Adds vertices to ``model`` (a SimplexModel whose first ``n_modes`` vertices are the
     modes) up to ``n_vertices``, one at a time, checkpointing ``name`` in ``run``."""
     meta, first, optimizer_state = run.resume(name, start)
@@ -127,7 +128,8 @@ def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, wei
         vertex_phase = dataclasses.replace(phase, reg=reg_v, reg_simplices=simplices)
         train_phase(model, data, vertex_phase, run=run, name=name, start=start, key=(*key, v), device=device,
                     progress=progress, describe=f"{describe}, vertex {v}", first_epoch=first,
-                    optimizer_state=optimizer_state, record={"vertices_done": v, "history": history})
+                    optimizer_state=optimizer_state, record={"vertices_done": v, "history": history},
+                    data_parallel=data_parallel)
         with torch.no_grad():
             history.append({"vertex": v, "reg": reg_v, "log_volume": float(log_volume(model, simplices))})
         run.save(name, model, start, {"vertices_done": v + 1, "epoch": 0, "done": False, "history": history})
@@ -149,7 +151,7 @@ def _start_model(model):
 
 def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05,
                  weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None,
-                 out=None, progress=True, compile=False):
+                 out=None, progress=True, compile=False, distributed=None):
     """SPRO on one simplex: grows ``model`` (a trained plain model, its checkpoint's path,
     or a SimplexModel to extend) into a simplex of ``n_vertices`` vertices (the mode
     included), adding one vertex at a time and training it for ``vertex_epochs`` epochs
@@ -158,44 +160,60 @@ def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex
 
     Returns the SimplexModel with every vertex fixed; ``model.metadata["history"]`` lists
     λ_v and log V after each vertex. With ``out``, ``out/simplex.pt`` is written after every
-    epoch and a second call resumes from it.
+    epoch and a second call resumes from it. ``distributed="data"``: trained data-parallel
+    by all processes of the process group (``simplexkern.distributed``; the gradient of the
+    trainable vertex averaged, rank 0 writing the checkpoints).
     """
     _check_growth(reg, reg_scale, noise)
+    world = dist.check_mode(distributed, (None, "data"))
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
     sm, template, start = _start_model(model)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
+    parallel = distributed == "data"
     run = Run(out, "grow_simplex", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale,
-                                        noise=noise, seed=seed), data)
+                                        noise=noise, seed=seed), data, writes=world.is_main or not parallel)
     return _grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg, reg_scale=reg_scale,
                  weighting="volume", run=run, name="simplex", start=start, template=template,
                  key=member_key(seed, "grow_simplex", 0), device=device_of(device), progress=progress,
-                 describe="simplex")
+                 describe="simplex", data_parallel=parallel)
 
 
 def espro(modes, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05, weight_decay=5e-4,
           momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True,
-          compile=False):
+          compile=False, distributed=None):
     """ESPRO: J independent simplexes, one grown from each trained mode in ``modes`` (plain
     models or paths of their checkpoints) by ``grow_simplex`` with these settings. Simplex
     j depends only on (mode j, seed, j). With ``out``, simplex j is checkpointed in
-    ``out/simplex_{j}.pt`` and a second call resumes. Returns the J simplex models."""
-    if not isinstance(modes, (list, tuple)) or not modes:
+    ``out/simplex_{j}.pt`` and a second call resumes. Returns the J simplex models.
+
+    Across the processes of a process group (``simplexkern.distributed``):
+    ``distributed="members"``: ``modes`` is this process's share of the J modes (modes rank,
+    rank + W, ..., as ``deep_ensemble(distributed="members")`` returns them; possibly none)
+    and the simplexes of that share are grown and returned; ``"data"``: every simplex is
+    grown data-parallel by all processes, one after another."""
+    world = dist.check_mode(distributed)
+    if not isinstance(modes, (list, tuple)) or not (modes or distributed == "members"):
         raise ValueError("modes must be a non-empty list of trained models (or their checkpoints' paths)")
     _check_growth(reg, reg_scale, noise)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < 1:
         raise ValueError(f"n_vertices must be an int >= 1, got {n_vertices!r}")
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
+    members = distributed == "members"
+    n_modes = world.total(len(modes), "modes") if members else len(modes)
+    if n_modes == 0:
+        raise ValueError("modes: no process holds a mode")
+    parallel = distributed == "data"
     run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
-                                 seed=seed, n_modes=len(modes)), data)
+                                 seed=seed, n_modes=n_modes), data, writes=world.is_main or not parallel)
     device = device_of(device)
     simplexes = []
-    for j, mode in enumerate(modes):
+    for j, mode in zip(world.members(n_modes) if members else range(n_modes), modes):
         sm, template, start = _start_model(as_plain(mode, f"modes[{j}]"))
         simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
                                reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}", start=start,
                                template=template, key=member_key(seed, "espro", j), device=device,
-                               progress=progress, describe=f"simplex {j}"))
+                               progress=progress, describe=f"simplex {j}", data_parallel=parallel))
     return simplexes
 
 
@@ -213,7 +231,7 @@ def _complex_start(modes):
 
 def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weighting="volume", vertex_epochs=30,
                  lr=0.05, weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0,
-                 device=None, out=None, progress=True, compile=False):
+                 device=None, out=None, progress=True, compile=False, distributed=None):
     """SPRO on a simplicial complex: the m trained ``modes`` (fixed) joined through
     ``n_connectors`` shared connector vertices, K = {S(w_j, θ_0..θ_c) : j < m}, trained one
     at a time as ``grow_simplex`` trains a vertex, with points drawn from the whole complex
@@ -222,7 +240,8 @@ def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weig
 
     Returns the SimplexModel: vertices 0..m-1 the modes, m.. the connectors, its sampler the
     complex. With ``out``, ``out/complex.pt`` is written after every epoch and a second call
-    resumes."""
+    resumes. ``distributed="data"``: trained data-parallel, as ``grow_simplex``."""
+    world = dist.check_mode(distributed, (None, "data"))
     if not isinstance(modes, (list, tuple)) or not modes:
         raise ValueError("modes must be a non-empty list of trained models (or their checkpoints' paths)")
     _check_growth(reg, reg_scale, noise)
@@ -232,13 +251,15 @@ def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weig
         raise ValueError(f"weighting must be 'volume' or 'uniform', got {weighting!r}")
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
     model, template, start = _complex_start(modes)
+    parallel = distributed == "data"
     run = Run(out, "spro_complex", dict(phase.settings(), n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
-                                        weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data)
+                                        weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data,
+              writes=world.is_main or not parallel)
     m = len(modes)
     return _grow(model, data, phase, n_modes=m, n_vertices=m + n_connectors, noise=noise, reg=reg,
                  reg_scale=reg_scale, weighting=weighting, run=run, name="complex", start=start, template=template,
                  key=member_key(seed, "spro_complex", 0), device=device_of(device), progress=progress,
-                 describe="complex")
+                 describe="complex", data_parallel=parallel)
 
 
 def choose_reg(modes, data, regs=(0.0, 1.0, 3.0, 10.0, 30.0), *, n_points=25, out=None, **settings):
@@ -247,7 +268,12 @@ def choose_reg(modes, data, regs=(0.0, 1.0, 3.0, 10.0, 30.0), *, n_points=25, ou
     split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows),
     each row {"reg", "val_nll", "val_accuracy", "log_volume" (of simplex 0), "train_s"}; a λ
     whose training diverged (a non-finite loss) gets val_nll = inf and the error under
-    "diverged". With ``out``, λ's run is checkpointed in ``out/reg_{λ}``."""
+    "diverged". With ``out``, λ's run is checkpointed in ``out/reg_{λ}``.
+
+    ``distributed`` as ``espro``'s; with "members", every process returns the same λ and
+    rows (the ensemble's validation prediction is gathered from all) and its own share of
+    the simplexes."""
+    world = dist.check_mode(settings.get("distributed"))
     if data.x_val is None:
         raise ValueError("choose_reg scores λ on a validation split: load the data with val_fraction= (e.g. 0.2)")
     if not isinstance(regs, (list, tuple)) or not regs:
@@ -256,24 +282,39 @@ def choose_reg(modes, data, regs=(0.0, 1.0, 3.0, 10.0, 30.0), *, n_points=25, ou
     for reg in regs:
         sub = None if out is None else pathlib.Path(out) / f"reg_{reg:g}"
         started = time.perf_counter()
+        simplexes, diverged = [], None
         try:
             simplexes = espro(modes, data, reg=reg, out=sub, **settings)
         except FloatingPointError as err:  # too strong a push: the loss diverged
+            diverged = str(err)
+        if world.size > 1:  # every process learns whether any diverged, and which error
+            diverged = next((e for e in world.objects(diverged) if e is not None), None)
+        if diverged is not None:
             rows.append({"reg": reg, "val_nll": math.inf, "val_accuracy": math.nan, "log_volume": math.nan,
-                         "train_s": time.perf_counter() - started, "diverged": str(err)})
+                         "train_s": time.perf_counter() - started, "diverged": diverged})
             continue
-        if simplexes[0].device.type == "cuda":
-            torch.cuda.synchronize(simplexes[0].device)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        world.barrier()
         seconds = time.perf_counter() - started
-        m = metrics(predict(simplexes, data, split="val", n_points=n_points, seed=settings.get("seed", 0)), data.y_val)
-        history = simplexes[0].metadata["history"]
+        val = predict(simplexes, data, split="val", n_points=n_points, seed=settings.get("seed", 0),
+                      distributed=world.size > 1 and settings.get("distributed") == "members")
+        m = metrics(val, data.y_val)
         rows.append({"reg": reg, "val_nll": m["nll"], "val_accuracy": m["accuracy"],
-                     "log_volume": history[-1]["log_volume"] if history else math.nan, "train_s": seconds})
+                     "log_volume": _first_log_volume(simplexes, world, settings.get("distributed")),
+                     "train_s": seconds})
         if best is None or m["nll"] < best[0]:
             best = (m["nll"], reg, simplexes)
     if best is None:
         raise FloatingPointError(f"every λ in {list(regs)} diverged; try smaller values")
     return best[1], best[2], rows
+
+
+def _first_log_volume(simplexes, world, distributed):
+    """log V of simplex 0 (held by rank 0 when the simplexes are spread over processes)."""
+    history = simplexes[0].metadata["history"] if simplexes else []
+    value = history[-1]["log_volume"] if history else math.nan
+    return world.from_main(value) if distributed == "members" else value
 
 
 def dimensionality_sweep(modes, data, max_connectors=4, *, n_points=25, seed=0, **settings):
