@@ -21,7 +21,7 @@ import os
 import torch
 import torch.distributed as dist
 
-TIMEOUT_MINUTES = 60.0
+TIMEOUT_MINUTES = 1440.0  # a day: processes wait for one another while others train unevenly many members
 MODES = (None, "members", "data")  # the ``distributed`` argument of the trainers
 
 

@@ -139,8 +139,9 @@ RUNTIME = {  # how to run, not what: not recorded
                                               help="under torchrun: train every model with all processes together, "
                                                    "one after another (default: the independent members spread over "
                                                    "the processes)")),
-    "timeout": ("--timeout", dict(type=_number(0), default=60.0,
-                                  help="under torchrun: minutes a process waits for the others before the job fails")),
+    "timeout": ("--timeout", dict(type=_number(0), default=1440.0,
+                                  help="under torchrun: minutes a process waits for the others (while they train "
+                                       "more members or one model) before the job fails")),
 }
 MODE = ["data", "val_fraction", "model", "epochs", "lr", "batch_size"]
 SIMPLEX = ["modes", "vertices", "vertex_epochs", "samples", "reg", "reg_scale", "eval_samples"]
