@@ -203,11 +203,13 @@ class Progress:
         self.count += 1
         self.step += 1
 
-    def read(self):
+    def read(self, alone=False):
         """(mean loss since the last read, index of the first non-finite step or -1): one
-        host synchronisation."""
-        sums = self.world.sum(torch.stack([self.loss, self.count]))
-        bad = self.world.max(self.first_bad)
+        host synchronisation. ``alone``: this process's own, without asking the others (when
+        a step failed here, they may not be reading)."""
+        world = dist.World() if alone else self.world
+        sums = world.sum(torch.stack([self.loss, self.count]))
+        bad = world.max(self.first_bad)
         loss, count, bad = torch.cat([sums, bad.to(torch.float64)[None]]).tolist()
         self.loss.zero_()
         self.count.zero_()
@@ -339,7 +341,7 @@ def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, 
         try:
             loss = _step(model, optimizer, loss_of, phase, x, y, points, simplex, world)
         except (ValueError, RuntimeError) as err:  # the checks of a model whose weights went non-finite
-            _, bad = progress.read()
+            _, bad = progress.read(alone=True)
             if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):
                 raise
             raise FloatingPointError(_not_finite(describe, epoch, bad if bad >= 0 else i, n_steps)) from err
