@@ -197,10 +197,9 @@ def test_pairwise_sqdist_matches_float64_reference(rng):
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-13, atol=0)
 
 
-def test_pairwise_sqdist_close_vertices_far_from_origin(rng, monkeypatch):
+def test_pairwise_sqdist_close_vertices_far_from_origin(rng):
     # float32 vertices with norms ~1e4 and spread ~1e-3: |a|^2 + |b|^2 - 2<a, b> loses every
-    # digit, exact differences keep them all. Small chunks exercise the chunked loop.
-    monkeypatch.setattr(g, "_CHUNK_WORDS", 64)
+    # digit, exact differences keep them all.
     centre = 1e4 * torch.randn(1, 3000, generator=rng)
     x = centre + 1e-3 * torch.randn(4, 3000, generator=rng)
     xs = [[mpmath.mpf(float(c)) for c in row] for row in x.tolist()]
@@ -220,8 +219,7 @@ def test_pairwise_sqdist_cuda_matches_cpu(rng):
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
 
 
-def test_pairwise_sqdist_gradient(rng, monkeypatch):
-    monkeypatch.setattr(g, "_CHUNK_WORDS", 8)
+def test_pairwise_sqdist_gradient(rng):
     x = random_vertices((2,), 4, 7, rng).requires_grad_(True)
     assert torch.autograd.gradcheck(g.pairwise_sqdist, (x,))
     w = torch.randn(2, 4, 4, generator=rng, dtype=torch.float64)
@@ -232,6 +230,34 @@ def test_pairwise_sqdist_gradient(rng, monkeypatch):
     y = x.detach().float().requires_grad_(True)
     (g.pairwise_sqdist(y) * w).sum().backward()
     assert y.grad.dtype == torch.float32
+
+
+def test_pairwise_sqdist_is_one_registered_op_with_autograd(rng):
+    """The op itself (not a Python wrapper) has CPU, CUDA, Meta and autograd kernels:
+    differentiating it directly gives the gradient of the difference formula."""
+    op = torch.ops.simplexkern._pairwise_sqdist
+    for key in ("CPU", "CUDA", "Meta", "Autograd"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op.default.name(), key), key
+    x = random_vertices((3,), 5, 9, rng).requires_grad_(True)
+    w = torch.randn(3, 5, 5, generator=rng, dtype=torch.float64)
+    (op(x) * w).sum().backward()
+    xd = x.detach()
+    ref = 2 * ((w + w.mT).unsqueeze(-1) * (xd.unsqueeze(-2) - xd.unsqueeze(-3))).sum(-2)
+    torch.testing.assert_close(x.grad, ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(op, (x.detach().requires_grad_(True),))
+    for args in [(x.detach().requires_grad_(True),), (x.detach().float(),)]:
+        torch.library.opcheck(op.default, args)
+    torch.library.opcheck(torch.ops.simplexkern._pairwise_sqdist_backward.default, (w, x.detach().float()))
+
+
+def test_pairwise_sqdist_backward_over_blocks_of_coordinates(rng):
+    # 16 x 256 vertices: the backward takes 1024 coordinates at a time, so 2500 are 3 blocks
+    x = torch.randn(16, 256, 2500, generator=rng)
+    w = torch.randn(16, 256, 256, generator=rng, dtype=torch.float64)
+    got = torch.ops.simplexkern._pairwise_sqdist_backward(w, x)
+    lap = torch.diag_embed((w + w.mT).sum(-1)) - (w + w.mT)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, (2 * lap @ x.double()).float(), rtol=1e-6, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -88,44 +88,24 @@ def hat_functions(t, n_points):
 
 # --------------------------------------------------------------------------- distances
 
-_CHUNK_WORDS = 1 << 22  # float64 words held at once by the backward pass (32 MiB)
+def _pairwise_sqdist_cuda(v):
+    """The CUDA kernel of ``simplexkern::_pairwise_sqdist`` (its CPU kernel and its autograd
+    are C++): the Triton kernel, or without Triton exact float64 differences a pair at a time."""
+    if not TRITON:
+        n = v.shape[-2]
+        d = v.new_zeros(v.shape[0], n, n, dtype=torch.float64)
+        for i in range(n):
+            for j in range(i + 1, n):
+                d[:, i, j] = d[:, j, i] = (v[:, i].double() - v[:, j].double()).square().sum(-1)
+        return d
+    from simplexkern.ops.triton.pairwise_sqdist import pairwise_sqdist
+
+    v = v.contiguous()
+    return torch.stack([pairwise_sqdist(store) for store in v])
 
 
-class _PairwiseSqdist(torch.autograd.Function):
-    """Squared distances from exact float64 differences: the C++ op on the CPU, the Triton
-    kernel on the GPU.
-
-    Backward: with W = G + G^T and Laplacian L = diag(W 1) - W, dV = 2 L V.
-    """
-
-    @staticmethod
-    def forward(ctx, v):
-        ctx.save_for_backward(v)
-        if v.device.type == "cpu":
-            return torch.ops.simplexkern._pairwise_sqdist(v)
-        if not TRITON:  # exact float64 differences, one pair at a time
-            n = v.shape[-2]
-            d = v.new_zeros(v.shape[0], n, n, dtype=torch.float64)
-            for i in range(n):
-                for j in range(i + 1, n):
-                    d[:, i, j] = d[:, j, i] = (v[:, i].double() - v[:, j].double()).square().sum(-1)
-            return d
-        from simplexkern.ops.triton.pairwise_sqdist import pairwise_sqdist
-
-        v = v.contiguous()
-        return torch.stack([pairwise_sqdist(store) for store in v])
-
-    @staticmethod
-    def backward(ctx, grad):
-        (v,) = ctx.saved_tensors
-        w = grad.double() + grad.double().mT
-        lap = torch.diag_embed(w.sum(-1)) - w
-        batch, n, dim = v.shape
-        chunk = max(1024, _CHUNK_WORDS // max(batch * n, 1))
-        out = torch.empty_like(v)
-        for start in range(0, dim, chunk):
-            out[:, :, start : start + chunk] = 2 * (lap @ v[:, :, start : start + chunk].double())
-        return out
+_LIBRARY = torch.library.Library("simplexkern", "IMPL")
+_LIBRARY.impl("_pairwise_sqdist", _pairwise_sqdist_cuda, "CUDA")
 
 
 def pairwise_sqdist(vertices, *, check=True):
@@ -142,7 +122,7 @@ def pairwise_sqdist(vertices, *, check=True):
     n, dim = vertices.shape[-2:]
     if dim == 0 or vertices.numel() == 0:  # no coordinates (or no simplexes): nothing to measure
         return vertices.new_zeros(*vertices.shape[:-1], n, dtype=torch.float64)
-    out = _PairwiseSqdist.apply(vertices.reshape(-1, n, dim)).reshape(*vertices.shape[:-2], n, n)
+    out = torch.ops.simplexkern._pairwise_sqdist(vertices.reshape(-1, n, dim)).reshape(*vertices.shape[:-2], n, n)
     # A NaN or inf coordinate makes every distance to its vertex non-finite, so checking the
     # (small) result checks the (large) input; a lone vertex has no distance to look at.
     if check and not bool(torch.isfinite(vertices.detach() if n == 1 else out.detach()).all()):

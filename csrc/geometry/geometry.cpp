@@ -1,6 +1,8 @@
 // Schemas of the geometry ops and their shape-only (Meta) kernels.
 #include "geometry.h"
 
+#include <algorithm>
+
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -21,7 +23,21 @@ at::Tensor cayley_menger_determinant(const at::Tensor& sqdist, double check_rtol
   return op.call(sqdist, check_rtol);
 }
 
+at::Tensor pairwise_sqdist(const at::Tensor& vertices) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("simplexkern::_pairwise_sqdist", "")
+                       .typed<decltype(pairwise_sqdist)>();
+  return op.call(vertices);
+}
+
 namespace detail {
+
+at::Tensor _pairwise_sqdist_backward(const at::Tensor& grad, const at::Tensor& vertices) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("simplexkern::_pairwise_sqdist_backward", "")
+                       .typed<decltype(_pairwise_sqdist_backward)>();
+  return op.call(grad, vertices);
+}
 
 at::Tensor _log_volume_backward(const at::Tensor& grad, const at::Tensor& sqdist) {
   static auto op = c10::Dispatcher::singleton()
@@ -75,6 +91,27 @@ at::Tensor pairwise_sqdist_meta(const at::Tensor& vertices) {
   return at::empty({vertices.size(0), vertices.size(1), vertices.size(1)}, vertices.options().dtype(at::kDouble));
 }
 
+// Every device: ATen matrix products over blocks of coordinates, so the float64 copy of the
+// vertices never exceeds 32 MiB however many parameters a vertex has.
+at::Tensor pairwise_sqdist_backward(const at::Tensor& grad, const at::Tensor& vertices) {
+  TORCH_CHECK(vertices.dim() == 3, "vertices must have shape (batch, n, D)");
+  const at::Tensor g = grad.to(at::kDouble);
+  const at::Tensor w = g + g.mT();
+  const at::Tensor lap = at::diag_embed(w.sum(-1)) - w;
+  const int64_t batch = vertices.size(0), n = vertices.size(1), dim = vertices.size(2);
+  const int64_t chunk = std::max<int64_t>(1024, (int64_t{1} << 22) / std::max<int64_t>(batch * n, 1));
+  at::Tensor out = at::empty_like(vertices);
+  for (int64_t start = 0; start < dim; start += chunk) {
+    const int64_t len = std::min(chunk, dim - start);
+    out.narrow(2, start, len).copy_(at::matmul(lap, vertices.narrow(2, start, len).to(at::kDouble)).mul_(2));
+  }
+  return out;
+}
+
+at::Tensor pairwise_sqdist_backward_meta(const at::Tensor& grad, const at::Tensor& vertices) {
+  return at::empty_like(vertices);
+}
+
 at::Tensor log_volume_backward_meta(const at::Tensor& grad, const at::Tensor& sqdist) {
   detail::check_sqdist(sqdist);
   return at::empty_like(sqdist);
@@ -88,7 +125,14 @@ TORCH_LIBRARY(simplexkern, m) {
   m.def("cayley_menger_determinant(Tensor sqdist, float check_rtol=-1.0) -> Tensor");
   m.def("_log_volume_backward(Tensor grad, Tensor sqdist) -> Tensor");
   // (batch, n, D) vertices -> (batch, n, n) float64 squared distances from exact differences.
+  // Its CPU kernel is in cpu/, its CUDA kernel the Triton kernel registered by
+  // simplexkern/ops/triton/pairwise_sqdist.py, its autograd in autograd/.
   m.def("_pairwise_sqdist(Tensor vertices) -> Tensor");
+  m.def("_pairwise_sqdist_backward(Tensor grad, Tensor vertices) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(simplexkern, CompositeExplicitAutograd, m) {
+  m.impl("_pairwise_sqdist_backward", pairwise_sqdist_backward);
 }
 
 TORCH_LIBRARY_IMPL(simplexkern, Meta, m) {
@@ -96,6 +140,7 @@ TORCH_LIBRARY_IMPL(simplexkern, Meta, m) {
   m.impl("cayley_menger_determinant", batch_result_meta);
   m.impl("_log_volume_backward", log_volume_backward_meta);
   m.impl("_pairwise_sqdist", pairwise_sqdist_meta);
+  m.impl("_pairwise_sqdist_backward", pairwise_sqdist_backward_meta);
 }
 
 }  // namespace geometry

@@ -17,7 +17,13 @@ at::Tensor log_volume(const at::Tensor& sqdist, double check_rtol = -1.0);
 // (..., n, n) -> (...,) signed determinants of the bordered matrices [[0, 1^T], [1, D]].
 at::Tensor cayley_menger_determinant(const at::Tensor& sqdist, double check_rtol = -1.0);
 
+// (batch, n, D) vertices -> (batch, n, n) float64 squared distances from differences taken in
+// float64 (no |a|^2 + |b|^2 - 2<a, b> cancellation).
+at::Tensor pairwise_sqdist(const at::Tensor& vertices);
+
 namespace detail {
+// dV = 2 L V with W = G + G^T and L = diag(W 1) - W, in float64, a block of coordinates at a time.
+at::Tensor _pairwise_sqdist_backward(const at::Tensor& grad, const at::Tensor& vertices);
 at::Tensor _log_volume_backward(const at::Tensor& grad, const at::Tensor& sqdist);
 void check_sqdist(const at::Tensor& sqdist);
 // Raises c10::ValueError for a non-zero code of sqdist_defect (simplex_geometry.h).

@@ -1,4 +1,5 @@
-// Autograd for the geometry ops. log_volume's backward is its own device kernel;
+// Autograd for the geometry ops. log_volume's backward is its own device kernel, that of the
+// pairwise squared distances one composite op;
 // the Cayley-Menger determinant's is d det(B)/dB = adj(B)^T, from an SVD so that it
 // stays defined for singular B.
 #include <torch/autograd.h>
@@ -24,6 +25,18 @@ class LogVolumeFunction : public torch::autograd::Function<LogVolumeFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
     const at::Tensor sqdist = ctx->get_saved_variables()[0];
     return {detail::_log_volume_backward(grad[0], sqdist), at::Tensor()};
+  }
+};
+
+class PairwiseSqdistFunction : public torch::autograd::Function<PairwiseSqdistFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& vertices) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({vertices});
+    return pairwise_sqdist(vertices);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) {
+    return {detail::_pairwise_sqdist_backward(grad[0], ctx->get_saved_variables()[0])};
   }
 };
 
@@ -68,6 +81,8 @@ TORCH_LIBRARY_IMPL(simplexkern, Autograd, m) {
     return CayleyMengerFunction::apply(sqdist, check_rtol);
   });
   m.impl("_log_volume_backward", torch::autograd::autogradNotImplementedFallback());
+  m.impl("_pairwise_sqdist", [](const at::Tensor& vertices) { return PairwiseSqdistFunction::apply(vertices); });
+  m.impl("_pairwise_sqdist_backward", torch::autograd::autogradNotImplementedFallback());
 }
 
 }  // namespace geometry
