@@ -25,7 +25,7 @@ TIMEOUT_MINUTES = 1440.0  # a day: processes wait for one another while others t
 MODES = (None, "members", "data")  # the ``distributed`` argument of the trainers
 
 
-def check_mode(value, allowed=MODES):
+def check_mode(value: str | None, allowed: tuple = MODES) -> "World":
     """``value`` of a trainer's ``distributed`` argument, checked; the world it runs in."""
     if value not in allowed:
         raise ValueError(f"distributed must be one of {allowed}, got {value!r}")
@@ -44,14 +44,14 @@ class World:
     device: torch.device = torch.device("cpu")
 
     @property
-    def is_main(self):
+    def is_main(self) -> bool:
         return self.rank == 0
 
-    def members(self, n):
+    def members(self, n: int) -> list[int]:
         """The members of an ensemble of ``n`` that this process trains: rank, rank + W, ..."""
         return list(range(self.rank, n, self.size))
 
-    def total(self, count, what="members"):
+    def total(self, count: int, what: str = "members") -> int:
         """n, the size of an ensemble of which this process holds ``count`` members (its share
         ``members(n)``); ValueError when the processes' counts are not such shares."""
         counts = self.objects(count)
@@ -61,11 +61,11 @@ class World:
                              f"{self.size}, ... ({[len(range(r, n, self.size)) for r in range(self.size)]})")
         return n
 
-    def barrier(self):
+    def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
 
-    def gather_members(self, local, n):
+    def gather_members(self, local: list[torch.Tensor], n: int) -> torch.Tensor:
         """The (n, ...) stack of all members' tensors, in member order, on every process (on the
         CPU), from ``local``: this process's list of len(self.members(n)) CPU tensors of one
         shape and dtype."""
@@ -90,7 +90,7 @@ class World:
             out[rows] = part[:len(rows)].cpu()
         return out
 
-    def objects(self, value):
+    def objects(self, value: object) -> list:
         """[each process's ``value``] (picklable objects), in rank order, on every process."""
         if self.size == 1:
             return [value]
@@ -98,11 +98,11 @@ class World:
         dist.all_gather_object(values, value)
         return values
 
-    def from_main(self, value):
+    def from_main(self, value: object) -> object:
         """Rank 0's ``value`` (a picklable object), on every process."""
         return self.objects(value)[0]
 
-    def all_same(self, value, what):
+    def all_same(self, value: object, what: str) -> None:
         """ValueError on every process unless ``value`` (a picklable object) is the same on
         all of them; ``what`` names it."""
         values = self.objects(value)
@@ -111,7 +111,7 @@ class World:
             raise ValueError(f"{what} differ between processes: rank(s) {', '.join(map(str, odd))} have other "
                              f"{what} than rank 0")
 
-    def sum(self, t):
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum of the tensor ``t`` over the processes (a new tensor on t's device)."""
         if self.size == 1:
             return t.clone()
@@ -119,7 +119,7 @@ class World:
         dist.all_reduce(out)
         return out.to(t.device)
 
-    def max(self, t):
+    def max(self, t: torch.Tensor) -> torch.Tensor:
         if self.size == 1:
             return t.clone()
         out = t.to(self.device, copy=True)
@@ -127,7 +127,7 @@ class World:
         return out.to(t.device)
 
 
-def world():
+def world() -> World:
     """The initialised default process group as a ``World``, else a world of one process."""
     if not (dist.is_available() and dist.is_initialized()):
         return World()
@@ -136,13 +136,13 @@ def world():
     return World(dist.get_rank(), dist.get_world_size(), device)
 
 
-def launched():
+def launched() -> bool:
     """Whether this process was started by ``torchrun`` (or another launcher that sets the
     ``torch.distributed`` environment) as one of several processes."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(device, timeout_minutes=TIMEOUT_MINUTES):
+def init(device: torch.device, timeout_minutes: float = TIMEOUT_MINUTES) -> tuple[World, torch.device]:
     """Joins the process group of a ``torchrun`` launch: NCCL when ``device`` is a GPU (each
     process on GPU ``LOCAL_RANK``), gloo on CPUs; collectives give up after
     ``timeout_minutes``. Returns (world, this process's device)."""
@@ -162,12 +162,12 @@ def init(device, timeout_minutes=TIMEOUT_MINUTES):
     return world(), device
 
 
-def shutdown():
+def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def batch_share(n, w):
+def batch_share(n: int, w: World) -> slice:
     """The rows of a batch of ``n`` that rank ``w.rank`` of ``w`` computes, as a slice: the
     batch cut into W contiguous parts whose sizes differ by at most one."""
     base, extra = divmod(n, w.size)

@@ -9,6 +9,7 @@ import contextlib
 import copy
 import itertools
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -116,7 +117,9 @@ def _batches_of(forward, x, batch_size, device):
         yield start, forward(xb)
 
 
-def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0):
+def outputs_at(model: nn.Module, x: torch.Tensor, coeffs: torch.Tensor | None = None, *,
+               bn_inputs: torch.Tensor | None = None, batch_size: int = 256,
+               seed: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields (start row, outputs (S, B, ...)) over ``x`` in batches, the model evaluated as
     ``evaluated_at`` says."""
     _checks.tensor(x, "x")
@@ -124,7 +127,7 @@ def outputs_at(model, x, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0)
         yield from _batches_of(forward, x, batch_size, model_device(model))
 
 
-def member_points(model, n_points, seed, member):
+def member_points(model: nn.Module, n_points: int, seed: int, member: int) -> torch.Tensor | None:
     """The M points member ``member`` is evaluated at: drawn from its sampler with a
     generator seeded by (seed, member); None for a plain model."""
     if not isinstance(model, SimplexModel):
@@ -148,8 +151,10 @@ def _inputs(data, split, bn_data):
     return data, bn_data, "classification", None
 
 
-def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_size=256, seed=0, per_member=False,
-            task=None, noise_std=None, distributed=False):
+def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tensor, *, split: str = "test",
+            n_points: int = 25, bn_data: torch.Tensor | None = None, batch_size: int = 256, seed: int = 0,
+            per_member: bool = False, task: str | None = None, noise_std: float | None = None,
+            distributed: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The predictive distribution of an ensemble on ``data``'s ``split`` (a ``Dataset``) or
     on inputs ``data`` (a tensor).
 
@@ -213,8 +218,9 @@ def predict(members, data, *, split="test", n_points=25, bn_data=None, batch_siz
     return mean, sigma ** 2 + (second.mean(0) - mean.pow(2)).clamp_min(0)
 
 
-def point_metrics(model, coeffs, x, y, *, task="classification", noise_std=1.0, bn_inputs=None, batch_size=256,
-                  seed=0):
+def point_metrics(model: nn.Module, coeffs: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, *,
+                  task: str = "classification", noise_std: float = 1.0, bn_inputs: torch.Tensor | None = None,
+                  batch_size: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
     """Loss and error of each of the S points ``coeffs`` (S, k) of a simplex model (or of a
     plain model: S = 1) on (x, y): a dict of (S,) float64 tensors "loss" (the training
     objective: mean cross-entropy, or the Gaussian negative log likelihood with standard
@@ -223,8 +229,9 @@ def point_metrics(model, coeffs, x, y, *, task="classification", noise_std=1.0, 
                          batch_size=batch_size, seed=seed)[""]
 
 
-def split_metrics(model, coeffs, splits, *, task="classification", noise_std=1.0, bn_inputs=None, batch_size=256,
-                  seed=0):
+def split_metrics(model: nn.Module, coeffs: torch.Tensor | None, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                  *, task: str = "classification", noise_std: float = 1.0, bn_inputs: torch.Tensor | None = None,
+                  batch_size: int = 256, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """``point_metrics`` on each of several splits (name -> (x, y)), with the BatchNorm
     statistics of the points computed once for all of them."""
     with evaluated_at(model, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=seed) as forward:

@@ -3,10 +3,13 @@ al., 2018; SPEC §6)."""
 import copy
 
 import torch
+from torch import nn
 
 from simplexkern import distributed as dist
+from simplexkern._types import Device, Distributed, ModelOrPath, Path
+from simplexkern.data import Dataset
 from simplexkern.nn import checkpoint
-from simplexkern.nn.model import simplexify
+from simplexkern.nn.model import SimplexModel, simplexify
 from simplexkern.nn.samplers import CurveSampler
 from simplexkern.train.loop import Phase, steps_per_epoch
 from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
@@ -14,7 +17,7 @@ from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member
 KINDS = ("bezier", "polychain")
 
 
-def curve_model(a, b, kind="bezier", n_bends=3):
+def curve_model(a: nn.Module, b: nn.Module, kind: str = "bezier", n_bends: int = 3) -> SimplexModel:
     """A SimplexModel whose vertices are the control points of a curve from ``a`` to ``b``
     (plain models of one architecture): vertex 0 = a and vertex n_bends - 1 = b (fixed,
     with their own BatchNorm statistics), the interior ones evenly spaced on the segment
@@ -38,9 +41,11 @@ def curve_model(a, b, kind="bezier", n_bends=3):
     return model
 
 
-def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, weight_decay=5e-4, momentum=0.9,
-                n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True, compile=False,
-                distributed=None):
+def train_curve(a: ModelOrPath, b: ModelOrPath, data: Dataset, kind: str = "bezier", n_bends: int = 3, *,
+                epochs: int = 50, lr: float = 0.05, weight_decay: float = 5e-4, momentum: float = 0.9,
+                n_samples: int = 5, batch_size: int = 64, seed: int = 0, device: Device = None,
+                out: Path | None = None, progress: bool = True, compile: bool = False,
+                distributed: Distributed = None) -> SimplexModel:
     """Trains a Bezier or polygonal-chain curve between the trained models ``a`` and ``b``
     (plain models or their checkpoints' paths): the endpoints stay fixed, the
     ``n_bends - 2`` interior control points (initialised on the segment) minimise
@@ -77,8 +82,10 @@ def train_curve(a, b, data, kind="bezier", n_bends=3, *, epochs=50, lr=0.05, wei
     return model.eval()
 
 
-def fge(model, data, cycles=4, cycle_epochs=2, lr1=0.05, lr2=0.0005, *, weight_decay=5e-4, momentum=0.9,
-        batch_size=64, seed=0, device=None, out=None, progress=True, compile=False, distributed=None):
+def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 2, lr1: float = 0.05,
+        lr2: float = 0.0005, *, weight_decay: float = 5e-4, momentum: float = 0.9, batch_size: int = 64, seed: int = 0,
+        device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
+        distributed: Distributed = None) -> list[nn.Module]:
     """Fast Geometric Ensembling: from the trained ``model`` (plain, or its checkpoint's
     path), ``cycles`` cycles of ``cycle_epochs`` epochs with a triangular learning rate
     lr1 -> lr2 -> lr1, and a snapshot at each cycle's minimum (the step run at lr2, the

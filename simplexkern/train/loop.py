@@ -13,6 +13,7 @@ resumed from an epoch checkpoint repeats the uninterrupted run exactly.
 """
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Optional, Sequence
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from simplexkern import _checks
 from simplexkern import distributed as dist
 from simplexkern._seeds import derive_seed, seeded
-from simplexkern.data.dataset import check_dataset
+from simplexkern.data.dataset import Dataset, check_dataset
 from simplexkern.nn.model import SimplexModel
 
 SCHEDULES = ("cosine", "constant", "cyclic")
@@ -67,12 +68,12 @@ class Phase:
             if self.epochs % self.cycle_epochs:
                 raise ValueError(f"epochs ({self.epochs}) must be a multiple of cycle_epochs ({self.cycle_epochs})")
 
-    def settings(self):
+    def settings(self) -> dict:
         """The fields a run records (λ and the complex are recorded by the algorithm)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in ("reg", "reg_simplices", "read_every", "compile")}
 
-    def lr_at(self, step, steps_per_epoch):
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
         """The learning rate of global step ``step`` (0-based)."""
         total = self.epochs * steps_per_epoch
         if self.schedule == "constant":
@@ -85,7 +86,7 @@ class Phase:
             return self.lr + (self.lr_min - self.lr) * i / max(mid, 1)
         return self.lr_min + (self.lr - self.lr_min) * (i - mid) / (n - mid)
 
-    def cycle_minimum(self, steps_per_epoch):
+    def cycle_minimum(self, steps_per_epoch: int) -> int:
         """Index, within a cycle, of the step run at lr_min (the cyclic schedule's minimum)."""
         return self.cycle_epochs * steps_per_epoch // 2
 
@@ -255,8 +256,11 @@ def _not_finite(describe, epoch, step, n_steps):
             f"of {n_steps}; the last checkpoint (if any) is the last good state")
 
 
-def run_phase(model, data, phase, *, key, device, start_epoch=0, optimizer_state=None, on_epoch=None,
-              on_step=None, bar=None, describe="training", data_parallel=False):
+def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple[int, ...], device: torch.device,
+              start_epoch: int = 0, optimizer_state: dict | None = None,
+              on_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None,
+              on_step: Callable[[int], None] | None = None, bar=None, describe: str = "training",
+              data_parallel: bool = False) -> torch.optim.Optimizer:
     """Trains ``model`` (plain or SimplexModel, already on ``device``) on ``data`` for the
     epochs of ``phase`` from ``start_epoch``; returns the optimizer.
 

@@ -1,17 +1,24 @@
 """Ordinary training of plain models: one mode (``train_mode``) and the deep-ensemble
 baseline (``deep_ensemble``), J independently initialised and trained models."""
 import copy
+from collections.abc import Callable
+
+from torch import nn
 
 from simplexkern import distributed as dist
 from simplexkern import models
 from simplexkern._seeds import derive_seed, seeded
+from simplexkern._types import Device, Distributed, Path
+from simplexkern.data import Dataset
 from simplexkern.nn import checkpoint
 from simplexkern.train.loop import INIT, Phase
 from simplexkern.train.runs import Run, check_plain, device_of, fingerprint, member_key, train_phase
 
 
-def train_mode(model, data, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9, batch_size=64, seed=0,
-               device=None, out=None, progress=True, compile=False, distributed=None):
+def train_mode(model: nn.Module, data: Dataset, *, epochs: int = 100, lr: float = 0.05, weight_decay: float = 5e-4,
+               momentum: float = 0.9, batch_size: int = 64, seed: int = 0, device: Device = None,
+               out: Path | None = None, progress: bool = True, compile: bool = False,
+               distributed: Distributed = None) -> nn.Module:
     """Ordinary training of the plain ``model`` on ``data`` (a ``simplexkern.data.Dataset``):
     SGD with momentum, weight decay and a cosine schedule from ``lr`` to 0 (SPEC defaults:
     lr 0.05, weight decay 5e-4). Returns the trained model, a copy on ``device`` (default:
@@ -48,8 +55,10 @@ def _train(model, data, phase, run, name, key, device, progress, describe, data_
     return model.eval()
 
 
-def deep_ensemble(architecture, data, n_models=3, *, epochs=100, lr=0.05, weight_decay=5e-4, momentum=0.9,
-                  batch_size=64, seed=0, device=None, out=None, progress=True, compile=False, distributed=None):
+def deep_ensemble(architecture: str | Callable[[], nn.Module], data: Dataset, n_models: int = 3, *, epochs: int = 100,
+                  lr: float = 0.05, weight_decay: float = 5e-4, momentum: float = 0.9, batch_size: int = 64,
+                  seed: int = 0, device: Device = None, out: Path | None = None, progress: bool = True,
+                  compile: bool = False, distributed: Distributed = None) -> list[nn.Module]:
     """The deep-ensemble baseline: ``n_models`` (J) models, each initialised from its own
     seed and trained as ``train_mode`` does. ``architecture``: a ``simplexkern.models``
     name (sized for ``data`` by ``models.for_data``) or a function returning a fresh model.

@@ -26,12 +26,15 @@ import dataclasses
 import math
 import pathlib
 import time
+from collections.abc import Sequence
 
 import torch
 
 from simplexkern import distributed as dist
 from simplexkern import geometry
 from simplexkern._seeds import derive_seed, seeded
+from simplexkern._types import Device, Distributed, ModelOrPath, Path
+from simplexkern.data import Dataset
 from simplexkern.eval.metrics import metrics
 from simplexkern.eval.predict import outputs_at, predict
 from simplexkern.eval.surfaces import metrics_at
@@ -149,9 +152,11 @@ def _start_model(model):
     return simplexify(plain), copy.deepcopy(plain), fingerprint(plain)
 
 
-def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05,
-                 weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None,
-                 out=None, progress=True, compile=False, distributed=None):
+def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: int = 3, *, reg: float = 1.0,
+                 reg_scale: str = "none", vertex_epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
+                 momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5, batch_size: int = 64, seed: int = 0,
+                 device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
+                 distributed: Distributed = None) -> SimplexModel:
     """SPRO on one simplex: grows ``model`` (a trained plain model, its checkpoint's path,
     or a SimplexModel to extend) into a simplex of ``n_vertices`` vertices (the mode
     included), adding one vertex at a time and training it for ``vertex_epochs`` epochs
@@ -179,9 +184,11 @@ def grow_simplex(model, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex
                  describe="simplex", data_parallel=parallel)
 
 
-def espro(modes, data, n_vertices=3, *, reg=1.0, reg_scale="none", vertex_epochs=30, lr=0.05, weight_decay=5e-4,
-          momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0, device=None, out=None, progress=True,
-          compile=False, distributed=None):
+def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, reg: float = 1.0,
+          reg_scale: str = "none", vertex_epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
+          momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5, batch_size: int = 64, seed: int = 0,
+          device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
+          distributed: Distributed = None) -> list[SimplexModel]:
     """ESPRO: J independent simplexes, one grown from each trained mode in ``modes`` (plain
     models or paths of their checkpoints) by ``grow_simplex`` with these settings. Simplex
     j depends only on (mode j, seed, j). With ``out``, simplex j is checkpointed in
@@ -229,9 +236,11 @@ def _complex_start(modes):
     return model, copy.deepcopy(plain[0]), ":".join(fingerprint(p) for p in plain)
 
 
-def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weighting="volume", vertex_epochs=30,
-                 lr=0.05, weight_decay=5e-4, momentum=0.9, noise=0.01, n_samples=5, batch_size=64, seed=0,
-                 device=None, out=None, progress=True, compile=False, distributed=None):
+def spro_complex(modes: Sequence[ModelOrPath], data: Dataset, n_connectors: int = 2, *, reg: float = 1.0,
+                 reg_scale: str = "none", weighting: str = "volume", vertex_epochs: int = 30, lr: float = 0.05,
+                 weight_decay: float = 5e-4, momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5,
+                 batch_size: int = 64, seed: int = 0, device: Device = None, out: Path | None = None,
+                 progress: bool = True, compile: bool = False, distributed: Distributed = None) -> SimplexModel:
     """SPRO on a simplicial complex: the m trained ``modes`` (fixed) joined through
     ``n_connectors`` shared connector vertices, K = {S(w_j, θ_0..θ_c) : j < m}, trained one
     at a time as ``grow_simplex`` trains a vertex, with points drawn from the whole complex
@@ -262,7 +271,8 @@ def spro_complex(modes, data, n_connectors=2, *, reg=1.0, reg_scale="none", weig
                  describe="complex", data_parallel=parallel)
 
 
-def choose_reg(modes, data, regs=(0.0, 1.0, 3.0, 10.0, 30.0), *, n_points=25, out=None, **settings):
+def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float] = (0.0, 1.0, 3.0, 10.0, 30.0), *,
+               n_points: int = 25, out: Path | None = None, **settings) -> tuple[float, list[SimplexModel], list[dict]]:
     """ESPRO with each λ in ``regs`` (other settings as ``espro``'s ``settings``), scored by
     the NLL of the ensemble's prediction on ``data``'s validation split (never the test
     split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows),
@@ -317,7 +327,8 @@ def _first_log_volume(simplexes, world, distributed):
     return world.from_main(value) if distributed == "members" else value
 
 
-def dimensionality_sweep(modes, data, max_connectors=4, *, n_points=25, seed=0, **settings):
+def dimensionality_sweep(modes: ModelOrPath | Sequence[ModelOrPath], data: Dataset, max_connectors: int = 4, *,
+                         n_points: int = 25, seed: int = 0, **settings) -> tuple[SimplexModel, list[dict]]:
     """The dimensionality of the low-loss region (paper §4.3): trains ``spro_complex(modes,
     data, max_connectors, seed=seed, **settings)`` (for one mode: a simplex grown vertex by
     vertex) and, for each number of connectors c = 1..max_connectors, evaluates the
