@@ -10,10 +10,12 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import simplexkern as sk
 from simplexkern.nn import checkpoint
+from simplexkern.train import loop
 from simplexkern.train.loop import Phase, run_phase, steps_per_epoch
 
 
@@ -190,6 +192,48 @@ def test_a_compiled_training_step_trains_as_the_eager_one():
     torch.testing.assert_close(runs[1].store.free, runs[0].store.free, rtol=1e-5, atol=1e-6)
     for a, b in zip(runs[1].buffers(), runs[0].buffers()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_whole_step_compiles_with_compiled_autograd():
+    """Forward at H points, loss, -λ log V, backward (compiled autograd) and the SGD step under
+    torch.compile: the only graph breaks are torch's own (the backward call handed to compiled
+    autograd, the optimizer's deliberate breaks), none in simplexkern's forward or in the
+    backward of its C++ geometry ops; three steps end at the eager weights."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 10))
+    model = sk.simplexify(plain)
+    for _ in range(2):
+        model.add_vertex("mean", noise=0.05)
+    model.fix(0)
+    model.fix(1)
+    phase = Phase(epochs=1, lr=0.1, n_samples=3, reg=0.3)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    coeffs = model.sampler.sample(3, model, torch.Generator().manual_seed(0))
+
+    def step_of(m):
+        optimizer = torch.optim.SGD([m.store.free], lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+        def step(x, y, coeffs):
+            loss = loop.step_loss(m, F.cross_entropy, phase, x, y, coeffs)
+            m.store.free.grad = None
+            loss.backward()
+            optimizer.step()
+            return loss
+        return step
+
+    eager_model, compiled_model = model, copy.deepcopy(model)
+    eager = step_of(eager_model)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(compiled_autograd=True):
+        compiled = torch.compile(step_of(compiled_model))
+        for _ in range(3):
+            torch.testing.assert_close(compiled(x, y, coeffs), eager(x, y, coeffs), rtol=1e-5, atol=1e-6)
+        explained = torch._dynamo.explain(step_of(copy.deepcopy(model)))(x, y, coeffs)
+    torch.testing.assert_close(compiled_model.store.free, eager_model.store.free, rtol=1e-5, atol=1e-6)
+    reasons = [r.reason.splitlines()[0] for r in explained.break_reasons]
+    allowed = ("Unsupported Tensor.backward() call", "Call to `torch._dynamo.graph_break()`")
+    assert reasons and all(r.startswith(allowed) for r in reasons), reasons
 
 
 class NanGradient(nn.Module):

@@ -17,6 +17,7 @@ using torch::autograd::variable_list;
 
 class LogVolumeFunction : public torch::autograd::Function<LogVolumeFunction> {
  public:
+  static constexpr bool is_traceable = true;  // compiled autograd traces the backward
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& sqdist, double check_rtol) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({sqdist});
@@ -30,6 +31,7 @@ class LogVolumeFunction : public torch::autograd::Function<LogVolumeFunction> {
 
 class PairwiseSqdistFunction : public torch::autograd::Function<PairwiseSqdistFunction> {
  public:
+  static constexpr bool is_traceable = true;  // compiled autograd traces the backward
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& vertices) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({vertices});
@@ -54,6 +56,7 @@ at::Tensor adjugate(const at::Tensor& b) {
 
 class CayleyMengerFunction : public torch::autograd::Function<CayleyMengerFunction> {
  public:
+  static constexpr bool is_traceable = true;  // compiled autograd traces the backward
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& sqdist, double check_rtol) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({sqdist});
