@@ -70,6 +70,12 @@ def test_members_spread_over_processes_give_the_one_process_result(tmp_path):
     one, two = checkpoints(tmp_path / "one"), checkpoints(tmp_path / "two")
     assert list(one) == list(two) and len(one) == 3 + 2 * 3
     assert all(same_weights(one[name], two[name]) for name in one)
+    # evaluate runs on rank 0 alone under torchrun, with the one-process result
+    evaluate = ["evaluate", str(tmp_path / "two"), "--quiet", "--eval-samples", "4", "--timeout", "2"]
+    simplexkern(*evaluate, "--out", str(tmp_path / "eval_two"), nproc=2)
+    simplexkern(*evaluate, "--out", str(tmp_path / "eval_one"))
+    tests = [report(tmp_path / name)["test"] for name in ("eval_two", "eval_one", "one")]
+    assert tests[0] == tests[1] == tests[2]
 
 
 def _progress(path):

@@ -288,12 +288,14 @@ def run(args, argv, echo=True):
     if backend != "auto":
         dispatch.resolve(device, backend)
     job = jobs.JOBS[args.command]
-    if members is not None:  # models loaded and checked against the data before anything is written
+    if members is not None:  # evaluate, surface: rank 0 alone, the others are done
+        if not world.is_main:
+            return None
+        world = distributed.World()
+        # the models loaded and checked against the data before anything is written
         job = functools.partial(job, source=jobs.load_source(members, d, device))
     folder = run_folder.RunFolder(args.out, args.command, settings, world)
     report = folder.finished_report()
-    if members is not None and not world.is_main:  # evaluate, surface: rank 0 alone
-        return None
     if report is None:
         data_parallel = getattr(args, "data_parallel", False)
         with dispatch.use_backend(backend):
