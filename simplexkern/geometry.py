@@ -25,7 +25,8 @@ __all__ = [
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_simplex(n_samples, n_vertices, generator=None, *, device=None, dtype=torch.float32):
+def sample_simplex(n_samples: int, n_vertices: int, generator: torch.Generator | None = None, *,
+                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Draw ``n_samples`` points uniformly from the standard simplex with ``n_vertices`` corners.
 
     Dirichlet(1, .., 1) as normalised exponentials. Returns ``(n_samples, n_vertices)``
@@ -56,14 +57,14 @@ def _curve_parameter(t, name="t"):
     return t
 
 
-def bezier_coefficients(t, n_points):
+def bezier_coefficients(t: float | torch.Tensor, n_points: int) -> torch.Tensor:
     """Bernstein weights ``C(n, i) t^i (1 - t)^(n - i)`` of a Bezier curve with ``n_points``
     control points (n = n_points - 1). ``t``: float or tensor ``(...)`` in [0, 1];
     returns ``(..., n_points)``, non-negative, summing to one."""
     return bernstein(_curve_parameter(t), _checks.count(n_points, "n_points"))
 
 
-def bernstein(t, n_points):
+def bernstein(t: torch.Tensor, n_points: int) -> torch.Tensor:
     """``bezier_coefficients`` without argument checks (``t`` a tensor in [0, 1])."""
     n = n_points - 1
     i = torch.arange(n_points, device=t.device, dtype=torch.float64)
@@ -73,14 +74,14 @@ def bernstein(t, n_points):
     return binom * t.pow(i) * (1 - t).pow(n - i)
 
 
-def polychain_coefficients(t, n_points):
+def polychain_coefficients(t: float | torch.Tensor, n_points: int) -> torch.Tensor:
     """Hat-function weights ``max(0, 1 - |t n - i|)`` of a polygonal chain through
     ``n_points`` points (n = n_points - 1). ``t``: float or tensor ``(...)`` in [0, 1];
     returns ``(..., n_points)``, non-negative, summing to one."""
     return hat_functions(_curve_parameter(t), _checks.count(n_points, "n_points"))
 
 
-def hat_functions(t, n_points):
+def hat_functions(t: torch.Tensor, n_points: int) -> torch.Tensor:
     """``polychain_coefficients`` without argument checks (``t`` a tensor in [0, 1])."""
     i = torch.arange(n_points, device=t.device, dtype=t.dtype)
     return (1 - (t.unsqueeze(-1) * (n_points - 1) - i).abs()).clamp_min(0)
@@ -108,7 +109,7 @@ _LIBRARY = torch.library.Library("simplexkern", "IMPL")
 _LIBRARY.impl("_pairwise_sqdist", _pairwise_sqdist_cuda, "CUDA")
 
 
-def pairwise_sqdist(vertices, *, check=True):
+def pairwise_sqdist(vertices: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     """``(..., n, D)`` vertices -> ``(..., n, n)`` squared distances, float64.
 
     Each entry is ``sum_d (v_i[d] - v_j[d])^2`` from differences taken in float64, so it is
@@ -147,14 +148,14 @@ def _check_rtol(sqdist):
     return 64 * torch.finfo(sqdist.dtype).eps
 
 
-def cayley_menger_determinant(sqdist):
+def cayley_menger_determinant(sqdist: torch.Tensor) -> torch.Tensor:
     """``(..., n, n)`` squared distances -> ``(...,)`` signed determinant of the bordered
     Cayley-Menger matrix ``[[0, 1^T], [1, D]]``. For the (n-1)-simplex, with k = n - 1,
     ``V^2 = (-1)^(k+1) det / (2^k (k!)^2)``. Differentiable."""
     return torch.ops.simplexkern.cayley_menger_determinant(_check_sqdist(sqdist), _check_rtol(sqdist))
 
 
-def log_volume(sqdist, *, check=True):
+def log_volume(sqdist: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     """``(..., n, n)`` squared distances -> ``(...,)`` ``log V`` of the (n-1)-simplexes.
 
     Gram form ``G_ij = (d_0i + d_0j - d_ij) / 2``, ``log V = 1/2 logdet G - log k!``, by a
@@ -167,6 +168,6 @@ def log_volume(sqdist, *, check=True):
     return torch.ops.simplexkern.log_volume(_check_sqdist(sqdist), _check_rtol(sqdist) if check else math.nan)
 
 
-def simplex_log_volume(vertices):
+def simplex_log_volume(vertices: torch.Tensor) -> torch.Tensor:
     """``(..., n, D)`` vertices -> ``(...,)`` float64 ``log V`` of the simplex they span."""
     return log_volume(pairwise_sqdist(vertices))

@@ -8,14 +8,15 @@ locally), ``spirals``, ``regression`` (the 1-D toy of the simplex paper, section
 """
 import os
 
+from simplexkern._types import Path
 from simplexkern.data import sources
 from simplexkern.data.dataset import GAUSSIAN_NOISE, Dataset, corrupt, hold_out, standardize
 
 NAMES = ("digits", "mnist1d", "spirals", "regression", "cifar10", "cifar100")
 
 
-def load(name="digits", *, root=None, val_fraction=0.0, split_seed=0, gaussian_noise=None, task=None,
-         standardize_features=True):
+def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float = 0.0, split_seed: int = 0,
+         gaussian_noise: int | None = None, task: str | None = None, standardize_features: bool = True) -> Dataset:
     """The data set ``name`` (one of ``NAMES``) or the ``.npz`` file at that path.
 
     - ``root``: the folder CIFAR is read from (default ``$SIMPLEXKERN_DATA``).

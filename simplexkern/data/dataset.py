@@ -6,11 +6,15 @@ from typing import Optional
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 TASKS = ("classification", "regression")
 # Gaussian-noise corruption levels 1-5 of CIFAR-10-C (Hendrycks & Dietterich, 2019): the noise's
 # standard deviation as a fraction of the pixel range.
 GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)
+# What ``check_arrays`` (and so every source) returns: x_train, y_train, x_test, y_test, n_classes (None for
+# regression).
+Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int | None]
 
 
 @dataclasses.dataclass
@@ -37,25 +41,25 @@ class Dataset:
     augment: Optional[str] = None
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     @property
-    def n_outputs(self):
+    def n_outputs(self) -> int | None:
         """Width of a model's output: the number of classes, or 1 for regression."""
         return self.n_classes if self.task == "classification" else 1
 
     @property
-    def observation_noise(self):
+    def observation_noise(self) -> float:
         """Regression: the standard deviation of the Gaussian likelihood, in training and in
         prediction alike (``noise_std``, or 1 when the data set gives none)."""
         return self.noise_std if self.noise_std is not None else 1.0
 
     @property
-    def is_image(self):
+    def is_image(self) -> bool:
         return len(self.input_shape) == 3
 
-    def splits(self):
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """name -> (x, y) of the splits present."""
         out = {"train": (self.x_train, self.y_train)}
         if self.x_val is not None:
@@ -63,14 +67,14 @@ class Dataset:
         out["test"] = (self.x_test, self.y_test)
         return out
 
-    def describe(self):
+    def describe(self) -> str:
         val = f", {len(self.x_val)} validation" if self.x_val is not None else ""
         kind = f"{self.n_classes} classes" if self.task == "classification" else "regression"
         return (f"{self.name}: {len(self.x_train)} train{val}, {len(self.x_test)} test; input "
                 f"{'x'.join(map(str, self.input_shape))}, {kind}")
 
 
-def check_dataset(data, name="data"):
+def check_dataset(data: object, name: str = "data") -> Dataset:
     """Raises TypeError unless ``data`` is a ``Dataset``; returns it."""
     if not isinstance(data, Dataset):
         raise TypeError(f"{name} must be a simplexkern.data.Dataset (from simplexkern.data.load), got "
@@ -78,7 +82,8 @@ def check_dataset(data, name="data"):
     return data
 
 
-def check_arrays(source, x_train, y_train, x_test, y_test, task="classification"):
+def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: ArrayLike,
+                 task: str = "classification") -> Arrays:
     """Checks raw arrays and returns them as (float32 x, int64 or float32 y) tensors, and
     the number of classes. ``source`` names the file or data set in every error."""
     out = []
@@ -129,7 +134,8 @@ def check_arrays(source, x_train, y_train, x_test, y_test, task="classification"
     return (*tensors, n_classes)
 
 
-def corrupt(x, level, value_range, generator=None):
+def corrupt(x: torch.Tensor, level: int, value_range: tuple[float, float],
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """Gaussian-noise corruption at ``level`` 1-5 (the CIFAR-10-C severities): noise of
     standard deviation ``GAUSSIAN_NOISE[level - 1] * (hi - lo)`` added to raw features in
     ``value_range = (lo, hi)``, then clipped to that range."""
@@ -140,7 +146,7 @@ def corrupt(x, level, value_range, generator=None):
     return (x.double() + noise).clamp(lo, hi).to(x.dtype)
 
 
-def standardize(data):
+def standardize(data: Dataset) -> Dataset:
     """Features scaled by the training split's mean and standard deviation: per channel for
     images and signals (N, C, ...), per feature otherwise. Constant features keep scale 1."""
     x = data.x_train.double()
@@ -153,7 +159,7 @@ def standardize(data):
     return dataclasses.replace(data, x_train=scale(data.x_train), x_val=scale(data.x_val), x_test=scale(data.x_test))
 
 
-def hold_out(data, fraction, seed=0):
+def hold_out(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
     """Moves a random ``fraction`` of the training split into the validation split."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         raise ValueError(f"val_fraction must be a number in [0, 1), got {fraction!r}")

@@ -4,15 +4,17 @@ import os
 import pathlib
 import pickle
 import zipfile
+from typing import Any
 
 import numpy as np
 
-from simplexkern.data.dataset import check_arrays
+from simplexkern._types import Path
+from simplexkern.data.dataset import Arrays, check_arrays
 
 SPLIT_SEED = 0  # the train / test split of the built-in sets never depends on a training seed
 
 
-def digits():
+def digits() -> Arrays:
     """scikit-learn's 8x8 digits (1797 images, 10 classes) as (1, 8, 8) in [0, 1]: 1200 train,
     597 test."""
     from sklearn.datasets import load_digits
@@ -24,7 +26,7 @@ def digits():
     return check_arrays("digits", x[tr], d.target[tr], x[te], d.target[te])
 
 
-def mnist1d():
+def mnist1d() -> Arrays:
     """MNIST-1D (Greydanus, 2020) generated locally with the package's default settings
     (seed 42): 4000 train and 1000 test signals of shape (1, 40), 10 classes."""
     try:
@@ -39,7 +41,7 @@ def mnist1d():
     return check_arrays("mnist1d", d["x"][:, None], d["y"], d["x_test"][:, None], d["y_test"])
 
 
-def spirals(n_train=1000, n_test=1000, noise=0.05):
+def spirals(n_train: int = 1000, n_test: int = 1000, noise: float = 0.05) -> Arrays:
     """Two interleaved spirals in the plane (two turns each), 2 classes."""
     rng = np.random.RandomState(SPLIT_SEED)
 
@@ -55,7 +57,7 @@ def spirals(n_train=1000, n_test=1000, noise=0.05):
 REGRESSION_NOISE = 0.1
 
 
-def regression(n_per_interval=40, n_test=400):
+def regression(n_per_interval: int = 40, n_test: int = 400) -> Arrays:
     """The 1-D regression toy of Benton et al. (2021, section 6.1), after Izmailov et al. (2019):
     the outputs of a randomly initialised two-layer network (1 -> 50 tanh -> 1, fixed seed,
     scaled to unit spread on [-8, 8]) at inputs drawn from three disjoint intervals
@@ -79,7 +81,7 @@ def regression(n_per_interval=40, n_test=400):
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def npz(path, task="classification"):
+def npz(path: Path, task: str = "classification") -> Arrays:
     """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test``, ``y_test``: float
     features of any shape (N, ...), integer labels 0..C-1 (or numbers, for regression)."""
     path = pathlib.Path(path)
@@ -113,7 +115,7 @@ class _ArraysOnly(pickle.Unpickler):
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes")}
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
@@ -130,7 +132,7 @@ def _batch(path, label_key):
     return data.reshape(-1, 3, 32, 32) / 255.0, np.asarray(d[label_key])
 
 
-def cifar(name, root):
+def cifar(name: str, root: Path | None) -> Arrays:
     """CIFAR-10 / CIFAR-100 from the python version's batches (as torchvision downloads them),
     read from ``root`` or ``root/cifar-10-batches-py`` (``cifar-100-python``)."""
     folder, train_files, test_file, label_key, _ = CIFAR[name]

@@ -32,7 +32,7 @@ def _check(probs, targets):
     return p, targets
 
 
-def metrics(probs, targets, n_bins=15):
+def metrics(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> dict[str, float]:
     """Accuracy, NLL (mean of -log p(y)), ECE (``n_bins`` equal-width bins of the top label's
     confidence, each bin (lo, hi]; sum over bins of |accuracy - confidence| weighted by the
     bin's share) and Brier score (mean over examples of sum over classes of (p_c - [y = c])^2)
@@ -54,7 +54,7 @@ def metrics(probs, targets, n_bins=15):
     }
 
 
-def regression_metrics(mean, var, targets):
+def regression_metrics(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """RMSE of the predictive mean and the Gaussian NLL of ``targets`` under N(mean, var)."""
     mean, var, y = (_checks.floating(t, n).detach().cpu().double().reshape(-1)
                     for t, n in ((mean, "mean"), (var, "var"), (targets, "targets")))
@@ -67,7 +67,7 @@ def regression_metrics(mean, var, targets):
     return {"rmse": (y - mean).pow(2).mean().sqrt().item(), "nll": nll.mean().item()}
 
 
-def apply_temperature(probs, temperature):
+def apply_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """``softmax(log(probs) / T)``: temperature scaling of a predictive distribution (for an
     ensemble, of its averaged probabilities)."""
     _checks.floating(probs, "probs")
@@ -76,7 +76,7 @@ def apply_temperature(probs, temperature):
     return torch.softmax(probs.double().clamp_min(PROB_FLOOR).log() / temperature, -1).to(probs.dtype)
 
 
-def fit_temperature(probs, targets):
+def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
     """The temperature T > 0 minimising the NLL of ``apply_temperature(probs, T)`` on
     held-out ``targets`` (the NLL is convex in 1/T; bounded search over T in [0.01, 100])."""
     p, y = _check(probs, targets)
@@ -90,7 +90,8 @@ def fit_temperature(probs, targets):
     return math.exp(res.x)
 
 
-def ensemble_size_curve(member_probs, targets, max_subsets=50, seed=0):
+def ensemble_size_curve(member_probs: torch.Tensor, targets: torch.Tensor, max_subsets: int = 50,
+                        seed: int = 0) -> list[dict[str, float]]:
     """Metrics against the number of members (paper Fig. 8): for each size j = 1..J, the
     metrics of the averaged probabilities of size-j subsets of the members (all subsets when
     there are at most ``max_subsets``, else that many drawn at random), averaged over the

@@ -3,18 +3,21 @@ segment between its ends), and the loss / error on the plane through three point
 §6, §8). Every point of a profile or a plane is a coefficient vector over the model's
 vertices, so many points are evaluated in one multi-point forward."""
 import math
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from simplexkern import geometry
-from simplexkern.data.dataset import check_dataset
+from simplexkern.data.dataset import Dataset, check_dataset
 from simplexkern.eval.predict import split_metrics
 from simplexkern.nn.model import SimplexModel, simplexify
 from simplexkern.nn.samplers import CurveSampler
 
 
-def metrics_at(model, coeffs, data, *, batch_size=256, points_per_pass=64):
+def metrics_at(model: SimplexModel, coeffs: torch.Tensor, data: Dataset, *, batch_size: int = 256,
+               points_per_pass: int = 64) -> dict[str, np.ndarray]:
     """Train and test loss / error of each point ``coeffs`` (S, k) of a simplex model on
     ``data``: a dict of (S,) NumPy arrays "train_loss", "train_error", "test_loss",
     "test_error" (BatchNorm statistics recomputed per point from the training inputs)."""
@@ -53,7 +56,7 @@ def _arc_lengths(model, coeffs):
     return np.sqrt(_sqnorms(model, coeffs[1:] - coeffs[:-1]))
 
 
-def curve_profile(curve, data, n_t=21, *, batch_size=256):
+def curve_profile(curve: SimplexModel, data: Dataset, n_t: int = 21, *, batch_size: int = 256) -> dict[str, Any]:
     """Train loss / error and test loss / error along a trained curve at ``n_t`` evenly
     spaced t in [0, 1], and the same along the straight segment between its endpoints.
 
@@ -94,7 +97,7 @@ def _three_point_model(points):
     return model, torch.eye(3, dtype=model.dtype, device=model.device)
 
 
-def plane_basis(model, points):
+def plane_basis(model: SimplexModel, points: torch.Tensor) -> np.ndarray:
     """The plane through the three points ``points`` (3, k) of ``model``, in float64 from
     exact distances: B (2, 2) maps the affine weights (s, r) of p0 + s (p1 - p0) + r (p2 - p0)
     to orthonormal coordinates (x, y) (Gram-Schmidt: x along p1 - p0)."""
@@ -107,7 +110,9 @@ def plane_basis(model, points):
     return np.array([[math.sqrt(d01), g12 / math.sqrt(d01)], [0.0, math.sqrt(h2)]])
 
 
-def loss_plane(points, data, *, model=None, grid=21, margin=0.2, batch_size=256):
+def loss_plane(points: list[torch.nn.Module] | tuple[torch.nn.Module, ...] | torch.Tensor | ArrayLike,
+               data: Dataset, *, model: SimplexModel | None = None, grid: int = 21, margin: float = 0.2,
+               batch_size: int = 256) -> dict[str, Any]:
     """Loss and error on the plane through three weight vectors (SPEC §8): centre c of the
     three points, Gram-Schmidt basis u, v, grid c + x u + y v over the points' extent
     widened by ``margin`` on each side.

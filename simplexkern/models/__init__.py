@@ -5,7 +5,11 @@ model (``simplexkern_architecture``), so a checkpoint can rebuild it. Names star
 ``torchvision.`` build ``torchvision.models.<name>(weights=None, **kwargs)``.
 """
 import math
+from typing import Any
 
+from torch import nn
+
+from simplexkern.data.dataset import Dataset
 from simplexkern.models.preresnet import PreResNet
 from simplexkern.models.small import MLP, ConvNet, ConvNet1d, DigitsConvNet, LeNet5
 from simplexkern.models.vgg import VGG16
@@ -25,12 +29,12 @@ _REGISTRY = {
 }
 
 
-def names():
+def names() -> list[str]:
     """The architecture names ``create`` knows (besides ``torchvision.*``)."""
     return sorted(_REGISTRY)
 
 
-def create(name, **kwargs):
+def create(name: str, **kwargs: Any) -> nn.Module:
     """A fresh plain model of architecture ``name`` with constructor arguments ``kwargs``."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
@@ -78,7 +82,7 @@ def _sizes(name, shape, n_outputs):
     raise ValueError(f"unknown architecture {name!r}; known: {names() + ['convnet']} or 'torchvision.<name>'")
 
 
-def for_data(name, data, **kwargs):
+def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
     """A fresh model of architecture ``name`` sized for ``data`` (a ``simplexkern.data.Dataset``):
     input shape and number of outputs are inferred. ``mlp`` takes any input; ``convnet`` is
     a 1-D ConvNet for (C, L) signals and a 2-D one for (C, H, W) images; the CIFAR

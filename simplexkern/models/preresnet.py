@@ -1,6 +1,7 @@
 """Pre-activation ResNets for 32x32 inputs (He et al. 2016), as in the curve-finding
 paper's code: depth >= 44 uses bottleneck blocks (depth = 9n + 2: PreResNet-110 and -164),
 shallower ones basic blocks (depth = 6n + 2)."""
+import torch
 from torch import nn
 
 
@@ -43,7 +44,7 @@ class _Bottleneck(nn.Module):
 
 
 class PreResNet(nn.Module):
-    def __init__(self, depth=110, num_classes=10, in_channels=3):
+    def __init__(self, depth: int = 110, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         block, per = (_Bottleneck, 9) if depth >= 44 else (_Basic, 6)
         if depth < 8 or (depth - 2) % per:
@@ -65,6 +66,6 @@ class PreResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
         return self.fc(self.pool(self.relu(self.bn(x))).flatten(1))

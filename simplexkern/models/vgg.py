@@ -1,12 +1,14 @@
 """VGG16 for 32x32 inputs (CIFAR), with or without BatchNorm, as in the curve-finding and
 simplex papers' experiments."""
+import torch
 from torch import nn
 
 _CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
 class VGG16(nn.Module):
-    def __init__(self, num_classes=10, batch_norm=False, in_channels=3, width=1.0):
+    def __init__(self, num_classes: int = 10, batch_norm: bool = False, in_channels: int = 3,
+                 width: float = 1.0) -> None:
         """``width`` scales every layer's channels (at least 1 each): 1/16, 1/8, ... for small
         versions of the same layout."""
         super().__init__()
@@ -34,5 +36,5 @@ class VGG16(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))

@@ -1,4 +1,5 @@
 """Wide ResNet for 32x32 inputs (Zagoruyko & Komodakis 2016); WRN-28-10 by default."""
+import torch
 from torch import nn
 
 
@@ -18,7 +19,8 @@ class _WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    def __init__(self, depth=28, widen_factor=10, num_classes=10, dropout=0.0, in_channels=3):
+    def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, dropout: float = 0.0,
+                 in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4, got {depth}")
@@ -34,6 +36,6 @@ class WideResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c_in, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
         return self.fc(self.pool(self.relu(self.bn(x))).flatten(1))

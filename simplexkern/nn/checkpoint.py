@@ -12,10 +12,12 @@ import itertools
 import json
 import os
 import pathlib
+from typing import Any
 
 import torch
 
 from simplexkern._atomic import atomic_write
+from simplexkern._types import Path
 from simplexkern.nn import samplers
 from simplexkern.nn.model import SimplexModel, simplexify
 
@@ -40,7 +42,8 @@ def _detached(obj):
     return obj
 
 
-def save(model, path, metadata=None, training_state=None):
+def save(model: torch.nn.Module, path: Path, metadata: dict[str, Any] | None = None,
+         training_state: dict[str, Any] | None = None) -> None:
     """Writes ``model`` (a SimplexModel or a plain ``nn.Module``) to ``path`` atomically (a
     temporary file in the same folder, then a rename): the file is either the old one or
     the complete new one. ``metadata``: a JSON-serialisable dict (epochs, learning rates,
@@ -142,7 +145,7 @@ def _read(path, map_location="cpu"):
     return obj
 
 
-def read_training_state(path):
+def read_training_state(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(metadata, training_state) of the checkpoint at ``path``; the training state is None
     when it has none. Reads without executing code and without building the model."""
     obj = _read(path)
@@ -151,7 +154,8 @@ def read_training_state(path):
     return obj["metadata"], obj.get("training_state")
 
 
-def load_module(path, model=None, *, map_location="cpu"):
+def load_module(path: Path, model: torch.nn.Module | str | None = None, *,
+                map_location: torch.device | str = "cpu") -> torch.nn.Module:
     """Reads a plain ``nn.Module`` saved by ``save`` (or a plain state dict file) from
     ``path``. ``model``: None (rebuild the recorded architecture), an architecture name, or
     a fresh instance of the architecture, into which the weights are loaded."""
@@ -181,7 +185,8 @@ def _module(obj, path, model):
     return plain
 
 
-def load(path, model=None, *, map_location="cpu"):
+def load(path: Path, model: torch.nn.Module | str | None = None, *,
+         map_location: torch.device | str = "cpu") -> SimplexModel:
     """Reads a SimplexModel from ``path``.
 
     ``model``: None (rebuild the recorded architecture), an architecture name, or a fresh
@@ -194,7 +199,7 @@ def load(path, model=None, *, map_location="cpu"):
     return _simplex(obj, path, model)
 
 
-def load_model(path, *, map_location="cpu"):
+def load_model(path: Path, *, map_location: torch.device | str = "cpu") -> torch.nn.Module:
     """The model saved at ``path`` as it was saved: a SimplexModel, or a plain module of a
     recorded architecture (``simplexkern.models``)."""
     obj = _read(path, map_location)

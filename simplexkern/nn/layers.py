@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simplexkern.nn.points import merge
+from simplexkern.nn.points import Points, merge
 from simplexkern.ops import simplex_conv2d, simplex_linear
 
 
 class SimplexLayer(nn.Module):
     plain_types = ()
 
-    def __init__(self, plain, points, prefix):
+    def __init__(self, plain: nn.Module, points: Points, prefix: str) -> None:
         super().__init__()
         skeleton = copy.copy(plain)  # the plain module's settings, without its tensors
         skeleton._parameters = {n: None if t is None else nn.Parameter(t.detach().to("meta"), t.requires_grad)
@@ -30,30 +30,30 @@ class SimplexLayer(nn.Module):
         self.param_names = [n for n, p in plain.named_parameters(recurse=False)]
 
     @classmethod
-    def check_plain(cls, plain, path):
+    def check_plain(cls, plain: nn.Module, path: str) -> None:
         """Raises if this plain module has settings the simplex layer does not implement."""
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{type(self._skeleton).__name__}: {self._skeleton.extra_repr()}"
 
-    def store_weight(self, name):
+    def store_weight(self, name: str) -> torch.Tensor | None:
         return self._points.weights.get(self.prefix + name)
 
-    def combined(self, name):
+    def combined(self, name: str) -> torch.Tensor:
         """(S, *shape): the parameter at each point."""
         w = self.store_weight(name)
         return (self._points.coeffs @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
 
-    def per_point(self, x):
+    def per_point(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """(S, B, ...) from the merged input, expanding a shared input, and whether it was one."""
         xs, shared = self._points.split(x)
         return (xs.expand(self._points.n, *xs.shape) if shared else xs), shared
 
-    def plain_buffers(self, row):
+    def plain_buffers(self, row: int | None) -> dict[str, torch.Tensor]:
         """The buffers of the plain module at tracked point ``row`` (None: fresh ones)."""
         return {}
 
-    def plain(self, params, buffers=None):
+    def plain(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None) -> nn.Module:
         """The plain module with the given parameters (name -> tensor) and buffers."""
         module = copy.deepcopy(self._skeleton)
         for name in self.param_names:
@@ -66,7 +66,7 @@ class SimplexLayer(nn.Module):
 class SimplexLinear(SimplexLayer):
     plain_types = (nn.Linear,)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._points
         p.require(self)
         xs, shared = p.split(x)
@@ -86,7 +86,7 @@ class SimplexConv2d(SimplexLayer):
     plain_types = (nn.Conv2d,)
 
     @classmethod
-    def check_plain(cls, plain, path):
+    def check_plain(cls, plain: nn.Module, path: str) -> None:
         if plain.padding_mode != "zeros":
             raise ValueError(f"{path}: {type(plain).__name__} with padding_mode={plain.padding_mode!r} is not "
                              "supported (only 'zeros'); list it in shared= to keep it as one shared copy")
@@ -100,7 +100,7 @@ class SimplexConv2d(SimplexLayer):
         return simplex_conv2d(xs, w, self.store_weight("bias"), self._points.coeffs, *self._geometry(),
                               self._skeleton.groups, trainable=self._points.trainable, backend=self._points.backend)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._points.require(self)
         xs, _ = self._points.split(x)
         return merge(self._conv(xs, self.store_weight("weight")))
@@ -115,7 +115,7 @@ class SimplexConv1d(SimplexConv2d):
         pad = s.padding if isinstance(s.padding, str) else (0, s.padding[0])
         return (1, s.stride[0]), pad, (1, s.dilation[0])
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._points.require(self)
         xs, _ = self._points.split(x)
         y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2))
@@ -137,7 +137,7 @@ class SimplexBatchNorm(SimplexLayer):
     """
     plain_types = (nn.BatchNorm1d, nn.BatchNorm2d)
 
-    def __init__(self, plain, points, prefix):
+    def __init__(self, plain: nn.BatchNorm1d | nn.BatchNorm2d, points: Points, prefix: str) -> None:
         super().__init__(plain, points, prefix)
         self.eps, self.momentum = plain.eps, plain.momentum
         self.track_running_stats = plain.track_running_stats
@@ -147,25 +147,25 @@ class SimplexBatchNorm(SimplexLayer):
             self.register_buffer("num_batches_tracked", plain.num_batches_tracked.detach().clone().reshape(1))
 
     @classmethod
-    def check_plain(cls, plain, path):
+    def check_plain(cls, plain: nn.Module, path: str) -> None:
         if plain.track_running_stats and plain.running_mean is None:
             raise ValueError(f"{path}: {type(plain).__name__} tracks running statistics but has none")
 
-    def reset_statistics(self, n_points):
+    def reset_statistics(self, n_points: int) -> None:
         if self.track_running_stats:
             c = self.running_mean.shape[1]
             self.running_mean = self.running_mean.new_zeros(n_points, c)
             self.running_var = self.running_var.new_ones(n_points, c)
             self.num_batches_tracked = self.num_batches_tracked.new_zeros(n_points)
 
-    def statistics(self):
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(running_mean, running_var, num_batches_tracked) of every tracked point."""
         return self.running_mean, self.running_var, self.num_batches_tracked
 
-    def set_statistics(self, stats):
+    def set_statistics(self, stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
         self.running_mean, self.running_var, self.num_batches_tracked = stats
 
-    def append_statistics(self):
+    def append_statistics(self) -> None:
         """One more tracked point, with fresh statistics."""
         fresh = self.plain_buffers(None)
         for name, value in fresh.items():
@@ -178,7 +178,7 @@ class SimplexBatchNorm(SimplexLayer):
             self.reset_statistics(saved.shape[0])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._points
         p.require(self)
         xs, shared = self.per_point(x)
@@ -250,7 +250,7 @@ class SimplexBatchNorm(SimplexLayer):
         self._store(rows, valid, (1 - m) * self.running_mean[rows] + m * mean,
                     (1 - m) * self.running_var[rows] + m * var * (n / max(n - 1, 1)))
 
-    def plain_buffers(self, row):
+    def plain_buffers(self, row: int | None) -> dict[str, torch.Tensor]:
         if not self.track_running_stats:
             return {}
         if row is None:  # fresh statistics, as a new nn.BatchNorm has
@@ -264,7 +264,7 @@ class SimplexBatchNorm(SimplexLayer):
 class SimplexLayerNorm(SimplexLayer):
     plain_types = (nn.LayerNorm,)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._points.require(self)
         s = self._skeleton
         xs, _ = self.per_point(x)
@@ -281,7 +281,7 @@ class SimplexLayerNorm(SimplexLayer):
 class SimplexGroupNorm(SimplexLayer):
     plain_types = (nn.GroupNorm,)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._points.require(self)
         s = self._skeleton
         xs, _ = self.per_point(x)
@@ -295,12 +295,12 @@ class SimplexEmbedding(SimplexLayer):
     plain_types = (nn.Embedding,)
 
     @classmethod
-    def check_plain(cls, plain, path):
+    def check_plain(cls, plain: nn.Module, path: str) -> None:
         if plain.max_norm is not None or plain.scale_grad_by_freq or plain.sparse:
             raise ValueError(f"{path}: nn.Embedding with max_norm, scale_grad_by_freq or sparse is not supported; "
                              "list it in shared= to keep it as one shared copy")
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._points
         p.require(self)
         idx, shared = p.split(x)
@@ -323,7 +323,7 @@ LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, Simplex
           SimplexEmbedding)
 
 
-def simplex_layer_for(module):
+def simplex_layer_for(module: nn.Module) -> type[SimplexLayer] | None:
     """The simplex layer class that replaces ``module``'s exact type, or None."""
     for cls in LAYERS:
         if type(module) in cls.plain_types:

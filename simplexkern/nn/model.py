@@ -2,6 +2,8 @@
 its weights, evaluated at S points in one pass."""
 import copy
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +15,9 @@ from simplexkern.nn.points import Points, merge
 from simplexkern.nn.store import VertexStore
 
 INITS = ("mean", "copy", "random")
+# ``batchnorm_state()``: the tracked points, and each tracked BatchNorm with its (running_mean, running_var,
+# num_batches_tracked).
+BatchNormState = tuple[torch.Tensor, list[tuple[SimplexBatchNorm, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]]
 
 
 def _replace_submodule(root, path, new):
@@ -37,7 +42,8 @@ class SimplexModel(nn.Module):
     one pass; ``sampler`` says where when no ``coeffs`` are given.
     """
 
-    def __init__(self, module, store, points, shared=(), architecture=None):
+    def __init__(self, module: nn.Module, store: VertexStore, points: Points, shared: Iterable[str] = (),
+                 architecture: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.module = module
         self.store = store
@@ -53,23 +59,23 @@ class SimplexModel(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def n_vertices(self):
+    def n_vertices(self) -> int:
         return self.store.n_vertices
 
     @property
-    def dtype(self):
+    def dtype(self) -> torch.dtype:
         return self.store.free.dtype
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         return self.store.free.device
 
     @property
-    def fixed(self):
+    def fixed(self) -> list[bool]:
         """Per vertex: True when it is fixed (receives no updates)."""
         return self.store.fixed_mask()
 
-    def simplex_layers(self):
+    def simplex_layers(self) -> list[tuple[str, SimplexLayer]]:
         return [(name, m) for name, m in self.module.named_modules() if isinstance(m, SimplexLayer)]
 
     def _tracked_norms(self):
@@ -86,17 +92,18 @@ class SimplexModel(nn.Module):
     def _vertex_index(self, i, name="i"):
         return self.store._check_vertex(i, name)
 
-    def fix(self, i):
+    def fix(self, i: int) -> None:
         """Makes vertex i fixed: it leaves the parameter and receives no gradient or update.
         Build the optimizer after fix / free / add_vertex."""
         self.store.set_fixed(i, True)
 
-    def free(self, i):
+    def free(self, i: int) -> None:
         """Makes vertex i trainable again."""
         self.store.set_fixed(i, False)
 
     @torch.no_grad()
-    def add_vertex(self, init="mean", noise=0.01, *, source=None, fixed=False, generator=None):
+    def add_vertex(self, init: str = "mean", noise: float = 0.01, *, source: int | Iterable[int] | None = None,
+                   fixed: bool = False, generator: torch.Generator | None = None) -> int:
         """Adds a vertex and returns its index.
 
         ``init``: "mean" of the existing vertices (SPRO; ``source``, a list of vertex indices,
@@ -141,7 +148,7 @@ class SimplexModel(nn.Module):
                 self.store.slot(new, layer.prefix + n).copy_(getattr(plain, n))
         return new
 
-    def vertex_state_dict(self, i):
+    def vertex_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """A plain state dict of the original architecture with vertex i's weights (and its
         BatchNorm statistics when tracked, else fresh ones)."""
         point = self._one_hot(i)
@@ -149,7 +156,7 @@ class SimplexModel(nn.Module):
         return self.at(point, bn_stats="tracked" if tracked else "fresh").state_dict()
 
     @torch.no_grad()
-    def set_vertex(self, i, state_dict):
+    def set_vertex(self, i: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Loads vertex i from a plain state dict of the original architecture (e.g. a trained
         model). Its BatchNorm statistics, when present, become the tracked ones of that vertex.
         Shared (non-vertex) parameters are loaded only for vertex 0. Everything is checked
@@ -223,7 +230,8 @@ class SimplexModel(nn.Module):
                          "points (model.bn_points) or compute them first with model.update_bn(batches, coeffs)")
 
     @torch.no_grad()
-    def update_bn(self, batches, coeffs):
+    def update_bn(self, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]],
+                  coeffs: torch.Tensor) -> None:
         """Recomputes the BatchNorm running statistics of the points ``coeffs`` ((k,) or
         (T, k)) from a pass over ``batches`` (an iterable of inputs or of (input, target)
         pairs): the cumulative average of each point's batch statistics, as the papers do
@@ -257,12 +265,12 @@ class SimplexModel(nn.Module):
             if not done:
                 self.restore_batchnorm_state(saved)
 
-    def batchnorm_state(self):
+    def batchnorm_state(self) -> BatchNormState:
         """The tracked points and the statistics of every tracked BatchNorm, to put back with
         ``restore_batchnorm_state`` (``update_bn`` replaces these tensors, never changes them)."""
         return self.bn_points, [(m, m.statistics()) for _, m in self._tracked_norms()]
 
-    def restore_batchnorm_state(self, state):
+    def restore_batchnorm_state(self, state: BatchNormState) -> None:
         self.bn_points = state[0]
         for m, stats in state[1]:
             m.set_statistics(stats)
@@ -281,7 +289,8 @@ class SimplexModel(nn.Module):
         _checks.finite(coeffs, name)
         return coeffs.reshape(-1, k), coeffs.dim() == 1
 
-    def forward(self, x, coeffs=None, n_samples=None, *, per_point_input=False, generator=None):
+    def forward(self, x: torch.Tensor, coeffs: torch.Tensor | None = None, n_samples: int | None = None, *,
+                per_point_input: bool = False, generator: torch.Generator | None = None) -> Any:
         """Evaluates the model at S points in one pass.
 
         - ``coeffs``: (k,) for one point -> output (B, ...); (S, k) -> (S, B, ...). When None,
@@ -331,7 +340,7 @@ class SimplexModel(nn.Module):
         return len(self.bn_points) > 0
 
     @torch.no_grad()
-    def at(self, coeffs, bn_stats="tracked"):
+    def at(self, coeffs: torch.Tensor, bn_stats: str = "tracked") -> nn.Module:
         """A plain ``nn.Module`` (the original architecture) with the weights at one point
         ``coeffs`` (k,), for deployment and export. BatchNorm statistics: those tracked for
         this point (``bn_stats="tracked"``, an error if there are none) or fresh ones to be
@@ -356,7 +365,7 @@ class SimplexModel(nn.Module):
             _replace_submodule(module, name, plain)
         return module
 
-    def log_volume(self, simplices=None, *, check=True):
+    def log_volume(self, simplices: Sequence[Iterable[int]] | None = None, *, check: bool = True) -> torch.Tensor:
         """log V of the simplex of all vertices (a scalar), or of each simplex in
         ``simplices`` (a list of vertex-index tuples) -> (n,). Float64 pairwise distances
         over the whole store, then the compiled log-volume; differentiable w.r.t. the free
@@ -393,7 +402,7 @@ class SimplexModel(nn.Module):
             self.bn_points = self.bn_points.new_empty(saved.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"n_vertices={self.n_vertices}, fixed={self.fixed}, sampler={self.sampler.config()}"
 
 
@@ -410,7 +419,9 @@ def _walk(module, path, shared):
             yield from _walk(child, f"{path}.{name}" if path else name, shared)
 
 
-def simplexify(model, n_vertices=1, *, shared=(), init="mean", noise=0.01, architecture=None):
+def simplexify(model: nn.Module, n_vertices: int = 1, *,
+               shared: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] = (), init: str = "mean",
+               noise: float = 0.01, architecture: dict[str, Any] | None = None) -> SimplexModel:
     """Converts ``model`` (any ``nn.Module`` built from supported layers) into a
     ``SimplexModel`` whose vertex 0 holds the model's current weights; further vertices come
     from ``add_vertex(init, noise)``. The model itself is not changed.

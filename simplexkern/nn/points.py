@@ -7,18 +7,20 @@ views the leading dimension as ``(S, B)`` itself. Example-major is the layout of
 side by side as channel groups, ``(B, S * C, ...)``: a grouped convolution over the points
 reads and writes it without copies.
 """
+import torch
+from torch import nn
 
 
-def merge(y):
+def merge(y: torch.Tensor) -> torch.Tensor:
     """(S, B, ...) -> the merged (B * S, ...) (a view when y is laid out example-major)."""
     return y.transpose(0, 1).reshape(y.shape[0] * y.shape[1], *y.shape[2:])
 
 
 class Points:
-    def __init__(self):
+    def __init__(self) -> None:
         self.clear()
 
-    def clear(self):
+    def clear(self) -> None:
         self.active = False
         self.n = 0  # S
         self.coeffs = None  # (S, k) in store row order
@@ -30,12 +32,12 @@ class Points:
         self.stats_valid = None  # in training and under torch.compile: a tensor, whether stats_rows is valid
         self.backend = None
 
-    def require(self, layer):
+    def require(self, layer: nn.Module) -> None:
         if not self.active:
             raise RuntimeError(f"{type(layer).__name__} runs inside a SimplexModel's forward, which supplies the "
                                "points to evaluate; call the SimplexModel, not its inner module")
 
-    def split(self, x, name="x"):
+    def split(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, bool]:
         """The merged (B * S, ...) -> an (S, B, ...) view, or the shared (B, ...) input when x is it."""
         if x is self.shared_merged:
             return self.shared_input, True

@@ -4,9 +4,16 @@ A sampler maps ``(n_samples, model)`` to coefficients ``(n_samples, k)`` over th
 vertices (vertex order). Simplexes, complexes and curves all share the one model; only the
 sampler differs. ``config()`` / ``from_config`` make samplers part of a checkpoint.
 """
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 import torch
+from numpy.typing import ArrayLike
 
 from simplexkern import _checks, geometry
+
+if TYPE_CHECKING:  # simplexkern.nn.model imports this module
+    from simplexkern.nn.model import SimplexModel
 
 
 def _vertex_tuple(simplex, name):
@@ -23,10 +30,11 @@ def _vertex_tuple(simplex, name):
 class Sampler:
     name = None
 
-    def sample(self, n_samples, model, generator=None):
+    def sample(self, n_samples: int | None, model: "SimplexModel",
+               generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"name": self.name}
 
     def _out(self, model, n_samples):
@@ -38,7 +46,8 @@ class SimplexSampler(Sampler):
     """Uniform on the simplex of all the model's vertices (Dirichlet(1))."""
     name = "simplex"
 
-    def sample(self, n_samples, model, generator=None):
+    def sample(self, n_samples: int | None, model: "SimplexModel",
+               generator: torch.Generator | None = None) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         return geometry.sample_simplex(n, k, generator, device=model.device, dtype=model.dtype)
 
@@ -50,7 +59,7 @@ class ComplexSampler(Sampler):
     point inside it."""
     name = "complex"
 
-    def __init__(self, simplices, weighting="volume"):
+    def __init__(self, simplices: Iterable[Iterable[int]], weighting: str = "volume") -> None:
         if isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__iter__"):
             raise TypeError(f"simplices must be a list of vertex-index tuples, got {simplices!r}")
         self.simplices = [_vertex_tuple(s, "each simplex") for s in simplices]
@@ -63,10 +72,10 @@ class ComplexSampler(Sampler):
                              "dimensions do not compare); use weighting='uniform'")
         self.weighting = weighting
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"name": self.name, "simplices": [list(s) for s in self.simplices], "weighting": self.weighting}
 
-    def probabilities(self, model):
+    def probabilities(self, model: "SimplexModel") -> torch.Tensor:
         """(n_simplices,) float64 probability of picking each simplex, on the model's device
         (computed there: no host synchronisation)."""
         n = len(self.simplices)
@@ -77,7 +86,7 @@ class ComplexSampler(Sampler):
         degenerate = torch.isneginf(logv).all()  # no volume to weigh by: uniform
         return torch.where(degenerate, torch.full_like(logv, 1 / n), torch.softmax(logv, 0))
 
-    def membership(self, model):
+    def membership(self, model: "SimplexModel") -> torch.Tensor:
         """(n_simplices, k) 0/1 matrix: which vertices each simplex has (made once per
         vertex count, device and dtype)."""
         key = (model.n_vertices, model.device, model.dtype)
@@ -88,7 +97,8 @@ class ComplexSampler(Sampler):
             self._membership = key, m.to(model.device)
         return self._membership[1]
 
-    def sample(self, n_samples, model, generator=None):
+    def sample(self, n_samples: int | None, model: "SimplexModel",
+               generator: torch.Generator | None = None) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         if max(max(s) for s in self.simplices) >= k:
             raise ValueError(f"the complex names vertex {max(max(s) for s in self.simplices)}, but the model has {k}")
@@ -105,19 +115,20 @@ class CurveSampler(Sampler):
     ``t ~ U(0, 1)``: ``kind="bezier"`` (Bernstein weights) or ``"polychain"`` (hat functions)."""
     name = "curve"
 
-    def __init__(self, kind="bezier"):
+    def __init__(self, kind: str = "bezier") -> None:
         if kind not in ("bezier", "polychain"):
             raise ValueError(f"kind must be 'bezier' or 'polychain', got {kind!r}")
         self.kind = kind
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind}
 
-    def coefficients(self, t, model):
+    def coefficients(self, t: float | torch.Tensor, model: "SimplexModel") -> torch.Tensor:
         fn = geometry.bezier_coefficients if self.kind == "bezier" else geometry.polychain_coefficients
         return fn(t, model.n_vertices).to(model.device, model.dtype)
 
-    def sample(self, n_samples, model, generator=None):
+    def sample(self, n_samples: int | None, model: "SimplexModel",
+               generator: torch.Generator | None = None) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         t = torch.rand(n, generator=generator, dtype=torch.float64,
                        device=generator.device if generator is not None else model.device)
@@ -130,7 +141,7 @@ class FixedSampler(Sampler):
     """Always the given point(s): ``coeffs`` (k,) or (S, k)."""
     name = "fixed"
 
-    def __init__(self, coeffs):
+    def __init__(self, coeffs: torch.Tensor | ArrayLike) -> None:
         coeffs = torch.as_tensor(coeffs, dtype=torch.float64) if not isinstance(coeffs, torch.Tensor) else coeffs
         _checks.floating(coeffs, "coeffs")
         _checks.finite(coeffs, "coeffs")
@@ -138,10 +149,11 @@ class FixedSampler(Sampler):
             raise ValueError(f"coeffs must have shape (k,) or (S, k), got {tuple(coeffs.shape)}")
         self.coeffs = coeffs.detach().to("cpu", torch.float64).reshape(-1, coeffs.shape[-1]).clone()
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {"name": self.name, "coeffs": self.coeffs.tolist()}
 
-    def sample(self, n_samples, model, generator=None):
+    def sample(self, n_samples: int | None, model: "SimplexModel",
+               generator: torch.Generator | None = None) -> torch.Tensor:
         if self.coeffs.shape[1] != model.n_vertices:
             raise ValueError(f"the fixed point has {self.coeffs.shape[1]} coefficients, the model "
                              f"{model.n_vertices} vertices")
@@ -152,7 +164,7 @@ class FixedSampler(Sampler):
         return self.coeffs.to(model.device, model.dtype, copy=True)
 
 
-def from_config(config):
+def from_config(config: dict[str, Any]) -> Sampler:
     """The sampler a ``config()`` dict describes."""
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"a sampler config is a dict with a 'name', got {config!r}")

@@ -6,6 +6,7 @@ vertex: weight decay and momentum cannot move it. Each layer's tensors are named
 range of the P columns. Rows are ordered fixed first; ``order[r]`` is the vertex in row r.
 """
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from simplexkern import _checks
 class VertexStore(nn.Module):
     """``tensors``: name -> tensor, the content of vertex 0 (the store's only vertex)."""
 
-    def __init__(self, tensors):
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
         self.slots, offset = {}, 0  # name -> (offset, shape), in registration order
         for name, t in tensors.items():
@@ -30,25 +31,25 @@ class VertexStore(nn.Module):
         self.register_buffer("order", torch.zeros(1, dtype=torch.long, device=flat.device))
 
     @property
-    def n_vertices(self):
+    def n_vertices(self) -> int:
         return self.fixed.shape[0] + self.free.shape[0]
 
     @property
-    def n_fixed(self):
+    def n_fixed(self) -> int:
         return self.fixed.shape[0]
 
-    def rows(self):
+    def rows(self) -> torch.Tensor:
         """All rows, fixed first (differentiable w.r.t. ``free``)."""
         return torch.cat([self.fixed, self.free]) if self.n_fixed else self.free
 
-    def vertices(self):
+    def vertices(self) -> torch.Tensor:
         """(k, P) in vertex order (differentiable w.r.t. ``free``)."""
         return self.rows()[self.inverse_order()]
 
-    def inverse_order(self):
+    def inverse_order(self) -> torch.Tensor:
         return torch.argsort(self.order).to(self.free.device)
 
-    def layer_weights(self):
+    def layer_weights(self) -> dict[str, torch.Tensor]:
         """name -> (k, *shape) tensor in row order, contiguous. One split per store, so the
         backward is a single concatenation into ``free.grad`` however many layers there are."""
         sizes = [math.prod(shape) for _, shape in self.slots.values()]
@@ -59,7 +60,7 @@ class VertexStore(nn.Module):
             out[name] = w.view(w.shape[0], *shape)
         return out
 
-    def slot(self, flat, name):
+    def slot(self, flat: torch.Tensor, name: str) -> torch.Tensor:
         """The part of a flat (..., P) tensor that belongs to slot ``name``, shaped."""
         offset, shape = self.slots[name]
         return flat[..., offset: offset + math.prod(shape)].reshape(*flat.shape[:-1], *shape)
@@ -81,25 +82,25 @@ class VertexStore(nn.Module):
         order = torch.tensor(fixed_idx + free_idx, dtype=torch.long, device=self.order.device)
         self.fixed, self.free.data, self.free.grad, self.order = fixed, free, None, order
 
-    def fixed_mask(self):
+    def fixed_mask(self) -> list[bool]:
         mask = [False] * self.n_vertices
         for i in self.order[: self.n_fixed].tolist():
             mask[i] = True
         return mask
 
-    def set_fixed(self, i, fixed):
+    def set_fixed(self, i: int, fixed: bool) -> None:
         i = self._check_vertex(i)
         mask = self.fixed_mask()
         if mask[i] != fixed:
             mask[i] = fixed
             self._rebuild(self.vertices(), mask)
 
-    def append(self, vertex, fixed=False):
+    def append(self, vertex: torch.Tensor, fixed: bool = False) -> None:
         vertex = vertex.detach().to(self.free.dtype).reshape(1, self.n_columns)
         self._rebuild(torch.cat([self.vertices().detach(), vertex]), self.fixed_mask() + [fixed])
 
     @torch.no_grad()
-    def set_vertex(self, i, vertex):
+    def set_vertex(self, i: int, vertex: torch.Tensor) -> None:
         i = self._check_vertex(i)
         row = int((self.order == i).nonzero())
         if row < self.n_fixed:

@@ -1,6 +1,7 @@
 """``simplex_conv2d``: a 2-D convolution whose filters are a combination of k vertices, for
 one point or S points in one call."""
 import numbers
+from collections.abc import Iterable
 from typing import List, Optional
 
 import torch
@@ -133,8 +134,10 @@ def _canonical(x, weight, bias, coeffs, groups):
     return x, (coeffs[None] if single else coeffs), single
 
 
-def simplex_conv2d(x, weight, bias, coeffs, stride=1, padding=0, dilation=1, groups=1, *, trainable=None,
-                   backend=None):
+def simplex_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor,
+                   stride: int | tuple[int, int] | list[int] = 1, padding: int | tuple[int, int] | list[int] | str = 0,
+                   dilation: int | tuple[int, int] | list[int] = 1, groups: int = 1, *,
+                   trainable: torch.Tensor | Iterable[int] | None = None, backend: str | None = None) -> torch.Tensor:
     """2-D convolution at the points ``W_s = sum_i coeffs[s, i] weight[i]``, ``b_s = sum_i coeffs[s, i] bias[i]``.
 
     - ``weight`` (k, out, in / groups, kh, kw); ``bias`` (k, out) or None; ``coeffs`` (k,)

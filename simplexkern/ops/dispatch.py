@@ -7,6 +7,9 @@ are the backend's own."""
 import contextlib
 import contextvars
 import os
+from collections.abc import Iterator
+
+import torch
 
 from simplexkern.ops.triton._config import AVAILABLE, INTERPRET
 
@@ -21,7 +24,7 @@ def _check_name(name, what):
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: str) -> Iterator[None]:
     """Run the fused ops inside the block with backend ``name`` (or "auto")."""
     token = _context.set(_check_name(name, "backend"))
     try:
@@ -30,7 +33,7 @@ def use_backend(name):
         _context.reset(token)
 
 
-def requested_backend(backend=None):
+def requested_backend(backend: str | None = None) -> str:
     """The backend asked for by argument, context or environment ("auto" when none)."""
     if backend is not None:
         return _check_name(backend, "backend")
@@ -39,7 +42,7 @@ def requested_backend(backend=None):
     return _check_name(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
 
 
-def resolve(device, backend=None, gpu_auto="triton"):
+def resolve(device: torch.device, backend: str | None = None, gpu_auto: str = "triton") -> str:
     """The backend that runs a fused op on ``device`` (shape choices are the backend's own);
     "auto" is ``gpu_auto`` on a GPU, ``torch`` on the CPU."""
     name = requested_backend(backend)

@@ -1,5 +1,6 @@
 """``simplex_linear``: a linear layer whose weights are a combination of k vertices, for
 one point or S points in one call."""
+from collections.abc import Iterable
 from typing import List, Optional
 
 import torch
@@ -94,7 +95,8 @@ def _canonical(x, weight, bias, coeffs):
     return x.reshape(S, -1, in_features), coeffs, (*x.shape[:-1], out_features), False
 
 
-def simplex_linear(x, weight, bias, coeffs, *, trainable=None, backend=None):
+def simplex_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor, *,
+                   trainable: torch.Tensor | Iterable[int] | None = None, backend: str | None = None) -> torch.Tensor:
     """Linear layer at the points ``W_s = sum_i coeffs[s, i] weight[i]``, ``b_s = sum_i coeffs[s, i] bias[i]``.
 
     - ``weight`` (k, out, in); ``bias`` (k, out) or None; ``coeffs`` (k,) for one point or

@@ -74,7 +74,7 @@ def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1,))
         dc = gb @ bias.to(acc).T + (dc if dc is not None else 0)
     return db, dc
 
-def combine(coeffs, store):
+def combine(coeffs: torch.Tensor, store: torch.Tensor) -> torch.Tensor:
     """The S points ``coeffs @ store`` of a store of k vertices: ``coeffs`` (S, k), ``store``
     (k, P) -> (S, P) in the store's dtype, accumulated in float32 (float64 for a float64
     store). One Triton pass over the store on a GPU (and on CPU tensors under
