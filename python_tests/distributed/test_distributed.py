@@ -117,7 +117,10 @@ def test_data_parallel_spro_matches_one_process():
     """The worker asserts, on each process: one step's gradient of the trainable vertex over
     2 processes (a batch of 63 split 32 / 31) equals the whole batch's; only that vertex is
     a DistributedDataParallel parameter; grow_simplex data-parallel gives the vertices of
-    grow_simplex in one process."""
+    grow_simplex in one process; dropout masks differ between processes; BatchNorm needs two
+    rows per process; processes that see different checkpoints refuse to resume; choose_reg
+    alone on one process does not wait for the others, and data-parallel gives every process
+    rank 0's rows with the one-process error of a diverged λ."""
     result = run(torchrun(str(WORKER)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0: ok" in result.stdout and "rank 1: ok" in result.stdout

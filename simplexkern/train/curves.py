@@ -58,14 +58,14 @@ def train_curve(a: ModelOrPath, b: ModelOrPath, data: Dataset, kind: str = "bezi
     after every epoch and a second call resumes. ``distributed="data"``: trained
     data-parallel by all processes of the process group (``simplexkern.distributed``).
     """
-    world = dist.check_mode(distributed, (None, "data"))
+    dist.check_mode(distributed, (None, "data"))
     a, b = as_plain(a, "a"), as_plain(b, "b")
     model = curve_model(a, b, kind, n_bends)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   n_samples=n_samples, compile=compile)
     parallel = distributed == "data"
     run = Run(out, "train_curve", {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed}, data,
-              writes=world.is_main or not parallel)
+              data_parallel=parallel)
     start = fingerprint(a) + ":" + fingerprint(b)
     device = device_of(device)
     meta, first, optimizer_state = run.resume("curve", start)
@@ -96,7 +96,7 @@ def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 
     snapshot in ``out/fge_snapshot_{c}.pt``; a second call resumes. ``distributed="data"``:
     trained data-parallel by all processes of the process group (``simplexkern.distributed``).
     """
-    world = dist.check_mode(distributed, (None, "data"))
+    dist.check_mode(distributed, (None, "data"))
     model = as_plain(model, "model")
     for name, value in (("cycles", cycles), ("cycle_epochs", cycle_epochs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -107,7 +107,7 @@ def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
     parallel = distributed == "data"
     run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data,
-              writes=world.is_main or not parallel)
+              data_parallel=parallel)
     start = fingerprint(model)
     device = device_of(device)
     meta, first, optimizer_state = run.resume("fge", start)

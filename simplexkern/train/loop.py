@@ -23,6 +23,7 @@ from simplexkern import _checks
 from simplexkern import distributed as dist
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern.data.dataset import Dataset, check_dataset
+from simplexkern.nn.layers import SimplexBatchNorm
 from simplexkern.nn.model import SimplexModel
 
 SCHEDULES = ("cosine", "constant", "cyclic")
@@ -279,8 +280,9 @@ def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple
       same batches, augmentation and points; each computes its share of a batch's rows, and
       ``DistributedDataParallel`` averages the gradients of the trainable parameters (of a
       simplex model: the trainable vertices only; buffers such as the fixed vertices are
-      never sent, and BatchNorm statistics are each process's own). Every global batch
-      needs at least W rows.
+      never sent, and BatchNorm statistics are each process's own). Dropout masks are drawn
+      per process (seeded by (key, epoch, rank)). Every global batch needs at least W rows
+      (2W with BatchNorm, which normalises each share on its own).
     """
     check_dataset(data)
     simplex = isinstance(model, SimplexModel)
@@ -302,7 +304,9 @@ def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple
     model.train()
     for epoch in range(start_epoch, phase.epochs):
         seed = epoch_seed(key, epoch)
-        with seeded(seed):  # dropout and other users of torch's global generators
+        # dropout and other users of torch's global generators; data-parallel processes draw
+        # their own masks for their own rows (the same draw would repeat a mask on each share)
+        with seeded(seed if world.size == 1 else derive_seed(seed, world.rank)):
             _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step,
                    bar, describe, world)
         if on_epoch is not None:
@@ -320,15 +324,21 @@ def _data_parallel(model, data, phase, device):
         raise ValueError("data-parallel training runs eagerly: compile=True is not supported with it")
     n, b = len(data.x_train), phase.batch_size
     smallest = min(b, n) if n % b < 2 or n < b else n % b  # a last batch of one row is dropped
-    if smallest < world.size:
+    rows = 2 if _has_batch_norm(model) else 1  # BatchNorm normalises each share: one row has no variance
+    if smallest < rows * world.size:
         raise ValueError(f"data-parallel training over {world.size} processes needs every batch to have at least "
-                         f"{world.size} rows: batch_size {b} with {n} training examples gives a batch of {smallest}")
+                         f"{rows * world.size} rows ({rows} per process{' with BatchNorm' if rows > 1 else ''}): "
+                         f"batch_size {b} with {n} training examples gives a batch of {smallest}")
     from torch.nn.parallel import DistributedDataParallel
 
     buffers = [name for name, _ in model.named_buffers()]  # fixed vertices, BatchNorm statistics: never sent
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, buffers)
     ids = [device.index] if device.type == "cuda" else None
     return world, DistributedDataParallel(model, device_ids=ids)
+
+
+def _has_batch_norm(model):
+    return any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, SimplexBatchNorm)) for m in model.modules())
 
 
 def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step, bar,

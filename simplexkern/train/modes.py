@@ -31,11 +31,11 @@ def train_mode(model: nn.Module, data: Dataset, *, epochs: int = 100, lr: float 
     (``simplexkern.distributed``), rank 0 writing the checkpoint.
     """
     check_plain(model, "model")
-    world = dist.check_mode(distributed, (None, "data"))
+    dist.check_mode(distributed, (None, "data"))
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   compile=compile)
     parallel = distributed == "data"
-    run = Run(out, "train_mode", {**phase.settings(), "seed": seed}, data, writes=world.is_main or not parallel)
+    run = Run(out, "train_mode", {**phase.settings(), "seed": seed}, data, data_parallel=parallel)
     return _train(model, data, phase, run, "mode", member_key(seed, "train_mode", 0), device_of(device), progress,
                   "mode", parallel)
 
@@ -84,7 +84,7 @@ def deep_ensemble(architecture: str | Callable[[], nn.Module], data: Dataset, n_
                   compile=compile)
     parallel = distributed == "data"
     run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed, "n_models": n_models}, data,
-              writes=world.is_main or not parallel)
+              data_parallel=parallel)
     device = device_of(device)
     members = []
     for j in (world.members(n_models) if distributed == "members" else range(n_models)):

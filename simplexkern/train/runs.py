@@ -69,12 +69,13 @@ def data_fingerprint(data, all_splits=False):
 class Run:
     """Checkpoints of one algorithm's members in ``out`` (None: nothing is written). The
     settings recorded with them include the fingerprint of ``data``'s training split.
-    ``writes=False`` reads checkpoints but writes none (a data-parallel process other than
-    rank 0, which writes for all)."""
+    ``data_parallel``: the run of all processes of the process group together; rank 0
+    writes for all, and all must resume from the same point."""
 
-    def __init__(self, out, algorithm, settings, data, writes=True):
+    def __init__(self, out, algorithm, settings, data, data_parallel=False):
         check_dataset(data)
-        self.algorithm, self.writes = algorithm, writes
+        self.algorithm, self.world = algorithm, distributed.world() if data_parallel else distributed.World()
+        self.writes = self.world.is_main
         if out is not None:
             settings = {**settings, "data": data_fingerprint(data)}
         self.settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
@@ -111,6 +112,8 @@ class Run:
         """(progress metadata or None, the first epoch to run, the optimizer state) of member
         ``name``: where an unfinished checkpoint left off, else from the start."""
         meta, state = self.state(name, start)
+        where = None if meta is None else {k: meta.get(k) for k in ("done", "epoch", "vertices_done")}
+        self.world.all_same(where, f"the checkpoints of {name} (done, epoch, vertices) in {self.out}")
         if meta is None or meta.get("done"):
             return meta, 0, None
         return meta, meta["epoch"], (state or {}).get("optimizer")
@@ -144,12 +147,12 @@ def train_phase(model, data, phase, *, run, name, start, key, device, progress, 
     JSON dict) goes into every checkpoint's progress metadata. A data-parallel phase shows
     its bar on rank 0 only."""
     n = steps_per_epoch(len(data.x_train), phase.batch_size)
-    world, position = distributed.world(), None
+    world, label, position = distributed.world(), describe, None
     if data_parallel and not world.is_main:
         progress = False
     elif world.size > 1 and not data_parallel:  # one line per process
-        describe, position = f"rank {world.rank}: {describe}", world.rank
-    with tqdm(total=phase.epochs * n, initial=first_epoch * n, desc=describe, disable=not progress,
+        label, position = f"rank {world.rank}: {describe}", world.rank
+    with tqdm(total=phase.epochs * n, initial=first_epoch * n, desc=label, disable=not progress,
               unit="step", position=position) as bar:
         def on_epoch(epoch, optimizer):
             run.save(name, model, start, {**(record or {}), "epoch": epoch + 1, "done": False}, optimizer)

@@ -170,14 +170,14 @@ def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: i
     trainable vertex averaged, rank 0 writing the checkpoints).
     """
     _check_growth(reg, reg_scale, noise)
-    world = dist.check_mode(distributed, (None, "data"))
+    dist.check_mode(distributed, (None, "data"))
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
     sm, template, start = _start_model(model)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
     parallel = distributed == "data"
     run = Run(out, "grow_simplex", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale,
-                                        noise=noise, seed=seed), data, writes=world.is_main or not parallel)
+                                        noise=noise, seed=seed), data, data_parallel=parallel)
     return _grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg, reg_scale=reg_scale,
                  weighting="volume", run=run, name="simplex", start=start, template=template,
                  key=member_key(seed, "grow_simplex", 0), device=device_of(device), progress=progress,
@@ -212,15 +212,19 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
         raise ValueError("modes: no process holds a mode")
     parallel = distributed == "data"
     run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
-                                 seed=seed, n_modes=n_modes), data, writes=world.is_main or not parallel)
+                                 seed=seed, n_modes=n_modes), data, data_parallel=parallel)
     device = device_of(device)
     simplexes = []
     for j, mode in zip(world.members(n_modes) if members else range(n_modes), modes):
         sm, template, start = _start_model(as_plain(mode, f"modes[{j}]"))
-        simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
-                               reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}", start=start,
-                               template=template, key=member_key(seed, "espro", j), device=device,
-                               progress=progress, describe=f"simplex {j}", data_parallel=parallel))
+        try:
+            simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
+                                   reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}",
+                                   start=start, template=template, key=member_key(seed, "espro", j), device=device,
+                                   progress=progress, describe=f"simplex {j}", data_parallel=parallel))
+        except FloatingPointError as err:
+            err.member = j  # which simplex diverged (choose_reg reports the lowest over processes)
+            raise
     return simplexes
 
 
@@ -250,7 +254,7 @@ def spro_complex(modes: Sequence[ModelOrPath], data: Dataset, n_connectors: int 
     Returns the SimplexModel: vertices 0..m-1 the modes, m.. the connectors, its sampler the
     complex. With ``out``, ``out/complex.pt`` is written after every epoch and a second call
     resumes. ``distributed="data"``: trained data-parallel, as ``grow_simplex``."""
-    world = dist.check_mode(distributed, (None, "data"))
+    dist.check_mode(distributed, (None, "data"))
     if not isinstance(modes, (list, tuple)) or not modes:
         raise ValueError("modes must be a non-empty list of trained models (or their checkpoints' paths)")
     _check_growth(reg, reg_scale, noise)
@@ -263,7 +267,7 @@ def spro_complex(modes: Sequence[ModelOrPath], data: Dataset, n_connectors: int 
     parallel = distributed == "data"
     run = Run(out, "spro_complex", dict(phase.settings(), n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
                                         weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data,
-              writes=world.is_main or not parallel)
+              data_parallel=parallel)
     m = len(modes)
     return _grow(model, data, phase, n_modes=m, n_vertices=m + n_connectors, noise=noise, reg=reg,
                  reg_scale=reg_scale, weighting=weighting, run=run, name="complex", start=start, template=template,
@@ -280,10 +284,14 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
     whose training diverged (a non-finite loss) gets val_nll = inf and the error under
     "diverged". With ``out``, λ's run is checkpointed in ``out/reg_{λ}``.
 
-    ``distributed`` as ``espro``'s; with "members", every process returns the same λ and
-    rows (the ensemble's validation prediction is gathered from all) and its own share of
-    the simplexes."""
-    world = dist.check_mode(settings.get("distributed"))
+    ``distributed`` as ``espro``'s. Every process returns the same λ and rows (rank 0's;
+    with "members" the ensemble's validation prediction is gathered from all processes,
+    with "data" rank 0 scores the simplexes all hold) and its simplexes (with "members" its
+    own share). A λ diverged when any process diverged; the row names the lowest simplex's
+    error."""
+    mode = settings.get("distributed")
+    world = dist.check_mode(mode)
+    together = mode is not None and world.size > 1  # collectives only when the processes train together
     if data.x_val is None:
         raise ValueError("choose_reg scores λ on a validation split: load the data with val_fraction= (e.g. 0.2)")
     if not isinstance(regs, (list, tuple)) or not regs:
@@ -296,35 +304,38 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
         try:
             simplexes = espro(modes, data, reg=reg, out=sub, **settings)
         except FloatingPointError as err:  # too strong a push: the loss diverged
-            diverged = str(err)
-        if world.size > 1:  # every process learns whether any diverged, and which error
-            diverged = next((e for e in world.objects(diverged) if e is not None), None)
+            diverged = (getattr(err, "member", 0), str(err))
+        if together:  # every process learns whether any diverged, and the lowest simplex's error
+            diverged = min((d for d in world.objects(diverged) if d is not None), default=None)
         if diverged is not None:
-            rows.append({"reg": reg, "val_nll": math.inf, "val_accuracy": math.nan, "log_volume": math.nan,
-                         "train_s": time.perf_counter() - started, "diverged": diverged})
-            continue
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        world.barrier()
-        seconds = time.perf_counter() - started
-        val = predict(simplexes, data, split="val", n_points=n_points, seed=settings.get("seed", 0),
-                      distributed=world.size > 1 and settings.get("distributed") == "members")
-        m = metrics(val, data.y_val)
-        rows.append({"reg": reg, "val_nll": m["nll"], "val_accuracy": m["accuracy"],
-                     "log_volume": _first_log_volume(simplexes, world, settings.get("distributed")),
-                     "train_s": seconds})
-        if best is None or m["nll"] < best[0]:
-            best = (m["nll"], reg, simplexes)
+            row = {"reg": reg, "val_nll": math.inf, "val_accuracy": math.nan, "log_volume": math.nan,
+                   "train_s": time.perf_counter() - started, "diverged": diverged[1]}
+        else:
+            for device in {s.device for s in simplexes if s.device.type == "cuda"}:
+                torch.cuda.synchronize(device)
+            if together:
+                world.barrier()
+            seconds, row = time.perf_counter() - started, None
+            if mode != "data" or world.is_main:  # data-parallel processes hold the same simplexes: rank 0 scores
+                val = predict(simplexes, data, split="val", n_points=n_points, seed=settings.get("seed", 0),
+                              distributed=together and mode == "members")
+                m = metrics(val, data.y_val)
+                row = {"reg": reg, "val_nll": m["nll"], "val_accuracy": m["accuracy"],
+                       "log_volume": _last_log_volume(simplexes), "train_s": seconds}
+        if together:  # rank 0's row (it holds simplex 0), so that every process picks the same λ
+            row = world.from_main(row)
+        rows.append(row)
+        if diverged is None and (best is None or row["val_nll"] < best[0]):
+            best = (row["val_nll"], reg, simplexes)
     if best is None:
         raise FloatingPointError(f"every λ in {list(regs)} diverged; try smaller values")
     return best[1], best[2], rows
 
 
-def _first_log_volume(simplexes, world, distributed):
-    """log V of simplex 0 (held by rank 0 when the simplexes are spread over processes)."""
+def _last_log_volume(simplexes):
+    """log V of simplex 0 when this process holds it (rank 0 does), else NaN."""
     history = simplexes[0].metadata["history"] if simplexes else []
-    value = history[-1]["log_volume"] if history else math.nan
-    return world.from_main(value) if distributed == "members" else value
+    return history[-1]["log_volume"] if history else math.nan
 
 
 def dimensionality_sweep(modes: ModelOrPath | Sequence[ModelOrPath], data: Dataset, max_connectors: int = 4, *,
