@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simplexkern.nn.points import Points, merge
+from simplexkern.nn.points import Evaluation, Points, merge
 from simplexkern.ops import simplex_conv2d, simplex_linear
 
 
 class SimplexLayer(nn.Module):
     plain_types = ()
 
-    def __init__(self, plain: nn.Module, points: Points, prefix: str) -> None:
+    def __init__(self, plain: nn.Module, evaluation: Evaluation, prefix: str) -> None:
         super().__init__()
         skeleton = copy.copy(plain)  # the plain module's settings, without its tensors
         skeleton._parameters = {n: None if t is None else nn.Parameter(t.detach().to("meta"), t.requires_grad)
@@ -25,7 +25,7 @@ class SimplexLayer(nn.Module):
         skeleton._buffers = {n: None if t is None else t.detach().to("meta") for n, t in plain._buffers.items()}
         skeleton._modules = {}
         object.__setattr__(self, "_skeleton", skeleton)  # not a submodule: no parameters, no state
-        object.__setattr__(self, "_points", points)
+        object.__setattr__(self, "_evaluation", evaluation)
         self.prefix = prefix
         self.param_names = [n for n, p in plain.named_parameters(recurse=False)]
 
@@ -36,18 +36,23 @@ class SimplexLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"{type(self._skeleton).__name__}: {self._skeleton.extra_repr()}"
 
+    def _points(self) -> Points:
+        """The points of the forward in progress."""
+        return self._evaluation.points(self)
+
     def store_weight(self, name: str) -> torch.Tensor | None:
-        return self._points.weights.get(self.prefix + name)
+        return self._points().weights.get(self.prefix + name)
 
     def combined(self, name: str) -> torch.Tensor:
         """(S, *shape): the parameter at each point."""
         w = self.store_weight(name)
-        return (self._points.coeffs @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
+        return (self._points().coeffs @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
 
     def per_point(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """(S, B, ...) from the merged input, expanding a shared input, and whether it was one."""
-        xs, shared = self._points.split(x)
-        return (xs.expand(self._points.n, *xs.shape) if shared else xs), shared
+        p = self._points()
+        xs, shared = p.split(x)
+        return (xs.expand(p.n, *xs.shape) if shared else xs), shared
 
     def plain_buffers(self, row: int | None) -> dict[str, torch.Tensor]:
         """The buffers of the plain module at tracked point ``row`` (None: fresh ones)."""
@@ -67,8 +72,7 @@ class SimplexLinear(SimplexLayer):
     plain_types = (nn.Linear,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self._points
-        p.require(self)
+        p = self._points()
         xs, shared = p.split(x)
         w, b = self.store_weight("weight"), self.store_weight("bias")
         if xs.dim() < 2:
@@ -91,18 +95,18 @@ class SimplexConv2d(SimplexLayer):
             raise ValueError(f"{path}: {type(plain).__name__} with padding_mode={plain.padding_mode!r} is not "
                              "supported (only 'zeros'); list it in shared= to keep it as one shared copy")
 
-    def _geometry(self):
+    def _conv_args(self):
         """stride, padding, dilation of the 2-D convolution."""
         s = self._skeleton
         return s.stride, s.padding, s.dilation
 
     def _conv(self, xs, w):
-        return simplex_conv2d(xs, w, self.store_weight("bias"), self._points.coeffs, *self._geometry(),
-                              self._skeleton.groups, trainable=self._points.trainable, backend=self._points.backend)
+        p = self._points()
+        return simplex_conv2d(xs, w, self.store_weight("bias"), p.coeffs, *self._conv_args(), self._skeleton.groups,
+                              trainable=p.trainable, backend=p.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._points.require(self)
-        xs, _ = self._points.split(x)
+        xs, _ = self._points().split(x)
         return merge(self._conv(xs, self.store_weight("weight")))
 
 
@@ -110,14 +114,13 @@ class SimplexConv1d(SimplexConv2d):
     """A 1-D convolution as a 2-D one of height 1."""
     plain_types = (nn.Conv1d,)
 
-    def _geometry(self):
+    def _conv_args(self):
         s = self._skeleton
         pad = s.padding if isinstance(s.padding, str) else (0, s.padding[0])
         return (1, s.stride[0]), pad, (1, s.dilation[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._points.require(self)
-        xs, _ = self._points.split(x)
+        xs, _ = self._points().split(x)
         y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2))
         return merge(y.squeeze(-2))
 
@@ -137,8 +140,8 @@ class SimplexBatchNorm(SimplexLayer):
     """
     plain_types = (nn.BatchNorm1d, nn.BatchNorm2d)
 
-    def __init__(self, plain: nn.BatchNorm1d | nn.BatchNorm2d, points: Points, prefix: str) -> None:
-        super().__init__(plain, points, prefix)
+    def __init__(self, plain: nn.BatchNorm1d | nn.BatchNorm2d, evaluation: Evaluation, prefix: str) -> None:
+        super().__init__(plain, evaluation, prefix)
         self.eps, self.momentum = plain.eps, plain.momentum
         self.track_running_stats = plain.track_running_stats
         if self.track_running_stats:
@@ -179,8 +182,7 @@ class SimplexBatchNorm(SimplexLayer):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self._points
-        p.require(self)
+        p = self._points()
         xs, shared = self.per_point(x)
         if xs.dim() not in (3, 4, 5):
             raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r} expects (N, C) or "
@@ -192,7 +194,7 @@ class SimplexBatchNorm(SimplexLayer):
         if use_batch and per_channel == 1:
             raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r}: expected more than 1 value per "
                              f"channel when normalising with batch statistics, got input of shape {tuple(x.shape)} "
-                             f"({self._points.n} points)")
+                             f"({p.n} points)")
         if self.momentum is not None and not shared:
             return self._native(x, xs.shape[2], use_batch)
         if use_batch:
@@ -212,7 +214,7 @@ class SimplexBatchNorm(SimplexLayer):
     def _native(self, x, c, use_batch):
         """The S per-point normalisations as one ``F.batch_norm`` over S * C channels: the
         merged (B * S, C, ...) input is example-major, so it is (B, S * C, ...) as it lies."""
-        p = self._points
+        p = self._points()
         xv = x.reshape(x.shape[0] // p.n, p.n * c, *x.shape[2:])
         w = self.combined("weight").reshape(-1) if "weight" in self.param_names else None
         b = self.combined("bias").reshape(-1) if "bias" in self.param_names else None
@@ -265,11 +267,10 @@ class SimplexLayerNorm(SimplexLayer):
     plain_types = (nn.LayerNorm,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._points.require(self)
         s = self._skeleton
         xs, _ = self.per_point(x)
         y = F.layer_norm(xs, s.normalized_shape, None, None, s.eps)
-        n = self._points.n
+        n = xs.shape[0]
         view = (n, *([1] * (xs.dim() - 1 - len(s.normalized_shape))), *s.normalized_shape)
         if "weight" in self.param_names:
             y = y * self.combined("weight").reshape(view)
@@ -282,10 +283,9 @@ class SimplexGroupNorm(SimplexLayer):
     plain_types = (nn.GroupNorm,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._points.require(self)
         s = self._skeleton
         xs, _ = self.per_point(x)
-        y = self._points.split(F.group_norm(merge(xs), s.num_groups, None, None, s.eps))[0]
+        y = self._points().split(F.group_norm(merge(xs), s.num_groups, None, None, s.eps))[0]
         if "weight" in self.param_names:
             y = y * _channel_view(self.combined("weight"), xs.dim()) + _channel_view(self.combined("bias"), xs.dim())
         return merge(y)
@@ -301,8 +301,7 @@ class SimplexEmbedding(SimplexLayer):
                              "list it in shared= to keep it as one shared copy")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self._points
-        p.require(self)
+        p = self._points()
         idx, shared = p.split(x)
         w = self.store_weight("weight")  # (k, num, dim)
         if shared:

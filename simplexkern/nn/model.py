@@ -11,7 +11,7 @@ from torch import nn
 from simplexkern import _checks, geometry
 from simplexkern.nn import samplers
 from simplexkern.nn.layers import LAYERS, SimplexBatchNorm, SimplexLayer, simplex_layer_for
-from simplexkern.nn.points import Points, merge
+from simplexkern.nn.points import Evaluation, Points, merge
 from simplexkern.nn.store import VertexStore
 
 INITS = ("mean", "copy", "random")
@@ -42,12 +42,12 @@ class SimplexModel(nn.Module):
     one pass; ``sampler`` says where when no ``coeffs`` are given.
     """
 
-    def __init__(self, module: nn.Module, store: VertexStore, points: Points, shared: Iterable[str] = (),
+    def __init__(self, module: nn.Module, store: VertexStore, evaluation: Evaluation, shared: Iterable[str] = (),
                  architecture: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.module = module
         self.store = store
-        object.__setattr__(self, "_points", points)
+        object.__setattr__(self, "_evaluation", evaluation)  # its layers read the points of a forward from it
         self.shared = tuple(shared)
         self.architecture = architecture
         self.sampler = samplers.SimplexSampler()
@@ -307,29 +307,27 @@ class SimplexModel(nn.Module):
             coeffs, single = self._check_coeffs(coeffs)
         _checks.tensor(x, "x")
         S = coeffs.shape[0]
-        p = self._points
-        if p.active:
+        if self._evaluation.current is not None:
             raise RuntimeError("SimplexModel.forward is not re-entrant")
         if per_point_input:
             if x.dim() < 2 or x.shape[0] != S:
                 raise ValueError(f"x with per_point_input=True must have shape (S={S}, B, ...), got {tuple(x.shape)}")
-            merged = merge(x)
+            merged, shared = merge(x), {}
         else:
             if x.dim() < 1:
                 raise ValueError("x must have a batch dimension")
             merged = x if S == 1 else merge(x.expand(S, *x.shape))
+            shared = {"shared_input": x, "shared_merged": merged}
+        stats = dict(zip(("stats_rows", "stats_valid"), self._stats_rows(coeffs))) if self._has_tracked_norms() else {}
+        trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.free.requires_grad else []
+        points = Points(coeffs=_checks.known_finite(coeffs[:, self.store.order]),  # checked once, not per layer
+                        weights=self.store.layer_weights(), trainable=trainable, backend=self.backend, **shared,
+                        **stats)
         try:  # whatever raises from here on, the model is left as it was
-            if not per_point_input:
-                p.shared_merged, p.shared_input = merged, x
-            p.active, p.n, p.backend = True, S, self.backend
-            p.coeffs = _checks.known_finite(coeffs[:, self.store.order])  # checked once, not again per layer
-            p.weights = self.store.layer_weights()
-            p.trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.free.requires_grad else []
-            if self._has_tracked_norms():
-                p.stats_rows, p.stats_valid = self._stats_rows(coeffs)
+            self._evaluation.current = points
             out = self.module(merged)
         finally:
-            p.clear()
+            self._evaluation.current = None
 
         def unmerge(y):
             y = y.reshape(y.shape[0] // S, S, *y.shape[1:]).transpose(0, 1)
@@ -444,7 +442,7 @@ def simplexify(model: nn.Module, n_vertices: int = 1, *,
         if s not in paths or s == "":
             raise ValueError(f"shared lists {s!r}, which is not a submodule path of the model")
     module = copy.deepcopy(model)
-    points, tensors, seen, places, replace = Points(), {}, {}, {}, []
+    evaluation, tensors, seen, places, replace = Evaluation(), {}, {}, {}, []
     for path, m in _walk(module, "", shared):
         cls = simplex_layer_for(m)
         own = [(n, t) for n, t in m.named_parameters(recurse=False)]
@@ -470,7 +468,7 @@ def simplexify(model: nn.Module, n_vertices: int = 1, *,
                                  "supported as vertices); list one of the modules in shared=")
             seen[id(t)] = prefix + n
             tensors[prefix + n] = t
-        replace.append((path, cls(m, points, prefix)))
+        replace.append((path, cls(m, evaluation, prefix)))
     if not tensors:
         raise ValueError("the model has no parameters in supported layers to make vertices of")
     dtypes = {(t.dtype, t.device) for t in tensors.values()}
@@ -484,7 +482,7 @@ def simplexify(model: nn.Module, n_vertices: int = 1, *,
         else:
             _replace_submodule(module, path, layer)
     arch = architecture if architecture is not None else getattr(model, "simplexkern_architecture", None)
-    out = SimplexModel(module, store, points, sorted(shared), arch)
+    out = SimplexModel(module, store, evaluation, sorted(shared), arch)
     out.train(model.training)
     for _ in range(n_vertices - 1):
         out.add_vertex(init, noise)
