@@ -18,8 +18,18 @@ def skip_unless_runnable(device, backend):
         pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
 
 
-def rel_err(got, ref):
-    return ((got.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+def rel_err(got, ref, typical=0.0):
+    """||got - ref|| / ||ref||; with ``typical``, relative to at least that size (a sum of many
+    terms of random sign that came out much smaller than usual carries the rounding error of
+    its usual size)."""
+    return ((got.double() - ref).norm() / ref.norm().clamp_min(max(typical, 1e-30))).item()
+
+
+def typical_sum(formula, x, weight, bias, coeffs, dy, n_terms):
+    """The usual size of dcoeffs: the norm of its float64 reference with every term made
+    positive, over sqrt(n_terms), the size of a sum of ``n_terms`` terms of random sign."""
+    pos = [t.abs() if t is not None else None for t in (x, weight, bias)]
+    return expected(formula, *pos, coeffs, [], dy.abs())[4].norm().item() / n_terms ** 0.5
 
 
 def expected(formula, x, weight, bias, coeffs, trainable, dy):
