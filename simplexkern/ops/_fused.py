@@ -1,6 +1,87 @@
-"""What the fused ops share: the ``trainable`` argument, and turning a backend's gradients
-into what autograd expects."""
+"""What the fused ops share: ``FusedOp``, which builds an op's compiled and eager faces from
+its backend functions; the ``trainable`` argument; and the checks of the public boundary."""
+from collections.abc import Callable
+
 import torch
+from torch.autograd.function import once_differentiable
+
+TENSORS = "Tensor x, Tensor weight, Tensor? bias, Tensor coeffs"
+
+
+class FusedOp:
+    """One fused op ``simplexkern::{name}(x, weight, bias, coeffs, *args)``, its last two
+    arguments ``trainable`` (the vertices that get gradients) and ``backend``.
+
+    From ``forward(x, weight, bias, coeffs, *args) -> y``, ``backward(dy, x, weight, bias,
+    coeffs, *args, needs) -> [dx, dweight, dbias, dcoeffs]`` (None where ``needs`` says not
+    needed) and ``output_shape(x, weight, coeffs, *args)`` it builds both faces:
+
+    - under torch.compile, a ``torch.library`` custom op whose backward is a second custom op,
+      both with fake kernels, so that the compiler sees two opaque ops of known shapes;
+    - eagerly, an ``autograd.Function`` with the same forward and backward, without the
+      custom-op layer's per-call overhead (tens of microseconds, which weight-bound layers feel).
+
+    Calling the FusedOp runs the face that fits; it checks nothing (the public op does)."""
+
+    def __init__(self, name: str, schema: str, forward: Callable, backward: Callable, output_shape: Callable):
+        self.n_args = schema.count(",") + 1
+        self.op = torch.library.custom_op(f"simplexkern::{name}", lambda *a: forward(*a).contiguous(),
+                                          mutates_args=(), schema=f"({TENSORS}, {schema}) -> Tensor")
+        self.op.register_fake(lambda x, weight, bias, coeffs, *args:
+                              x.new_empty(output_shape(x, weight, coeffs, *args)))
+        # the backward op returns tensors only: an empty tensor stands for "not needed"
+        self.backward_op = torch.library.custom_op(
+            f"simplexkern::{name}_backward",
+            lambda dy, *a: [g.contiguous() if g is not None else dy.new_empty(0) for g in backward(dy, *a)],
+            mutates_args=(), schema=f"(Tensor dy, {TENSORS}, {schema}, bool[] needs) -> Tensor[]")
+        self.backward_op.register_fake(_fake_grads)
+        self.op.register_autograd(lambda ctx, dy: self._backward(ctx, dy, self.backward_op),
+                                  setup_context=_save)
+        fused = self
+
+        class Eager(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, *inputs):  # ctx-style: no signature binding per call
+                _save(ctx, inputs, None)
+                return forward(*inputs).detach()  # detached: in-place ops on the result are allowed
+
+            @staticmethod
+            @once_differentiable
+            def backward(ctx, dy):
+                return fused._backward(ctx, dy, backward)
+
+        Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
+        self.eager = Eager
+
+    def __call__(self, *inputs):
+        if torch.compiler.is_compiling():
+            return self.op(*inputs)
+        return self.eager.apply(*inputs)
+
+    def _backward(self, ctx, dy, backward):
+        x, weight, bias, coeffs = ctx.saved_tensors
+        trainable = ctx.args[-2]
+        need_x, need_w, need_b, need_c = ctx.needs_input_grad[:4]
+        needs = [need_x, need_w and bool(trainable), need_b and bias is not None and bool(trainable), need_c]
+        grads = backward(dy, x, weight, bias, coeffs, *ctx.args, needs)
+        out = [g if need else None for g, need in zip(grads, needs)]
+        # zeros for a weight or bias that asked for a gradient when no vertex is trainable
+        if need_w and out[1] is None:
+            out[1] = torch.zeros_like(weight)
+        if need_b and bias is not None and out[2] is None:
+            out[2] = torch.zeros_like(bias)
+        return (*out, *([None] * self.n_args))
+
+
+def _save(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:4])
+    ctx.args = inputs[4:]
+
+
+def _fake_grads(dy, x, weight, bias, coeffs, *args):
+    needs = args[-1]
+    return [t.new_empty(t.shape) if need and t is not None else dy.new_empty(0)
+            for t, need in zip((x, weight, bias, coeffs), needs)]
 
 
 def trainable_indices(trainable, k, weight, bias):
@@ -29,33 +110,6 @@ def trainable_indices(trainable, k, weight, bias):
         if not 0 <= t < k:
             raise ValueError(f"trainable index {t} is out of range for {k} vertices")
     return sorted(set(items))
-
-
-def needed_grads(needs_input_grad, bias, trainable):
-    """Which of (dx, dweight, dbias, dcoeffs) a backend must compute."""
-    need_x, need_w, need_b, need_c = needs_input_grad[:4]
-    return [need_x, need_w and bool(trainable), need_b and bias is not None and bool(trainable), need_c]
-
-
-def as_op_outputs(grads, like):
-    """A custom op returns tensors only: an empty tensor stands for "not needed"."""
-    return [g if g is not None else like.new_empty(0) for g in grads]
-
-
-def fake_grads(dy, x, weight, bias, coeffs, needs):
-    shapes = [x, weight, bias, coeffs]
-    return [t.new_empty(t.shape) if need and t is not None else dy.new_empty(0) for t, need in zip(shapes, needs)]
-
-
-def autograd_outputs(grads, needs, needs_input_grad, weight, bias, n_extra):
-    """Gradients for autograd: None where not needed; zeros for a weight or bias that asked
-    for a gradient when no vertex is trainable; None for the ``n_extra`` non-tensor arguments."""
-    out = [g if need else None for g, need in zip(grads, needs)]
-    if needs_input_grad[1] and out[1] is None:
-        out[1] = torch.zeros_like(weight)
-    if needs_input_grad[2] and bias is not None and out[2] is None:
-        out[2] = torch.zeros_like(bias)
-    return (*out, *([None] * n_extra))
 
 
 def check_operands(x, weight, bias, coeffs, weight_dims, weight_desc):

@@ -2,11 +2,9 @@
 one point or S points in one call."""
 import numbers
 from collections.abc import Iterable
-from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from simplexkern.ops import _fused, conv_torch, dispatch, reference
 
@@ -20,69 +18,22 @@ def _backend(name):
     return conv_triton
 
 
-@torch.library.custom_op("simplexkern::simplex_conv2d", mutates_args=())
-def _simplex_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], coeffs: torch.Tensor,
-                    stride: List[int], padding: List[int], dilation: List[int], groups: int,
-                    trainable: List[int], backend: str) -> torch.Tensor:
-    # contiguous: the strides the fake kernel promises to the compiler
-    return _backend(backend).conv_forward(x, weight, bias, coeffs, (stride, padding, dilation, groups)).contiguous()
+def _forward(x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend):
+    return _backend(backend).conv_forward(x, weight, bias, coeffs, (stride, padding, dilation, groups))
 
 
-@_simplex_conv2d.register_fake
-def _(x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend):
-    return x.new_empty(coeffs.shape[0], x.shape[-4], weight.shape[1],
-                       *_fused.output_size(x.shape[-2:], weight.shape[-2:], stride, padding, dilation))
+def _backward(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
+    return _backend(backend).conv_backward(dy, x, weight, bias, coeffs, (stride, padding, dilation, groups),
+                                           trainable, *needs)
 
 
-def _conv_grads(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
-    conv = (stride, padding, dilation, groups)
-    grads = _backend(backend).conv_backward(dy, x, weight, bias, coeffs, conv, trainable, *needs)
-    return _fused.as_op_outputs(grads, dy)
+def _output_shape(x, weight, coeffs, stride, padding, dilation, *_):
+    return (coeffs.shape[0], x.shape[-4], weight.shape[1],
+            *_fused.output_size(x.shape[-2:], weight.shape[-2:], stride, padding, dilation))
 
 
-@torch.library.custom_op("simplexkern::simplex_conv2d_backward", mutates_args=())
-def _simplex_conv2d_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                             coeffs: torch.Tensor, stride: List[int], padding: List[int], dilation: List[int],
-                             groups: int, trainable: List[int], backend: str, needs: List[bool]) -> List[torch.Tensor]:
-    grads = _conv_grads(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs)
-    return [g.contiguous() for g in grads]  # the strides the fake kernel promises
-
-
-@_simplex_conv2d_backward.register_fake
-def _(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
-    return _fused.fake_grads(dy, x, weight, bias, coeffs, needs)
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend = inputs
-    ctx.save_for_backward(x, weight, bias, coeffs)
-    ctx.conv, ctx.trainable, ctx.backend = (stride, padding, dilation, groups), trainable, backend
-
-
-def _backward(ctx, dy, backward_op=_simplex_conv2d_backward):
-    x, weight, bias, coeffs = ctx.saved_tensors
-    needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
-    grads = backward_op(dy, x, weight, bias, coeffs, *ctx.conv, ctx.trainable, ctx.backend, needs)
-    return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 6)
-
-
-_simplex_conv2d.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _SimplexConv2dEager(torch.autograd.Function):
-    """The same forward and backward without the custom-op layer's per-call overhead."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend):
-        _setup_context(ctx, (x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend), None)
-        # The result may be a strided view of a buffer made here; detached, autograd treats it as
-        # a tensor of its own, so in-place ops on it (ReLU(inplace=True)) work without a copy.
-        return _backend(backend).conv_forward(x, weight, bias, coeffs, ctx.conv).detach()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        return _backward(ctx, dy, _conv_grads)
+_op = _fused.FusedOp("simplex_conv2d", "int[] stride, int[] padding, int[] dilation, int groups, int[] trainable, "
+                     "str backend", _forward, _backward, _output_shape)
 
 
 def _pair(value, name, minimum):
@@ -173,8 +124,6 @@ def simplex_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     elif torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
         y = conv_torch.conv_forward(x, _fused.gradient_rows(weight, trainable), _fused.gradient_rows(bias, trainable),
                                     c2, conv)
-    elif torch.compiler.is_compiling():
-        y = _simplex_conv2d(x, weight, bias, c2, *conv, trainable, name)
     else:
-        y = _SimplexConv2dEager.apply(x, weight, bias, c2, *conv, trainable, name)
+        y = _op(x, weight, bias, c2, *conv, trainable, name)
     return y[0] if single else y

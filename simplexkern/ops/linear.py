@@ -1,10 +1,8 @@
 """``simplex_linear``: a linear layer whose weights are a combination of k vertices, for
 one point or S points in one call."""
 from collections.abc import Iterable
-from typing import List, Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from simplexkern.ops import _fused, dispatch, linear_torch, reference
 
@@ -18,63 +16,16 @@ def _backend(name):
     return linear_triton
 
 
-@torch.library.custom_op("simplexkern::simplex_linear", mutates_args=())
-def _simplex_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], coeffs: torch.Tensor,
-                    trainable: List[int], backend: str) -> torch.Tensor:
+def _forward(x, weight, bias, coeffs, trainable, backend):
     return _backend(backend).linear_forward(x, weight, bias, coeffs)
 
 
-@_simplex_linear.register_fake
-def _(x, weight, bias, coeffs, trainable, backend):
-    return x.new_empty(coeffs.shape[0], x.shape[-2], weight.shape[1])
+def _backward(dy, x, weight, bias, coeffs, trainable, backend, needs):
+    return _backend(backend).linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
 
 
-def _linear_grads(dy, x, weight, bias, coeffs, trainable, backend, needs):
-    grads = _backend(backend).linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
-    return _fused.as_op_outputs(grads, dy)
-
-
-@torch.library.custom_op("simplexkern::simplex_linear_backward", mutates_args=())
-def _simplex_linear_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                             coeffs: torch.Tensor, trainable: List[int], backend: str,
-                             needs: List[bool]) -> List[torch.Tensor]:
-    return _linear_grads(dy, x, weight, bias, coeffs, trainable, backend, needs)
-
-
-@_simplex_linear_backward.register_fake
-def _(dy, x, weight, bias, coeffs, trainable, backend, needs):
-    return _fused.fake_grads(dy, x, weight, bias, coeffs, needs)
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, coeffs, trainable, backend = inputs
-    ctx.save_for_backward(x, weight, bias, coeffs)
-    ctx.trainable, ctx.backend = trainable, backend
-
-
-def _backward(ctx, dy, backward_op=_simplex_linear_backward):
-    x, weight, bias, coeffs = ctx.saved_tensors
-    needs = _fused.needed_grads(ctx.needs_input_grad, bias, ctx.trainable)
-    grads = backward_op(dy, x, weight, bias, coeffs, ctx.trainable, ctx.backend, needs)
-    return _fused.autograd_outputs(grads, needs, ctx.needs_input_grad, weight, bias, 2)
-
-
-_simplex_linear.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _SimplexLinearEager(torch.autograd.Function):
-    """The same forward and backward without the custom-op layer, whose Python overhead
-    (tens of microseconds per call) matters for weight-bound layers; used outside torch.compile."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, coeffs, trainable, backend):  # ctx-style: no signature binding per call
-        _setup_context(ctx, (x, weight, bias, coeffs, trainable, backend), None)
-        return _backend(backend).linear_forward(x, weight, bias, coeffs).detach()  # in-place ops allowed on it
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        return _backward(ctx, dy, _linear_grads)
+_op = _fused.FusedOp("simplex_linear", "int[] trainable, str backend", _forward, _backward,
+                     lambda x, weight, coeffs, *_: (coeffs.shape[0], x.shape[-2], weight.shape[1]))
 
 
 def _canonical(x, weight, bias, coeffs):
@@ -121,8 +72,6 @@ def simplex_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     elif torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
         y = linear_torch.linear_forward(x2, _fused.gradient_rows(weight, trainable),
                                         _fused.gradient_rows(bias, trainable), c2)
-    elif torch.compiler.is_compiling():
-        y = _simplex_linear(x2, weight, bias, c2, trainable, name)
     else:
-        y = _SimplexLinearEager.apply(x2, weight, bias, c2, trainable, name)
+        y = _op(x2, weight, bias, c2, trainable, name)
     return y[0].reshape(out_shape) if single else y.reshape(out_shape)
