@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from simplexkern.nn.points import Evaluation, Points, merge
-from simplexkern.ops import simplex_conv2d, simplex_linear
+from simplexkern.ops.conv import conv2d, conv_arguments
+from simplexkern.ops.linear import linear
 
 
 class SimplexLayer(nn.Module):
@@ -78,12 +79,12 @@ class SimplexLinear(SimplexLayer):
         if xs.dim() < 2:
             raise ValueError(f"Linear at {self.prefix[:-1] or 'the model'!r}: x must have a batch dimension, (B, ..., "
                              f"{w.shape[2]}), got shape {tuple(xs.shape)}")
-        if shared:
-            y = simplex_linear(xs.reshape(-1, xs.shape[-1]), w, b, p.coeffs, trainable=p.trainable,
-                               backend=p.backend)
-            return merge(y.reshape(p.n, *xs.shape[:-1], w.shape[1]))
-        y = simplex_linear(xs, w, b, p.coeffs, trainable=p.trainable, backend=p.backend)
-        return merge(y)
+        if xs.shape[-1] != w.shape[2]:
+            raise ValueError(f"Linear at {self.prefix[:-1] or 'the model'!r}: expected inputs of {w.shape[2]} "
+                             f"features, got shape {tuple(xs.shape)}")
+        rows = xs.reshape(-1, xs.shape[-1]) if shared else xs.reshape(p.n, -1, xs.shape[-1])
+        y = linear(rows, w, b, p.coeffs, p.trainable, p.backend)  # (S, M, out)
+        return merge(y.reshape(p.n, *(xs.shape[:-1] if shared else xs.shape[1:-1]), w.shape[1]))
 
 
 class SimplexConv2d(SimplexLayer):
@@ -95,15 +96,27 @@ class SimplexConv2d(SimplexLayer):
             raise ValueError(f"{path}: {type(plain).__name__} with padding_mode={plain.padding_mode!r} is not "
                              "supported (only 'zeros'); list it in shared= to keep it as one shared copy")
 
+    def __init__(self, plain: nn.Conv1d | nn.Conv2d, evaluation: Evaluation, prefix: str) -> None:
+        super().__init__(plain, evaluation, prefix)
+        # the convolution's arguments, checked once: each call checks only the input's shape
+        self._arguments = conv_arguments(*self._conv_args(), plain.groups)
+
     def _conv_args(self):
-        """stride, padding, dilation of the 2-D convolution."""
+        """stride, padding, dilation and kernel size of the 2-D convolution."""
         s = self._skeleton
-        return s.stride, s.padding, s.dilation
+        return s.stride, s.padding, s.dilation, s.kernel_size
 
     def _conv(self, xs, w):
+        """The convolution at the points, by the ops' inner call."""
+        conv, extra = self._arguments
+        channels = w.shape[2] * conv[3]
+        if xs.dim() not in (4, 5) or xs.shape[-3] != channels:
+            raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1] or 'the model'!r} expects batches "
+                             f"of {channels} channels, got shape {tuple(xs.shape[-4:] if xs.dim() > 4 else xs.shape)}")
+        if any(extra):  # "same" with an even kernel: the odd row/column goes at the bottom/right
+            xs = F.pad(xs, (0, extra[1], 0, extra[0]))
         p = self._points()
-        return simplex_conv2d(xs, w, self.store_weight("bias"), p.coeffs, *self._conv_args(), self._skeleton.groups,
-                              trainable=p.trainable, backend=p.backend)
+        return conv2d(xs, w, self.store_weight("bias"), p.coeffs, conv, p.trainable, p.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs, _ = self._points().split(x)
@@ -117,7 +130,7 @@ class SimplexConv1d(SimplexConv2d):
     def _conv_args(self):
         s = self._skeleton
         pad = s.padding if isinstance(s.padding, str) else (0, s.padding[0])
-        return (1, s.stride[0]), pad, (1, s.dilation[0])
+        return (1, s.stride[0]), pad, (1, s.dilation[0]), (1, s.kernel_size[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs, _ = self._points().split(x)

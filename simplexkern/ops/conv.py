@@ -104,26 +104,40 @@ def simplex_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     Gradients flow to ``x``, ``weight``, ``bias`` and ``coeffs``.
     """
     x, c2, single = _canonical(x, weight, bias, coeffs, groups)
-    kernel_hw = list(weight.shape[-2:])
-    stride = _pair(stride, "stride", 1)
-    dilation = _pair(dilation, "dilation", 1)
-    padding, extra = _padding(padding, stride, dilation, kernel_hw)
+    conv, extra = conv_arguments(stride, padding, dilation, weight.shape[-2:], groups)
     if any(extra):  # "same" with an even kernel: the odd row/column goes at the bottom/right, as in PyTorch
         x = F.pad(x, (0, extra[1], 0, extra[0]))
-    out_hw = _fused.output_size(x.shape[-2:], kernel_hw, stride, padding, dilation)
-    if min(out_hw) < 1:
-        raise ValueError(f"the input of size {tuple(x.shape[-2:])} (padded by {padding}) is smaller than the "
-                         f"kernel {tuple(kernel_hw)} at dilation {dilation}")
     weight = weight.contiguous()
     bias = bias.contiguous() if bias is not None else None
-    trainable = _fused.trainable_indices(trainable, weight.shape[0], weight, bias)
-    name = dispatch.resolve(weight.device, backend, gpu_auto="torch")
-    conv = (stride, padding, dilation, int(groups))
-    if name == "reference":
-        y = reference.simplex_conv2d(x, weight, bias, c2, conv, trainable)
-    elif torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
-        y = conv_torch.conv_forward(x, _fused.gradient_rows(weight, trainable), _fused.gradient_rows(bias, trainable),
-                                    c2, conv)
-    else:
-        y = _op(x, weight, bias, c2, *conv, trainable, name)
+    y = conv2d(x, weight, bias, c2, conv, _fused.trainable_indices(trainable, weight.shape[0], weight, bias), backend)
     return y[0] if single else y
+
+
+def conv_arguments(stride, padding, dilation, kernel_hw, groups):
+    """((stride, padding, dilation, groups) as lists of two ints and an int, the extra
+    (bottom, right) padding of "same" with an even kernel), checked."""
+    stride = _pair(stride, "stride", 1)
+    dilation = _pair(dilation, "dilation", 1)
+    padding, extra = _padding(padding, stride, dilation, list(kernel_hw))
+    return (stride, padding, dilation, int(groups)), extra
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor,
+           conv: tuple[list[int], list[int], list[int], int], trainable: list[int],
+           backend: str | None = None) -> torch.Tensor:
+    """``simplex_conv2d`` without its checks, for callers that made its operands valid (the
+    simplex layers): ``x`` (B, C, H, W) shared or (S, B, C, H, W), ``coeffs`` (S, k)
+    finite, ``weight`` and ``bias`` contiguous, ``conv`` from ``conv_arguments``,
+    ``trainable`` a sorted index list -> (S, B, out, H', W')."""
+    stride, padding, dilation, _ = conv
+    kernel_hw = weight.shape[-2:]
+    if min(_fused.output_size(x.shape[-2:], kernel_hw, stride, padding, dilation)) < 1:
+        raise ValueError(f"the input of size {tuple(x.shape[-2:])} (padded by {padding}) is smaller than the "
+                         f"kernel {tuple(kernel_hw)} at dilation {dilation}")
+    name = dispatch.resolve(weight.device, backend, gpu_auto="torch")
+    if name == "reference":
+        return reference.simplex_conv2d(x, weight, bias, coeffs, conv, trainable)
+    if torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
+        return conv_torch.conv_forward(x, _fused.gradient_rows(weight, trainable),
+                                       _fused.gradient_rows(bias, trainable), coeffs, conv)
+    return _op(x, weight, bias, coeffs, *conv, trainable, name)

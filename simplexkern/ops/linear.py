@@ -64,14 +64,19 @@ def simplex_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     x2, c2, out_shape, single = _canonical(x, weight, bias, coeffs)
     weight = weight.contiguous()  # kernels and gradient views assume a dense store (no copy if it is)
     bias = bias.contiguous() if bias is not None else None
-    k = weight.shape[0]
-    trainable = _fused.trainable_indices(trainable, k, weight, bias)
+    y = linear(x2, weight, bias, c2, _fused.trainable_indices(trainable, weight.shape[0], weight, bias), backend)
+    return y[0].reshape(out_shape) if single else y.reshape(out_shape)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor,
+           trainable: list[int], backend: str | None = None) -> torch.Tensor:
+    """``simplex_linear`` without its checks, for callers that made its operands valid (the
+    simplex layers): ``x`` (M, in) shared or (S, M, in), ``coeffs`` (S, k) finite,
+    ``weight`` and ``bias`` contiguous, ``trainable`` a sorted index list -> (S, M, out)."""
     name = dispatch.resolve(weight.device, backend)
     if name == "reference":
-        y = reference.simplex_linear(x2, weight, bias, c2, trainable)
-    elif torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
-        y = linear_torch.linear_forward(x2, _fused.gradient_rows(weight, trainable),
-                                        _fused.gradient_rows(bias, trainable), c2)
-    else:
-        y = _op(x2, weight, bias, c2, trainable, name)
-    return y[0].reshape(out_shape) if single else y.reshape(out_shape)
+        return reference.simplex_linear(x, weight, bias, coeffs, trainable)
+    if torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
+        return linear_torch.linear_forward(x, _fused.gradient_rows(weight, trainable),
+                                           _fused.gradient_rows(bias, trainable), coeffs)
+    return _op(x, weight, bias, coeffs, trainable, name)
