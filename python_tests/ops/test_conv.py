@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import simplexkern.ops as ops
-from simplexkern.ops import conv_torch, conv_triton, dispatch
+from simplexkern.ops import conv_torch, dispatch
 
 from . import fused_harness
 from .fused_harness import DEVICES, RTOL, rel_err, skip_unless_runnable
@@ -170,9 +170,11 @@ def test_half_precision(device, backend, dtype, rng):
 def test_triton_split_filter_gradient(device, dtype, shared, rng, monkeypatch):
     """The filter-gradient reduction split into chunks accumulated atomically."""
     skip_unless_runnable(device, "triton")
-    monkeypatch.setattr(conv_triton, "MIN_ROWS_PER_SPLIT", 128)
-    monkeypatch.setattr(conv_triton, "PROGRAMS_PER_SM", 10**6)
-    assert conv_triton._split(600, 1, torch.device(device))[0] > 1
+    from simplexkern.ops.triton import conv_weight_grad
+
+    monkeypatch.setattr(conv_weight_grad, "MIN_ROWS_PER_SPLIT", 128)
+    monkeypatch.setattr(conv_weight_grad, "PROGRAMS_PER_SM", 10**6)
+    assert conv_weight_grad._split(600, 1, torch.device(device))[0] > 1
     conv = (1, 1, 1, 1)
     x, weight, bias, coeffs = problem(rng, 3, 3, shared, B=2, C=4, O=5, hw=(10, 10), dtype=dtype, device=device)
     dy = output_grad(rng, x, weight, bias, coeffs, conv, dtype)
@@ -186,7 +188,7 @@ def test_shared_input_mixes_the_vertices_outputs(stride, padding, dilation, grou
     """k < S points of a shared input: k convolutions mixed, coefficients' gradient included."""
     conv = (stride, padding, dilation, groups)
     x, weight, bias, coeffs = problem(rng, 2, 5, True, B=2, C=C, O=O, hw=hw, kernel=kernel, groups=groups)
-    assert conv_torch.mixes_vertices(x, weight, coeffs)
+    assert conv_torch.combines_products(x, weight, coeffs)
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
     for trainable in ([1], [0, 1], []):
         check(run("torch", x, weight, bias, coeffs, trainable, dy, conv),
@@ -200,7 +202,7 @@ def test_torch_backend_cpu_strategies(grouped, shared, k, S, rng, monkeypatch):
     monkeypatch.setattr(conv_torch, "grouped_on_cpu", lambda *a: grouped)
     conv = (2, 1, 1, 2)
     x, weight, bias, coeffs = problem(rng, k, S, shared, C=4, O=6, groups=2)
-    assert not conv_torch.mixes_vertices(x, weight, coeffs)
+    assert not conv_torch.combines_products(x, weight, coeffs)
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
     check(run("torch", x, weight, bias, coeffs, [0, 2], dy, conv),
           expected(x, weight, bias, coeffs, [0, 2], dy, conv), torch.float32, [0, 2], k)

@@ -224,8 +224,8 @@ def test_a_shared_input_with_fewer_vertices_than_points_mixes_the_vertex_product
     from simplexkern.ops import linear_torch
 
     x, weight, bias, coeffs = problem(rng, 2, 7, batch=5, n_in=19, n_out=23, shared=True)
-    assert linear_torch.mixes_vertices(x, weight, coeffs)  # the (2, 7, shared) case above runs this form
-    assert not linear_torch.mixes_vertices(x, weight, coeffs[:2]) and not linear_torch.mixes_vertices(
+    assert linear_torch.combines_products(x, weight, coeffs)  # the (2, 7, shared) case above runs this form
+    assert not linear_torch.combines_products(x, weight, coeffs[:2]) and not linear_torch.combines_products(
         x.expand(7, *x.shape), weight, coeffs)
 
 

@@ -44,7 +44,7 @@ class SimplexLayer(nn.Module):
     def store_weight(self, name: str) -> torch.Tensor | None:
         return self._points().weights.get(self.prefix + name)
 
-    def combined(self, name: str) -> torch.Tensor:
+    def combine_param(self, name: str) -> torch.Tensor:
         """(S, *shape): the parameter at each point."""
         w = self.store_weight(name)
         return (self._points().coeffs @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
@@ -219,7 +219,7 @@ class SimplexBatchNorm(SimplexLayer):
         scale = torch.rsqrt(var + self.eps)
         shift = -mean * scale
         if "weight" in self.param_names:
-            gamma, beta = self.combined("weight"), self.combined("bias")
+            gamma, beta = self.combine_param("weight"), self.combine_param("bias")
             scale, shift = scale * gamma, shift * gamma + beta
         y = xs * _channel_view(scale, xs.dim()) + _channel_view(shift, xs.dim())
         return merge(y)
@@ -229,8 +229,8 @@ class SimplexBatchNorm(SimplexLayer):
         merged (B * S, C, ...) input is example-major, so it is (B, S * C, ...) as it lies."""
         p = self._points()
         xv = x.reshape(x.shape[0] // p.n, p.n * c, *x.shape[2:])
-        w = self.combined("weight").reshape(-1) if "weight" in self.param_names else None
-        b = self.combined("bias").reshape(-1) if "bias" in self.param_names else None
+        w = self.combine_param("weight").reshape(-1) if "weight" in self.param_names else None
+        b = self.combine_param("bias").reshape(-1) if "bias" in self.param_names else None
         rows = p.stats_rows
         if not use_batch:
             y = F.batch_norm(xv, self.running_mean[rows].reshape(-1), self.running_var[rows].reshape(-1), w, b, False,
@@ -286,9 +286,9 @@ class SimplexLayerNorm(SimplexLayer):
         n = xs.shape[0]
         view = (n, *([1] * (xs.dim() - 1 - len(s.normalized_shape))), *s.normalized_shape)
         if "weight" in self.param_names:
-            y = y * self.combined("weight").reshape(view)
+            y = y * self.combine_param("weight").reshape(view)
         if "bias" in self.param_names:
-            y = y + self.combined("bias").reshape(view)
+            y = y + self.combine_param("bias").reshape(view)
         return merge(y)
 
 
@@ -300,7 +300,8 @@ class SimplexGroupNorm(SimplexLayer):
         xs, _ = self.per_point(x)
         y = self._points().split(F.group_norm(merge(xs), s.num_groups, None, None, s.eps))[0]
         if "weight" in self.param_names:
-            y = y * _channel_view(self.combined("weight"), xs.dim()) + _channel_view(self.combined("bias"), xs.dim())
+            gamma, beta = self.combine_param("weight"), self.combine_param("bias")
+            y = y * _channel_view(gamma, xs.dim()) + _channel_view(beta, xs.dim())
         return merge(y)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from simplexkern.ops._fused import output_size
-from simplexkern.ops.vertices import bias_grads, combined, inner, mix, rows, weight_grads
+from simplexkern.ops.vertices import bias_grads, combine_vertices, inner, rows, weight_grads
 
 
 def grouped_on_cpu(shared, in_per_group, macs_per_point, out_pixels):
@@ -65,8 +65,8 @@ def _from_grouped(y, g, n):
     return y.unflatten(1, (g, n, -1)).permute(2, 0, 1, 3, 4, 5).flatten(2, 3)
 
 
-def mixes_vertices(x, weight, coeffs):
-    """Whether to convolve a shared input with the k vertices' filters and mix the k outputs,
+def combines_products(x, weight, coeffs):
+    """Whether to convolve a shared input with the k vertices' filters and combine the k outputs,
     ``y_s = sum_i c_si (x * W_i) + b_s`` (exact while x is shared), instead of convolving
     it with the S points' filters: k < S convolutions' worth of work instead of S."""
     return x.dim() == 4 and weight.shape[0] < coeffs.shape[0]
@@ -85,13 +85,13 @@ def conv_forward(x, weight, bias, coeffs, conv):
     stride, padding, dilation, g = conv
     S, O = coeffs.shape[0], weight.shape[1]
     b = coeffs.to(bias.dtype) @ bias if bias is not None else None  # (S, O)
-    if mixes_vertices(x, weight, coeffs):
+    if combines_products(x, weight, coeffs):
         yk = _vertex_outputs(x, weight, conv).unflatten(1, (g, weight.shape[0], O // g))  # (B, g, k, O/g, H', W')
         y = torch.matmul(coeffs.to(weight.dtype), yk.flatten(3))  # (B, g, S, O / g * H' * W'): one small GEMM each
         # (S, B, O, H', W'), example-major underneath (as a SimplexModel merges points) when g = 1
         y = y.unflatten(3, yk.shape[3:]).transpose(1, 2).flatten(2, 3).transpose(0, 1)
         return y if b is None else y.add_(b[:, None, :, None, None].to(y.dtype))
-    w = combined(weight, coeffs)  # (S, O, Cg, kh, kw)
+    w = combine_vertices(coeffs, weight)  # (S, O, Cg, kh, kw)
     shared = x.dim() == 4
     if S == 1 or not _grouped(x, weight, conv):
         return torch.stack([F.conv2d(x if shared else x[s], w[s], b[s] if b is not None else None, *conv)
@@ -118,10 +118,10 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     shared = x.dim() == 4
     need_g = need_dw or need_dc
     dx = dw = dc = None
-    if mixes_vertices(x, weight, coeffs) and (need_dx or need_g):
-        dx, dw, dc = _vertex_mix_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc)
+    if combines_products(x, weight, coeffs) and (need_dx or need_g):
+        dx, dw, dc = _products_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc)
     elif need_dx or need_g:
-        w = combined(weight, coeffs)
+        w = combine_vertices(coeffs, weight)
         if S == 1 or not _grouped(x, weight, conv):
             parts = [_conv_backward(dy[s], x if shared else x[s], w[s], conv, g, need_dx, need_g) for s in range(S)]
             if need_dx:
@@ -141,12 +141,12 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)
 
 
-def _vertex_mix_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc):
-    """(dx, dweight, dcoeffs) of the ``mixes_vertices`` form: with G_i = sum_s c_si dY_s, dx
+def _products_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc):
+    """(dx, dweight, dcoeffs) of the ``combines_products`` form: with G_i = sum_s c_si dY_s, dx
     is the input gradient of the k vertices' convolution at G, dW_i its filter gradient for
     the trainable i only, and dc_si = <dY_s, x * W_i>."""
     g, k = conv[3], weight.shape[0]
-    grad = mix(coeffs.T, dy)  # (k, B, O, H', W')
+    grad = combine_vertices(coeffs.T, dy)  # (k, B, O, H', W')
     dx = dw = dc = None
     if need_dx:
         dx = _conv_backward(_as_grouped(grad, g), x, _shared_filters(weight, g), conv, g, True, False)[0]

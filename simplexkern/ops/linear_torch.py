@@ -1,84 +1,17 @@
-"""The ``torch`` backend of simplex_linear: materialise the S combined weights with one GEMM
-over the vertices, then cuBLAS batched GEMMs; scatter the per-point weight gradients back to
-the trainable vertices with one GEMM. The strong unfused baseline."""
-import torch
-import torch.nn.functional as F
-
-from simplexkern.ops.vertices import bias_grads, combined, gemm_combine, inner, mix, rows, weight_grads
+"""The ``torch`` backend of simplex_linear: the materialised form with one GEMM over the
+vertices as the combination; the strong unfused baseline."""
+from simplexkern.ops import linear_materialised
+from simplexkern.ops.linear_materialised import combines_products
+from simplexkern.ops.vertices import matmul_combine
 
 
-def mixes_vertices(x, weight, coeffs):
-    """Whether to multiply a shared input by the k vertices' weights and mix the k products,
-    ``y_s = sum_i c_si x W_i^T + b_s`` (exact while x is shared), instead of by the S points'
-    weights: k < S products' worth of work instead of S."""
-    return x.dim() == 2 and weight.shape[0] < coeffs.shape[0]
+def linear_forward(x, weight, bias, coeffs):
+    return linear_materialised.forward(x, weight, bias, coeffs, matmul_combine)
 
 
-def linear_forward(x, weight, bias, coeffs, combine=gemm_combine):
-    """``x`` (M, in) shared or (S, M, in) -> (S, M, out). ``combine`` materialises the points'
-    weights from the store."""
-    S = coeffs.shape[0]
-    if mixes_vertices(x, weight, coeffs):
-        y = mix(coeffs, torch.matmul(x, weight.transpose(1, 2)))  # (k, M, out) mixed into (S, M, out)
-        return y if bias is None else y.add_((coeffs.to(bias.dtype) @ bias)[:, None, :].to(y.dtype))
-    w = combined(weight, coeffs, combine)  # (S, out, in)
-    if S == 1:  # one point: a plain linear layer (cuBLASLt with the bias in its epilogue)
-        b = (coeffs.to(bias.dtype) @ bias)[0] if bias is not None else None
-        return F.linear(x if x.dim() == 2 else x[0], w[0], b)[None]
-    xs = x.expand(S, *x.shape) if x.dim() == 2 else x
-    if bias is None:
-        return torch.bmm(xs, w.transpose(1, 2))
-    b = coeffs.to(bias.dtype) @ bias  # (S, out)
-    return torch.baddbmm(b.unsqueeze(1), xs, w.transpose(1, 2))
+def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc):
+    return linear_materialised.backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc,
+                                        matmul_combine)
 
 
-def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc,
-                    combine=gemm_combine):
-    """Gradients (dx, dweight, dbias, dcoeffs); None where not needed. Fixed vertices' rows
-    of dweight and dbias are zero."""
-    if mixes_vertices(x, weight, coeffs):
-        dx, dw, dc = _vertex_mix_backward(dy, x, weight, coeffs, trainable, need_dx, need_dw, need_dc)
-    else:
-        dx, dw, dc = _points_backward(dy, x, weight, coeffs, trainable, need_dx, need_dw, need_dc, combine)
-    db, dc = bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc)
-    return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)
-
-
-def _points_backward(dy, x, weight, coeffs, trainable, need_dx, need_dw, need_dc, combine):
-    """(dx, dweight, dcoeffs) from the S points' combined weights: dx = dY_s W_s, and the
-    per-point weight gradients G_s = dY_s^T X_s scattered to the vertices."""
-    S = coeffs.shape[0]
-    shared = x.dim() == 2
-    dx = dw = dc = None
-    if need_dx:
-        w = combined(weight, coeffs, combine)
-        if shared:  # sum_s dY_s W_s as one GEMM over (s, out)
-            dx = dy.transpose(0, 1).reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1])
-        else:
-            dx = torch.bmm(dy, w)
-    if need_dw or need_dc:
-        if S == 1:
-            g = (dy[0].T @ (x if shared else x[0])).reshape(1, -1)
-        else:
-            xs = x.expand(S, *x.shape) if shared else x
-            g = torch.bmm(dy.transpose(1, 2), xs).reshape(S, -1)  # G_s = dY_s^T X_s, (S, out * in)
-        dw, dc = weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine)
-    return dx, dw, dc
-
-
-def _vertex_mix_backward(dy, x, weight, coeffs, trainable, need_dx, need_dw, need_dc):
-    """(dx, dweight, dcoeffs) of the ``mixes_vertices`` form: with G_i = sum_s c_si dY_s,
-    dx = sum_i G_i W_i (one GEMM over (i, out)), dW_i = G_i^T x for the trainable i only, and
-    dc_si = <dY_s, x W_i^T>."""
-    grad = mix(coeffs.T, dy)  # (k, M, out)
-    dx = dw = dc = None
-    if need_dx:
-        dx = grad.transpose(0, 1).reshape(x.shape[0], -1) @ weight.reshape(-1, weight.shape[-1])
-    if need_dw:
-        dw = torch.zeros_like(weight)
-        if trainable:
-            idx = rows(trainable, weight.device)
-            dw[idx] = torch.matmul(grad[idx].transpose(1, 2), x)
-    if need_dc:
-        dc = inner(dy, torch.matmul(x, weight.transpose(1, 2)))
-    return dx, dw, dc
+__all__ = ["linear_forward", "linear_backward", "combines_products"]

@@ -1,28 +1,24 @@
-"""Passes over the vertex store that every backend shares: combining vertices into the
-points' weights (``combine``, public, checked), and turning per-point weight gradients G_s into the vertices' gradients
-dV_i = sum_s c_si G_s (trainable rows only) and the coefficients' dc_si = <G_s, V_i>."""
+"""Passes over the vertex store that every backend shares: combining the vertices into the
+points' weights, sum_i c_si V_i (``combine``: public and checked; ``matmul_combine`` and
+``combine_vertices``: the unchecked forms the backends use), and turning per-point weight
+gradients G_s into the vertices' gradients dV_i = sum_s c_si G_s (trainable rows only) and
+the coefficients' dc_si = <G_s, V_i>."""
 import torch
 
 from simplexkern import _checks
 from simplexkern.ops.triton._config import AVAILABLE, INTERPRET
 
 
-def gemm_combine(coeffs, store):
+def matmul_combine(coeffs, store):
     """(S, k) x (k, P) -> (S, P) with one GEMM in the store's dtype."""
     return coeffs.to(store.dtype) @ store
 
 
-def combined(weight, coeffs, combine=gemm_combine):
-    """The S points' weights (S, *weight.shape[1:]) from the store ``weight`` (k, ...)."""
-    k = weight.shape[0]
-    return combine(coeffs, weight.reshape(k, -1)).view(coeffs.shape[0], *weight.shape[1:])
-
-
-def mix(coeffs, per_vertex):
-    """sum_i coeffs[s, i] t_i for ``coeffs`` (S, k) and ``per_vertex`` (k, ...) -> (S, ...):
-    one GEMM in per_vertex's dtype."""
+def combine_vertices(coeffs, per_vertex, combine2d=matmul_combine):
+    """sum_i coeffs[s, i] t_i for ``coeffs`` (S, k) and ``per_vertex`` (k, ...) -> (S, ...),
+    by ``combine2d`` on the flattened (k, P) tensor (default: one GEMM in its dtype)."""
     k = per_vertex.shape[0]
-    return (coeffs.to(per_vertex.dtype) @ per_vertex.reshape(k, -1)).view(coeffs.shape[0], *per_vertex.shape[1:])
+    return combine2d(coeffs, per_vertex.reshape(k, -1)).view(coeffs.shape[0], *per_vertex.shape[1:])
 
 
 def inner(a, b):
@@ -41,7 +37,7 @@ def rows(trainable, device):
     return torch.tensor(trainable, device=device, dtype=torch.long)
 
 
-def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine=gemm_combine):
+def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine2d=matmul_combine):
     """From G = the per-point weight gradients (S, P): (dweight, dcoeffs), None where not
     needed; dweight's fixed rows are zero."""
     k = weight.shape[0]
@@ -50,7 +46,7 @@ def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine=gemm_co
         dw = torch.zeros_like(weight)
         if trainable:
             idx = rows(trainable, weight.device)
-            dw.view(k, -1)[idx] = combine(coeffs[:, idx].T.contiguous(), g).to(weight.dtype)
+            dw.view(k, -1)[idx] = combine2d(coeffs[:, idx].T.contiguous(), g).to(weight.dtype)
     if need_dc:
         dc = inner(g, weight)
     return dw, dc

@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from simplexkern.ops.triton._config import configs, smem_pruner
+from simplexkern.ops.triton._conv_launch import conv_shape, point_strides, precision
 from simplexkern.ops.triton._tiles import combined_tile, pixel_coords, point_group_block
 
 _GPU_CONFIGS = [
@@ -63,3 +64,17 @@ def _conv_forward_kernel(
         acc += tl.load(b_ptr + s * G * Og + o, mask=mask_n, other=0.0)[None, :]
     y = y_ptr + s * sys + b[:, None] * syb + o[None, :] * syo + oh[:, None] * syh + ow[:, None] * syw
     tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+def launch(x, weight, c, b, y, conv):
+    """Launches the kernel: ``y`` (S, B, O, OH, OW) = the convolution of ``x`` at the points
+    ``c`` (S, k) float32, plus ``b`` (S, O) when given."""
+    S, k = c.shape
+    B, C, H, W, O, Cg, KH, KW, OH, OW, G, hyper = conv_shape(x, weight, conv)
+    M = B * OH * OW
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * S * G, triton.cdiv(O // G, meta["BLOCK_N"]))
+    _conv_forward_kernel[grid](
+        x, weight, c, b if b is not None else c, y,
+        M, H, W, OH, OW, Cg, O // G, G, k, KH, KW, *hyper,
+        *point_strides(x), *weight.stride(), *c.stride(), *y.stride(),
+        HAS_BIAS=b is not None, PRECISION=precision(x.dtype))

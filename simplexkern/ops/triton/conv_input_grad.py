@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from simplexkern.ops.triton._config import configs, smem_pruner
+from simplexkern.ops.triton._conv_launch import conv_shape, point_strides, precision
 from simplexkern.ops.triton._tiles import combined_tile, pixel_coords, point_group_block
 
 _GPU_CONFIGS = [
@@ -66,3 +67,17 @@ def _conv_input_grad_kernel(
     dx = (dx_ptr + s0 * sxs + b[:, None] * sxb + (g * Cg + offs_n)[None, :] * sxc + h[:, None] * sxh
           + w[:, None] * sxw)
     tl.store(dx, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+def launch(dy, weight, c, dx, conv):
+    """Launches the kernel: ``dx`` ((B, C, H, W) shared, summed over the points, or (S, B, C,
+    H, W)) from ``dy`` (S, B, O, OH, OW) at the points ``c`` (S, k) float32."""
+    S, k = c.shape
+    B, C, H, W, O, Cg, KH, KW, OH, OW, G, hyper = conv_shape(dx, weight, conv)
+    shared, M = dx.dim() == 4, B * H * W
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * G * (1 if shared else S), triton.cdiv(Cg, meta["BLOCK_N"]))
+    _conv_input_grad_kernel[grid](
+        dy, weight, c, dx,
+        M, H, W, OH, OW, Cg, O // G, G, k, KH, KW, S if shared else 1, *hyper,
+        *dy.stride(), *weight.stride(), *c.stride(), *point_strides(dx),
+        PRECISION=precision(dy.dtype))

@@ -10,10 +10,12 @@ and reduces over the rows (point, b, oh, ow), each dY row scaled by C[s, j] as i
 The reduction is split into SPLIT chunks of ROWS_PER_SPLIT rows (per point with PER_POINT),
 accumulated atomically into a float32 ``out``, when the tile grid alone would leave the GPU idle.
 """
+import torch
 import triton
 import triton.language as tl
 
 from simplexkern.ops.triton._config import configs, smem_pruner
+from simplexkern.ops.triton._conv_launch import conv_shape, point_strides, precision
 from simplexkern.ops.triton._tiles import pixel_coords
 
 _GPU_CONFIGS = [
@@ -82,3 +84,36 @@ def _conv_weight_grad_kernel(
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
     else:
         tl.atomic_add(out, acc, mask=mask)
+
+
+#: The filter-gradient reduction is split until there are about this many programs per SM ...
+PROGRAMS_PER_SM = 4
+#: ... but never into chunks of fewer rows than this.
+MIN_ROWS_PER_SPLIT = 4096
+
+
+def _split(rows, tiles, device):
+    """(chunks, rows per chunk) of a filter-gradient reduction over ``rows`` rows with ``tiles``
+    output tiles: enough programs to fill the GPU, chunks of at least MIN_ROWS_PER_SPLIT rows."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    split = max(1, min(triton.cdiv(PROGRAMS_PER_SM * sms, tiles), rows // MIN_ROWS_PER_SPLIT))
+    per_chunk = max(triton.cdiv(rows, split), 1)
+    return max(triton.cdiv(rows, per_chunk), 1), per_chunk
+
+
+def launch(dy, x, weight, cmat, rows, out, conv, n_out, per_point):
+    """out[rows[j]] (+)= sum_s cmat[s, j] G_s, or out[s] = G_s when ``per_point`` (cmat unused).
+    ``out`` must be zero and float32 where the reduction is split. Returns nothing."""
+    B, C, H, W, O, Cg, KH, KW, OH, OW, G, hyper = conv_shape(x, weight, conv)
+    S, M, Og = dy.shape[0], B * OH * OW, O // G
+    tiles = triton.cdiv(Og, 64) * KH * KW * triton.cdiv(Cg, 64) * n_out * G
+    split = _split(M if per_point else S * M, tiles, weight.device)
+    if split[0] > 1 and out.dtype != torch.float32:
+        raise AssertionError("a split filter-gradient reduction accumulates into float32")
+    grid = lambda meta: (n_out * G * split[0], KH * KW * triton.cdiv(Cg, meta["BLOCK_K"]),
+                         triton.cdiv(Og, meta["BLOCK_N"]))
+    _conv_weight_grad_kernel[grid](
+        dy, x, cmat, rows, out,
+        S * M, M, H, W, OH, OW, Cg, Og, G, KH, KW, *split, *hyper,
+        *dy.stride(), *point_strides(x), *cmat.stride(), *out.stride(),
+        PER_POINT=per_point, PRECISION=precision(x.dtype))

@@ -7,10 +7,11 @@ gathers the same BLOCK_N output columns of all k vertices, so the vertex store i
 per row tile and no combined weight W_s is ever formed. Rows of A are either shared by all S
 points (SHARED) or belong to one point each (A = (S * M, K), point s = row // M).
 """
+import torch
 import triton
 import triton.language as tl
 
-from simplexkern.ops.triton._config import configs, smem_pruner
+from simplexkern.ops.triton._config import configs, dot_precision, next_pow2, smem_pruner
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
@@ -28,7 +29,7 @@ FORWARD, COEFF_GRAD = 0, 1
                  prune_configs_by={"early_config_prune": smem_pruner(
                      lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + a["NV_BLOCK"] * c["BLOCK_N"]))})
 @triton.jit
-def _vertex_matmul_kernel(
+def _linear_forward_kernel(
     a_ptr, v_ptr, c_ptr, bias_ptr, y_ptr, dc_ptr,
     S, R, M, N, K, NV,
     stride_ar, stride_ak, stride_vi, stride_vn, stride_vk, stride_cs, stride_ci,
@@ -83,3 +84,20 @@ def _vertex_matmul_kernel(
             part = tl.sum(z * dy[:, None, :], axis=2)
             tl.atomic_add(dc_ptr + s_r[:, None] * NV + offs_i[None, :], part,
                           mask=(offs_r[:, None] < R) & (offs_i[None, :] < NV))
+
+
+def launch(a, M, shared, weight, c, mode, y, *, bias=None, dc=None):
+    """Launches the kernel: ``a`` (R, K) rows (M shared, or S * M), ``weight`` (k, N, K), ``c``
+    (S, k) float32; FORWARD writes ``y`` (S, M, N) (+ ``bias`` (S, N)), COEFF_GRAD reads dY
+    from ``y`` and accumulates into ``dc`` (S, k), float32, zeroed."""
+    S, k = c.shape
+    R, K = a.shape
+    N = weight.shape[1]
+    grid = lambda meta: (triton.cdiv(R, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))
+    if dc is None:  # the autotuner zeroes dc_ptr between trials: never alias it to an input
+        dc = torch.empty(1, device=a.device, dtype=torch.float32)
+    _linear_forward_kernel[grid](
+        a, weight, c, bias if bias is not None else c, y, dc,
+        S, R, M, N, K, k,
+        a.stride(0), a.stride(1), weight.stride(0), weight.stride(1), weight.stride(2), c.stride(0), c.stride(1),
+        SHARED=shared, MODE=mode, HAS_BIAS=bias is not None, NV_BLOCK=next_pow2(k), PRECISION=dot_precision(a.dtype))

@@ -7,7 +7,7 @@ it is loaded; X rows are per point, or shared (row r reads X[r % M]).
 import triton
 import triton.language as tl
 
-from simplexkern.ops.triton._config import configs, smem_pruner
+from simplexkern.ops.triton._config import configs, dot_precision, smem_pruner
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_R": br, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
@@ -22,7 +22,7 @@ _GPU_CONFIGS = [
                  prune_configs_by={"early_config_prune": smem_pruner(
                      lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
 @triton.jit
-def _vertex_weight_grad_kernel(
+def _linear_weight_grad_kernel(
     dy_ptr, x_ptr, c_ptr, train_ptr, dv_ptr,
     R, M, N, K,
     stride_yr, stride_yn, stride_xr, stride_xk, stride_cs, stride_ci, stride_vi, stride_vn, stride_vk,
@@ -46,3 +46,15 @@ def _vertex_weight_grad_kernel(
         acc = tl.dot(dy, x, acc, input_precision=PRECISION)
     tl.store(dv_ptr + i * stride_vi + offs_n[:, None] * stride_vn + offs_k[None, :] * stride_vk,
              acc.to(dv_ptr.dtype.element_ty), mask=(offs_n[:, None] < N) & (offs_k[None, :] < K))
+
+
+def launch(dy, a, M, c, idx, dw, shared_x):
+    """Launches the kernel: dV_i for the vertices ``idx`` (int32, on the device) from ``dy``
+    (S * M, N) and the input rows ``a`` (M shared, or S * M), written into their rows of
+    ``dw`` (k, N, K)."""
+    N, K = dw.shape[1:]
+    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(K, meta["BLOCK_K"]), len(idx))
+    _linear_weight_grad_kernel[grid](
+        dy, a, c, idx, dw, dy.shape[0], M, N, K,
+        dy.stride(0), dy.stride(1), a.stride(0), a.stride(1), c.stride(0), c.stride(1),
+        dw.stride(0), dw.stride(1), dw.stride(2), SHARED_X=shared_x, PRECISION=dot_precision(dy.dtype))

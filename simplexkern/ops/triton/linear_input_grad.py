@@ -4,10 +4,11 @@ A_i is formed in the prologue: per point, row r of point s = r // M gets c_si dY
 (SCALE_ROWS); for an input shared by all points, A_i = sum_s c_si dY_s is passed ready
 (k x M x N, small) and read as is. Each vertex tile is read once per row tile.
 """
+import torch
 import triton
 import triton.language as tl
 
-from simplexkern.ops.triton._config import configs, smem_pruner
+from simplexkern.ops.triton._config import configs, dot_precision, smem_pruner
 
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
@@ -23,7 +24,7 @@ _GPU_CONFIGS = [
                  prune_configs_by={"early_config_prune": smem_pruner(
                      lambda c, a: c["BLOCK_K"] * (c["BLOCK_M"] + c["BLOCK_N"]))})
 @triton.jit
-def _vertex_input_grad_kernel(
+def _linear_input_grad_kernel(
     a_ptr, v_ptr, c_ptr, dx_ptr,
     R, M, N, K, NV,
     stride_ai, stride_ar, stride_an, stride_vi, stride_vn, stride_vk, stride_cs, stride_ci,
@@ -50,3 +51,17 @@ def _vertex_input_grad_kernel(
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
     tl.store(dx_ptr + offs_r[:, None] * K + offs_c[None, :], acc.to(dx_ptr.dtype.element_ty),
              mask=(offs_r[:, None] < R) & (offs_c[None, :] < K))
+
+
+def launch(a, rows, M, weight, c, scale_rows):
+    """Launches the kernel: ``a`` (k, M, N) A_i ready (``scale_rows`` False) or (S * M, N) dY
+    rows scaled in the prologue; ``weight`` (k, N, K); returns dX (rows, K)."""
+    k, N, K = weight.shape
+    strides = (0, a.stride(0), a.stride(1)) if scale_rows else (a.stride(0), a.stride(1), a.stride(2))
+    dx = torch.empty(rows, K, device=a.device, dtype=a.dtype)
+    grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_N"]))
+    _linear_input_grad_kernel[grid](
+        a, weight, c, dx, rows, M, N, K, k, *strides,
+        weight.stride(0), weight.stride(1), weight.stride(2), c.stride(0), c.stride(1),
+        SCALE_ROWS=scale_rows, PRECISION=dot_precision(a.dtype))
+    return dx
