@@ -29,11 +29,11 @@ def gradients_match(d, world):
     loop.step_loss(reference, loss_fn, phase, x, y, coeffs).backward()
 
     _, ddp = loop._data_parallel(model, d, phase, torch.device("cpu"))
-    assert [p is model.store.free for p in ddp.parameters() if p.requires_grad] == [True]
+    assert [p is model.store.trainable for p in ddp.parameters() if p.requires_grad] == [True]
     share = distributed.batch_share(len(x), world)
     (loop.step_loss(model, loss_fn, phase, x[share], y[share], coeffs, ddp) * (len(x[share]) * world.size / len(x))
      ).backward()
-    torch.testing.assert_close(model.store.free.grad, reference.store.free.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(model.store.trainable.grad, reference.store.trainable.grad, rtol=1e-5, atol=1e-7)
     assert model.store.fixed.grad is None
 
 

@@ -23,7 +23,7 @@ def test_round_trip(tmp_path, rng):
     sk.save_checkpoint(sm, path, metadata={"epochs": 3, "lr": 0.01})
     loaded = sk.load_checkpoint(path)
     assert torch.equal(loaded.store.vertices(), sm.store.vertices())
-    assert loaded.fixed == [True, False, False] and loaded.n_vertices == 3
+    assert loaded.fixed_mask() == [True, False, False] and loaded.n_vertices == 3
     assert loaded.sampler.config() == sm.sampler.config()
     assert loaded.metadata == {"epochs": 3, "lr": 0.01}
     assert loaded.architecture == {"name": "digits_convnet", "kwargs": {"width": 4}}

@@ -148,8 +148,8 @@ def test_gradients_reach_free_vertices_only(rng):
         expected += coeffs[s][:, None] * grads
     rows = sm.store.order.tolist()
     free_vertices = rows[sm.store.n_fixed:]
-    torch.testing.assert_close(sm.store.free.grad, expected[free_vertices], **F64)
-    assert sm.store.free.shape[0] == 2 and sm.fixed == [False, True, False]
+    torch.testing.assert_close(sm.store.trainable.grad, expected[free_vertices], **F64)
+    assert sm.store.trainable.shape[0] == 2 and sm.fixed_mask() == [False, True, False]
 
 
 def test_fixed_vertex_is_bit_identical_after_sgd(rng):
@@ -166,8 +166,8 @@ def test_fixed_vertex_is_bit_identical_after_sgd(rng):
     after = sm.store.vertices().detach()
     assert torch.equal(after[0], before[0])
     assert (after[1:] - before[1:]).abs().amax(1).min() > 1e-4  # both free vertices moved
-    sm.free(0)
-    assert sm.fixed == [False, False, False] and torch.equal(sm.store.vertices(), after)
+    sm.unfix(0)
+    assert sm.fixed_mask() == [False, False, False] and torch.equal(sm.store.vertices(), after)
 
 
 def test_shared_and_per_point_inputs_agree(rng):
@@ -199,7 +199,7 @@ def test_add_vertex_initialisations(rng):
     i = sm.add_vertex("random", noise=0)
     w = sm.store.slot(sm.store.vertices().detach()[i], "net.1.weight")  # nn.Linear's init: U(-1/sqrt(in), 1/sqrt(in))
     assert float(w.abs().max()) <= 1 / 64 ** 0.5 and float(w.std()) > 0.5 / 64 ** 0.5 / 3 ** 0.5
-    assert sm.n_vertices == 6 and sm.fixed == [False] * 6
+    assert sm.n_vertices == 6 and sm.fixed_mask() == [False] * 6
 
 
 def test_log_volume_matches_float64_gram_determinant(rng):
@@ -216,7 +216,7 @@ def test_log_volume_matches_float64_gram_determinant(rng):
                                rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(sub[1], (v[1] - v[2]).norm().log(), rtol=1e-9, atol=1e-9)  # a 1-simplex: its length
     sm.log_volume().backward()
-    assert sm.store.free.grad is not None and sm.store.free.grad.abs().sum() > 0
+    assert sm.store.trainable.grad is not None and sm.store.trainable.grad.abs().sum() > 0
 
 
 def test_set_vertex_from_a_trained_plain_model(rng):
@@ -252,7 +252,7 @@ def test_simplexify_errors(rng):
     with pytest.raises(TypeError, match=r"1\.1 \(Odd\) has parameters"):
         sk.simplexify(model)
     sm = sk.simplexify(model, 2, shared=["1.1"])
-    assert [n for n, _ in sm.named_parameters()] == ["module.1.1.scale", "store.free"]
+    assert [n for n, _ in sm.named_parameters()] == ["module.1.1.scale", "store.trainable"]
     x = torch.randn(4, 3, generator=rng)
     torch.testing.assert_close(sm(x, torch.tensor([1.0, 0.0])), model(x), **F32)
     with pytest.raises(ValueError, match="not a submodule"):
@@ -335,7 +335,7 @@ def test_gpu_backends_match_the_plain_model(backend, rng, no_tf32):
         grads = torch.cat([dict(plain.named_parameters())[n].grad.reshape(-1) for n in sm.store.slots]).cpu()
         expected += coeffs[s].double().cpu()[:, None] * grads
     rows = sm.store.order.tolist()[sm.store.n_fixed:]
-    torch.testing.assert_close(sm.store.free.grad.double().cpu(), expected[rows], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(sm.store.trainable.grad.double().cpu(), expected[rows], rtol=1e-3, atol=1e-3)
 
 
 def _state(sm):

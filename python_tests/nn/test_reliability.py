@@ -29,7 +29,7 @@ def _model(rng):
 def snapshot(sm):
     """Everything a call could change: state (vertices, statistics, tracked points, order),
     fixed mask, sampler, metadata, training mode."""
-    return ({k: v.clone() for k, v in sm.state_dict().items()}, sm.fixed, sm.sampler.config(), dict(sm.metadata),
+    return ({k: v.clone() for k, v in sm.state_dict().items()}, sm.fixed_mask(), sm.sampler.config(), dict(sm.metadata),
             sm.training, sm.n_vertices)
 
 
@@ -37,7 +37,7 @@ def assert_unchanged(sm, before, x):
     state, fixed, sampler, meta, training, n = before
     now = sm.state_dict()
     assert set(now) == set(state) and all(torch.equal(now[k], state[k]) for k in state)
-    assert (sm.fixed, sm.sampler.config(), sm.metadata, sm.training, sm.n_vertices) == (fixed, sampler, meta,
+    assert (sm.fixed_mask(), sm.sampler.config(), sm.metadata, sm.training, sm.n_vertices) == (fixed, sampler, meta,
                                                                                           training, n)
     was = sm.training
     sm.eval()
@@ -81,7 +81,7 @@ FAILURES = {  # name -> call that fails (on a model, with the test's generator a
     "set_vertex with a non-tensor": lambda sm, rng, mp: sm.set_vertex(1, {**_net().state_dict(), "7.bias": [0, 0, 0]}),
     "fix of a missing vertex": lambda sm, rng, mp: sm.fix(3),
     "free failing half-way": lambda sm, rng, mp: (
-        mp.setattr(torch, "tensor", lambda *a, **k: (_ for _ in ()).throw(Boom("tensor"))), sm.free(0)),
+        mp.setattr(torch, "tensor", lambda *a, **k: (_ for _ in ()).throw(Boom("tensor"))), sm.unfix(0)),
     "log_volume of no simplexes": lambda sm, rng, mp: sm.log_volume([]),
 }
 

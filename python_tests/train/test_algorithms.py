@@ -71,7 +71,7 @@ def test_only_the_trainable_vertex_moves(modes, simplex):
     mode = sk.simplexify(modes[0]).store.vertices()[0]
     assert torch.equal(two.store.vertices()[0], mode)  # the mode, bit for bit
     assert torch.equal(three.store.vertices()[:2], two.store.vertices())  # vertex 1 untouched while 2 trained
-    assert three.fixed == [True, True, True] and three.n_vertices == 3
+    assert three.fixed_mask() == [True, True, True] and three.n_vertices == 3
 
 
 def test_grown_simplex_keeps_low_loss_and_gains_volume(digits, modes, simplex):

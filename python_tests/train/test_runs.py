@@ -189,7 +189,7 @@ def test_a_compiled_training_step_trains_as_the_eager_one():
         run_phase(m, data, Phase(epochs=2, lr=0.05, n_samples=3, reg=0.5, batch_size=32, compile=compiled), key=(0,),
                   device=torch.device("cpu"))
         runs.append(m)
-    torch.testing.assert_close(runs[1].store.free, runs[0].store.free, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(runs[1].store.trainable, runs[0].store.trainable, rtol=1e-5, atol=1e-6)
     for a, b in zip(runs[1].buffers(), runs[0].buffers()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -212,11 +212,11 @@ def test_the_whole_step_compiles_with_compiled_autograd():
     coeffs = model.sampler.sample(3, model, torch.Generator().manual_seed(0))
 
     def step_of(m):
-        optimizer = torch.optim.SGD([m.store.free], lr=0.1, momentum=0.9, weight_decay=5e-4)
+        optimizer = torch.optim.SGD([m.store.trainable], lr=0.1, momentum=0.9, weight_decay=5e-4)
 
         def step(x, y, coeffs):
             loss = loop.step_loss(m, F.cross_entropy, phase, x, y, coeffs)
-            m.store.free.grad = None
+            m.store.trainable.grad = None
             loss.backward()
             optimizer.step()
             return loss
@@ -230,7 +230,7 @@ def test_the_whole_step_compiles_with_compiled_autograd():
         for _ in range(3):
             torch.testing.assert_close(compiled(x, y, coeffs), eager(x, y, coeffs), rtol=1e-5, atol=1e-6)
         explained = torch._dynamo.explain(step_of(copy.deepcopy(model)))(x, y, coeffs)
-    torch.testing.assert_close(compiled_model.store.free, eager_model.store.free, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(compiled_model.store.trainable, eager_model.store.trainable, rtol=1e-5, atol=1e-6)
     reasons = [r.reason.splitlines()[0] for r in explained.break_reasons]
     allowed = ("Unsupported Tensor.backward() call", "Call to `torch._dynamo.graph_break()`")
     assert reasons and all(r.startswith(allowed) for r in reasons), reasons

@@ -68,7 +68,7 @@ def save(model: torch.nn.Module, path: Path, metadata: dict[str, Any] | None = N
             "kind": "simplex",
             "architecture": model.architecture,
             "n_vertices": model.n_vertices,
-            "fixed": model.fixed,
+            "fixed": model.fixed_mask(),
             "sampler": sampler,
             "complex": sampler.get("simplices"),
             "shared": list(model.shared),
@@ -224,9 +224,9 @@ def _simplex(obj, path, model):
     if missing or unexpected:
         raise ValueError(f"the checkpoint's state does not match the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
-    if sm.n_vertices != obj["n_vertices"] or sm.fixed != obj["fixed"]:
+    if sm.n_vertices != obj["n_vertices"] or sm.fixed_mask() != obj["fixed"]:
         raise ValueError(f"{path} is inconsistent: it records {obj['n_vertices']} vertices with fixed mask "
-                         f"{obj['fixed']}, its store holds {sm.n_vertices} with {sm.fixed}")
+                         f"{obj['fixed']}, its store holds {sm.n_vertices} with {sm.fixed_mask()}")
     sm.sampler = samplers.from_config(obj["sampler"])
     if obj["complex"] is not None and max(max(s) for s in obj["complex"]) >= sm.n_vertices:
         raise ValueError(f"{path}: the complex names vertices beyond the {sm.n_vertices} stored")

@@ -54,8 +54,8 @@ class SimplexModel(nn.Module):
         self.backend = None  # fused-op backend for this model's layers (None: the ops' own choice)
         self.metadata = {}  # training metadata, saved with checkpoints
         tracked = bool(self._tracked_norms())
-        self.register_buffer("bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.free.dtype,
-                                                     device=store.free.device))
+        self.register_buffer("bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.trainable.dtype,
+                                                     device=store.trainable.device))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -64,14 +64,13 @@ class SimplexModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.store.free.dtype
+        return self.store.trainable.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.store.free.device
+        return self.store.trainable.device
 
-    @property
-    def fixed(self) -> list[bool]:
+    def fixed_mask(self) -> list[bool]:
         """Per vertex: True when it is fixed (receives no updates)."""
         return self.store.fixed_mask()
 
@@ -94,10 +93,10 @@ class SimplexModel(nn.Module):
 
     def fix(self, i: int) -> None:
         """Makes vertex i fixed: it leaves the parameter and receives no gradient or update.
-        Build the optimizer after fix / free / add_vertex."""
+        Build the optimizer after fix / unfix / add_vertex."""
         self.store.set_fixed(i, True)
 
-    def free(self, i: int) -> None:
+    def unfix(self, i: int) -> None:
         """Makes vertex i trainable again."""
         self.store.set_fixed(i, False)
 
@@ -319,7 +318,7 @@ class SimplexModel(nn.Module):
             merged = x if S == 1 else merge(x.expand(S, *x.shape))
             shared = {"shared_input": x, "shared_merged": merged}
         stats = dict(zip(("stats_rows", "stats_valid"), self._stats_rows(coeffs))) if self._has_tracked_norms() else {}
-        trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.free.requires_grad else []
+        trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.trainable.requires_grad else []
         points = Points(coeffs=_checks.known_finite(coeffs[:, self.store.order]),  # checked once, not per layer
                         weights=self.store.layer_weights(), trainable=trainable, backend=self.backend, **shared,
                         **stats)
@@ -366,7 +365,7 @@ class SimplexModel(nn.Module):
     def log_volume(self, simplices: Sequence[Iterable[int]] | None = None, *, check: bool = True) -> torch.Tensor:
         """log V of the simplex of all vertices (a scalar), or of each simplex in
         ``simplices`` (a list of vertex-index tuples) -> (n,). Float64 pairwise distances
-        over the whole store, then the compiled log-volume; differentiable w.r.t. the free
+        over the whole store, then the compiled log-volume; differentiable w.r.t. the trainable
         vertices. ``check=False`` skips the validation of the distances (no host
         synchronisation, as a training step needs): a non-finite vertex then gives a
         non-finite result instead of an error."""
@@ -401,7 +400,7 @@ class SimplexModel(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"n_vertices={self.n_vertices}, fixed={self.fixed}, sampler={self.sampler.config()}"
+        return f"n_vertices={self.n_vertices}, fixed={self.fixed_mask()}, sampler={self.sampler.config()}"
 
 
 def _walk(module, path, shared):

@@ -1,7 +1,7 @@
 """The vertex store: every vertex of a model in one flat store.
 
 Fixed vertices live in a buffer ``fixed`` (k_fixed, P) and trainable ones in a parameter
-``free`` (k_free, P), so an optimizer built from ``model.parameters()`` never sees a fixed
+``trainable`` (k_trainable, P), so an optimizer built from ``model.parameters()`` never sees a fixed
 vertex: weight decay and momentum cannot move it. Each layer's tensors are named slots, a
 range of the P columns. Rows are ordered fixed first; ``order[r]`` is the vertex in row r.
 """
@@ -27,33 +27,33 @@ class VertexStore(nn.Module):
         first = next(iter(tensors.values()), torch.empty(0))
         flat = torch.cat([t.detach().reshape(-1).to(first) for t in tensors.values()]) if tensors else first
         self.register_buffer("fixed", flat.new_empty(0, self.n_columns))
-        self.free = nn.Parameter(flat.clone()[None])
+        self.trainable = nn.Parameter(flat.clone()[None])
         self.register_buffer("order", torch.zeros(1, dtype=torch.long, device=flat.device))
 
     @property
     def n_vertices(self) -> int:
-        return self.fixed.shape[0] + self.free.shape[0]
+        return self.fixed.shape[0] + self.trainable.shape[0]
 
     @property
     def n_fixed(self) -> int:
         return self.fixed.shape[0]
 
     def rows(self) -> torch.Tensor:
-        """All rows, fixed first (differentiable w.r.t. ``free``)."""
-        return torch.cat([self.fixed, self.free]) if self.n_fixed else self.free
+        """All rows, fixed first (differentiable w.r.t. ``trainable``)."""
+        return torch.cat([self.fixed, self.trainable]) if self.n_fixed else self.trainable
 
     def vertices(self) -> torch.Tensor:
-        """(k, P) in vertex order (differentiable w.r.t. ``free``)."""
+        """(k, P) in vertex order (differentiable w.r.t. ``trainable``)."""
         return self.rows()[self.inverse_order()]
 
     def inverse_order(self) -> torch.Tensor:
-        return torch.argsort(self.order).to(self.free.device)
+        return torch.argsort(self.order).to(self.trainable.device)
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
         """name -> (k, *shape) tensor in row order, contiguous. One split per store, so the
-        backward is a single concatenation into ``free.grad`` however many layers there are."""
+        backward is a single concatenation into ``trainable.grad`` however many layers there are."""
         sizes = [math.prod(shape) for _, shape in self.slots.values()]
-        stores = [t.split(sizes, 1) for t in (self.fixed, self.free) if t.shape[0]]
+        stores = [t.split(sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
         out = {}
         for j, (name, (_, shape)) in enumerate(self.slots.items()):
             w = torch.cat([s[j] for s in stores]) if len(stores) > 1 else stores[0][j].contiguous()
@@ -76,11 +76,11 @@ class VertexStore(nn.Module):
         """Re-lays the store from (k, P) vertices in vertex order and a fixed mask. The
         parameter object stays the same (its data is swapped): rebuild optimizers after this."""
         fixed_idx = [i for i, f in enumerate(fixed_mask) if f]
-        free_idx = [i for i, f in enumerate(fixed_mask) if not f]
+        trainable_idx = [i for i, f in enumerate(fixed_mask) if not f]
         vertices = vertices.detach()
-        fixed, free = vertices[fixed_idx].clone(), vertices[free_idx].clone()  # all built before any is set
-        order = torch.tensor(fixed_idx + free_idx, dtype=torch.long, device=self.order.device)
-        self.fixed, self.free.data, self.free.grad, self.order = fixed, free, None, order
+        fixed, trainable = vertices[fixed_idx].clone(), vertices[trainable_idx].clone()  # all built before any is set
+        order = torch.tensor(fixed_idx + trainable_idx, dtype=torch.long, device=self.order.device)
+        self.fixed, self.trainable.data, self.trainable.grad, self.order = fixed, trainable, None, order
 
     def fixed_mask(self) -> list[bool]:
         mask = [False] * self.n_vertices
@@ -96,7 +96,7 @@ class VertexStore(nn.Module):
             self._rebuild(self.vertices(), mask)
 
     def append(self, vertex: torch.Tensor, fixed: bool = False) -> None:
-        vertex = vertex.detach().to(self.free.dtype).reshape(1, self.n_columns)
+        vertex = vertex.detach().to(self.trainable.dtype).reshape(1, self.n_columns)
         self._rebuild(torch.cat([self.vertices().detach(), vertex]), self.fixed_mask() + [fixed])
 
     @torch.no_grad()
@@ -106,19 +106,19 @@ class VertexStore(nn.Module):
         if row < self.n_fixed:
             self.fixed[row].copy_(vertex.reshape(-1))
         else:
-            self.free[row - self.n_fixed].copy_(vertex.reshape(-1))
+            self.trainable[row - self.n_fixed].copy_(vertex.reshape(-1))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # The vertex count and fixed mask come with the state: take the saved shapes first.
-        fixed, free, order = (state_dict.get(prefix + n) for n in ("fixed", "free", "order"))
-        if fixed is not None and free is not None and order is not None:
-            if fixed.shape[1:] != (self.n_columns,) or free.shape[1:] != (self.n_columns,):
-                error_msgs.append(f"vertex store: the saved vertices have {free.shape[1]} values each, this "
+        fixed, trainable, order = (state_dict.get(prefix + n) for n in ("fixed", "trainable", "order"))
+        if fixed is not None and trainable is not None and order is not None:
+            if fixed.shape[1:] != (self.n_columns,) or trainable.shape[1:] != (self.n_columns,):
+                error_msgs.append(f"vertex store: the saved vertices have {trainable.shape[1]} values each, this "
                                   f"model has {self.n_columns}")
                 return
             self.fixed = self.fixed.new_empty(fixed.shape)
-            self.free.data = self.free.data.new_empty(free.shape)
+            self.trainable.data = self.trainable.data.new_empty(trainable.shape)
             self.order = self.order.new_empty(order.shape)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)

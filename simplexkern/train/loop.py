@@ -267,7 +267,7 @@ def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple
 
     - simplex models: H = ``phase.n_samples`` points per step from ``model.sampler`` in one
       forward; the loss is the mean of their losses minus ``phase.reg * log V``; only
-      ``model.store.free`` (the trainable vertices) is optimised.
+      ``model.store.trainable`` (the trainable vertices) is optimised.
     - ``on_epoch(epoch, optimizer)`` runs after each finished epoch whose losses were all
       finite (checkpoints); ``on_step(step)`` after each step, given the global step index.
     - A non-finite loss or non-finite weights raise ``FloatingPointError`` naming
@@ -288,7 +288,7 @@ def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple
     simplex = isinstance(model, SimplexModel)
     if simplex and phase.n_samples is None:
         raise ValueError("a simplex model trains with n_samples (H) points per step")
-    params = [model.store.free] if simplex else [p for p in model.parameters() if p.requires_grad]
+    params = [model.store.trainable] if simplex else [p for p in model.parameters() if p.requires_grad]
     if not params or not any(p.numel() for p in params):
         raise ValueError(f"{describe}: nothing to train (no trainable parameters)")
     optimizer = torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay)

@@ -64,7 +64,7 @@ def _check_growth(reg, reg_scale, noise):
 
 def fix_all(model):
     for i in range(model.n_vertices):
-        if not model.fixed[i]:
+        if not model.fixed_mask()[i]:
             model.fix(i)
 
 
