@@ -1,8 +1,9 @@
 """Geometry of simplexes of weights: sampling, curve coefficients, distances, volumes.
 
 Volumes come from the compiled ops ``torch.ops.simplexkern.*`` (float64 inside, Gram form
-with Cholesky, ``-inf`` for degenerate simplexes). Notation follows SPEC: a k-simplex has
-n = k + 1 vertices; ``sqdist`` holds squared Euclidean distances between them.
+with Cholesky, ``-inf`` for degenerate simplexes). A simplex of dimension dim has n = dim + 1
+vertices (``k`` is the vertex count of the fused ops' stores); ``sqdist`` holds squared
+Euclidean distances between them.
 """
 import math
 
@@ -150,15 +151,15 @@ def _check_rtol(sqdist):
 
 def cayley_menger_determinant(sqdist: torch.Tensor) -> torch.Tensor:
     """``(..., n, n)`` squared distances -> ``(...,)`` signed determinant of the bordered
-    Cayley-Menger matrix ``[[0, 1^T], [1, D]]``. For the (n-1)-simplex, with k = n - 1,
-    ``V^2 = (-1)^(k+1) det / (2^k (k!)^2)``. Differentiable."""
+    Cayley-Menger matrix ``[[0, 1^T], [1, D]]``. For the simplex of dimension dim = n - 1,
+    ``V^2 = (-1)^(dim+1) det / (2^dim (dim!)^2)``. Differentiable."""
     return torch.ops.simplexkern.cayley_menger_determinant(_check_sqdist(sqdist), _check_rtol(sqdist))
 
 
 def log_volume(sqdist: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     """``(..., n, n)`` squared distances -> ``(...,)`` ``log V`` of the (n-1)-simplexes.
 
-    Gram form ``G_ij = (d_0i + d_0j - d_ij) / 2``, ``log V = 1/2 logdet G - log k!``, by a
+    Gram form ``G_ij = (d_0i + d_0j - d_ij) / 2``, ``log V = 1/2 logdet G - log dim!``, by a
     float64 Cholesky. A degenerate simplex (affinely dependent vertices, to the precision of
     the distances) gives ``-inf`` with a zero gradient, never NaN; distances that no
     Euclidean simplex has raise ValueError. Result in the input dtype. ``check=False``

@@ -9,10 +9,10 @@ def log_volume(sqdist):
     """log V of each simplex in an ``(N, n, n)`` numpy array: a Python loop building one
     bordered Cayley-Menger matrix per simplex and calling ``numpy.linalg.det``."""
     n = sqdist.shape[-1]
-    k = n - 1
+    dim = n - 1
     b = np.ones((n + 1, n + 1))
     b[0, 0] = 0.0
-    scale = (-1) ** (k + 1) / (2**k * float(np.prod(np.arange(1, k + 1))) ** 2)
+    scale = (-1) ** (dim + 1) / (2**dim * float(np.prod(np.arange(1, dim + 1))) ** 2)
     out = np.empty(len(sqdist))
     for i, d in enumerate(sqdist):
         b[1:, 1:] = d

@@ -87,20 +87,20 @@ SK_HD int sqdist_defect(const T* d, int64_t n, double rtol) {
   return diag > tol ? 1 : 0;
 }
 
-// Gram matrix of the edges p_i - p_0, i = 1..k (k = n - 1), from squared distances
+// Gram matrix of the edges p_i - p_0, i = 1..dim (dim = n - 1), from squared distances
 // symmetrised as s = (D + D^T) / 2:  G_ij = (s_0i + s_0j - s_ij) / 2.
 template <typename T, typename Mat>
 SK_HD void gram_from_sqdist(const T* __restrict__ d, int64_t n, Mat g) {
-  const int64_t k = n - 1;
-  for (int64_t i = 0; i < k; ++i) g(i, i) = sym(d, n, 0, i + 1);  // s_0i, kept on the diagonal
-  for (int64_t i = 0; i < k; ++i) {
+  const int64_t dim = n - 1;
+  for (int64_t i = 0; i < dim; ++i) g(i, i) = sym(d, n, 0, i + 1);  // s_0i, kept on the diagonal
+  for (int64_t i = 0; i < dim; ++i) {
     for (int64_t j = 0; j < i; ++j) {
       const double v = 0.5 * (g(i, i) + g(j, j) - sym(d, n, i + 1, j + 1));
       g(i, j) = v;
       g(j, i) = v;
     }
   }
-  for (int64_t i = 0; i < k; ++i) g(i, i) -= 0.5 * sym(d, n, i + 1, i + 1);  // G_ii = s_0i - s_ii / 2
+  for (int64_t i = 0; i < dim; ++i) g(i, i) -= 0.5 * sym(d, n, i + 1, i + 1);  // G_ii = s_0i - s_ii / 2
 }
 
 // Pivots within this fraction of the largest diagonal entry of G count as zero: float64
@@ -112,21 +112,21 @@ SK_HD double pivot_rtol(int64_t n, double input_eps) {
 
 enum CholeskyStatus { kPositiveDefinite = 0, kDegenerate = 1, kNotEuclidean = 2 };
 
-// In-place Cholesky factor (lower triangle) of a symmetric k x k matrix. A pivot within
+// In-place Cholesky factor (lower triangle) of a symmetric dim x dim matrix. A pivot within
 // rtol * (largest diagonal entry) of zero means a degenerate simplex; a pivot clearly below
 // zero (or NaN) means the distances are not those of points in a Euclidean space.
 template <typename Mat>
-SK_HD int cholesky(Mat a, int64_t k, double rtol) {
+SK_HD int cholesky(Mat a, int64_t dim, double rtol) {
   double scale = 0.0;
-  for (int64_t i = 0; i < k; ++i) scale = a(i, i) > scale ? a(i, i) : scale;
+  for (int64_t i = 0; i < dim; ++i) scale = a(i, i) > scale ? a(i, i) : scale;
   const double tol = rtol * scale;
-  for (int64_t j = 0; j < k; ++j) {
+  for (int64_t j = 0; j < dim; ++j) {
     double djj = a(j, j);
     for (int64_t p = 0; p < j; ++p) djj -= a(j, p) * a(j, p);
     if (!(djj > tol)) return djj >= -tol ? kDegenerate : kNotEuclidean;
     const double ljj = sqrt(djj), inv = 1.0 / ljj;
     a(j, j) = ljj;
-    for (int64_t i = j + 1; i < k; ++i) {
+    for (int64_t i = j + 1; i < dim; ++i) {
       double v = a(i, j);
       for (int64_t p = 0; p < j; ++p) v -= a(i, p) * a(j, p);
       a(i, j) = v * inv;
@@ -135,18 +135,18 @@ SK_HD int cholesky(Mat a, int64_t k, double rtol) {
   return kPositiveDefinite;
 }
 
-// log V of the (n-1)-simplex: log prod_j L_jj - log k! (log_kfact); -inf when degenerate,
+// log V of the (n-1)-simplex: log prod_j L_jj - log dim! (log_dim_factorial); -inf when degenerate,
 // NaN when the distances are not Euclidean (no such simplex).
 // The product is rescaled before it can overflow or underflow, so a few logs suffice.
 template <typename T, typename Mat>
-SK_HD double log_volume_one(const T* d, int64_t n, double log_kfact, double input_eps, Mat g) {
-  const int64_t k = n - 1;
+SK_HD double log_volume_one(const T* d, int64_t n, double log_dim_factorial, double input_eps, Mat g) {
+  const int64_t dim = n - 1;
   gram_from_sqdist(d, n, g);
-  const int status = cholesky(g, k, pivot_rtol(n, input_eps));
+  const int status = cholesky(g, dim, pivot_rtol(n, input_eps));
   if (status == kDegenerate) return -std::numeric_limits<double>::infinity();
   if (status == kNotEuclidean) return std::numeric_limits<double>::quiet_NaN();
-  double acc = -log_kfact, prod = 1.0;
-  for (int64_t j = 0; j < k; ++j) {
+  double acc = -log_dim_factorial, prod = 1.0;
+  for (int64_t j = 0; j < dim; ++j) {
     prod *= g(j, j);
     if (prod > 1e150 || prod < 1e-150) { acc += log(prod); prod = 1.0; }
   }
@@ -155,16 +155,16 @@ SK_HD double log_volume_one(const T* d, int64_t n, double log_kfact, double inpu
 
 // d(log V)/dD scaled by gout, written to gd (n x n). With Ginv = G^{-1}:
 //   dD_ij = -Ginv_ij / 4 (i, j >= 1),  dD_0i = dD_i0 = rowsum(Ginv)_i / 4,  dD_00 = 0.
-// Degenerate (and non-Euclidean) inputs get a zero gradient. g and w are k x k scratch matrices.
+// Degenerate (and non-Euclidean) inputs get a zero gradient. g and w are dim x dim scratch matrices.
 template <typename T, typename Mat>
 SK_HD void log_volume_backward_one(const T* d, int64_t n, double gout, double input_eps, T* gd, Mat g, Mat w) {
-  const int64_t k = n - 1;
+  const int64_t dim = n - 1;
   for (int64_t i = 0; i < n * n; ++i) gd[i] = static_cast<T>(0.0);
   gram_from_sqdist(d, n, g);
-  if (cholesky(g, k, pivot_rtol(n, input_eps)) != kPositiveDefinite) return;
+  if (cholesky(g, dim, pivot_rtol(n, input_eps)) != kPositiveDefinite) return;
   // w <- L^{-1} (lower triangular), by forward substitution column by column.
-  for (int64_t j = 0; j < k; ++j) {
-    for (int64_t i = 0; i < k; ++i) {
+  for (int64_t j = 0; j < dim; ++j) {
+    for (int64_t i = 0; i < dim; ++i) {
       if (i < j) { w(i, j) = 0.0; continue; }
       double v = (i == j) ? 1.0 : 0.0;
       for (int64_t p = j; p < i; ++p) v -= g(i, p) * w(p, j);
@@ -172,18 +172,18 @@ SK_HD void log_volume_backward_one(const T* d, int64_t n, double gout, double in
     }
   }
   // g <- Ginv = L^{-T} L^{-1}: Ginv_ij = sum_{p >= max(i, j)} w_pi w_pj.
-  for (int64_t i = 0; i < k; ++i) {
+  for (int64_t i = 0; i < dim; ++i) {
     for (int64_t j = 0; j <= i; ++j) {
       double v = 0.0;
-      for (int64_t p = i; p < k; ++p) v += w(p, i) * w(p, j);
+      for (int64_t p = i; p < dim; ++p) v += w(p, i) * w(p, j);
       g(i, j) = v;
       g(j, i) = v;
     }
   }
   const double c = 0.25 * gout;
-  for (int64_t i = 0; i < k; ++i) {
+  for (int64_t i = 0; i < dim; ++i) {
     double row = 0.0;
-    for (int64_t j = 0; j < k; ++j) {
+    for (int64_t j = 0; j < dim; ++j) {
       row += g(i, j);
       gd[(i + 1) * n + (j + 1)] = static_cast<T>(-c * g(i, j));
     }

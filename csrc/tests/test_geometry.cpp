@@ -32,35 +32,35 @@ at::Tensor sqdist_of(const at::Tensor& x) {
 }
 
 void unit_right_simplexes() {
-  // Vertices 0, e_1..e_k: V = 1/k!.
-  for (int64_t k = 1; k <= 19; ++k) {
-    at::Tensor x = at::zeros({k + 1, k}, at::kDouble);
-    x.narrow(0, 1, k).copy_(at::eye(k, at::kDouble));
+  // Vertices 0, e_1..e_k: V = 1/dim!.
+  for (int64_t dim = 1; dim <= 19; ++dim) {
+    at::Tensor x = at::zeros({dim + 1, dim}, at::kDouble);
+    x.narrow(0, 1, dim).copy_(at::eye(dim, at::kDouble));
     const double lv = sg::log_volume(sqdist_of(x)).item<double>();
-    check(close(lv, -std::lgamma(double(k + 1)), 1e-12), "unit right simplex k=" + std::to_string(k));
+    check(close(lv, -std::lgamma(double(dim + 1)), 1e-12), "unit right simplex dim=" + std::to_string(dim));
   }
 }
 
 void regular_simplexes() {
-  // Edge a, dimension k: V = a^k / k! * sqrt((k + 1) / 2^k).
-  for (int64_t k : {1, 2, 3, 7, 15}) {
+  // Edge a, dimension dim: V = a^dim / dim! * sqrt((dim + 1) / 2^dim).
+  for (int64_t dim : {1, 2, 3, 7, 15}) {
     const double a = 1.7;
-    at::Tensor d = at::full({k + 1, k + 1}, a * a, at::kDouble) - a * a * at::eye(k + 1, at::kDouble);
-    const double expect = k * std::log(a) - std::lgamma(double(k + 1)) + 0.5 * (std::log(k + 1.0) - k * std::log(2.0));
-    check(close(sg::log_volume(d).item<double>(), expect, 1e-12), "regular simplex k=" + std::to_string(k));
+    at::Tensor d = at::full({dim + 1, dim + 1}, a * a, at::kDouble) - a * a * at::eye(dim + 1, at::kDouble);
+    const double expect = dim * std::log(a) - std::lgamma(double(dim + 1)) + 0.5 * (std::log(dim + 1.0) - dim * std::log(2.0));
+    check(close(sg::log_volume(d).item<double>(), expect, 1e-12), "regular simplex dim=" + std::to_string(dim));
   }
 }
 
 void cayley_menger_matches_gram() {
-  // det B = (-1)^(k+1) 2^k (k!)^2 V^2 for random simplexes.
+  // det B = (-1)^(dim+1) 2^dim (dim!)^2 V^2 for random simplexes.
   at::manual_seed(0);
-  for (int64_t k : {1, 2, 4, 8}) {
-    const at::Tensor d = sqdist_of(at::randn({k + 1, k + 3}, at::kDouble));
+  for (int64_t dim : {1, 2, 4, 8}) {
+    const at::Tensor d = sqdist_of(at::randn({dim + 1, dim + 3}, at::kDouble));
     const double lv = sg::log_volume(d).item<double>();
     const double det = sg::cayley_menger_determinant(d).item<double>();
-    const double expect = ((k + 1) % 2 ? -1.0 : 1.0) * std::pow(2.0, double(k)) *
-                          std::exp(2 * std::lgamma(double(k + 1)) + 2 * lv);
-    check(close(det, expect, 1e-10), "Cayley-Menger vs Gram k=" + std::to_string(k));
+    const double expect = ((dim + 1) % 2 ? -1.0 : 1.0) * std::pow(2.0, double(dim)) *
+                          std::exp(2 * std::lgamma(double(dim + 1)) + 2 * lv);
+    check(close(det, expect, 1e-10), "Cayley-Menger vs Gram dim=" + std::to_string(dim));
   }
 }
 

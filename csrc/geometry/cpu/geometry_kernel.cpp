@@ -68,14 +68,14 @@ at::Tensor batch_shape_empty(const at::Tensor& sqdist) {
 at::Tensor log_volume_cpu(const at::Tensor& sqdist, double check_rtol) {
   const at::Tensor d = flat(sqdist);
   check_rtol = detail::check_tolerance(check_rtol, d.scalar_type());
-  const int64_t n = d.size(1), k = n - 1;
-  const double log_kfact = std::lgamma(static_cast<double>(n)), eps = detail::dtype_eps(d.scalar_type());
+  const int64_t n = d.size(1), dim = n - 1;
+  const double log_dim_factorial = std::lgamma(static_cast<double>(n)), eps = detail::dtype_eps(d.scalar_type());
   at::Tensor out = batch_shape_empty(sqdist);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "log_volume_cpu", [&] {
     scalar_t* res = out.data_ptr<scalar_t>();
-    const int non_euclidean = for_each_matrix<scalar_t>(d, check_rtol, k * k, 64,
+    const int non_euclidean = for_each_matrix<scalar_t>(d, check_rtol, dim * dim, 64,
                                                         [&](int64_t b, const scalar_t* m, double* scratch) {
-      const double v = detail::log_volume_one(m, n, log_kfact, eps, DenseMat{scratch, k});
+      const double v = detail::log_volume_one(m, n, log_dim_factorial, eps, DenseMat{scratch, dim});
       res[b] = static_cast<scalar_t>(v);
       return v != v ? detail::kNotEuclideanDefect : 0;
     });
@@ -100,7 +100,7 @@ at::Tensor cayley_menger_cpu(const at::Tensor& sqdist, double check_rtol) {
 
 at::Tensor log_volume_backward_cpu(const at::Tensor& grad, const at::Tensor& sqdist) {
   const at::Tensor d = flat(sqdist);
-  const int64_t batch = d.size(0), n = d.size(1), k = n - 1;
+  const int64_t batch = d.size(0), n = d.size(1), dim = n - 1;
   const double eps = detail::dtype_eps(d.scalar_type());
   const at::Tensor g = grad.to(at::kDouble).contiguous().view({-1});
   TORCH_CHECK(g.numel() == batch, "grad must have one entry per matrix");
@@ -108,9 +108,9 @@ at::Tensor log_volume_backward_cpu(const at::Tensor& grad, const at::Tensor& sqd
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, d.scalar_type(), "log_volume_backward_cpu", [&] {
     const double* gout = g.const_data_ptr<double>();
     scalar_t* res = out.data_ptr<scalar_t>();
-    for_each_matrix<scalar_t>(d, -1.0, 2 * k * k, 16, [&](int64_t b, const scalar_t* m, double* scratch) {
-      detail::log_volume_backward_one(m, n, gout[b], eps, res + b * n * n, DenseMat{scratch, k},
-                                      DenseMat{scratch + k * k, k});
+    for_each_matrix<scalar_t>(d, -1.0, 2 * dim * dim, 16, [&](int64_t b, const scalar_t* m, double* scratch) {
+      detail::log_volume_backward_one(m, n, gout[b], eps, res + b * n * n, DenseMat{scratch, dim},
+                                      DenseMat{scratch + dim * dim, dim});
     });
   });
   return out.view(sqdist.sizes());

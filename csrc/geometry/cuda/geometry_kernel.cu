@@ -32,11 +32,11 @@ __device__ int64_t matrix_index(const T* d, int64_t batch, int64_t n, double che
 }
 
 template <typename T>
-__global__ void log_volume_kernel(const T* d, int64_t batch, int64_t n, double log_kfact, double eps, double check_rtol,
+__global__ void log_volume_kernel(const T* d, int64_t batch, int64_t n, double log_dim_factorial, double eps, double check_rtol,
                                   int* defects, double* scratch, T* out) {
   const int64_t b = matrix_index(d, batch, n, check_rtol, defects);
   if (b < 0) return;
-  const double v = detail::log_volume_one(d + b * n * n, n, log_kfact, eps, StridedMat{scratch + b, n - 1, batch});
+  const double v = detail::log_volume_one(d + b * n * n, n, log_dim_factorial, eps, StridedMat{scratch + b, n - 1, batch});
   out[b] = static_cast<T>(v);
   if (check_rtol >= 0 && v != v) defects[b] = detail::kNotEuclideanDefect;
 }
@@ -54,9 +54,9 @@ __global__ void log_volume_backward_kernel(const T* d, const double* gout, int64
                                            double* scratch, T* out) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= batch) return;
-  const int64_t k = n - 1;
-  detail::log_volume_backward_one(d + b * n * n, n, gout[b], eps, out + b * n * n, StridedMat{scratch + b, k, batch},
-                                  StridedMat{scratch + k * k * batch + b, k, batch});
+  const int64_t dim = n - 1;
+  detail::log_volume_backward_one(d + b * n * n, n, gout[b], eps, out + b * n * n, StridedMat{scratch + b, dim, batch},
+                                  StridedMat{scratch + dim * dim * batch + b, dim, batch});
 }
 
 // Everything a launch over the flattened (N, n, n) batch needs.
