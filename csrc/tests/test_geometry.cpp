@@ -32,7 +32,7 @@ at::Tensor sqdist_of(const at::Tensor& x) {
 }
 
 void unit_right_simplexes() {
-  // Vertices 0, e_1..e_k: V = 1/dim!.
+  // Vertices 0, e_1..e_dim: V = 1/dim!.
   for (int64_t dim = 1; dim <= 19; ++dim) {
     at::Tensor x = at::zeros({dim + 1, dim}, at::kDouble);
     x.narrow(0, 1, dim).copy_(at::eye(dim, at::kDouble));

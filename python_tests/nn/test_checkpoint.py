@@ -175,3 +175,16 @@ def test_incomplete_or_corrupt_checkpoints_name_the_problem(tmp_path, rng):
     torch.save({**payload, "n_vertices": "3"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="'n_vertices' field is a str"):
         sk.load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_checkpoints_with_the_stores_earlier_parameter_name_load(tmp_path, rng):
+    """The store's trainable vertices were saved as ``store.free`` before they were named
+    ``store.trainable``: such a checkpoint loads with the same vertices."""
+    sm = sk.simplexify(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), 3, noise=0.1)
+    sm.fix(0)
+    state = sm.state_dict()
+    state["store.free"] = state.pop("store.trainable")
+    fresh = sk.simplexify(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    fresh.load_state_dict(state)
+    assert fresh.fixed_mask() == [True, False, False]
+    assert torch.equal(fresh.store.vertices(), sm.store.vertices())

@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 import simplexkern as sk
+from simplexkern.ops import dispatch
 
 from .model_zoo import EveryLayer, TransformerBlock, every_layer_input
 from conftest import cuda
@@ -283,6 +284,29 @@ def test_simplexify_errors(rng):
         sm.add_vertex("zeros")
     with pytest.raises(RuntimeError, match="inside a SimplexModel"):
         sm.module(torch.randn(1, 2))
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
+def test_inputs_the_layers_cannot_take_are_refused_by_name(backend):
+    """The layers call the ops' unchecked inner functions: they check the input themselves."""
+    if backend == "triton" and not dispatch.INTERPRET:
+        pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
+    conv2 = sk.simplexify(nn.Sequential(nn.Conv2d(4, 6, 3), nn.Flatten(), nn.Linear(6 * 25, 3)), 2)
+    conv1 = sk.simplexify(nn.Sequential(nn.Conv1d(4, 6, 3)), 2)
+    conv2.backend = conv1.backend = backend
+    cases = [
+        (conv2, torch.randn(2, 4, 7, 7).double(), TypeError, r"Conv2d at '0': x must have the dtype of the weights"),
+        (conv2, torch.ones(2, 4, 7, 7, dtype=torch.long), TypeError, "dtype of the weights"),
+        (conv2, torch.randn(4, 7, 7), ValueError, r"Conv2d at '0' expects batched inputs, \(B, 4, H, W\)"),
+        (conv2, torch.randn(2, 5, 7, 7), ValueError, r"4 channels, got shape \(2, 5, 7, 7\)"),
+        (conv2, torch.randn(2, 4, 8, 8), ValueError, r"Linear at '2': expected inputs of 150 features"),
+        (conv1, torch.randn(4, 7), ValueError, r"Conv1d at '0' expects batched inputs, \(B, C, L\)"),
+        (conv1, torch.randn(2, 5, 7), ValueError, r"4 channels, got shape \(2, 5, 7\)"),
+        (conv1, torch.randn(2, 4, 7).double(), TypeError, "dtype of the weights"),
+    ]
+    for model, x, error, message in cases:
+        with pytest.raises(error, match=message):
+            model(x, n_samples=2)
 
 
 def test_a_plain_linear_as_the_whole_model(rng):

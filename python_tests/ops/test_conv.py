@@ -184,7 +184,7 @@ def test_triton_split_filter_gradient(device, dtype, shared, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("stride, padding, dilation, groups, kernel, C, O, hw", CONVS)
-def test_shared_input_mixes_the_vertices_outputs(stride, padding, dilation, groups, kernel, C, O, hw, rng):
+def test_shared_input_combines_the_vertices_outputs(stride, padding, dilation, groups, kernel, C, O, hw, rng):
     """k < S points of a shared input: k convolutions mixed, coefficients' gradient included."""
     conv = (stride, padding, dilation, groups)
     x, weight, bias, coeffs = problem(rng, 2, 5, True, B=2, C=C, O=O, hw=hw, kernel=kernel, groups=groups)

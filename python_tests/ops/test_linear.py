@@ -220,7 +220,7 @@ def test_frozen_weight_trainable_bias_and_strided_weight(backend, rng):
     assert rel_err(base.grad.transpose(1, 2), ref[2]) < RTOL[torch.float32]
 
 
-def test_a_shared_input_with_fewer_vertices_than_points_mixes_the_vertex_products(rng):
+def test_a_shared_input_with_fewer_vertices_than_points_combines_the_vertex_products(rng):
     from simplexkern.ops import linear_torch
 
     x, weight, bias, coeffs = problem(rng, 2, 7, batch=5, n_in=19, n_out=23, shared=True)

@@ -37,6 +37,16 @@ class SimplexLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"{type(self._skeleton).__name__}: {self._skeleton.extra_repr()}"
 
+    def where(self) -> str:
+        return f"{type(self._skeleton).__name__} at {self.prefix[:-1] or 'the model'!r}"
+
+    def check_input(self, xs: torch.Tensor, weight: torch.Tensor) -> None:
+        """The input's dtype and device against the weights' (the ops' inner calls check neither)."""
+        if xs.dtype != weight.dtype:
+            raise TypeError(f"{self.where()}: x must have the dtype of the weights ({weight.dtype}), got {xs.dtype}")
+        if xs.device != weight.device:
+            raise ValueError(f"{self.where()}: x is on {xs.device} but the weights are on {weight.device}")
+
     def _points(self) -> Points:
         """The points of the forward in progress."""
         return self._evaluation.points(self)
@@ -77,11 +87,11 @@ class SimplexLinear(SimplexLayer):
         xs, shared = p.split(x)
         w, b = self.store_weight("weight"), self.store_weight("bias")
         if xs.dim() < 2:
-            raise ValueError(f"Linear at {self.prefix[:-1] or 'the model'!r}: x must have a batch dimension, (B, ..., "
-                             f"{w.shape[2]}), got shape {tuple(xs.shape)}")
+            raise ValueError(f"{self.where()}: x must have a batch dimension, (B, ..., {w.shape[2]}), got shape "
+                             f"{tuple(xs.shape)}")
         if xs.shape[-1] != w.shape[2]:
-            raise ValueError(f"Linear at {self.prefix[:-1] or 'the model'!r}: expected inputs of {w.shape[2]} "
-                             f"features, got shape {tuple(xs.shape)}")
+            raise ValueError(f"{self.where()}: expected inputs of {w.shape[2]} features, got shape {tuple(xs.shape)}")
+        self.check_input(xs, w)
         rows = xs.reshape(-1, xs.shape[-1]) if shared else xs.reshape(p.n, -1, xs.shape[-1])
         y = linear(rows, w, b, p.coeffs, p.trainable, p.backend)  # (S, M, out)
         return merge(y.reshape(p.n, *(xs.shape[:-1] if shared else xs.shape[1:-1]), w.shape[1]))
@@ -106,13 +116,18 @@ class SimplexConv2d(SimplexLayer):
         s = self._skeleton
         return s.stride, s.padding, s.dilation, s.kernel_size
 
-    def _conv(self, xs, w):
-        """The convolution at the points, by the ops' inner call."""
+    def _conv(self, xs, w, shape=None):
+        """The convolution at the points, by the ops' inner call; ``shape``: the input's as
+        the user gave it, for messages."""
         conv, extra = self._arguments
         channels = w.shape[2] * conv[3]
-        if xs.dim() not in (4, 5) or xs.shape[-3] != channels:
-            raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1] or 'the model'!r} expects batches "
-                             f"of {channels} channels, got shape {tuple(xs.shape[-4:] if xs.dim() > 4 else xs.shape)}")
+        if xs.dim() not in (4, 5):  # (B, C, H, W) shared, or (S, B, C, H, W) per point
+            raise ValueError(f"{self.where()} expects batched inputs, (B, {channels}, H, W), got shape "
+                             f"{tuple(xs.shape)}")
+        if xs.shape[-3] != channels:
+            raise ValueError(f"{self.where()} expects inputs of {channels} channels, got shape "
+                             f"{tuple(shape or xs.shape)}")
+        self.check_input(xs, w)
         if any(extra):  # "same" with an even kernel: the odd row/column goes at the bottom/right
             xs = F.pad(xs, (0, extra[1], 0, extra[0]))
         p = self._points()
@@ -134,7 +149,9 @@ class SimplexConv1d(SimplexConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs, _ = self._points().split(x)
-        y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2))
+        if xs.dim() not in (3, 4):  # (B, C, L) shared, or (S, B, C, L) per point
+            raise ValueError(f"{self.where()} expects batched inputs, (B, C, L), got shape {tuple(xs.shape)}")
+        y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2), xs.shape)
         return merge(y.squeeze(-2))
 
 

@@ -110,6 +110,8 @@ class VertexStore(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
+        if prefix + "free" in state_dict and prefix + "trainable" not in state_dict:  # the name before 0.1's rename
+            state_dict[prefix + "trainable"] = state_dict.pop(prefix + "free")
         # The vertex count and fixed mask come with the state: take the saved shapes first.
         fixed, trainable, order = (state_dict.get(prefix + n) for n in ("fixed", "trainable", "order"))
         if fixed is not None and trainable is not None and order is not None:
