@@ -13,6 +13,7 @@ from torch import nn
 from simplexkern.nn.points import Evaluation, Points, merge
 from simplexkern.ops.conv import conv2d, conv_arguments
 from simplexkern.ops.linear import linear
+from simplexkern.ops.vertices import combine_vertices
 
 
 class SimplexLayer(nn.Module):
@@ -56,8 +57,7 @@ class SimplexLayer(nn.Module):
 
     def combine_param(self, name: str) -> torch.Tensor:
         """(S, *shape): the parameter at each point."""
-        w = self.store_weight(name)
-        return (self._points().coeffs @ w.reshape(w.shape[0], -1)).reshape(-1, *w.shape[1:])
+        return combine_vertices(self._points().coeffs, self.store_weight(name))
 
     def per_point(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """(S, B, ...) from the merged input, expanding a shared input, and whether it was one."""
@@ -215,16 +215,14 @@ class SimplexBatchNorm(SimplexLayer):
         p = self._points()
         xs, shared = self.per_point(x)
         if xs.dim() not in (3, 4, 5):
-            raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r} expects (N, C) or "
-                             f"(N, C, ...) inputs, got {tuple(x.shape)}")
+            raise ValueError(f"{self.where()} expects (N, C) or (N, C, ...) inputs, got {tuple(x.shape)}")
         if xs.numel() == 0:  # an empty batch: nothing to normalise, no statistics to update
             return merge(xs)
         use_batch = self.training or not self.track_running_stats
         per_channel = xs.numel() // max(xs.shape[0] * xs.shape[2], 1)
         if use_batch and per_channel == 1:
-            raise ValueError(f"{type(self._skeleton).__name__} at {self.prefix[:-1]!r}: expected more than 1 value per "
-                             f"channel when normalising with batch statistics, got input of shape {tuple(x.shape)} "
-                             f"({p.n} points)")
+            raise ValueError(f"{self.where()}: expected more than 1 value per channel when normalising with batch "
+                             f"statistics, got input of shape {tuple(x.shape)} ({p.n} points)")
         if self.momentum is not None and not shared:
             return self._native(x, xs.shape[2], use_batch)
         if use_batch:

@@ -1,8 +1,8 @@
 """The vertex store: every vertex of a model in one flat store.
 
 Fixed vertices live in a buffer ``fixed`` (k_fixed, P) and trainable ones in a parameter
-``trainable`` (k_trainable, P), so an optimizer built from ``model.parameters()`` never sees a fixed
-vertex: weight decay and momentum cannot move it. Each layer's tensors are named slots, a
+``trainable`` (k_trainable, P), so an optimizer built from ``model.parameters()`` never sees
+a fixed vertex: weight decay and momentum cannot move it. Each layer's tensors are named slots, a
 range of the P columns. Rows are ordered fixed first; ``order[r]`` is the vertex in row r.
 """
 import math
@@ -110,7 +110,7 @@ class VertexStore(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        if prefix + "free" in state_dict and prefix + "trainable" not in state_dict:  # the name before 0.1's rename
+        if prefix + "free" in state_dict and prefix + "trainable" not in state_dict:  # its name in earlier checkpoints
             state_dict[prefix + "trainable"] = state_dict.pop(prefix + "free")
         # The vertex count and fixed mask come with the state: take the saved shapes first.
         fixed, trainable, order = (state_dict.get(prefix + n) for n in ("fixed", "trainable", "order"))

@@ -24,7 +24,6 @@ class FusedOp:
     Calling the FusedOp runs the face that fits; it checks nothing (the public op does)."""
 
     def __init__(self, name: str, schema: str, forward: Callable, backward: Callable, output_shape: Callable):
-        self.n_args = schema.count(",") + 1
         self.op = torch.library.custom_op(f"simplexkern::{name}", lambda *a: forward(*a).contiguous(),
                                           mutates_args=(), schema=f"({TENSORS}, {schema}) -> Tensor")
         self.op.register_fake(lambda x, weight, bias, coeffs, *args:
@@ -70,7 +69,7 @@ class FusedOp:
             out[1] = torch.zeros_like(weight)
         if need_b and bias is not None and out[2] is None:
             out[2] = torch.zeros_like(bias)
-        return (*out, *([None] * self.n_args))
+        return (*out, *([None] * len(ctx.args)))
 
 
 def _save(ctx, inputs, output):
