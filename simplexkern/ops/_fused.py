@@ -5,6 +5,8 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
+from simplexkern import _vmap
+
 TENSORS = "Tensor x, Tensor weight, Tensor? bias, Tensor coeffs"
 
 
@@ -21,10 +23,17 @@ class FusedOp:
     - eagerly, an ``autograd.Function`` with the same forward and backward, without the
       custom-op layer's per-call overhead (tens of microseconds, which weight-bound layers feel).
 
+    The custom op has a ``torch.func.vmap`` rule: a SimplexModel evaluates its points as a vmap
+    dimension and calls the op with one point's coefficients (1, k) batched over the S points;
+    the rule makes that one call of the op with (S, k). ``shared_dims`` is the number of
+    dimensions of an input shared by all points (x of a per-point input has one more).
+
     Calling the FusedOp runs the face that fits; it checks nothing (the public op does)."""
 
-    def __init__(self, name: str, schema: str, forward: Callable, backward: Callable, output_shape: Callable):
-        self.op = torch.library.custom_op(f"simplexkern::{name}", lambda *a: forward(*a).contiguous(),
+    def __init__(self, name: str, schema: str, forward: Callable, backward: Callable, output_shape: Callable,
+                 shared_dims: int):
+        # outputs detached: not views of intermediates, so in-place ops on them are allowed
+        self.op = torch.library.custom_op(f"simplexkern::{name}", lambda *a: forward(*a).contiguous().detach(),
                                           mutates_args=(), schema=f"({TENSORS}, {schema}) -> Tensor")
         self.op.register_fake(lambda x, weight, bias, coeffs, *args:
                               x.new_empty(output_shape(x, weight, coeffs, *args)))
@@ -36,6 +45,8 @@ class FusedOp:
         self.backward_op.register_fake(_fake_grads)
         self.op.register_autograd(lambda ctx, dy: self._backward(ctx, dy, self.backward_op),
                                   setup_context=_save)
+        self.op.register_vmap(lambda info, in_dims, *a: self._vmap(self.op, info.batch_size, in_dims, *a))
+        self.shared_dims = shared_dims
         fused = self
 
         class Eager(torch.autograd.Function):
@@ -53,9 +64,55 @@ class FusedOp:
         self.eager = Eager
 
     def __call__(self, *inputs):
-        if torch.compiler.is_compiling():
-            return self.op(*inputs)
+        interpreter = _vmap.innermost()
+        if interpreter is not None:  # eager under vmap: the vmap rule without the custom op's per-call cost
+            return _vmap.call_unbatched(interpreter, lambda n, dims, *t: self._vmap(self, n, dims, *t, *inputs[4:]),
+                                        *inputs[:4])
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return self.op(*inputs)  # the face with a vmap rule
         return self.eager.apply(*inputs)
+
+    def point(self, x, weight, bias, coeffs, *args):
+        """The op at one point, ``coeffs`` (k,): its output without the points' dimension. Under
+        vmap (a SimplexModel's points) one call of the op with the (S, k) coefficients."""
+        interpreter = _vmap.innermost()
+        if interpreter is not None:
+            return _vmap.call_unbatched(interpreter, lambda n, dims, *t: self._point_vmap(n, dims, *t, *args),
+                                        x, weight, bias, coeffs)
+        return self(x, weight, bias, coeffs[None], *args)[0]
+
+    def _point_vmap(self, n, in_dims, x, weight, bias, coeffs, *args):
+        x_dim, weight_dim, bias_dim, coeffs_dim = in_dims
+        if coeffs_dim is not None and weight_dim is None and bias_dim is None:  # the points: coeffs (n, k)
+            return self(x if x_dim is None else x.movedim(x_dim, 0), weight, bias, coeffs.movedim(coeffs_dim, 0),
+                        *args), 0
+
+        def element(t, d, i):
+            return t if d is None else t.select(d, i)
+        return torch.stack([self.point(*(element(t, d, i) for t, d in zip((x, weight, bias, coeffs), in_dims)),
+                                       *args) for i in range(n)]), 0
+
+    def _vmap(self, call, n, in_dims, x, weight, bias, coeffs, *args):
+        """The vmap rule, by ``call`` (the custom op or the FusedOp). Points batched by vmap: coeffs
+        (n, S', k) with the store shared -> one call with the n * S' points; any other batching
+        (the store, or the input alone): one call per element."""
+        x_dim, weight_dim, bias_dim, coeffs_dim = in_dims[:4]
+        if all(d is None for d in in_dims[:4]):
+            return call(x, weight, bias, coeffs, *args), None
+        if coeffs_dim is None or weight_dim is not None or bias_dim is not None:
+            def element(t, d, i):
+                return t if d is None else t.select(d, i)
+            return torch.stack([call(*(element(t, d, i) for t, d in zip((x, weight, bias, coeffs), in_dims)), *args)
+                                for i in range(n)]), 0
+        c = coeffs.movedim(coeffs_dim, 0)  # (n, S', k)
+        points = c.shape[1]
+        shared = x.dim() - (x_dim is not None) == self.shared_dims
+        if x_dim is not None:
+            x = x.movedim(x_dim, 0)
+            x = x.unsqueeze(1).expand(n, points, *x.shape[1:]).flatten(0, 1) if shared else x.flatten(0, 1)
+        elif not shared:
+            x = x.expand(n, *x.shape).flatten(0, 1)
+        return call(x, weight, bias, c.flatten(0, 1), *args).unflatten(0, (n, points)), 0
 
     def _backward(self, ctx, dy, backward):
         x, weight, bias, coeffs = ctx.saved_tensors

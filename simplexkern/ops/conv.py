@@ -33,7 +33,7 @@ def _output_shape(x, weight, coeffs, stride, padding, dilation, *_):
 
 
 _op = _fused.FusedOp("simplex_conv2d", "int[] stride, int[] padding, int[] dilation, int groups, int[] trainable, "
-                     "str backend", _forward, _backward, _output_shape)
+                     "str backend", _forward, _backward, _output_shape, shared_dims=4)
 
 
 def _pair(value, name, minimum):
@@ -128,16 +128,21 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coe
     """``simplex_conv2d`` without its checks, for callers that made its operands valid (the
     simplex layers): ``x`` (B, C, H, W) shared or (S, B, C, H, W), ``coeffs`` (S, k)
     finite, ``weight`` and ``bias`` contiguous, ``conv`` from ``conv_arguments``,
-    ``trainable`` a sorted index list -> (S, B, out, H', W')."""
+    ``trainable`` a sorted index list -> (S, B, out, H', W'). ``coeffs`` (k,) (one point;
+    batched under a SimplexModel's vmap) -> (B, out, H', W')."""
     stride, padding, dilation, _ = conv
     kernel_hw = weight.shape[-2:]
     if min(_fused.output_size(x.shape[-2:], kernel_hw, stride, padding, dilation)) < 1:
         raise ValueError(f"the input of size {tuple(x.shape[-2:])} (padded by {padding}) is smaller than the "
                          f"kernel {tuple(kernel_hw)} at dilation {dilation}")
     name = dispatch.resolve(weight.device, backend, gpu_auto="torch")
+    if name != "reference" and not (torch.compiler.is_compiling() and name == "torch"):
+        return (_op.point if coeffs.dim() == 1 else _op)(x, weight, bias, coeffs, *conv, trainable, name)
+    single = coeffs.dim() == 1
+    c = coeffs[None] if single else coeffs
     if name == "reference":
-        return reference.simplex_conv2d(x, weight, bias, coeffs, conv, trainable)
-    if torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
-        return conv_torch.conv_forward(x, _fused.gradient_rows(weight, trainable),
-                                       _fused.gradient_rows(bias, trainable), coeffs, conv)
-    return _op(x, weight, bias, coeffs, *conv, trainable, name)
+        y = reference.simplex_conv2d(x, weight, bias, c, conv, trainable)
+    else:  # compiling: plain aten ops, which the compiler sees and fuses
+        y = conv_torch.conv_forward(x, _fused.gradient_rows(weight, trainable), _fused.gradient_rows(bias, trainable),
+                                    c, conv)
+    return y[0] if single else y

@@ -25,7 +25,7 @@ def _backward(dy, x, weight, bias, coeffs, trainable, backend, needs):
 
 
 _op = _fused.FusedOp("simplex_linear", "int[] trainable, str backend", _forward, _backward,
-                     lambda x, weight, coeffs, *_: (coeffs.shape[0], x.shape[-2], weight.shape[1]))
+                     lambda x, weight, coeffs, *_: (coeffs.shape[0], x.shape[-2], weight.shape[1]), shared_dims=2)
 
 
 def _canonical(x, weight, bias, coeffs):
@@ -72,11 +72,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coe
            trainable: list[int], backend: str | None = None) -> torch.Tensor:
     """``simplex_linear`` without its checks, for callers that made its operands valid (the
     simplex layers): ``x`` (M, in) shared or (S, M, in), ``coeffs`` (S, k) finite,
-    ``weight`` and ``bias`` contiguous, ``trainable`` a sorted index list -> (S, M, out)."""
+    ``weight`` and ``bias`` contiguous, ``trainable`` a sorted index list -> (S, M, out).
+    ``coeffs`` (k,) (one point; batched under a SimplexModel's vmap) -> (M, out)."""
     name = dispatch.resolve(weight.device, backend)
+    if name != "reference" and not (torch.compiler.is_compiling() and name == "torch"):
+        return (_op.point if coeffs.dim() == 1 else _op)(x, weight, bias, coeffs, trainable, name)
+    single = coeffs.dim() == 1
+    c = coeffs[None] if single else coeffs
     if name == "reference":
-        return reference.simplex_linear(x, weight, bias, coeffs, trainable)
-    if torch.compiler.is_compiling() and name == "torch":  # plain aten ops: the compiler sees and fuses them
-        return linear_torch.linear_forward(x, _fused.gradient_rows(weight, trainable),
-                                           _fused.gradient_rows(bias, trainable), coeffs)
-    return _op(x, weight, bias, coeffs, trainable, name)
+        y = reference.simplex_linear(x, weight, bias, c, trainable)
+    else:  # compiling: plain aten ops, which the compiler sees and fuses
+        y = linear_torch.linear_forward(x, _fused.gradient_rows(weight, trainable),
+                                        _fused.gradient_rows(bias, trainable), c)
+    return y[0] if single else y
