@@ -12,6 +12,7 @@ from torch import nn
 from simplexkern.data.dataset import Dataset
 from simplexkern.models.preresnet import PreResNet
 from simplexkern.models.small import MLP, ConvNet, ConvNet1d, DigitsConvNet, LeNet5
+from simplexkern.models.transformer import Transformer
 from simplexkern.models.vgg import VGG16
 from simplexkern.models.wide_resnet import WideResNet
 
@@ -93,4 +94,4 @@ def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["create", "for_data", "names", "VGG16", "PreResNet", "WideResNet", "LeNet5", "MLP", "ConvNet",
-           "DigitsConvNet", "ConvNet1d"]
+           "DigitsConvNet", "ConvNet1d", "Transformer"]
