@@ -9,7 +9,7 @@ import torch
 
 from simplexkern import data as datasets
 from simplexkern import distributed, models, train
-from simplexkern.nn.model import simplexify
+from simplexkern.nn import simplexify
 from simplexkern.train import loop
 
 

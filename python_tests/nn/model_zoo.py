@@ -48,3 +48,131 @@ class TransformerBlock(nn.Module):
         a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         x = x + self.proj(a.transpose(1, 2).reshape(n, t, d))
         return x + self.mlp(self.ln2(x))
+
+
+# Models whose forward code does what the points of a simplex model must not be mixed by:
+# tokens flattened into the batch, tensors made inside forward, sequence-first layouts,
+# per-example indexing, weight ties written in forward, and layers without a fused form.
+
+class TokenFlatten(nn.Module):
+    """Flattens tokens into the batch before a Linear, as many transformer codebases do."""
+
+    def __init__(self, dim=6):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, dim), nn.Linear(dim, 3)
+
+    def forward(self, x):  # (B, T, 4)
+        B, T, _ = x.shape
+        h = torch.tanh(self.a(x)).reshape(B * T, -1)
+        return self.b(h).view(B, T, -1)
+
+
+class MadeInForward(nn.Module):
+    """Layers applied to tensors the forward makes: positions from torch.arange and a grid
+    from torch.linspace."""
+
+    def __init__(self, dim=5, length=7):
+        super().__init__()
+        self.pos, self.grid, self.out = nn.Embedding(length, dim), nn.Linear(1, dim), nn.Linear(dim, 2)
+
+    def forward(self, x):  # (B, T, dim)
+        T = x.shape[1]
+        h = x + self.pos(torch.arange(T)) + self.grid(torch.linspace(0, 1, T, dtype=x.dtype)[:, None])
+        return self.out(torch.relu(h))
+
+
+class SequenceFirst(nn.Module):
+    """nn.TransformerEncoderLayer with its default (T, B, C) layout, and per-example indexing."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(dim, 2, 16, dropout=0.0)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):  # (B, T, dim)
+        h = self.layer(x.transpose(0, 1)).transpose(0, 1)
+        last = torch.arange(x.shape[0]) % x.shape[1]  # a different position per example
+        return self.head(h[torch.arange(x.shape[0]), last])
+
+
+class GPT(nn.Module):
+    """nanoGPT-style, with nn.MultiheadAttention and a causal mask made in forward, and the
+    head tied to the token embedding in the forward code (x @ tok.weight.T)."""
+
+    def __init__(self, vocab=11, dim=8, length=6):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(length, dim)
+        self.ln1, self.attn = nn.LayerNorm(dim), nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, idx):  # (B, T) token ids
+        T = idx.shape[1]
+        x = self.tok(idx) + self.pos(torch.arange(T))
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        x = x + self.mlp(self.ln2(x))
+        return x @ self.tok.weight.T
+
+
+class Recurrent(nn.Module):
+    """An LSTM classifier over embedded tokens, and a GRU over the LSTM's states."""
+
+    def __init__(self, vocab=9, dim=6):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.lstm = nn.LSTM(dim, 5, num_layers=2, batch_first=True)
+        self.gru = nn.GRU(5, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, idx):
+        h, _ = self.lstm(self.emb(idx))
+        out, last = self.gru(h.transpose(0, 1))
+        return self.head(last[-1] + out.mean(0))
+
+
+class Decoder(nn.Module):
+    """A ConvTranspose decoder: Linear -> view -> ConvTranspose2d / BatchNorm2d / ConvTranspose1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4 * 3 * 3)
+        self.up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.out = nn.ConvTranspose2d(3, 2, 2, stride=2)
+        self.line = nn.ConvTranspose1d(2, 1, 3, stride=2)
+
+    def forward(self, z):
+        h = torch.relu(self.bn(self.up(self.fc(z).view(-1, 4, 3, 3))))
+        img = self.out(h)  # (B, 2, 12, 12)
+        return self.line(img.flatten(2)[..., :20])
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt kind: a LayerNorm subclass over channels with its own forward."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class OwnParameters(nn.Module):
+    """Parameters held directly by a module (a class token and positions, as ViT), a LayerNorm
+    subclass, InstanceNorm2d with affine, Conv3d and a reflect-padded Conv2d."""
+
+    def __init__(self, dim=4):
+        super().__init__()
+        self.conv = nn.Conv2d(2, dim, 3, padding=1, padding_mode="reflect")
+        self.norm = LayerNorm2d(dim)
+        self.inorm = nn.InstanceNorm2d(dim, affine=True)
+        self.conv3 = nn.Conv3d(1, 2, (2, 3, 3), padding=(0, 1, 1))
+        self.class_token = nn.Parameter(torch.randn(1, 1, 2 * dim))
+        self.positions = nn.Parameter(torch.randn(1, 1 + 16, 2 * dim) * 0.1)
+        self.head = nn.Linear(2 * dim, 3)
+
+    def forward(self, x):  # (B, 2, 4, 4)
+        h = self.inorm(torch.relu(self.norm(self.conv(x))))  # (B, dim, 4, 4)
+        h = self.conv3(h[:, None, :2]).flatten(1, 2)  # (B, 2 * 1, 4, 4) -> pad to 2 * dim channels
+        h = torch.cat([h, h.flip(1), h * h, h.tanh()], 1)[:, : self.class_token.shape[-1]]
+        tokens = torch.cat([self.class_token.expand(x.shape[0], -1, -1), h.flatten(2).transpose(1, 2)], 1)
+        return self.head((tokens + self.positions)[:, 0] + tokens.mean(1))

@@ -240,7 +240,7 @@ def test_set_vertex_from_a_trained_plain_model(rng):
         sm.set_vertex(0, bad)
 
 
-def test_simplexify_errors(rng):
+def test_simplexify_errors_and_what_is_no_longer_one(rng):
     class Odd(nn.Module):
         def __init__(self):
             super().__init__()
@@ -250,25 +250,24 @@ def test_simplexify_errors(rng):
             return x * self.scale
 
     model = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.ReLU(), Odd()))
-    with pytest.raises(TypeError, match=r"1\.1 \(Odd\) has parameters"):
-        sk.simplexify(model)
+    sm = sk.simplexify(model, 2)  # a module with parameters of its own: its parameters are vertex parameters
+    assert list(sm.store.slots) == ["0.weight", "0.bias", "1.1.scale"]
     sm = sk.simplexify(model, 2, shared=["1.1"])
     assert [n for n, _ in sm.named_parameters()] == ["module.1.1.scale", "store.trainable"]
     x = torch.randn(4, 3, generator=rng)
     torch.testing.assert_close(sm(x, torch.tensor([1.0, 0.0])), model(x), **F32)
     with pytest.raises(ValueError, match="not a submodule"):
         sk.simplexify(model, shared=["nope"])
-    tied = nn.Sequential(nn.Embedding(4, 3), nn.Linear(3, 4, bias=False))
-    tied[1].weight = nn.Parameter(torch.randn(4, 3))
-    tied[0].weight = tied[1].weight
-    with pytest.raises(ValueError, match="tied"):
-        sk.simplexify(tied)
-    with pytest.raises(ValueError, match="padding_mode"):
-        sk.simplexify(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(ValueError, match="whole model cannot be shared"):
+        sk.simplexify(model, shared=[""])
+    reflect = sk.simplexify(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))  # the generic path
+    assert not isinstance(reflect.module, sk.nn.SimplexLayer)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         sk.simplexify("vgg")
     with pytest.raises(ValueError, match="n_vertices"):
         sk.simplexify(nn.Linear(2, 2), 0)
+    with pytest.raises(ValueError, match="init"):
+        sk.simplexify(nn.Linear(2, 2), 1, init="bogus")  # checked even when no vertex is added
     sm = sk.simplexify(nn.Linear(2, 2), 2)
     with pytest.raises(ValueError, match=r"shape \(2,\) or \(S, 2\)"):
         sm(torch.randn(1, 2), torch.ones(3))
@@ -282,8 +281,14 @@ def test_simplexify_errors(rng):
         sm.fix(2)
     with pytest.raises(ValueError, match="init"):
         sm.add_vertex("zeros")
+    with pytest.raises(ValueError, match="point_evaluation"):
+        sm.point_evaluation = "fast"
+        sm(torch.randn(1, 2), torch.ones(2) / 2)
+    sm.point_evaluation = "auto"
     with pytest.raises(RuntimeError, match="inside a SimplexModel"):
         sm.module(torch.randn(1, 2))
+    with pytest.raises(AttributeError, match="exists only at a point"):
+        sm.module.weight  # a combination of the vertices: model.at(coeffs).weight
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
@@ -297,16 +302,21 @@ def test_inputs_the_layers_cannot_take_are_refused_by_name(backend):
     cases = [
         (conv2, torch.randn(2, 4, 7, 7).double(), TypeError, r"Conv2d at '0': x must have the dtype of the weights"),
         (conv2, torch.ones(2, 4, 7, 7, dtype=torch.long), TypeError, "dtype of the weights"),
-        (conv2, torch.randn(4, 7, 7), ValueError, r"Conv2d at '0' expects batched inputs, \(B, 4, H, W\)"),
+        (conv2, torch.randn(4, 7), ValueError, r"Conv2d at '0' expects \(C, H, W\) or \(B, C, H, W\) inputs"),
         (conv2, torch.randn(2, 5, 7, 7), ValueError, r"4 channels, got shape \(2, 5, 7, 7\)"),
         (conv2, torch.randn(2, 4, 8, 8), ValueError, r"Linear at '2': expected inputs of 150 features"),
-        (conv1, torch.randn(4, 7), ValueError, r"Conv1d at '0' expects batched inputs, \(B, C, L\)"),
+        # unbatched, as the plain Conv2d takes it: the model's own Flatten then fails at the Linear
+        (conv2, torch.randn(4, 7, 7), ValueError, r"Linear at '2': expected inputs of 150 features, got shape \(6, "),
+        (conv1, torch.randn(4, 7, 7, 7), ValueError, r"Conv1d at '0' expects \(C, L\) or \(B, C, L\) inputs"),
         (conv1, torch.randn(2, 5, 7), ValueError, r"4 channels, got shape \(2, 5, 7\)"),
         (conv1, torch.randn(2, 4, 7).double(), TypeError, "dtype of the weights"),
     ]
     for model, x, error, message in cases:
         with pytest.raises(error, match=message):
             model(x, n_samples=2)
+    x = torch.randn(4, 7)  # unbatched, as the plain Conv1d takes it
+    c = torch.tensor([0.25, 0.75])
+    torch.testing.assert_close(conv1(x, c), conv1.at(c)(x), **F32)
 
 
 def test_a_plain_linear_as_the_whole_model(rng):

@@ -126,13 +126,11 @@ def test_batch_size_one_in_training_is_refused_like_torch(rng):
     assert sm(torch.randn(2, 3, generator=rng), n_samples=3).shape == (3, 2, 4)
 
 
-def test_one_module_at_two_places_is_refused():
+def test_one_module_at_two_places_is_one_layer_and_a_module_without_parameters_may_be_reused():
     shared = nn.Linear(4, 4)
-    with pytest.raises(ValueError, match="1 is the same module as 0"):
-        sk.simplexify(nn.Sequential(shared, shared))
-    with pytest.raises(ValueError, match="b.0 is the same module as a.0"):
-        sk.simplexify(nn.ModuleDict({"a": nn.Sequential(shared), "b": nn.Sequential(shared)}))
-    relu = nn.ReLU()  # a module without parameters may be reused
+    model = sk.simplexify(nn.ModuleDict({"a": nn.Sequential(shared), "b": nn.Sequential(shared)}))
+    assert list(model.store.slots) == ["a.0.weight", "a.0.bias"] and model.module.a[0] is model.module.b[0]
+    relu = nn.ReLU()
     assert sk.simplexify(nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)).n_vertices == 1
 
 
@@ -167,8 +165,8 @@ def test_bad_arguments_name_themselves(rng):
     sm = sk.simplexify(nn.Sequential(nn.Linear(4, 3)), 2, noise=0.1)
     with pytest.raises(ValueError, match="simplices must be a non-empty list"):
         sm.log_volume([])
-    with pytest.raises(ValueError, match="batch dimension"):
-        sm(torch.randn(4, generator=rng), torch.tensor([0.5, 0.5]))
+    x, c = torch.randn(4, generator=rng), torch.tensor([0.5, 0.5])  # unbatched, as nn.Linear takes it
+    torch.testing.assert_close(sm(x, c), sm.at(c)(x))
     w, x = torch.randn(2, 3, 4, requires_grad=True), torch.randn(5, 4)
     for bad in (3, torch.tensor(1)):
         with pytest.raises(TypeError, match="trainable"):

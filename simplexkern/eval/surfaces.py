@@ -12,7 +12,8 @@ from numpy.typing import ArrayLike
 from simplexkern import geometry
 from simplexkern.data.dataset import Dataset, check_dataset
 from simplexkern.eval.predict import split_metrics
-from simplexkern.nn.model import SimplexModel, simplexify
+from simplexkern.nn.convert import simplexify
+from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
 
 

@@ -19,7 +19,8 @@ import torch
 from simplexkern._atomic import atomic_write
 from simplexkern._types import Path
 from simplexkern.nn import samplers
-from simplexkern.nn.model import SimplexModel, simplexify
+from simplexkern.nn.convert import simplexify
+from simplexkern.nn.model import SimplexModel
 
 FORMAT = "simplexkern.checkpoint"
 FORMAT_VERSION = 1

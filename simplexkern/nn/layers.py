@@ -1,25 +1,35 @@
-"""Simplex layers: each holds no weights of its own, only the names of its slots in the
-model's vertex store, and runs all S points of a forward in one call.
+"""Fused simplex layers: the replacements of the layers that have one (Linear, Conv1d/2d,
+BatchNorm1d/2d/3d, Embedding, and the recurrent layers). Each holds no weights of its own,
+only the store slots of its parameters, and computes at the point of the forward in progress
+(under the model's vmap, at all S points: the fused ops see them in one call). Parameters of
+every other module take the model's generic path (``nn/model.py``).
 
 A layer is made from the plain module it replaces and gives a plain module back for one
-point (``plain``), so a converted model can always be baked out.
+point (``plain``), so a converted model can always be baked out. Reading a parameter of a
+layer during a forward (``self.out_proj.weight`` in ``nn.MultiheadAttention``, a head tied
+to an embedding in forward code) gives its value at the point.
 """
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
-from simplexkern.nn.points import Evaluation, Points, merge
+from simplexkern import _vmap
+from simplexkern.nn import pointwise
+from simplexkern.nn.points import Evaluation, Points
 from simplexkern.ops.conv import conv2d, conv_arguments
 from simplexkern.ops.linear import linear
 from simplexkern.ops.vertices import combine_vertices
 
 
 class SimplexLayer(nn.Module):
-    plain_types = ()
+    plain_types: tuple[type[nn.Module], ...] = ()
+    plain_parameters: frozenset[str] = frozenset({"weight", "bias"})  # the parameter names of the plain module
 
-    def __init__(self, plain: nn.Module, evaluation: Evaluation, prefix: str) -> None:
+    def __init__(self, plain: nn.Module, evaluation: Evaluation, prefix: str, slots: dict[str, str]) -> None:
         super().__init__()
         skeleton = copy.copy(plain)  # the plain module's settings, without its tensors
         skeleton._parameters = {n: None if t is None else nn.Parameter(t.detach().to("meta"), t.requires_grad)
@@ -29,7 +39,23 @@ class SimplexLayer(nn.Module):
         object.__setattr__(self, "_skeleton", skeleton)  # not a submodule: no parameters, no state
         object.__setattr__(self, "_evaluation", evaluation)
         self.prefix = prefix
-        self.param_names = [n for n, p in plain.named_parameters(recurse=False)]
+        self.slots = dict(slots)  # parameter name -> store slot (tied parameters share a slot)
+        self.param_names = list(slots)
+
+    @classmethod
+    def accepts(cls, plain: nn.Module) -> bool:
+        """Whether this layer computes what ``plain`` computes: one of ``plain_types`` or a
+        subclass with its forward and parameters, no hooks and no parametrization."""
+        base = next((t for t in cls.plain_types if isinstance(plain, t)), None)
+        return (base is not None and type(plain).forward is base.forward
+                and set(plain._parameters) == set(cls.plain_parameters_of(plain))
+                and not parametrize.is_parametrized(plain)
+                and not (plain._forward_hooks or plain._forward_pre_hooks or plain._backward_hooks
+                         or plain._backward_pre_hooks))
+
+    @classmethod
+    def plain_parameters_of(cls, plain: nn.Module) -> frozenset[str]:
+        return cls.plain_parameters
 
     @classmethod
     def check_plain(cls, plain: nn.Module, path: str) -> None:
@@ -41,39 +67,48 @@ class SimplexLayer(nn.Module):
     def where(self) -> str:
         return f"{type(self._skeleton).__name__} at {self.prefix[:-1] or 'the model'!r}"
 
-    def check_input(self, xs: torch.Tensor, weight: torch.Tensor) -> None:
+    def check_input(self, x: torch.Tensor, weight: torch.Tensor) -> None:
         """The input's dtype and device against the weights' (the ops' inner calls check neither)."""
-        if xs.dtype != weight.dtype:
-            raise TypeError(f"{self.where()}: x must have the dtype of the weights ({weight.dtype}), got {xs.dtype}")
-        if xs.device != weight.device:
-            raise ValueError(f"{self.where()}: x is on {xs.device} but the weights are on {weight.device}")
+        if x.dtype != weight.dtype:
+            raise TypeError(f"{self.where()}: x must have the dtype of the weights ({weight.dtype}), got {x.dtype}")
+        if x.device != weight.device:
+            raise ValueError(f"{self.where()}: x is on {x.device} but the weights are on {weight.device}")
 
     def _points(self) -> Points:
-        """The points of the forward in progress."""
+        """The point of the forward in progress."""
         return self._evaluation.points(self)
 
     def store_weight(self, name: str) -> torch.Tensor | None:
-        return self._points().weights.get(self.prefix + name)
+        """(k, *shape): the vertices of parameter ``name`` (None when the plain module has none)."""
+        slot = self.slots.get(name)
+        return None if slot is None else self._points().weights[slot]
 
     def combine_param(self, name: str) -> torch.Tensor:
-        """(S, *shape): the parameter at each point."""
-        return combine_vertices(self._points().coeffs, self.store_weight(name))
-
-    def per_point(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """(S, B, ...) from the merged input, expanding a shared input, and whether it was one."""
+        """The parameter at the point (batched over the points under the model's vmap)."""
         p = self._points()
-        xs, shared = p.split(x)
-        return (xs.expand(p.n, *xs.shape) if shared else xs), shared
+        return combine_vertices(p.coeffs[None], p.weights[self.slots[name]])[0]
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in self.__dict__.get("slots", ()):
+                raise
+        if self._evaluation.current is None:
+            raise AttributeError(f"{self.where()}: its {name} is a combination of vertices and exists only at a "
+                                 "point: during the SimplexModel's forward, or in model.at(coeffs)")
+        return self.combine_param(name)
 
     def plain_buffers(self, row: int | None) -> dict[str, torch.Tensor]:
         """The buffers of the plain module at tracked point ``row`` (None: fresh ones)."""
         return {}
 
-    def plain(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor] | None = None) -> nn.Module:
-        """The plain module with the given parameters (name -> tensor) and buffers."""
+    def plain(self, params: dict[str, nn.Parameter], buffers: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """The plain module with the given parameters (name -> Parameter, used as they are, so
+        that tied parameters stay tied) and buffers."""
         module = copy.deepcopy(self._skeleton)
         for name in self.param_names:
-            module._parameters[name] = nn.Parameter(params[name].clone())
+            module._parameters[name] = params[name]
         for name, value in (buffers or {}).items():
             module._buffers[name] = value
         return module.train(self.training)
@@ -84,30 +119,24 @@ class SimplexLinear(SimplexLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._points()
-        xs, shared = p.split(x)
         w, b = self.store_weight("weight"), self.store_weight("bias")
-        if xs.dim() < 2:
-            raise ValueError(f"{self.where()}: x must have a batch dimension, (B, ..., {w.shape[2]}), got shape "
-                             f"{tuple(xs.shape)}")
-        if xs.shape[-1] != w.shape[2]:
-            raise ValueError(f"{self.where()}: expected inputs of {w.shape[2]} features, got shape {tuple(xs.shape)}")
-        self.check_input(xs, w)
-        rows = xs.reshape(-1, xs.shape[-1]) if shared else xs.reshape(p.n, -1, xs.shape[-1])
-        y = linear(rows, w, b, p.coeffs, p.trainable, p.backend)  # (S, M, out)
-        return merge(y.reshape(p.n, *(xs.shape[:-1] if shared else xs.shape[1:-1]), w.shape[1]))
+        if x.dim() < 1 or x.shape[-1] != w.shape[2]:
+            raise ValueError(f"{self.where()}: expected inputs of {w.shape[2]} features, got shape {tuple(x.shape)}")
+        self.check_input(x, w)
+        y = linear(x.reshape(-1, w.shape[2]), w, b, p.coeffs, p.trainable, p.backend)  # (M, out)
+        return y.reshape(*x.shape[:-1], w.shape[1])
 
 
 class SimplexConv2d(SimplexLayer):
     plain_types = (nn.Conv2d,)
 
     @classmethod
-    def check_plain(cls, plain: nn.Module, path: str) -> None:
-        if plain.padding_mode != "zeros":
-            raise ValueError(f"{path}: {type(plain).__name__} with padding_mode={plain.padding_mode!r} is not "
-                             "supported (only 'zeros'); list it in shared= to keep it as one shared copy")
+    def accepts(cls, plain: nn.Module) -> bool:
+        return super().accepts(plain) and plain.padding_mode == "zeros"
 
-    def __init__(self, plain: nn.Conv1d | nn.Conv2d, evaluation: Evaluation, prefix: str) -> None:
-        super().__init__(plain, evaluation, prefix)
+    def __init__(self, plain: nn.Conv1d | nn.Conv2d, evaluation: Evaluation, prefix: str,
+                 slots: dict[str, str]) -> None:
+        super().__init__(plain, evaluation, prefix, slots)
         # the convolution's arguments, checked once: each call checks only the input's shape
         self._arguments = conv_arguments(*self._conv_args(), plain.groups)
 
@@ -116,26 +145,24 @@ class SimplexConv2d(SimplexLayer):
         s = self._skeleton
         return s.stride, s.padding, s.dilation, s.kernel_size
 
-    def _conv(self, xs, w, shape=None):
-        """The convolution at the points, by the ops' inner call; ``shape``: the input's as
-        the user gave it, for messages."""
+    def _conv(self, x, w, shape):
+        """The convolution of a batch ``x`` (B, C, H, W) at the point, by the ops' inner call;
+        ``shape``: the input's as the model gave it, for messages."""
         conv, extra = self._arguments
         channels = w.shape[2] * conv[3]
-        if xs.dim() not in (4, 5):  # (B, C, H, W) shared, or (S, B, C, H, W) per point
-            raise ValueError(f"{self.where()} expects batched inputs, (B, {channels}, H, W), got shape "
-                             f"{tuple(xs.shape)}")
-        if xs.shape[-3] != channels:
-            raise ValueError(f"{self.where()} expects inputs of {channels} channels, got shape "
-                             f"{tuple(shape or xs.shape)}")
-        self.check_input(xs, w)
+        if x.shape[-3] != channels:
+            raise ValueError(f"{self.where()} expects inputs of {channels} channels, got shape {tuple(shape)}")
+        self.check_input(x, w)
         if any(extra):  # "same" with an even kernel: the odd row/column goes at the bottom/right
-            xs = F.pad(xs, (0, extra[1], 0, extra[0]))
+            x = F.pad(x, (0, extra[1], 0, extra[0]))
         p = self._points()
-        return conv2d(xs, w, self.store_weight("bias"), p.coeffs, conv, p.trainable, p.backend)
+        return conv2d(x, w, self.store_weight("bias"), p.coeffs, conv, p.trainable, p.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs, _ = self._points().split(x)
-        return merge(self._conv(xs, self.store_weight("weight")))
+        if x.dim() not in (3, 4):
+            raise ValueError(f"{self.where()} expects (C, H, W) or (B, C, H, W) inputs, got shape {tuple(x.shape)}")
+        y = self._conv(x if x.dim() == 4 else x[None], self.store_weight("weight"), x.shape)
+        return y if x.dim() == 4 else y[0]
 
 
 class SimplexConv1d(SimplexConv2d):
@@ -148,16 +175,11 @@ class SimplexConv1d(SimplexConv2d):
         return (1, s.stride[0]), pad, (1, s.dilation[0]), (1, s.kernel_size[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs, _ = self._points().split(x)
-        if xs.dim() not in (3, 4):  # (B, C, L) shared, or (S, B, C, L) per point
-            raise ValueError(f"{self.where()} expects batched inputs, (B, C, L), got shape {tuple(xs.shape)}")
-        y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2), xs.shape)
-        return merge(y.squeeze(-2))
-
-
-def _channel_view(v, ndim):
-    """(S, C) -> (S, 1, C, 1, ...) for a (S, B, C, ...) tensor of ``ndim`` dims."""
-    return v.reshape(v.shape[0], 1, v.shape[1], *([1] * (ndim - 3)))
+        if x.dim() not in (2, 3):
+            raise ValueError(f"{self.where()} expects (C, L) or (B, C, L) inputs, got shape {tuple(x.shape)}")
+        xs = x if x.dim() == 3 else x[None]
+        y = self._conv(xs.unsqueeze(-2), self.store_weight("weight").unsqueeze(-2), x.shape).squeeze(-2)
+        return y if x.dim() == 3 else y[0]
 
 
 class SimplexBatchNorm(SimplexLayer):
@@ -168,10 +190,11 @@ class SimplexBatchNorm(SimplexLayer):
     model's ``bn_points``) and updated only when the forward's points are exactly the tracked
     ones; evaluation uses the row of each point and refuses points that have none.
     """
-    plain_types = (nn.BatchNorm1d, nn.BatchNorm2d)
+    plain_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
-    def __init__(self, plain: nn.BatchNorm1d | nn.BatchNorm2d, evaluation: Evaluation, prefix: str) -> None:
-        super().__init__(plain, evaluation, prefix)
+    def __init__(self, plain: nn.modules.batchnorm._BatchNorm, evaluation: Evaluation, prefix: str,
+                 slots: dict[str, str]) -> None:
+        super().__init__(plain, evaluation, prefix, slots)
         self.eps, self.momentum = plain.eps, plain.momentum
         self.track_running_stats = plain.track_running_stats
         if self.track_running_stats:
@@ -211,58 +234,66 @@ class SimplexBatchNorm(SimplexLayer):
             self.reset_statistics(saved.shape[0])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def point_statistics(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Copies of the statistics of tracked rows ``rows`` (S,), for a forward at S points."""
+        return self.running_mean[rows], self.running_var[rows], self.num_batches_tracked[rows]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self._points()
-        xs, shared = self.per_point(x)
-        if xs.dim() not in (3, 4, 5):
-            raise ValueError(f"{self.where()} expects (N, C) or (N, C, ...) inputs, got {tuple(x.shape)}")
-        if xs.numel() == 0:  # an empty batch: nothing to normalise, no statistics to update
-            return merge(xs)
-        use_batch = self.training or not self.track_running_stats
-        per_channel = xs.numel() // max(xs.shape[0] * xs.shape[2], 1)
-        if use_batch and per_channel == 1:
-            raise ValueError(f"{self.where()}: expected more than 1 value per channel when normalising with batch "
-                             f"statistics, got input of shape {tuple(x.shape)} ({p.n} points)")
-        if self.momentum is not None and not shared:
-            return self._native(x, xs.shape[2], use_batch)
-        if use_batch:
-            var, mean = torch.var_mean(xs, dim=(1, *range(3, xs.dim())), correction=0)
-            if self.training and self.track_running_stats and p.stats_rows is not None:
-                self._update(p.stats_rows, p.stats_valid, mean.detach(), var.detach(), per_channel)
-        else:
-            mean, var = self.running_mean[p.stats_rows], self.running_var[p.stats_rows]
-        scale = torch.rsqrt(var + self.eps)
-        shift = -mean * scale
-        if "weight" in self.param_names:
-            gamma, beta = self.combine_param("weight"), self.combine_param("bias")
-            scale, shift = scale * gamma, shift * gamma + beta
-        y = xs * _channel_view(scale, xs.dim()) + _channel_view(shift, xs.dim())
-        return merge(y)
+        try:
+            self._skeleton._check_input_dim(x)
+        except ValueError as err:
+            raise ValueError(f"{self.where()}: {err}") from None
+        if x.numel() == 0:  # an empty batch: nothing to normalise, no statistics to update
+            return x.clone()
+        stats = p.batchnorm.get(self.prefix)  # None: no running statistics, batch statistics always
+        update = self.training and stats is not None
+        if update:
+            p.updated.add(self.prefix)
+        stats = stats or (None, None, None)
+        weights = [self.store_weight(n) for n in ("weight", "bias")]
+        interpreter = _vmap.innermost()
+        if interpreter is not None:  # all points as one native batch norm over S x C channels
+            return _vmap.call_unbatched(interpreter, functools.partial(self._at_points, update), x, p.coeffs,
+                                        *weights, *stats)
+        w, b = (None if t is None else self.combine_param(n) for n, t in zip(("weight", "bias"), weights))
+        return self._normalise(x, w, b, *stats, update)
 
-    def _native(self, x, c, use_batch):
-        """The S per-point normalisations as one ``F.batch_norm`` over S * C channels: the
-        merged (B * S, C, ...) input is example-major, so it is (B, S * C, ...) as it lies."""
-        p = self._points()
-        xv = x.reshape(x.shape[0] // p.n, p.n * c, *x.shape[2:])
-        w = self.combine_param("weight").reshape(-1) if "weight" in self.param_names else None
-        b = self.combine_param("bias").reshape(-1) if "bias" in self.param_names else None
-        rows = p.stats_rows
-        if not use_batch:
-            y = F.batch_norm(xv, self.running_mean[rows].reshape(-1), self.running_var[rows].reshape(-1), w, b, False,
-                             0.0, self.eps)
-        elif self.training and self.track_running_stats and rows is not None:
-            mean, var = self.running_mean[rows].reshape(-1), self.running_var[rows].reshape(-1)  # copies, updated
-            y = F.batch_norm(xv, mean, var, w, b, True, self.momentum, self.eps)
-            self._store(rows, p.stats_valid, mean.view(p.n, c), var.view(p.n, c))
-        else:
-            y = F.batch_norm(xv, None, None, w, b, True, 0.0, self.eps)
-        return y.reshape(x.shape)
+    def _at_points(self, update, n, dims, x, coeffs, w, b, mean, var, count):
+        """The S points' normalisations as one over S x C channels, on the plain tensors: x (B, C, ...)
+        shared or batched, coeffs (S, k), w and b (k, C) or None, the statistics (S, C) and (S,)."""
+        c = coeffs.movedim(dims[1], 0)
+        xs = x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:]) if dims[0] is None else x.movedim(dims[0], 1)
+        shape = xs.shape  # (B, S, C, ...)
+        w, b = (None if t is None else (c.to(t.dtype) @ t).reshape(-1) for t in (w, b))
+        mean, var = (None if t is None else t.view(-1) for t in (mean, var))  # views: updated in place
+        count = None if count is None else count.repeat_interleave(shape[2])
+        y = self._normalise(xs.reshape(shape[0], n * shape[2], *shape[3:]), w, b, mean, var, count, update)
+        return y.view(shape), 1
+
+    def _normalise(self, x, w, b, mean, var, count, update):
+        """F.batch_norm of x (B, C, ...) with the running statistics ``mean`` and ``var`` (C,),
+        updated in place when ``update`` (``count``: batches so far, for momentum=None)."""
+        if not update:
+            training = mean is None
+            return F.batch_norm(x, mean, var, w, b, training, 0.0, self.eps)
+        if self.momentum is not None:
+            return F.batch_norm(x, mean, var, w, b, True, self.momentum, self.eps)
+        y = F.batch_norm(x, None, None, w, b, True, 0.0, self.eps)
+        with torch.no_grad():  # the cumulative average: weight 1 / (batches so far + 1)
+            batch_var, batch_mean = torch.var_mean(x, dim=[d for d in range(x.dim()) if d != 1], correction=1)
+            weight = 1 / (count + 1).to(x.dtype)
+            mean.add_((batch_mean - mean) * weight)
+            var.add_((batch_var - var) * weight)
+        return y
 
     @torch.no_grad()
-    def _store(self, rows, valid, new_mean, new_var):
-        """Running statistics of the tracked rows, already updated (masked by ``valid``, a
-        tensor under torch.compile, when the points are not the tracked ones)."""
-        count = self.num_batches_tracked[rows] + 1
+    def store(self, rows: torch.Tensor, valid: torch.Tensor | None, stats: tuple[torch.Tensor, ...]) -> None:
+        """Writes the statistics a training forward left in ``stats`` (from ``point_statistics``)
+        back to the tracked rows, one more batch counted; ``valid`` (a tensor) masks the write
+        when the points were not the tracked ones."""
+        new_mean, new_var, count = stats
+        count = count + 1
         if valid is not None:
             count = torch.where(valid, count, count - 1)
             new_mean = torch.where(valid, new_mean, self.running_mean[rows])
@@ -270,15 +301,6 @@ class SimplexBatchNorm(SimplexLayer):
         self.num_batches_tracked[rows] = count
         self.running_mean[rows] = new_mean
         self.running_var[rows] = new_var
-
-    @torch.no_grad()
-    def _update(self, rows, valid, mean, var, n):
-        """Running-statistics update of the tracked rows; ``valid`` (a tensor, under
-        torch.compile) masks it when the points are not the tracked ones."""
-        m = (1.0 / (self.num_batches_tracked[rows] + 1).to(mean.dtype))[:, None] if self.momentum is None else \
-            self.momentum
-        self._store(rows, valid, (1 - m) * self.running_mean[rows] + m * mean,
-                    (1 - m) * self.running_var[rows] + m * var * (n / max(n - 1, 1)))
 
     def plain_buffers(self, row: int | None) -> dict[str, torch.Tensor]:
         if not self.track_running_stats:
@@ -291,69 +313,61 @@ class SimplexBatchNorm(SimplexLayer):
                 "num_batches_tracked": self.num_batches_tracked[row].clone()}
 
 
-class SimplexLayerNorm(SimplexLayer):
-    plain_types = (nn.LayerNorm,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self._skeleton
-        xs, _ = self.per_point(x)
-        y = F.layer_norm(xs, s.normalized_shape, None, None, s.eps)
-        n = xs.shape[0]
-        view = (n, *([1] * (xs.dim() - 1 - len(s.normalized_shape))), *s.normalized_shape)
-        if "weight" in self.param_names:
-            y = y * self.combine_param("weight").reshape(view)
-        if "bias" in self.param_names:
-            y = y + self.combine_param("bias").reshape(view)
-        return merge(y)
-
-
-class SimplexGroupNorm(SimplexLayer):
-    plain_types = (nn.GroupNorm,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self._skeleton
-        xs, _ = self.per_point(x)
-        y = self._points().split(F.group_norm(merge(xs), s.num_groups, None, None, s.eps))[0]
-        if "weight" in self.param_names:
-            gamma, beta = self.combine_param("weight"), self.combine_param("bias")
-            y = y * _channel_view(gamma, xs.dim()) + _channel_view(beta, xs.dim())
-        return merge(y)
-
-
 class SimplexEmbedding(SimplexLayer):
+    """Gathers the rows of the k vertices, then combines them: the S tables are never made."""
     plain_types = (nn.Embedding,)
+    plain_parameters = frozenset({"weight"})
 
     @classmethod
-    def check_plain(cls, plain: nn.Module, path: str) -> None:
-        if plain.max_norm is not None or plain.scale_grad_by_freq or plain.sparse:
-            raise ValueError(f"{path}: nn.Embedding with max_norm, scale_grad_by_freq or sparse is not supported; "
-                             "list it in shared= to keep it as one shared copy")
+    def accepts(cls, plain: nn.Module) -> bool:
+        return (super().accepts(plain) and plain.max_norm is None and not plain.scale_grad_by_freq
+                and not plain.sparse)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
         p = self._points()
-        idx, shared = p.split(x)
         w = self.store_weight("weight")  # (k, num, dim)
-        if shared:
-            rows = w[:, idx.reshape(-1)]  # (k, M, dim)
-            y = torch.einsum("sk,kmd->smd", p.coeffs, rows)
-        else:
-            rows = w[:, idx.reshape(p.n, -1)]  # (k, S, M, dim)
-            y = torch.einsum("sk,ksmd->smd", p.coeffs, rows)
+        if idx.dtype not in (torch.long, torch.int):
+            raise TypeError(f"{self.where()}: expected integer indices (torch.long or torch.int), got {idx.dtype}")
+        rows = w[:, idx]  # (k, *idx.shape, dim)
+        y = torch.tensordot(p.coeffs.to(w.dtype), rows, dims=1)
         pad = self._skeleton.padding_idx
         if pad is not None:  # the padding row gets no gradient, as in nn.Embedding
-            flat = idx.reshape(1 if shared else p.n, -1, 1) == pad
-            y = torch.where(flat, y.detach(), y)
-        batch = idx.shape if shared else idx.shape[1:]
-        return merge(y.reshape(p.n, *batch, w.shape[-1]))
+            y = torch.where((idx == pad)[..., None], y.detach(), y)
+        return y
 
 
-LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, SimplexLayerNorm, SimplexGroupNorm,
-          SimplexEmbedding)
+class SimplexRecurrent(SimplexLayer):
+    """RNN, LSTM and GRU: torch.func.vmap has no batching rule for them, so the plain layer
+    runs once per point with that point's weights (the rest of the model stays batched)."""
+    plain_types = (nn.RNN, nn.LSTM, nn.GRU)
+
+    @classmethod
+    def plain_parameters_of(cls, plain: nn.Module) -> frozenset[str]:
+        return frozenset(plain._flat_weights_names)
+
+    def forward(self, *args, **kwargs):
+        return pointwise.call(self._run, {n: self.combine_param(n) for n in self.param_names}, args, kwargs)
+
+    def _run(self, params, args, kwargs):
+        runner = self._skeleton.train(self.training)
+        try:
+            return torch.func.functional_call(runner, params, args, kwargs)
+        finally:
+            runner._init_flat_weights()  # drop the references to this forward's weights
+
+    def plain(self, params: dict[str, nn.Parameter], buffers: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        module = super().plain(params, buffers)
+        module._init_flat_weights()
+        return module
+
+
+LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, SimplexEmbedding, SimplexRecurrent)
 
 
 def simplex_layer_for(module: nn.Module) -> type[SimplexLayer] | None:
-    """The simplex layer class that replaces ``module``'s exact type, or None."""
+    """The fused simplex layer that replaces ``module``, or None (its parameters, if any, take
+    the generic path)."""
     for cls in LAYERS:
-        if type(module) in cls.plain_types:
+        if cls.accepts(module):
             return cls
     return None

@@ -1,20 +1,33 @@
-"""``SimplexModel`` and ``simplexify``: any PyTorch model as a simplex, complex or curve of
-its weights, evaluated at S points in one pass."""
+"""``SimplexModel``: any PyTorch model as a simplex, complex or curve of its weights,
+evaluated at S points in one pass (``simplexify`` in ``nn/convert.py`` makes one).
+
+Its parameters take one of two paths. A layer with a fused simplex layer (``nn/layers.py``)
+is replaced by it; every other parameter is *generic*: at each forward the S combined values
+of all generic parameters come from one product with the store, and they are put into their
+modules (where the plain model has them) for the forward. The forward runs under
+``torch.func.vmap`` over the points (``nn/points.py``), so the model's own code runs
+unchanged and the points never mix; what vmap cannot batch is found at the first forward,
+and the model then evaluates its points one at a time (``point_evaluation``).
+"""
 import copy
+import functools
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from simplexkern import _checks, geometry
 from simplexkern.nn import samplers
-from simplexkern.nn.layers import LAYERS, SimplexBatchNorm, SimplexLayer, simplex_layer_for
-from simplexkern.nn.points import Evaluation, Points, merge
+from simplexkern.nn.layers import SimplexBatchNorm, SimplexLayer
+from simplexkern.nn.points import Evaluation, Points
 from simplexkern.nn.store import VertexStore
 
 INITS = ("mean", "copy", "random")
+POINT_EVALUATIONS = ("auto", "vmap", "loop")
 # ``batchnorm_state()``: the tracked points, and each tracked BatchNorm with its (running_mean, running_var,
 # num_batches_tracked).
 BatchNormState = tuple[torch.Tensor, list[tuple[SimplexBatchNorm, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]]
@@ -25,34 +38,40 @@ def _replace_submodule(root, path, new):
     setattr(root.get_submodule(parent), child, new)
 
 
-def _apply_tensors(fn, out):
-    if isinstance(out, torch.Tensor):
-        return fn(out)
-    if isinstance(out, (tuple, list)):
-        return type(out)(_apply_tensors(fn, o) for o in out)
-    if isinstance(out, dict):
-        return {key: _apply_tensors(fn, o) for key, o in out.items()}
-    return out
-
-
 class SimplexModel(nn.Module):
     """A model whose weights are ``sum_i c_i V_i`` over k vertices in one vertex store.
 
     Made by ``simplexify``. ``forward(x, coeffs=None, n_samples=None)`` evaluates S points in
-    one pass; ``sampler`` says where when no ``coeffs`` are given.
+    one pass; ``sampler`` says where when no ``coeffs`` are given. ``point_evaluation``: how
+    the points travel through the model: "vmap" (one batched forward), "loop" (one forward
+    per point), or "auto" (the default: vmap, and the loop from the first forward vmap
+    cannot follow on).
     """
 
     def __init__(self, module: nn.Module, store: VertexStore, evaluation: Evaluation, shared: Iterable[str] = (),
-                 architecture: dict[str, Any] | None = None) -> None:
+                 architecture: dict[str, Any] | None = None, *, generic: Sequence[tuple[str, str, str]] = (),
+                 aliases: dict[str, str] | None = None) -> None:
         super().__init__()
         self.module = module
         self.store = store
-        object.__setattr__(self, "_evaluation", evaluation)  # its layers read the points of a forward from it
+        object.__setattr__(self, "_evaluation", evaluation)  # its layers read the point of a forward from it
         self.shared = tuple(shared)
         self.architecture = architecture
         self.sampler = samplers.SimplexSampler()
         self.backend = None  # fused-op backend for this model's layers (None: the ops' own choice)
         self.metadata = {}  # training metadata, saved with checkpoints
+        self.point_evaluation = "auto"
+        self._loop_reason = None  # why "auto" evaluates point by point, once vmap failed
+        self._randomness = "different"  # vmap's: each point draws its own random numbers, unless the model cannot
+        # generic parameters: (path of the module that holds it, its name there, store slot); between forwards
+        # the module holds None in its place
+        self._generic_paths = list(generic)
+        self._generic = [(module.get_submodule(path), name, slot) for path, name, slot in generic]
+        self._generic_start = min((store.slots[slot][0] for *_, slot in generic), default=store.n_columns)
+        self._aliases = dict(aliases or {})  # parameter path -> the slot of the parameter it is tied to
+        layers = {id(m): m for _, m in self.simplex_layers()}.values()
+        self._fused_slots = {slot for m in layers for slot in m.slots.values()}
+        self._batchnorms = [m for m in layers if isinstance(m, SimplexBatchNorm)]
         tracked = bool(self._tracked_norms())
         self.register_buffer("bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.trainable.dtype,
                                                      device=store.trainable.device))
@@ -137,15 +156,13 @@ class SimplexModel(nn.Module):
         return self.n_vertices - 1
 
     def _random_vertex(self, like):
-        new = torch.empty_like(like)
-        for _, layer in self.simplex_layers():
-            params = {n: self.store.slot(like, layer.prefix + n) for n in layer.param_names}
-            plain = layer.plain(params, layer.plain_buffers(None))
-            if hasattr(plain, "reset_parameters"):
-                plain.reset_parameters()
-            for n in layer.param_names:
-                self.store.slot(new, layer.prefix + n).copy_(getattr(plain, n))
-        return new
+        """A vertex of fresh weights: ``reset_parameters()`` of every module of the plain model
+        that has one (a parameter no module resets keeps its value in ``like``)."""
+        plain = self._plain(like, None)
+        for m in plain.modules():
+            if callable(getattr(m, "reset_parameters", None)):
+                m.reset_parameters()
+        return torch.cat([plain.get_parameter(name).detach().reshape(-1) for name in self.store.slots])
 
     def vertex_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """A plain state dict of the original architecture with vertex i's weights (and its
@@ -175,9 +192,14 @@ class SimplexModel(nn.Module):
             if tuple(t.shape) != shape:
                 raise ValueError(f"state_dict[{name!r}] has shape {tuple(t.shape)}, the model expects {shape}")
             self.store.slot(flat, name).copy_(t)
+        for alias, slot in self._aliases.items():
+            if alias in state_dict and not torch.equal(state_dict[alias], state_dict[slot]):
+                raise ValueError(f"state_dict[{alias!r}] differs from state_dict[{slot!r}], the parameter this model "
+                                 "ties it to")
         norms = dict(self._tracked_norms())
         stats_keys = {f"{n}.{b}" for n in norms for b in ("running_mean", "running_var", "num_batches_tracked")}
-        shared = {k: v for k, v in state_dict.items() if k not in self.store.slots and k not in stats_keys}
+        shared = {k: v for k, v in state_dict.items()
+                  if k not in self.store.slots and k not in self._aliases and k not in stats_keys}
         own = dict(self.module.state_dict())
         unknown = [k for k in shared if k not in own]
         if unknown:
@@ -295,6 +317,8 @@ class SimplexModel(nn.Module):
         - ``coeffs``: (k,) for one point -> output (B, ...); (S, k) -> (S, B, ...). When None,
           ``n_samples`` points (default 1) come from ``self.sampler`` -> (S, B, ...).
         - ``x``: (B, ...) shared by all points, or (S, B, ...) with ``per_point_input=True``.
+
+        Each point's output is what the plain model with that point's weights gives (``at``).
         """
         if coeffs is None:
             coeffs, single = self.sampler.sample(n_samples, self, generator), False
@@ -305,33 +329,108 @@ class SimplexModel(nn.Module):
                 raise ValueError("give coeffs or n_samples, not both")
             coeffs, single = self._check_coeffs(coeffs)
         _checks.tensor(x, "x")
-        S = coeffs.shape[0]
+        if self.point_evaluation not in POINT_EVALUATIONS:
+            raise ValueError(f"point_evaluation must be one of {POINT_EVALUATIONS}, got {self.point_evaluation!r}")
         if self._evaluation.current is not None:
             raise RuntimeError("SimplexModel.forward is not re-entrant")
-        if per_point_input:
-            if x.dim() < 2 or x.shape[0] != S:
-                raise ValueError(f"x with per_point_input=True must have shape (S={S}, B, ...), got {tuple(x.shape)}")
-            merged, shared = merge(x), {}
-        else:
-            if x.dim() < 1:
-                raise ValueError("x must have a batch dimension")
-            merged = x if S == 1 else merge(x.expand(S, *x.shape))
-            shared = {"shared_input": x, "shared_merged": merged}
-        stats = dict(zip(("stats_rows", "stats_valid"), self._stats_rows(coeffs))) if self._has_tracked_norms() else {}
+        S = coeffs.shape[0]
+        if per_point_input and (x.dim() < 1 or x.shape[0] != S):
+            raise ValueError(f"x with per_point_input=True must have shape (S={S}, B, ...), got {tuple(x.shape)}")
+        norms = [m for m in self._batchnorms if m.track_running_stats] if self._has_tracked_norms() else []
+        rows, valid = self._stats_rows(coeffs) if norms else (None, None)
+        c = _checks.known_finite(coeffs[:, self.store.order])  # checked once, not per layer
         trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.trainable.requires_grad else []
-        points = Points(coeffs=_checks.known_finite(coeffs[:, self.store.order]),  # checked once, not per layer
-                        weights=self.store.layer_weights(), trainable=trainable, backend=self.backend, **shared,
-                        **stats)
-        try:  # whatever raises from here on, the model is left as it was
-            self._evaluation.current = points
-            out = self.module(merged)
-        finally:
+        frame = {"weights": self.store.layer_weights(self._fused_slots), "trainable": trainable,
+                 "backend": self.backend, "updated": set()}
+        params = {}
+        if self._generic:  # the S values of every generic parameter, from one product with the store
+            flat = self.store.combine_columns(c, self._generic_start)
+            params = {slot: self.store.slot(flat, slot, self._generic_start) for *_, slot in self._generic}
+        stats, out = self._evaluate(frame, c, params, lambda: {m.prefix: m.point_statistics(rows) for m in norms},
+                                    x, per_point_input)
+        for m in norms:
+            if m.prefix in frame["updated"]:
+                m.store(rows, valid, stats[m.prefix])
+        return pytree.tree_map(lambda y: y[0], out) if single else out
+
+    def _at_point(self, frame, coeffs, params, stats, x):
+        """The inner module's forward at one point (under vmap: at all of them)."""
+        self._evaluation.current = Points(coeffs=coeffs, batchnorm=stats, **frame)
+        for module, name, slot in self._generic:
+            module._parameters[name] = params[slot]
+        try:
+            return self.module(x)
+        finally:  # whatever raises, the model is left as it was
+            for module, name, _ in self._generic:
+                module._parameters[name] = None
             self._evaluation.current = None
 
-        def unmerge(y):
-            y = y.reshape(y.shape[0] // S, S, *y.shape[1:]).transpose(0, 1)
-            return y[0] if single else y
-        return _apply_tensors(unmerge, out)
+    def _evaluate(self, frame, coeffs, params, point_statistics, x, per_point):
+        """(the BatchNorm statistics the points used, the output (S, B, ...)), by vmap or by
+        the loop as ``point_evaluation`` says."""
+        mode = self.point_evaluation
+        while mode == "vmap" or (mode == "auto" and self._loop_reason is None):
+            stats = point_statistics()  # fresh copies: a failed pass may have changed them
+            frame["updated"].clear()
+            batched = torch.func.vmap(functools.partial(self._at_point, frame), randomness=self._randomness,
+                                      in_dims=(0, 0, 0, 0 if per_point else None))
+            if torch.compiler.is_compiling():
+                return stats, batched(coeffs, params, stats, x)
+            try:
+                return stats, batched(coeffs, params, stats, x)
+            except (RuntimeError, NotImplementedError) as err:
+                where = self._failing_module(err)
+                if self._randomness == "different" and "randomness" in str(err):
+                    self._randomness = "same"
+                    warnings.warn(f"torch.func.vmap cannot draw random numbers per point {where}; from now on the "
+                                  "random draws of a forward (dropout masks, stochastic depth) are the same at all "
+                                  "its points", stacklevel=3)
+                    continue
+                if mode == "vmap":
+                    raise type(err)(f"torch.func.vmap cannot evaluate the points of this model together "
+                                    f"({where}): {err}; set model.point_evaluation = 'loop' to evaluate them one "
+                                    "at a time") from err
+                reason = f"{str(err).splitlines()[0]} ({where})"
+            frame["updated"].clear()
+            stats = point_statistics()
+            out = self._loop(frame, coeffs, params, stats, x, per_point)  # raises the model's own errors, if any
+            self._loop_reason = reason
+            warnings.warn(f"torch.func.vmap cannot evaluate the points of this model together: {reason}. From now "
+                          "on the model evaluates its points one at a time: the same results, more slowly (set "
+                          "model.point_evaluation = 'loop' to skip this trial)", stacklevel=3)
+            return stats, out
+        stats = point_statistics()
+        return stats, self._loop(frame, coeffs, params, stats, x, per_point)
+
+    def _loop(self, frame, coeffs, params, stats, x, per_point):
+        """One forward per point, the outputs stacked. Refuses a model that changes buffers
+        other than per-point BatchNorm statistics: the points would share that state."""
+        buffers = [(f"{path}.{n}" if path else n, b, b._version) for path, m in self.module.named_modules()
+                   if not isinstance(m, SimplexLayer) for n, b in m._buffers.items() if b is not None]
+        outs = [self._at_point(frame, coeffs[s], {slot: v[s] for slot, v in params.items()},
+                               {key: tuple(t[s] for t in v) for key, v in stats.items()}, x[s] if per_point else x)
+                for s in range(coeffs.shape[0])]
+        changed = [name for name, b, version in buffers if b._version != version]
+        if changed:
+            raise TypeError(f"the model's forward changes its buffer {changed[0]!r}, which all points would share; "
+                            "only BatchNorm1d/2d/3d keep statistics per point (turn off running statistics there, "
+                            "e.g. track_running_stats=False)")
+        return pytree.tree_map(lambda *ys: torch.stack(ys), *outs)
+
+    def _failing_module(self, err):
+        """'module <path> (<type>)': the innermost module of this model in ``err``'s traceback."""
+        paths = {id(m): (path, m) for path, m in self.module.named_modules(remove_duplicate=False)}
+        found, tb = None, err.__traceback__
+        while tb is not None:
+            owner = tb.tb_frame.f_locals.get("self")
+            if id(owner) in paths and paths[id(owner)][1] is owner:
+                found = paths[id(owner)]
+            tb = tb.tb_next
+        if found is None:
+            return "in the model's forward"
+        path, m = found
+        name = type(m._skeleton if isinstance(m, SimplexLayer) else m).__name__
+        return f"in module {path or 'the model'!r} ({name})"
 
     def _has_tracked_norms(self):
         return len(self.bn_points) > 0
@@ -351,15 +450,24 @@ class SimplexModel(nn.Module):
         if bn_stats == "tracked" and row is None and self._has_tracked_norms():
             raise ValueError("no BatchNorm statistics are tracked at this point; compute them with "
                              "model.update_bn(batches, coeffs) or pass bn_stats='fresh'")
-        flat = coeffs[0] @ self.store.vertices()
+        return self._plain(coeffs[0] @ self.store.vertices(), row)
+
+    def _plain(self, flat, row):
+        """The plain model with the weights ``flat`` (P,) and the BatchNorm statistics of tracked
+        row ``row`` (None: fresh ones). Tied parameters stay tied."""
+        params = {slot: nn.Parameter(self.store.slot(flat, slot).detach().clone()) for slot in self.store.slots}
         module = copy.deepcopy(self.module)
-        layers = [(name, m) for name, m in module.named_modules() if isinstance(m, SimplexLayer)]
-        for name, layer in layers:
-            params = {n: self.store.slot(flat, layer.prefix + n) for n in layer.param_names}
-            plain = layer.plain(params, layer.plain_buffers(row))
-            if not name:
-                return plain
-            _replace_submodule(module, name, plain)
+        plains = {}
+        for name, layer in list(module.named_modules(remove_duplicate=False)):
+            if isinstance(layer, SimplexLayer):
+                if id(layer) not in plains:
+                    plains[id(layer)] = layer.plain({n: params[slot] for n, slot in layer.slots.items()},
+                                                    layer.plain_buffers(row))
+                if not name:
+                    return plains[id(layer)]
+                _replace_submodule(module, name, plains[id(layer)])
+        for path, name, slot in self._generic_paths:
+            module.get_submodule(path)._parameters[name] = params[slot]
         return module
 
     def log_volume(self, simplices: Sequence[Iterable[int]] | None = None, *, check: bool = True) -> torch.Tensor:
@@ -402,87 +510,3 @@ class SimplexModel(nn.Module):
     def extra_repr(self) -> str:
         return f"n_vertices={self.n_vertices}, fixed={self.fixed_mask()}, sampler={self.sampler.config()}"
 
-
-def _walk(module, path, shared):
-    """Yields (path, module) of the modules to convert, skipping shared subtrees; a module
-    used at several places is yielded at each of them."""
-    if path in shared:
-        return
-    yield path, module
-    if simplex_layer_for(module) is not None:
-        return
-    for name, child in module._modules.items():
-        if child is not None:
-            yield from _walk(child, f"{path}.{name}" if path else name, shared)
-
-
-def simplexify(model: nn.Module, n_vertices: int = 1, *,
-               shared: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] = (), init: str = "mean",
-               noise: float = 0.01, architecture: dict[str, Any] | None = None) -> SimplexModel:
-    """Converts ``model`` (any ``nn.Module`` built from supported layers) into a
-    ``SimplexModel`` whose vertex 0 holds the model's current weights; further vertices come
-    from ``add_vertex(init, noise)``. The model itself is not changed.
-
-    Supported layers with parameters: Linear, Conv1d, Conv2d, BatchNorm1d/2d, LayerNorm,
-    GroupNorm, Embedding. Layers without parameters work unchanged. A module with parameters
-    of another type raises TypeError naming it and its path, unless its path is listed in
-    ``shared`` (its parameters then stay one shared copy, not vertices).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    n_vertices = _checks.count(n_vertices, "n_vertices")
-    if isinstance(shared, str):
-        shared = (shared,)
-    if not isinstance(shared, (list, tuple, set, frozenset)) or not all(isinstance(s, str) for s in shared):
-        raise TypeError(f"shared must be a submodule path or a list of paths, got {shared!r}")
-    shared = set(shared)
-    paths = dict(model.named_modules())
-    for s in shared:
-        if s not in paths or s == "":
-            raise ValueError(f"shared lists {s!r}, which is not a submodule path of the model")
-    module = copy.deepcopy(model)
-    evaluation, tensors, seen, places, replace = Evaluation(), {}, {}, {}, []
-    for path, m in _walk(module, "", shared):
-        cls = simplex_layer_for(m)
-        own = [(n, t) for n, t in m.named_parameters(recurse=False)]
-        if own and id(m) in places:
-            raise ValueError(f"{path} is the same module as {places[id(m)] or 'the model'} (one module used at two "
-                             "places; its weights would be vertices twice); list one of the paths in shared=")
-        places[id(m)] = path
-        frozen = [n for n, t in own if not t.requires_grad]
-        if cls is not None and frozen:
-            raise ValueError(f"{path or 'the model'}.{frozen[0]} has requires_grad=False: vertices are trained, so a "
-                             f"frozen parameter cannot be one; list {path!r} in shared= to keep it as one frozen copy")
-        if cls is None:
-            if own:
-                names = ", ".join(c.__name__ for layer in LAYERS for c in layer.plain_types)
-                raise TypeError(f"{path or 'the model'} ({type(m).__name__}) has parameters but no simplex layer "
-                                f"(supported: {names}); pass shared=[{path!r}] to keep it as one shared copy")
-            continue
-        cls.check_plain(m, path or "the model")
-        prefix = f"{path}." if path else ""
-        for n, t in own:
-            if id(t) in seen:
-                raise ValueError(f"{prefix}{n} is the same tensor as {seen[id(t)]} (tied weights are not "
-                                 "supported as vertices); list one of the modules in shared=")
-            seen[id(t)] = prefix + n
-            tensors[prefix + n] = t
-        replace.append((path, cls(m, evaluation, prefix)))
-    if not tensors:
-        raise ValueError("the model has no parameters in supported layers to make vertices of")
-    dtypes = {(t.dtype, t.device) for t in tensors.values()}
-    if len(dtypes) > 1:
-        raise TypeError(f"all vertex parameters must share one dtype and device, got {sorted(map(str, dtypes))}")
-    store = VertexStore(tensors)
-    for path, layer in replace:
-        layer.train(model.training)
-        if not path:
-            module = layer
-        else:
-            _replace_submodule(module, path, layer)
-    arch = architecture if architecture is not None else getattr(model, "simplexkern_architecture", None)
-    out = SimplexModel(module, store, evaluation, sorted(shared), arch)
-    out.train(model.training)
-    for _ in range(n_vertices - 1):
-        out.add_vertex(init, noise)
-    return out

@@ -6,7 +6,7 @@ a fixed vertex: weight decay and momentum cannot move it. Each layer's tensors a
 range of the P columns. Rows are ordered fixed first; ``order[r]`` is the vertex in row r.
 """
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import nn
@@ -49,20 +49,34 @@ class VertexStore(nn.Module):
     def inverse_order(self) -> torch.Tensor:
         return torch.argsort(self.order).to(self.trainable.device)
 
-    def layer_weights(self) -> dict[str, torch.Tensor]:
-        """name -> (k, *shape) tensor in row order, contiguous. One split per store, so the
-        backward is a single concatenation into ``trainable.grad`` however many layers there are."""
+    def layer_weights(self, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """name -> (k, *shape) tensor in row order, contiguous, for the slots ``names`` (default
+        all). One split per store, so the backward is a single concatenation into
+        ``trainable.grad`` however many layers there are."""
         sizes = [math.prod(shape) for _, shape in self.slots.values()]
         stores = [t.split(sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
         out = {}
         for j, (name, (_, shape)) in enumerate(self.slots.items()):
-            w = torch.cat([s[j] for s in stores]) if len(stores) > 1 else stores[0][j].contiguous()
-            out[name] = w.view(w.shape[0], *shape)
+            if names is None or name in names:
+                w = torch.cat([s[j] for s in stores]) if len(stores) > 1 else stores[0][j].contiguous()
+                out[name] = w.view(w.shape[0], *shape)
         return out
 
-    def slot(self, flat: torch.Tensor, name: str) -> torch.Tensor:
-        """The part of a flat (..., P) tensor that belongs to slot ``name``, shaped."""
+    def combine_columns(self, coeffs: torch.Tensor, start: int) -> torch.Tensor:
+        """``coeffs`` (S, k) in row order times columns ``start:`` of the store -> (S, P - start),
+        one GEMM per part of the store (no copy of it); differentiable w.r.t. ``trainable``."""
+        parts = [(coeffs[:, :self.n_fixed], self.fixed), (coeffs[:, self.n_fixed:], self.trainable)]
+        out = None
+        for c, rows in parts:
+            if rows.shape[0]:
+                out = c @ rows[:, start:] if out is None else torch.addmm(out, c, rows[:, start:])
+        return out
+
+    def slot(self, flat: torch.Tensor, name: str, start: int = 0) -> torch.Tensor:
+        """The part of a flat (..., P) tensor that belongs to slot ``name``, shaped; ``flat``
+        may hold the columns from ``start`` on only."""
         offset, shape = self.slots[name]
+        offset -= start
         return flat[..., offset: offset + math.prod(shape)].reshape(*flat.shape[:-1], *shape)
 
     # ------------------------------------------------------------------ changes

@@ -9,7 +9,8 @@ from simplexkern import distributed as dist
 from simplexkern._types import Device, Distributed, ModelOrPath, Path
 from simplexkern.data import Dataset
 from simplexkern.nn import checkpoint
-from simplexkern.nn.model import SimplexModel, simplexify
+from simplexkern.nn.convert import simplexify
+from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
 from simplexkern.train.loop import Phase, steps_per_epoch
 from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase

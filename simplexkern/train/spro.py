@@ -39,7 +39,8 @@ from simplexkern.eval.metrics import metrics
 from simplexkern.eval.predict import outputs_at, predict
 from simplexkern.eval.surfaces import metrics_at
 from simplexkern.nn import checkpoint
-from simplexkern.nn.model import SimplexModel, simplexify
+from simplexkern.nn.convert import simplexify
+from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import ComplexSampler, SimplexSampler
 from simplexkern.train.loop import INIT, Phase, log_volume
 from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
