@@ -224,5 +224,18 @@ def test_models_refuse_data_they_cannot_take():
     with pytest.raises(ValueError, match="32x32"):
         sk.models.for_data("vgg16", digits)
     with pytest.raises(ValueError, match="unknown architecture"):
-        sk.models.for_data("transformer", digits)
+        sk.models.for_data("resnet9", digits)
     assert sk.models.for_data("digits_convnet", digits)(digits.x_test[:2]).shape == (2, 10)
+
+
+def test_integer_features_are_token_ids_kept_as_they_are(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 7, (30, 5))
+    np.savez(tmp_path / "t.npz", x_train=x[:20], y_train=np.arange(20) % 2, x_test=x[20:], y_test=np.arange(10) % 2)
+    d = sk.data.load(tmp_path / "t.npz", val_fraction=0.25)
+    assert d.vocab_size == int(x.max()) + 1
+    kept = torch.cat([d.x_train, d.x_val]).sort(0).values
+    assert torch.equal(kept, torch.tensor(x[:20], dtype=torch.float32).sort(0).values)
+    assert sk.data.load(tmp_path / "t.npz", standardize_features=True).x_test.eq(torch.tensor(x[20:])).all()
+    np.savez(tmp_path / "f.npz", x_train=x[:20] - 1, y_train=np.arange(20) % 2, x_test=x[20:], y_test=np.arange(10) % 2)
+    assert sk.data.load(tmp_path / "f.npz").vocab_size is None  # a negative value: features, standardized

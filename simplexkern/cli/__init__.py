@@ -91,7 +91,8 @@ FLAGS = {
                                                      "severity 1-5")),
     "model": ("--model", dict(default="mlp", help="architecture, sized for the data's input shape and classes: mlp, "
                                                  "convnet, lenet5, vgg16, vgg16_bn, preresnet110, preresnet164, "
-                                                 "wrn28_10 or torchvision.<name>")),
+                                                 "wrn28_10, transformer (signals and token ids) or "
+                                                 "torchvision.<name> (any torchvision classification model)")),
     "modes": ("--modes", dict(type=_positive, default=3, help="J, the number of independently trained modes")),
     "vertices": ("--vertices", dict(type=_positive, default=2, help="vertices added to each mode's simplex")),
     "epochs": ("--epochs", dict(type=_positive, default=40, help="training epochs per mode")),

@@ -27,7 +27,9 @@ def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float
       clipped to that range), for dataset-shift evaluations.
     - ``task``: for a ``.npz``, "classification" (default) or "regression".
     - ``standardize_features``: scale features by the training split's mean and standard
-      deviation (per channel for images and signals, per feature for vectors).
+      deviation (per channel for images and signals, per feature for vectors). An ``.npz``
+      whose features are integers >= 0 holds token ids: they are kept as they are, and
+      ``vocab_size`` says how many there are.
 
     Bad files raise ``ValueError`` naming the file and the problem.
     """
@@ -38,9 +40,10 @@ def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float
         if task not in (None, "classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         task = task or "classification"
-        arrays = sources.npz(text, task)
+        arrays, vocab_size = sources.npz(text, task)
         label = os.path.basename(text)
     elif text in NAMES:
+        vocab_size = None
         if task is not None:
             raise ValueError(f"task is only for .npz files; {text} is a fixed task")
         task = "regression" if text == "regression" else "classification"
@@ -60,9 +63,9 @@ def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float
         label = f"{label} (gaussian noise {gaussian_noise})"
     data = Dataset(label, task, x_train, y_train, x_test, y_test, n_classes,
                    noise_std=sources.REGRESSION_NOISE if text == "regression" else None,
-                   augment="crop_flip" if text.startswith("cifar") else None)
+                   augment="crop_flip" if text.startswith("cifar") else None, vocab_size=vocab_size)
     data = hold_out(data, val_fraction, split_seed)
-    return standardize(data) if standardize_features else data
+    return standardize(data) if standardize_features and vocab_size is None else data
 
 
 __all__ = ["load", "Dataset", "NAMES", "corrupt", "hold_out", "standardize", "GAUSSIAN_NOISE"]

@@ -26,7 +26,8 @@ class Dataset:
     val_fraction=)``), for choosing settings such as the regularisation strength or a
     temperature; never choose them on the test split. ``noise_std`` is the regression
     task's observation noise. ``augment`` names the training-batch augmentation ("crop_flip"
-    for CIFAR, else None).
+    for CIFAR, else None). ``vocab_size``: when the features are token ids (whole numbers
+    0..vocab_size-1, stored as float32), how many ids there are, else None.
     """
     name: str
     task: str
@@ -39,6 +40,7 @@ class Dataset:
     y_val: Optional[torch.Tensor] = None
     noise_std: Optional[float] = None
     augment: Optional[str] = None
+    vocab_size: Optional[int] = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -81,9 +81,10 @@ def regression(n_per_interval: int = 40, n_test: int = 400) -> Arrays:
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def npz(path: Path, task: str = "classification") -> Arrays:
-    """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test``, ``y_test``: float
-    features of any shape (N, ...), integer labels 0..C-1 (or numbers, for regression)."""
+def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
+    """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test``, ``y_test``: features of
+    any shape (N, ...), integer labels 0..C-1 (or numbers, for regression). Returns the arrays
+    and, when the features are integers >= 0 (token ids), their vocabulary size."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -100,7 +101,10 @@ def npz(path: Path, task: str = "classification") -> Arrays:
         raise ValueError(f"{path}: not a readable .npz of plain arrays ({err})") from None
     except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
-    return check_arrays(str(path), *arrays, task=task)
+    checked = check_arrays(str(path), *arrays, task=task)
+    x_train, x_test = arrays[0], arrays[2]
+    tokens = x_train.dtype.kind in "iu" and x_test.dtype.kind in "iu" and min(x_train.min(), x_test.min()) >= 0
+    return checked, int(max(x_train.max(), x_test.max())) + 1 if tokens else None
 
 
 CIFAR = {  # name -> (folder, train files, test file, label key, classes)

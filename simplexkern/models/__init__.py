@@ -7,6 +7,7 @@ model (``simplexkern_architecture``), so a checkpoint can rebuild it. Names star
 import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from simplexkern.data.dataset import Dataset
@@ -27,7 +28,9 @@ _REGISTRY = {
     "digits_convnet": DigitsConvNet,
     "convnet2d": ConvNet,
     "convnet1d": ConvNet1d,
+    "transformer": Transformer,
 }
+MAX_TOKENS = 64  # a signal is cut into patches so that at most this many tokens remain
 
 
 def names() -> list[str]:
@@ -51,11 +54,20 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def _sizes(name, shape, n_outputs):
+def _sizes(name, shape, n_outputs, vocab_size):
     """(registry name, constructor arguments) of architecture ``name`` sized for inputs of
-    ``shape`` (one sample) and ``n_outputs`` outputs."""
+    ``shape`` (one sample) and ``n_outputs`` outputs; ``vocab_size``: the number of token ids
+    when the inputs are token ids (else None)."""
     if name == "mlp":
         return name, {"in_features": math.prod(shape), "out_features": n_outputs}
+    if name == "transformer":
+        if len(shape) == 2:
+            patch = next(p for p in range(1, shape[1] + 1) if shape[1] % p == 0 and shape[1] // p <= MAX_TOKENS)
+            return name, {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1], "patch": patch}
+        if len(shape) == 1 and vocab_size is not None:
+            return name, {"num_classes": n_outputs, "vocab_size": vocab_size, "length": shape[0]}
+        raise ValueError(f"transformer takes (C, L) signals or (L,) token ids (an .npz of integers >= 0); the "
+                         f"data's inputs have shape {shape}")
     if len(shape) == 2 and name in ("convnet", "convnet1d"):
         return "convnet1d", {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1]}
     if len(shape) != 3:
@@ -77,7 +89,16 @@ def _sizes(name, shape, n_outputs):
     if name.startswith("torchvision."):
         if c != 3:
             raise ValueError(f"{name} takes 3-channel images, the data's have {c}")
-        return name, {"num_classes": n_outputs}
+        arch, kwargs = name[len("torchvision."):], {"num_classes": n_outputs}
+        if arch.startswith("vit_"):  # position embeddings sized for the images
+            if h != w:
+                raise ValueError(f"{name} takes square images, the data's are {h}x{w}")
+            kwargs["image_size"] = h
+        elif arch.startswith("maxvit"):
+            kwargs["input_size"] = (h, w)
+        elif arch in ("googlenet", "inception_v3"):  # one output, not the auxiliary heads' tuple
+            kwargs.update(aux_logits=False, init_weights=True)
+        return name, kwargs
     if name in _REGISTRY:
         return name, {"num_classes": n_outputs, "in_channels": c}
     raise ValueError(f"unknown architecture {name!r}; known: {names() + ['convnet']} or 'torchvision.<name>'")
@@ -86,11 +107,21 @@ def _sizes(name, shape, n_outputs):
 def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
     """A fresh model of architecture ``name`` sized for ``data`` (a ``simplexkern.data.Dataset``):
     input shape and number of outputs are inferred. ``mlp`` takes any input; ``convnet`` is
-    a 1-D ConvNet for (C, L) signals and a 2-D one for (C, H, W) images; the CIFAR
-    architectures take images. ``kwargs`` override or add constructor arguments."""
+    a 1-D ConvNet for (C, L) signals and a 2-D one for (C, H, W) images; ``transformer``
+    takes (C, L) signals (cut into at most 64 tokens) and (L,) token ids; the CIFAR and
+    ``torchvision.*`` architectures take images (ViT and MaxViT sized for them). ``kwargs``
+    override or add constructor arguments. The model is run once on the data's input size,
+    so one that cannot take it fails here (ValueError) and not in the middle of training."""
     shape, n_outputs = tuple(data.input_shape), data.n_outputs
-    registry_name, sized = _sizes(name, shape, n_outputs)
-    return create(registry_name, **{**sized, **kwargs})
+    registry_name, sized = _sizes(name, shape, n_outputs, data.vocab_size)
+    try:  # built and run once on the data's input size: what does not fit fails here, with its reason
+        model = create(registry_name, **{**sized, **kwargs})
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *shape))
+    except (ValueError, RuntimeError, AssertionError, IndexError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{name} cannot take the data's inputs of shape {shape}: {reason}") from None
+    return model.train()
 
 
 __all__ = ["create", "for_data", "names", "VGG16", "PreResNet", "WideResNet", "LeNet5", "MLP", "ConvNet",
