@@ -176,3 +176,25 @@ class OwnParameters(nn.Module):
         h = torch.cat([h, h.flip(1), h * h, h.tanh()], 1)[:, : self.class_token.shape[-1]]
         tokens = torch.cat([self.class_token.expand(x.shape[0], -1, -1), h.flatten(2).transpose(1, 2)], 1)
         return self.head((tokens + self.positions)[:, 0] + tokens.mean(1))
+
+
+class Pools(nn.Module):
+    """Pooling layers of every kind, on activations laid out as the fused convolutions leave
+    them (the points example-major), as vmap's own rules leave them (point-major, after a
+    cat), on an unbatched example and on the input itself (no point dimension)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv1d(2, 4, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1)
+        self.pool1 = nn.Sequential(nn.MaxPool1d(2), nn.AvgPool1d(2), nn.AdaptiveMaxPool1d(3), nn.AdaptiveAvgPool1d(2))
+        self.pool2 = nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveMaxPool2d(2),
+                                   nn.AdaptiveAvgPool2d(1))
+        self.max2 = nn.MaxPool2d(2)
+        self.head = nn.Linear(4 * 2 + 4 + 8 * 4 * 4 + 4 * 4 * 4 + 2 * 4 * 4, 3)
+
+    def forward(self, x):  # (B, 2, 8, 8)
+        h = torch.tanh(self.conv2(x))
+        pooled = [self.pool1(self.conv1(x.flatten(2))).flatten(1), self.pool2(h).flatten(1),
+                  self.max2(torch.cat([h, -h], 1)).flatten(1), self.max2(h[0]).flatten().expand(x.shape[0], -1),
+                  self.max2(x).flatten(1)]
+        return self.head(torch.cat(pooled, 1))

@@ -18,6 +18,7 @@ from .model_zoo import (
     EveryLayer,
     MadeInForward,
     OwnParameters,
+    Pools,
     Recurrent,
     SequenceFirst,
     TokenFlatten,
@@ -119,6 +120,7 @@ IDIOMS = {
     "LSTM and GRU": (Recurrent, _tokens((3, 5), 9)),
     "ConvTranspose decoder": (Decoder, _floats((4, 3))),
     "parameters held by modules": (OwnParameters, _floats((3, 2, 4, 4))),
+    "pooling layers of every kind": (Pools, _floats((3, 2, 8, 8))),
     "every fused layer": (EveryLayer, lambda g: every_layer_input(4, g, torch.float64)),
 }
 

@@ -361,7 +361,40 @@ class SimplexRecurrent(SimplexLayer):
         return module
 
 
-LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, SimplexEmbedding, SimplexRecurrent)
+class SimplexPool(SimplexLayer):
+    """A pooling layer (no parameters) that pools all points in one call on the activations as
+    they lie in memory: vmap's own rule moves the points in front of the batch, a copy when
+    the points lie example-major (as the fused convolutions leave them), and computes max
+    pooling's indices even when no gradient is needed."""
+    plain_types = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                   nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+    plain_parameters = frozenset()
+
+    @classmethod
+    def accepts(cls, plain: nn.Module) -> bool:
+        return super().accepts(plain) and not getattr(plain, "return_indices", False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        interpreter = _vmap.innermost()
+        if interpreter is None:
+            return self._skeleton(x)
+        return _vmap.call_unbatched(interpreter, self._at_points, x)
+
+    def _at_points(self, n, dims, x):
+        pool, d = self._skeleton, dims[0]
+        if d is None:  # no point dimension: one result for all points
+            return pool(x), None
+        batched = 3 if type(pool).__name__.endswith("1d") else 4  # one point's (B, C, ...) input
+        if x.dim() == batched:  # unbatched inputs, (C, ...) per point: the points are the batch
+            return pool(x.movedim(d, 0)), 0
+        x = x.movedim(d, 1)  # (B, S, C, ...)
+        if x.stride(0) == x.shape[1] * x.stride(1):  # example-major: merging B and S is a view
+            return pool(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 1
+        x = x.transpose(0, 1)
+        return pool(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 0
+
+LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, SimplexEmbedding, SimplexRecurrent,
+          SimplexPool)
 
 
 def simplex_layer_for(module: nn.Module) -> type[SimplexLayer] | None:
