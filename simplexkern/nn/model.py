@@ -62,6 +62,7 @@ class SimplexModel(nn.Module):
         self.metadata = {}  # training metadata, saved with checkpoints
         self.point_evaluation = "auto"
         self._loop_reason = None  # why "auto" evaluates point by point, once vmap failed
+        self._vmap_works = False  # one forward under vmap succeeded: no more trials
         self._randomness = "different"  # vmap's: each point draws its own random numbers, unless the model cannot
         # generic parameters: (path of the module that holds it, its name there, store slot); between forwards
         # the module holds None in its place
@@ -369,6 +370,7 @@ class SimplexModel(nn.Module):
         """(the BatchNorm statistics the points used, the output (S, B, ...)), by vmap or by
         the loop as ``point_evaluation`` says."""
         mode = self.point_evaluation
+        trial = self._buffers_now() if mode == "auto" and not self._vmap_works else None
         while mode == "vmap" or (mode == "auto" and self._loop_reason is None):
             stats = point_statistics()  # fresh copies: a failed pass may have changed them
             frame["updated"].clear()
@@ -377,8 +379,12 @@ class SimplexModel(nn.Module):
             if torch.compiler.is_compiling():
                 return stats, batched(coeffs, params, stats, x)
             try:
-                return stats, batched(coeffs, params, stats, x)
+                out = batched(coeffs, params, stats, x)
+                self._vmap_works = True
+                return stats, out
             except (RuntimeError, NotImplementedError) as err:
+                if trial is not None:
+                    self._put_back(trial)  # what the failed pass changed
                 where = self._failing_module(err)
                 if self._randomness == "different" and "randomness" in str(err):
                     self._randomness = "same"
@@ -404,18 +410,32 @@ class SimplexModel(nn.Module):
 
     def _loop(self, frame, coeffs, params, stats, x, per_point):
         """One forward per point, the outputs stacked. Refuses a model that changes buffers
-        other than per-point BatchNorm statistics: the points would share that state."""
-        buffers = [(f"{path}.{n}" if path else n, b, b._version) for path, m in self.module.named_modules()
-                   if not isinstance(m, SimplexLayer) for n, b in m._buffers.items() if b is not None]
+        other than per-point BatchNorm statistics (the points would share that state), and
+        puts them back first."""
+        buffers = self._buffers_now()
         outs = [self._at_point(frame, coeffs[s], {slot: v[s] for slot, v in params.items()},
                                {key: tuple(t[s] for t in v) for key, v in stats.items()}, x[s] if per_point else x)
                 for s in range(coeffs.shape[0])]
-        changed = [name for name, b, version in buffers if b._version != version]
+        changed = self._put_back(buffers)
         if changed:
             raise TypeError(f"the model's forward changes its buffer {changed[0]!r}, which all points would share; "
                             "only BatchNorm1d/2d/3d keep statistics per point (turn off running statistics there, "
                             "e.g. track_running_stats=False)")
         return pytree.tree_map(lambda *ys: torch.stack(ys), *outs)
+
+    def _buffers_now(self):
+        """(name, buffer, version, copy) of the buffers outside the simplex layers."""
+        return [(f"{path}.{n}" if path else n, b, b._version, b.detach().clone())
+                for path, m in self.module.named_modules() if not isinstance(m, SimplexLayer)
+                for n, b in m._buffers.items() if b is not None]
+
+    @torch.no_grad()
+    def _put_back(self, buffers):
+        """Restores the buffers a forward changed since ``_buffers_now``; returns their names."""
+        changed = [(name, b, saved) for name, b, version, saved in buffers if b._version != version]
+        for _, b, saved in changed:
+            b.copy_(saved)
+        return [name for name, _, _ in changed]
 
     def _failing_module(self, err):
         """'module <path> (<type>)': the innermost module of this model in ``err``'s traceback."""
