@@ -23,6 +23,8 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 import simplexkern as sk
 
+from .published import PublishedLoop
+
 K, S = 4, 5
 
 
@@ -68,13 +70,8 @@ class AnyModelStep:
             self.x, self.y = self.x.repeat(S, *[1] * (x.dim() - 1)), self.y.repeat(S, *[1] * (y.dim() - 1))
             params = list(plain.parameters())
         elif implementation == "loop":
-            self.plain = plain
-            named = dict(plain.named_parameters())  # tied parameters once, as the plain model has them
-            self.fixed = {n: torch.stack([p.detach() + 0.01 * torch.randn_like(p) for _ in range(K - 1)])
-                          for n, p in named.items()}
-            self.free = {n: p.detach().clone().requires_grad_(True) for n, p in named.items()}
-            self.buffers = dict(plain.named_buffers())
-            params = list(self.free.values())
+            self.loop = PublishedLoop(plain, K)
+            params = self.loop.parameters
         else:
             self.model = sk.simplexify(plain, K, noise=0.01)
             for i in range(K - 1):
@@ -87,13 +84,7 @@ class AnyModelStep:
         if self.implementation == "plain":
             return _loss(self.model(self.x), self.y)
         if self.implementation == "loop":
-            loss = 0
-            for c in self.coeffs:
-                weights = {n: torch.einsum("k,k...->...", c[:-1], f) + c[-1] * self.free[n]
-                           for n, f in self.fixed.items()}
-                out = torch.func.functional_call(self.plain, {**weights, **self.buffers}, (self.x,))
-                loss = loss + _loss(out, self.y) / S
-            return loss
+            return self.loop.loss(self.x, self.y, self.coeffs, _loss)
         out = self.model(self.x, self.coeffs)
         return _loss(out, self.y.expand(S, *self.y.shape))
 

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 import simplexkern as sk
 
+from .published import PublishedLoop
+
 K, S, M = 4, 5, 25
 
 
@@ -60,12 +62,8 @@ class TrainingStep:
             self.model, self.x, self.y = plain, self.x.repeat(S, 1, 1, 1), self.y.repeat(S)
             params = list(plain.parameters())
         elif implementation == "loop":
-            self.plain = plain
-            self.fixed = {n: torch.stack([p.detach() + 0.01 * torch.randn_like(p) for _ in range(K - 1)])
-                          for n, p in plain.named_parameters()}
-            self.free = {n: p.detach().clone().requires_grad_(True) for n, p in plain.named_parameters()}
-            self.buffers = dict(plain.named_buffers())
-            params = list(self.free.values())
+            self.loop = PublishedLoop(plain, K)
+            params = self.loop.parameters
         else:
             self.model = sk.simplexify(plain, K, noise=0.01)
             for i in range(K - 1):
@@ -81,13 +79,7 @@ class TrainingStep:
         if self.implementation == "plain":
             return F.cross_entropy(self.model(self.x), self.y)
         if self.implementation == "loop":
-            loss = 0
-            for c in self.coeffs:
-                weights = {n: torch.einsum("k,k...->...", c[:-1], f) + c[-1] * self.free[n]
-                           for n, f in self.fixed.items()}
-                out = torch.func.functional_call(self.plain, {**weights, **self.buffers}, (self.x,))
-                loss = loss + F.cross_entropy(out, self.y) / S
-            return loss
+            return self.loop.loss(self.x, self.y, self.coeffs, F.cross_entropy)
         return self._simplex_loss(self.x, self.y, self.coeffs)
 
     def _simplex_loss(self, x, y, coeffs):
