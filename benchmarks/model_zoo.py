@@ -6,8 +6,10 @@ S x B. Writes a Markdown table.
 
     python benchmarks/model_zoo.py [--only NAME,...] [--max-params 300] [--out results/FILE.md]
 
-k = 3 vertices (two added with noise 0.05), S = 3 points inside the simplex, batch 2, float32,
-one thread; BatchNorm statistics of the points from one batch (update_bn) before evaluating.
+k = 3 vertices (two added with noise 0.05), S = 3 points inside the simplex, one thread. The
+errors: float64, batch 4, inputs of 64 x 64 (ViT and MaxViT at the size they are built for),
+BatchNorm statistics of the points from one batch (update_bn) before evaluating. The step:
+float32, batch 2, the smallest input each model takes.
 """
 import argparse
 import datetime
@@ -57,51 +59,57 @@ def step_time(fn, repeat=3):
     return statistics.median(times)
 
 
+def errors(plain, size):
+    """The largest relative error of the multi-point forward against the plain models at the
+    points, in evaluation and in training, float64 (a randomly initialised network at a small
+    input can be too ill-conditioned for float32 to say anything), and how the points travel."""
+    model = sk.simplexify(plain.double(), K, noise=0.05)
+    coeffs = torch.distributions.Dirichlet(torch.ones(K, dtype=torch.float64)).sample((S,))
+    x = torch.randn(4, 3, size, size, dtype=torch.float64)
+    if model.bn_points.shape[0]:
+        model.update_bn([torch.randn(4, 3, size, size, dtype=torch.float64)], coeffs)
+    out = {}
+    for mode in ("eval", "train"):
+        model.train(mode == "train")
+        with torch.no_grad():
+            y = model(x, coeffs)
+            err = 0.0
+            for s in range(S):
+                at = model.at(coeffs[s], bn_stats="tracked" if mode == "eval" else "fresh").train(mode == "train")
+                ref = at(x)
+                err = max(err, float((y[s] - ref).abs().max() / ref.abs().max()))
+        out[mode] = err
+    path = "vmap" if model._loop_reason is None else "one point at a time"
+    return out, path + (" (random draws shared)" if model._randomness == "same" else "")
+
+
 def check(name):
-    plain = no_dropout(build(name))
-    size = 28 if name == "vit_h_14" else SIZE.get(name, 32)
-    x = torch.randn(B, 3, size, size)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = sk.simplexify(plain, K, noise=0.05)
+        size = 28 if name == "vit_h_14" else SIZE.get(name, 32)
+        errs, path = errors(no_dropout(build(name)), size if name.startswith(("vit", "maxvit")) else max(size, 64))
+        plain = no_dropout(build(name))
+        model = sk.simplexify(plain, K, noise=0.05).train()
+        model.fix(0)
         sizes = {s: int(torch.Size(shape).numel()) for s, (_, shape) in model.store.slots.items()}
         generic_share = 1 - sum(sizes[s] for s in model._fused_slots) / sum(sizes.values())
         coeffs = torch.distributions.Dirichlet(torch.ones(K)).sample((S,))
-        if model.bn_points.shape[0]:
-            model.update_bn([torch.randn(4, 3, size, size)], coeffs)
-        errors = {}
-        for mode in ("eval", "train"):
-            model.train(mode == "train")
-            with torch.no_grad():
-                y = model(x, coeffs)
-                err = 0.0
-                for s in range(S):
-                    stats = "tracked" if mode == "eval" else "fresh"
-                    ref = model.at(coeffs[s], bn_stats=stats).train(mode == "train")(x)
-                    err = max(err, float((y[s] - ref).abs().max() / ref.abs().max()))
-            errors[mode] = err
-        model.train()
-        model.fix(0)
+        x, xs, target = torch.randn(B, 3, size, size), None, torch.zeros(S * B, dtype=torch.long)
+        xs = x.repeat(S, 1, 1, 1)
 
         def simplex_step():
             model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x, coeffs).flatten(0, 1), torch.zeros(S * B, dtype=torch.long)).backward()
-
-        plain.train()
-        xs = x.repeat(S, 1, 1, 1)
+            F.cross_entropy(model(x, coeffs).flatten(0, 1), target).backward()
 
         def plain_step():
             plain.zero_grad(set_to_none=True)
-            F.cross_entropy(plain(xs), torch.zeros(S * B, dtype=torch.long)).backward()
+            F.cross_entropy(plain(xs), target).backward()
 
         ratio = step_time(simplex_step) / step_time(plain_step)
-    path = "vmap" if model._loop_reason is None else "one point at a time"
-    if model._randomness == "same":
-        path += " (random draws shared)"
-    notes = sorted({str(w.message).split(".")[0][:90] for w in caught if "performance drop" in str(w.message)})
-    return generic_share, errors, ratio, path, "; ".join(n.replace("There is a performance drop because we have not "
-                                                                   "yet implemented the batching rule for ", "no vmap "
-                                                                   "rule: ") for n in notes)
+    prefix = "There is a performance drop because we have not yet implemented the batching rule for "
+    notes = sorted({"no vmap rule: " + str(w.message)[len(prefix):].split(". ")[0] for w in caught
+                    if str(w.message).startswith(prefix)})
+    return generic_share, errs, ratio, path, "; ".join(notes)
 
 
 def main():
@@ -131,9 +139,10 @@ def main():
     header = (f"# Every torchvision classification model as a simplex\n\n{datetime.date.today().isoformat()}, "
               f"{platform.machine()} CPU, 1 thread, torch {torch.__version__}, torchvision {torchvision.__version__}"
               f"\n\nCommand: `python benchmarks/model_zoo.py {' '.join(sys.argv[1:])}`\n\n"
-              f"k = {K} vertices, S = {S} points inside the simplex, batch {B}, float32; errors are the largest "
-              "|multi-point output - plain model at the point| over the largest |plain output|; the step is "
-              "forward + cross-entropy + backward against the plain model at batch S x B.\n\n"
+              f"k = {K} vertices, S = {S} points inside the simplex. Errors: the largest |multi-point output - "
+              "plain model at the point| over the largest |plain output|, float64, batch 4, 64 x 64 inputs (ViTs "
+              "and MaxViT at their size). The step: forward + cross-entropy + backward at batch B = 2 and the "
+              "smallest input each model takes, float32, against the plain model at batch S x B.\n\n"
               "| model | parameters (M) | accepted | generic path | error, eval | error, train | step / plain "
               "| points | notes |\n|---|---|---|---|---|---|---|---|---|\n")
     text = header + "\n".join(rows) + "\n"

@@ -341,3 +341,30 @@ def test_compiled_forward_and_backward_of_the_generic_path_match_eager(rng):
             grads.append((out.detach(), model.store.trainable.grad.clone()))
         torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
+def test_every_backend_of_the_fused_layers_under_the_points_vmap(backend, rng):
+    """The fused ops' vmap rules (eager: applied on the unwrapped tensors) on every backend; the
+    triton one runs on the CPU under TRITON_INTERPRET=1, as it would on a GPU."""
+    if backend == "triton" and not sk.ops.dispatch.INTERPRET:
+        pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
+    torch.manual_seed(rng.initial_seed())
+    model = sk.simplexify(EveryLayer(), 3, noise=0.2).train()
+    model.fix(0)
+    model.backend = backend
+    coeffs = _points(3, 3, rng).float()
+    x = every_layer_input(4, rng)
+    y = model(x, coeffs)
+    y.square().sum().backward()
+    expected = torch.zeros(3, model.store.n_columns, dtype=torch.float64)
+    for s in range(3):
+        at = model.at(coeffs[s], bn_stats="fresh").double().train()
+        out = at(x.double())
+        torch.testing.assert_close(y[s].double(), out, rtol=1e-4, atol=1e-4)
+        out.square().sum().backward()
+        expected += coeffs[s].double()[:, None] * torch.cat([at.get_parameter(n).grad.reshape(-1)
+                                                            for n in model.store.slots])
+    trainable = model.store.order.tolist()[model.store.n_fixed:]
+    torch.testing.assert_close(model.store.trainable.grad.double(), expected[trainable], rtol=1e-3,
+                               atol=1e-3 * float(expected.abs().max()))

@@ -1,8 +1,9 @@
 """Fused simplex layers: the replacements of the layers that have one (Linear, Conv1d/2d,
-BatchNorm1d/2d/3d, Embedding, and the recurrent layers). Each holds no weights of its own,
-only the store slots of its parameters, and computes at the point of the forward in progress
-(under the model's vmap, at all S points: the fused ops see them in one call). Parameters of
-every other module take the model's generic path (``nn/model.py``).
+BatchNorm1d/2d/3d, Embedding, the recurrent layers, and pooling, which has no parameters but
+pools all points in one call). Each holds no weights of its own, only the store slots of its
+parameters, and computes at the point of the forward in progress (under the model's vmap, at
+all S points: the fused ops see them in one call). Parameters of every other module take the
+model's generic path (``nn/model.py``).
 
 A layer is made from the plain module it replaces and gives a plain module back for one
 point (``plain``), so a converted model can always be baked out. Reading a parameter of a
