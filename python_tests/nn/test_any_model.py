@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import convnext, maxvit, resnet, swin_transformer, vgg, vision_transformer
+from torchvision.models import convnext, efficientnet, maxvit, resnet, swin_transformer, vgg, vision_transformer
 
 import simplexkern as sk
 
@@ -70,7 +70,10 @@ TORCHVISION = {
                                            num_classes=10), (2, 3, 32, 32)),
     "densenet121": (lambda: torchvision.models.densenet121(num_classes=10), (4, 3, 32, 32)),
     "efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(num_classes=10), (4, 3, 32, 32)),
-    "efficientnet_v2_s": (lambda: torchvision.models.efficientnet_v2_s(num_classes=10), (4, 3, 32, 32)),
+    "efficientnet_v2": (lambda: efficientnet.EfficientNet(
+        [efficientnet.FusedMBConvConfig(1, 3, 1, 8, 8, 1), efficientnet.FusedMBConvConfig(4, 3, 2, 8, 16, 1),
+         efficientnet.MBConvConfig(4, 3, 2, 16, 24, 1)], dropout=0.0, last_channel=64, num_classes=10),
+        (4, 3, 32, 32)),
     "googlenet": (lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False),
                   (4, 3, 32, 32)),
     "inception_v3": (lambda: torchvision.models.inception_v3(num_classes=10, aux_logits=False, init_weights=False),
