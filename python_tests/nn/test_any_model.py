@@ -218,6 +218,10 @@ def test_every_parameter_is_a_vertex_parameter_and_ties_stay_tied():
     bad = dict(state, **{"head.weight": state["head.weight"] + 1})
     with pytest.raises(ValueError, match="head.weight.*ties"):
         model.set_vertex(1, bad)
+    with pytest.raises(ValueError, match="head.weight is tied to embed.weight.*both modules in shared= or neither"):
+        sk.simplexify(gpt, shared=["head"])  # it would be untied: one shared copy, one vertex parameter
+    frozen = sk.simplexify(gpt, 2, shared=["head", "embed"])
+    assert "embed.weight" not in frozen.store.slots and frozen.module.head.weight is frozen.module.embed.weight
 
 
 def test_a_module_at_two_places_is_one_set_of_vertex_weights(rng):

@@ -103,6 +103,11 @@ def simplexify(model: nn.Module, n_vertices: int = 1, *,
         replace.append((path, layers[id(m)]))
     if not tensors:
         raise ValueError("the model has no parameters outside shared= to make vertices of")
+    for s in sorted(shared):
+        for n, t in module.get_submodule(s).named_parameters():
+            if id(t) in slot_of:
+                raise ValueError(f"{s}.{n} is tied to {slot_of[id(t)]}, which is a vertex parameter: a tie cannot be "
+                                 "both; list both modules in shared= or neither")
     dtypes = {(t.dtype, t.device) for t in tensors.values()}
     if len(dtypes) > 1:
         raise TypeError(f"all vertex parameters must share one dtype and device, got {sorted(map(str, dtypes))}")
