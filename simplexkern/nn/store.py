@@ -92,7 +92,7 @@ class VertexStore(nn.Module):
         fixed_idx = [i for i, f in enumerate(fixed_mask) if f]
         trainable_idx = [i for i, f in enumerate(fixed_mask) if not f]
         vertices = vertices.detach()
-        fixed, trainable = vertices[fixed_idx].clone(), vertices[trainable_idx].clone()  # all built before any is set
+        fixed, trainable = vertices[fixed_idx], vertices[trainable_idx]  # copies, both made before any is set
         order = torch.tensor(fixed_idx + trainable_idx, dtype=torch.long, device=self.order.device)
         self.fixed, self.trainable.data, self.trainable.grad, self.order = fixed, trainable, None, order
 
@@ -110,8 +110,17 @@ class VertexStore(nn.Module):
             self._rebuild(self.vertices(), mask)
 
     def append(self, vertex: torch.Tensor, fixed: bool = False) -> None:
+        """Adds vertex k as the last fixed or trainable row: one copy of that part of the store
+        (rebuild optimizers after this)."""
         vertex = vertex.detach().to(self.trainable.dtype).reshape(1, self.n_columns)
-        self._rebuild(torch.cat([self.vertices().detach(), vertex]), self.fixed_mask() + [fixed])
+        n_fixed, index = self.n_fixed, self.order.new_tensor([self.n_vertices])
+        if fixed:
+            rows, trainable = torch.cat([self.fixed, vertex]), self.trainable.data
+            order = torch.cat([self.order[:n_fixed], index, self.order[n_fixed:]])
+        else:
+            rows, trainable = self.fixed, torch.cat([self.trainable.data, vertex])
+            order = torch.cat([self.order, index])
+        self.fixed, self.trainable.data, self.trainable.grad, self.order = rows, trainable, None, order
 
     @torch.no_grad()
     def set_vertex(self, i: int, vertex: torch.Tensor) -> None:
