@@ -201,6 +201,14 @@ def test_add_vertex_initialisations(rng):
     w = sm.store.slot(sm.store.vertices().detach()[i], "net.1.weight")  # nn.Linear's init: U(-1/sqrt(in), 1/sqrt(in))
     assert float(w.abs().max()) <= 1 / 64 ** 0.5 and float(w.std()) > 0.5 / 64 ** 0.5 / 3 ** 0.5
     assert sm.n_vertices == 6 and sm.fixed_mask() == [False] * 6
+    sm.fix(1)
+    before = sm.store.vertices().detach().clone()
+    new = sm.add_vertex("copy", noise=0, source=3, fixed=True)  # a fixed vertex joins the fixed rows
+    new2 = sm.add_vertex("copy", noise=0, source=0)
+    assert (new, new2) == (6, 7) and sm.fixed_mask() == [False, True] + [False] * 4 + [True, False]
+    vertices = sm.store.vertices()
+    assert torch.equal(vertices, torch.cat([before, before[[3, 0]]]))
+    assert sm.store.trainable.shape[0] == 6 and sm.store.fixed.shape[0] == 2
 
 
 def test_log_volume_matches_float64_gram_determinant(rng):
