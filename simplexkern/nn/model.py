@@ -136,21 +136,20 @@ class SimplexModel(nn.Module):
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (noise >= 0 and math.isfinite(noise)):
             raise ValueError(f"noise must be a finite non-negative number, got {noise!r}")
-        vertices = self.store.vertices()
         if init == "mean":
             rows = range(self.n_vertices) if source is None else samplers._vertex_tuple(source, "source")
-            new = vertices[[self._vertex_index(i, "source") for i in rows]].mean(0)
+            new = self.store.mean([self._vertex_index(i, "source") for i in rows])
         elif init == "copy":
-            new = vertices[self._vertex_index(self.n_vertices - 1 if source is None else source, "source")].clone()
+            new = self.store.vertex(self._vertex_index(self.n_vertices - 1 if source is None else source,
+                                                       "source")).clone()
         else:
-            new = self._random_vertex(vertices[0])
+            new = self._random_vertex(self.store.vertex(0))
         if noise:
             for name in self.store.slots:
                 part = self.store.slot(new, name)
-                rms = self.store.slot(vertices, name).pow(2).mean().sqrt()
                 eps = torch.randn(part.shape, generator=generator, device=new.device if generator is None
                                   else generator.device, dtype=new.dtype).to(new.device)
-                part.add_(noise * rms * eps)  # a view into new
+                part.add_(noise * self.store.rms(name) * eps)  # a view into new
         bn_points = torch.cat([self.bn_points, self.bn_points.new_zeros(len(self.bn_points), 1)], 1)
         self.store.append(new, fixed)
         self.bn_points = bn_points

@@ -122,14 +122,29 @@ class VertexStore(nn.Module):
             order = torch.cat([self.order, index])
         self.fixed, self.trainable.data, self.trainable.grad, self.order = rows, trainable, None, order
 
-    @torch.no_grad()
-    def set_vertex(self, i: int, vertex: torch.Tensor) -> None:
+    def vertex(self, i: int) -> torch.Tensor:
+        """Vertex i's row of the store (a view, detached)."""
         i = self._check_vertex(i)
         row = int((self.order == i).nonzero())
-        if row < self.n_fixed:
-            self.fixed[row].copy_(vertex.reshape(-1))
-        else:
-            self.trainable[row - self.n_fixed].copy_(vertex.reshape(-1))
+        return self.fixed[row] if row < self.n_fixed else self.trainable.detach()[row - self.n_fixed]
+
+    def mean(self, indices: list[int]) -> torch.Tensor:
+        """(P,): the mean of the vertices ``indices``, by one product per part of the store (no copy of it)."""
+        weights = torch.zeros(self.n_vertices, dtype=self.trainable.dtype, device=self.trainable.device)
+        weights[indices] = 1 / len(indices)
+        return self.combine_columns(weights[self.order][None], 0).detach()[0]
+
+    def rms(self, name: str) -> torch.Tensor:
+        """The root-mean-square of slot ``name`` over all vertices, in one pass over views."""
+        offset, shape = self.slots[name]
+        n = math.prod(shape)
+        square = sum(torch.linalg.vector_norm(t.detach()[:, offset: offset + n]).square()
+                     for t in (self.fixed, self.trainable) if t.shape[0])
+        return (square / (self.n_vertices * n)).sqrt()
+
+    @torch.no_grad()
+    def set_vertex(self, i: int, vertex: torch.Tensor) -> None:
+        self.vertex(i).copy_(vertex.reshape(-1))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
