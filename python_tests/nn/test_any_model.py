@@ -159,21 +159,26 @@ def check_points(plain, make_input, rng, k=3, S=3):
             outputs.append(at(x))
             scale = _close(y[s], outputs[-1], f"{mode}, point {s}")
         assert (outputs[0] - outputs[1]).abs().max() > 1e4 * RTOL * scale  # the points differ: the test has teeth
-    # dV_i = sum_s c_si dW_s for the trainable vertices, from the plain models' gradients
     weights = torch.randn(y.shape, generator=rng, dtype=torch.float64)
     model.zero_grad()
     (model(x, coeffs) * weights).sum().backward()
-    expected = torch.zeros(k, model.store.n_columns, dtype=torch.float64)
-    for s in range(S):
-        at = model.at(coeffs[s], bn_stats="fresh").train()
-        (at(x) * weights[s]).sum().backward()
+    _, expected = plain_gradients(model, coeffs, x, lambda s, out: (out * weights[s]).sum())
+    torch.testing.assert_close(model.store.trainable.grad, expected, rtol=1e-7, atol=1e-7 * float(expected.abs().max()))
+    return model, x
+
+
+def plain_gradients(model, coeffs, x, loss):
+    """The plain models' outputs at the points (training mode, fresh statistics, float64) and
+    what the trainable vertices' gradient must be: dV_i = sum_s c_si dW_s of ``loss(s, output)``."""
+    outputs, expected = [], 0
+    for s in range(coeffs.shape[0]):
+        at = model.at(coeffs[s], bn_stats="fresh").double().train()
+        outputs.append(at(x.double() if x.is_floating_point() else x))
+        loss(s, outputs[-1]).backward()
         grads = [at.get_parameter(name).grad for name in model.store.slots]
         assert all(g is not None for g in grads), "a vertex parameter the plain model does not use"
-        expected += coeffs[s][:, None] * torch.cat([g.reshape(-1) for g in grads])
-    trainable = model.store.order.tolist()[model.store.n_fixed:]
-    got = model.store.trainable.grad
-    torch.testing.assert_close(got, expected[trainable], rtol=1e-7, atol=1e-7 * float(expected.abs().max()))
-    return model, x
+        expected = expected + coeffs[s].double().cpu()[:, None] * torch.cat([g.reshape(-1).cpu() for g in grads])
+    return outputs, expected[model.store.order.tolist()[model.store.n_fixed:]]
 
 
 @pytest.mark.parametrize("name", list(TORCHVISION))
@@ -351,36 +356,11 @@ def test_compiled_forward_and_backward_of_the_generic_path_match_eager(rng):
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
-def test_every_backend_of_the_fused_layers_under_the_points_vmap(backend, rng):
-    """The fused ops' vmap rules (eager: applied on the unwrapped tensors) on every backend; the
-    triton one runs on the CPU under TRITON_INTERPRET=1, as it would on a GPU."""
-    if backend == "triton" and not sk.ops.dispatch.INTERPRET:
-        pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
-    torch.manual_seed(rng.initial_seed())
-    model = sk.simplexify(EveryLayer(), 3, noise=0.2).train()
-    model.fix(0)
-    model.backend = backend
-    coeffs = _points(3, 3, rng).float()
-    x = every_layer_input(4, rng)
-    y = model(x, coeffs)
-    y.square().sum().backward()
-    expected = torch.zeros(3, model.store.n_columns, dtype=torch.float64)
-    for s in range(3):
-        at = model.at(coeffs[s], bn_stats="fresh").double().train()
-        out = at(x.double())
-        torch.testing.assert_close(y[s].double(), out, rtol=1e-4, atol=1e-4)
-        out.square().sum().backward()
-        expected += coeffs[s].double()[:, None] * torch.cat([at.get_parameter(n).grad.reshape(-1)
-                                                            for n in model.store.slots])
-    trainable = model.store.order.tolist()[model.store.n_fixed:]
-    torch.testing.assert_close(model.store.trainable.grad.double(), expected[trainable], rtol=1e-3,
-                               atol=1e-3 * float(expected.abs().max()))
-
-
-@pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
-def test_compiled_fused_layers_match_eager_on_every_backend(backend, rng):
-    """Under torch.compile the fused ops' registered vmap rule (the custom op's) runs, not the
-    eager one: forward and trainable gradients against eager."""
+def test_every_backend_of_the_fused_layers_eager_and_compiled(backend, rng):
+    """The fused ops under the points' vmap on every backend (the triton one on the CPU under
+    TRITON_INTERPRET=1, the path a GPU takes): eagerly (their vmap rule applied on the
+    unwrapped tensors) against the plain models, and under torch.compile (the custom ops'
+    registered rule) against eager, forward and trainable gradients."""
     if backend == "triton" and not sk.ops.dispatch.INTERPRET:
         pytest.skip("the triton backend runs on CPU tensors only under TRITON_INTERPRET=1")
     torch.manual_seed(rng.initial_seed())
@@ -394,5 +374,8 @@ def test_compiled_fused_layers_match_eager_on_every_backend(backend, rng):
         y = forward(x, coeffs)
         y.square().sum().backward()
         results.append((y.detach(), model.store.trainable.grad.clone()))
+    outputs, expected = plain_gradients(model, coeffs, x, lambda s, out: out.square().sum())
+    torch.testing.assert_close(results[0][0].double(), torch.stack(outputs), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results[0][1].double(), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-4 * float(results[0][1].abs().max()))
