@@ -101,9 +101,14 @@ def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Ar
             raise ValueError(f"{source}: y_{split} must have shape (N,), got {y.shape}")
         if len(y) != len(x):
             raise ValueError(f"{source}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
-        x = x.astype(np.float32)
+        if math.prod(x.shape[1:]) == 0:
+            raise ValueError(f"{source}: x_{split} has no features (shape {x.shape})")
         if not np.isfinite(x).all():
             raise ValueError(f"{source}: x_{split} contains NaN or inf")
+        x32 = x.astype(np.float32)
+        if not np.isfinite(x32).all():
+            raise ValueError(f"{source}: x_{split} has values beyond float32's range (|x| > 3.4e38); rescale them")
+        x = x32
         out.append((x, y))
     if out[0][0].shape[1:] != out[1][0].shape[1:]:
         raise ValueError(f"{source}: x_train has features of shape {out[0][0].shape[1:]}, x_test "
@@ -124,8 +129,11 @@ def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Ar
         if y.min() < 0:
             raise ValueError(f"{source}: y_{split} has label {int(y.min())}; labels must be 0..C-1")
     n_classes = int(max(out[0][1].max(), out[1][1].max())) + 1
-    missing = sorted(set(range(n_classes)) - set(np.unique(out[0][1]).astype(int).tolist()))
-    if missing:
+    present = np.unique(out[0][1]).astype(np.int64)
+    if n_classes > len(present):
+        missing = sorted(set(range(min(n_classes, len(present) + 10))) - set(present.tolist()))
+        if not missing:
+            missing = [int(present.max()) + 1]
         raise ValueError(f"{source}: labels must be 0..C-1 with every class in y_train; y_train lacks "
                          f"{missing[:10]} (C={n_classes} from the largest label)")
     if n_classes < 2:

@@ -89,7 +89,10 @@ def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: a single .npy array, not an .npz archive of {', '.join(NPZ_ARRAYS)}")
+        with loaded as f:
             missing = [a for a in NPZ_ARRAYS if a not in f.files]
             if missing:
                 raise ValueError(f"{path}: missing array(s) {', '.join(missing)}; an .npz data set holds "
