@@ -100,7 +100,7 @@ def test_mismatches_fail_clearly(tmp_path, rng):
     with pytest.raises(ValueError, match="no file"):
         sk.load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a checkpoint that loads without executing code"):
+    with pytest.raises(ValueError, match="not a simplexkern checkpoint or state dict .its bytes are not a torch file"):
         sk.load_checkpoint(tmp_path / "junk.pt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="holds a list"):

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import pathlib
+import pickle
 from typing import Any
 
 import torch
@@ -91,7 +92,11 @@ def _plain_model(model, architecture):
         if architecture is None:
             raise ValueError("the checkpoint records no architecture (the model was simplexified from a module "
                              "built outside simplexkern.models); pass model= with a fresh instance of it")
-        return models.create(architecture["name"], **architecture["kwargs"])
+        try:
+            return models.create(architecture["name"], **architecture["kwargs"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"the checkpoint's architecture {architecture['name']!r} with arguments "
+                             f"{architecture['kwargs']} cannot be built: {err}") from None
     if isinstance(model, str):
         return models.create(model)
     if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
@@ -119,7 +124,15 @@ def _read(path, map_location="cpu"):
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a file torch cannot read safely
-        raise ValueError(f"{path} is not a checkpoint that loads without executing code: {err}") from None
+        if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
+            reason = "it holds Python objects (e.g. a pickled module) that load only by executing code"
+        elif isinstance(err, pickle.UnpicklingError):
+            reason = "its bytes are not a torch file"
+        elif isinstance(err, EOFError):
+            reason = "the file is empty or cut short"
+        else:
+            reason = (str(err).splitlines() or [""])[0].rstrip(".:") or type(err).__name__
+        raise ValueError(f"{path} is not a simplexkern checkpoint or state dict ({reason})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint or a state dict")
     if obj.get("format") != FORMAT:
@@ -139,6 +152,9 @@ def _read(path, map_location="cpu"):
             raise ValueError(f"{path} is incomplete: the checkpoint has no {field!r} field")
         if not isinstance(obj[field], types):
             raise ValueError(f"{path} is corrupt: its {field!r} field is a {type(obj[field]).__name__}")
+    arch = obj["architecture"]
+    if arch is not None and not (isinstance(arch.get("name"), str) and isinstance(arch.get("kwargs"), dict)):
+        raise ValueError(f"{path} is corrupt: its architecture is not {{'name': str, 'kwargs': dict}}")
     try:
         obj["metadata"] = json.loads(obj["metadata"])
     except ValueError as err:
