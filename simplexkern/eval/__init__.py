@@ -2,14 +2,17 @@
 over members), metrics (accuracy, NLL, ECE, Brier), temperature scaling, metrics against
 ensemble size, curve profiles and loss planes."""
 from simplexkern.eval.metrics import (
+    TEMPERATURE_BOUNDS,
     apply_temperature,
     ensemble_size_curve,
     fit_temperature,
     metrics,
     regression_metrics,
+    temperature_fit,
 )
 from simplexkern.eval.predict import outputs_at, point_metrics, predict
 from simplexkern.eval.surfaces import curve_profile, loss_plane, metrics_at
 
-__all__ = ["predict", "metrics", "regression_metrics", "fit_temperature", "apply_temperature",
+__all__ = ["predict", "metrics", "regression_metrics", "fit_temperature", "temperature_fit", "TEMPERATURE_BOUNDS",
+           "apply_temperature",
            "ensemble_size_curve", "curve_profile", "loss_plane", "metrics_at", "point_metrics", "outputs_at"]

@@ -2,6 +2,7 @@
 temperature scaling fitted on held-out data; metrics against the number of ensemble members."""
 import itertools
 import math
+import warnings
 
 import numpy as np
 import scipy.optimize
@@ -76,18 +77,40 @@ def apply_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(probs.double().clamp_min(PROB_FLOOR).log() / temperature, -1).to(probs.dtype)
 
 
-def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
-    """The temperature T > 0 minimising the NLL of ``apply_temperature(probs, T)`` on
-    held-out ``targets`` (the NLL is convex in 1/T; bounded search over T in [0.01, 100])."""
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search range of fit_temperature
+
+
+def temperature_fit(probs: torch.Tensor, targets: torch.Tensor) -> tuple[float, str | None]:
+    """(T, None), T in ``TEMPERATURE_BOUNDS`` minimising the NLL of ``apply_temperature(probs,
+    T)`` on held-out ``targets`` (the NLL is convex in 1/T), or (T, why the fit is degenerate)
+    when no example is misclassified (the NLL falls without bound as T -> 0) or the minimum
+    lies at a bound of the search."""
     p, y = _check(probs, targets)
     logp = p.clamp_min(PROB_FLOOR).log()
 
     def nll(log_t):
         z = logp / math.exp(log_t)
         return (torch.logsumexp(z, 1) - z[torch.arange(len(y)), y]).mean().item()
-    res = scipy.optimize.minimize_scalar(nll, bounds=(math.log(0.01), math.log(100)), method="bounded",
-                                         options={"xatol": 1e-6})
-    return math.exp(res.x)
+    lo, hi = (math.log(b) for b in TEMPERATURE_BOUNDS)
+    res = scipy.optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    t = math.exp(res.x)
+    if bool((p.argmax(1) == y).all()):
+        return t, (f"every validation example ({len(y)}) is classified correctly, so the NLL falls without bound "
+                   "as T -> 0 and no temperature can be fitted")
+    if min(res.x - lo, hi - res.x) < 1e-3:
+        return t, f"the validation NLL is still falling at the bound T = {t:.3g} of the search"
+    return t, None
+
+
+def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature T minimising the NLL of ``apply_temperature(probs, T)`` on held-out
+    ``targets``, searched in ``TEMPERATURE_BOUNDS``; a UserWarning says when the fit is
+    degenerate (no misclassified example, or the minimum at a bound), where T should not be
+    used (``temperature_fit`` returns the reason instead)."""
+    t, problem = temperature_fit(probs, targets)
+    if problem:
+        warnings.warn(f"fit_temperature: {problem}", UserWarning, stacklevel=2)
+    return t
 
 
 def ensemble_size_curve(member_probs: torch.Tensor, targets: torch.Tensor, max_subsets: int = 50,
