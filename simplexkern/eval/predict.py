@@ -151,6 +151,33 @@ def _inputs(data, split, bn_data):
     return data, bn_data, "classification", None
 
 
+def _check_takes(model, x, name):
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if x.is_floating_point() and dtypes and dtypes != {x.dtype}:
+        raise ValueError(f"{name} has {'/'.join(sorted(str(t).replace('torch.', '') for t in dtypes))} parameters, "
+                         f"the inputs are {str(x.dtype).replace('torch.', '')}: convert one to the other")
+
+
+def _checked(batches, x, batch_size, name):
+    """``batches`` of (start, outputs (S, B, ...)), with an error naming the member when the
+    first one fails or a batch's outputs do not have one row per input."""
+    try:
+        start, out = next(batches)
+    except StopIteration:
+        return
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        if isinstance(err, torch.OutOfMemoryError):
+            raise
+        reason = (str(err).splitlines() or [""])[0] or type(err).__name__
+        raise ValueError(f"{name} does not take inputs of shape {tuple(x.shape[1:])}: {reason}") from None
+    for start, out in itertools.chain([(start, out)], batches):
+        rows = min(batch_size, len(x) - start)
+        if out.dim() < 2 or out.shape[1] != rows:
+            raise ValueError(f"{name} gave outputs of shape {tuple(out.shape[1:])} for {rows} inputs: not one row "
+                             f"per input (inputs must have shape (N, *input_shape), got {tuple(x.shape)})")
+        yield start, out
+
+
 def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tensor, *, split: str = "test",
             n_points: int = 25, bn_data: torch.Tensor | None = None, batch_size: int = 256, seed: int = 0,
             per_member: bool = False, task: str | None = None, noise_std: float | None = None,
@@ -189,12 +216,15 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     sigma = noise_std if noise_std is not None else (data_noise if data_noise is not None else 1.0)
+    if x.dim() < 2:
+        raise ValueError(f"data must have shape (N, *input_shape), one row per input, got {tuple(x.shape)}")
     first, second = [], []
     for j, model in zip(world.members(n_members), models_):
+        _check_takes(model, x, f"members[{j}]")
         coeffs = member_points(model, n_points, seed, j)
         m1 = m2 = None
-        for start, out in outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size,
-                                     seed=derive_seed(seed, j, 1)):
+        for start, out in _checked(outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size,
+                                              seed=derive_seed(seed, j, 1)), x, batch_size, f"members[{j}]"):
             out = out.float()
             if task == "classification":
                 part = torch.softmax(out, -1).mean(0).cpu()
@@ -206,6 +236,11 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
             if m1 is None:
                 m1 = torch.empty(len(x), *part.shape[1:])
             m1[start:start + len(part)] = part
+        width = None if m1 is None else m1.shape[1:]
+        expected = (data.n_outputs,) if isinstance(data, Dataset) else (first[0].shape[1:] if first else width)
+        if width is not None and width != expected:
+            need = "the data need" if isinstance(data, Dataset) else "members[0] gives"
+            raise ValueError(f"members[{j}] gives outputs of shape {tuple(width)} per input, {need} {tuple(expected)}")
         first.append(m1)
         second.append(m2)
     first = world.gather_members(first, n_members)

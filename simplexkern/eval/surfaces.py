@@ -124,6 +124,10 @@ def loss_plane(points: list[torch.nn.Module] | tuple[torch.nn.Module, ...] | tor
     coordinates, "train_loss" | "train_error" | "test_loss" | "test_error": (G, G) indexed
     [y, x], "at_points": those four metrics at the three points themselves, (3,) each}.
     """
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise TypeError(f"margin must be a number, got {type(margin).__name__}")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
     if model is None:
         if not isinstance(points, (list, tuple)) or len(points) != 3:
             raise ValueError("points must be three plain models (or three coefficient vectors with model=)")
