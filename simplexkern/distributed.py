@@ -32,6 +32,9 @@ def check_mode(value: str | None, allowed: tuple = MODES) -> "World":
     w = world()
     if value is not None and w.size == 1 and launched():
         raise ValueError(f"distributed={value!r}: the process group is not initialised (simplexkern.distributed.init)")
+    if value == "data" and w.size == 1:
+        raise ValueError("distributed='data' needs an initialised process group of several processes (launch with "
+                         "torchrun; see simplexkern.distributed)")
     return w
 
 

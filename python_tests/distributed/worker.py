@@ -57,7 +57,8 @@ def dropout_masks_differ(d, world):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Dropout(0.5), models.for_data("mlp", d))
     masks = []  # (dropped, input non-zero) of each forward: a zero input shows no mask
-    model[0].register_forward_hook(lambda m, inputs, out: masks.append((out == 0, inputs[0] != 0)))
+    model[0].register_forward_hook(lambda m, inputs, out: masks.append((out == 0, inputs[0] != 0)) if m.training
+                                   else None)  # training forwards only (not the check that the model fits the data)
     train.train_mode(model, d, epochs=1, batch_size=64, progress=False, device="cpu", distributed="data")
     (drop0, seen0), (drop1, seen1) = world.objects(masks[0])
     assert drop0.shape == drop1.shape == (32, *d.x_train.shape[1:])

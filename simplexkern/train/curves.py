@@ -13,7 +13,7 @@ from simplexkern.nn.convert import simplexify
 from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
 from simplexkern.train.loop import Phase, steps_per_epoch
-from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
+from simplexkern.train.runs import Run, as_plain, check_fits, device_of, fingerprint, member_key, train_phase
 
 KINDS = ("bezier", "polychain")
 
@@ -61,6 +61,8 @@ def train_curve(a: ModelOrPath, b: ModelOrPath, data: Dataset, kind: str = "bezi
     """
     dist.check_mode(distributed, (None, "data"))
     a, b = as_plain(a, "a"), as_plain(b, "b")
+    check_fits(a, data, "a")
+    check_fits(b, data, "b")
     model = curve_model(a, b, kind, n_bends)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   n_samples=n_samples, compile=compile)
@@ -106,6 +108,12 @@ def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 
                   weight_decay=weight_decay, momentum=momentum, batch_size=batch_size, compile=compile)
     if not lr2 < lr1:
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
+    check_fits(model, data)
+    n = steps_per_epoch(len(data.x_train), batch_size)
+    per_cycle, middle = cycle_epochs * n, phase.cycle_minimum(n)
+    if middle < 1:
+        raise ValueError(f"a cycle of {per_cycle} step(s) has no middle step to snapshot: use more cycle_epochs or a "
+                         "smaller batch_size")
     parallel = distributed == "data"
     run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data,
               data_parallel=parallel)
@@ -116,11 +124,6 @@ def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 
     if meta is not None:
         checkpoint.load_module(run.path("fge"), model=model)
         model.to(device)
-    n = steps_per_epoch(len(data.x_train), batch_size)
-    per_cycle, middle = cycle_epochs * n, phase.cycle_minimum(n)
-    if middle < 1:
-        raise ValueError(f"a cycle of {per_cycle} step(s) has no minimum to snapshot: use more cycle_epochs or a "
-                         "smaller batch_size")
     snapshots = {}
 
     def snapshot(step):

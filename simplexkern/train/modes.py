@@ -12,7 +12,7 @@ from simplexkern._types import Device, Distributed, Path
 from simplexkern.data import Dataset
 from simplexkern.nn import checkpoint
 from simplexkern.train.loop import INIT, Phase
-from simplexkern.train.runs import Run, check_plain, device_of, fingerprint, member_key, train_phase
+from simplexkern.train.runs import Run, check_fits, check_plain, device_of, fingerprint, member_key, train_phase
 
 
 def train_mode(model: nn.Module, data: Dataset, *, epochs: int = 100, lr: float = 0.05, weight_decay: float = 5e-4,
@@ -32,6 +32,7 @@ def train_mode(model: nn.Module, data: Dataset, *, epochs: int = 100, lr: float 
     """
     check_plain(model, "model")
     dist.check_mode(distributed, (None, "data"))
+    check_fits(model, data)
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   compile=compile)
     parallel = distributed == "data"
@@ -92,5 +93,6 @@ def deep_ensemble(architecture: str | Callable[[], nn.Module], data: Dataset, n_
         with seeded(derive_seed(*key, INIT)):  # the initialisation comes from the member's own seed
             model = factory()
         check_plain(model, "the model the architecture gives")
+        check_fits(model, data, "the model the architecture gives")
         members.append(_train(model, data, phase, run, f"mode_{j}", key, device, progress, f"mode {j}", parallel))
     return members

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from simplexkern import distributed
+from simplexkern._atomic import remove_leftovers
 from simplexkern.data.dataset import check_dataset
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel
@@ -80,11 +81,12 @@ class Run:
             settings = {**settings, "data": data_fingerprint(data)}
         self.settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
         self.out = None
-        if out is not None:
+        if out is not None:  # made at the first checkpoint: a refusal before training writes nothing
             self.out = pathlib.Path(out)
             if self.out.exists() and not self.out.is_dir():
                 raise ValueError(f"out: {self.out} exists and is not a folder")
-            self.out.mkdir(parents=True, exist_ok=True)
+            if self.out.is_dir() and self.writes:
+                remove_leftovers(self.out)
 
     def path(self, name):
         return None if self.out is None else self.out / f"{name}.pt"
@@ -125,12 +127,42 @@ class Run:
             return
         meta = {"algorithm": self.algorithm, "settings": self.settings, "start": start, **progress}
         state = {"optimizer": optimizer.state_dict()} if optimizer is not None else None
+        self.out.mkdir(parents=True, exist_ok=True)
         checkpoint.save(model, self.path(name), metadata=meta, training_state=state)
 
 
 def check_plain(model, name, what="a plain torch.nn.Module"):
     if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
         raise TypeError(f"{name} must be {what}, got {type(model).__name__}")
+    return model
+
+
+def check_fits(model, data, name="model"):
+    """ValueError unless the plain ``model`` takes ``data``'s inputs (its floating-point
+    parameters of their dtype) and gives one row of ``data.n_outputs`` outputs per input: one
+    forward of two training inputs in eval mode, without gradients, the mode put back."""
+    check_dataset(data)
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if data.vocab_size is None and dtypes and dtypes != {data.x_train.dtype}:
+        raise ValueError(f"{name} has {'/'.join(sorted(str(t).replace('torch.', '') for t in dtypes))} parameters, "
+                         f"the inputs of {data.name} are {str(data.x_train.dtype).replace('torch.', '')}: convert "
+                         "the model (e.g. model.float())")
+    param = next(model.parameters(), None)
+    x = data.x_train[:2].to(param.device if param is not None else "cpu")
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
+        reason = (str(err).splitlines() or [""])[0] or type(err).__name__
+        raise ValueError(f"{name} does not take the inputs of {data.describe()}: {reason}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.shape != (len(x), data.n_outputs):
+        what = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        got = f"{what[0]} outputs" if isinstance(what, tuple) and len(what) == 1 else f"outputs {what}"
+        need = f"{data.n_classes} classes" if data.task == "classification" else "1 output (regression)"
+        raise ValueError(f"{name} gives {got} per input; {data.name} needs {need}")
     return model
 
 

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import torch
 
+from simplexkern import _checks, geometry
 from simplexkern import distributed as dist
-from simplexkern import geometry
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern._types import Device, Distributed, ModelOrPath, Path
 from simplexkern.data import Dataset
@@ -43,7 +43,7 @@ from simplexkern.nn.convert import simplexify
 from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import ComplexSampler, SimplexSampler
 from simplexkern.train.loop import INIT, Phase, log_volume
-from simplexkern.train.runs import Run, as_plain, device_of, fingerprint, member_key, train_phase
+from simplexkern.train.runs import Run, as_plain, check_fits, device_of, fingerprint, member_key, train_phase
 
 REG_SCALES = ("none", "random")
 
@@ -143,13 +143,15 @@ def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, wei
     return model.eval()
 
 
-def _start_model(model):
+def _start_model(model, data, name="model"):
     """(simplex model to grow, a plain module of its architecture, fingerprint) of a mode
-    given as a plain model, its checkpoint, or a SimplexModel to grow further."""
+    given as a plain model, its checkpoint, or a SimplexModel to grow further, checked to
+    fit ``data``."""
     if isinstance(model, SimplexModel):
         template = model.at(model._one_hot(0), bn_stats="fresh")
+        check_fits(template, data, name)
         return copy.deepcopy(model), template, fingerprint(model)
-    plain = as_plain(model, "model")
+    plain = check_fits(as_plain(model, name), data, name)
     return simplexify(plain), copy.deepcopy(plain), fingerprint(plain)
 
 
@@ -173,7 +175,7 @@ def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: i
     _check_growth(reg, reg_scale, noise)
     dist.check_mode(distributed, (None, "data"))
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
-    sm, template, start = _start_model(model)
+    sm, template, start = _start_model(model, data)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
     parallel = distributed == "data"
@@ -211,13 +213,14 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
     n_modes = world.total(len(modes), "modes") if members else len(modes)
     if n_modes == 0:
         raise ValueError("modes: no process holds a mode")
+    starts = [_start_model(as_plain(mode, f"modes[{j}]"), data, f"modes[{j}]") for j, mode in
+              zip(world.members(n_modes) if members else range(n_modes), modes)]
     parallel = distributed == "data"
     run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
                                  seed=seed, n_modes=n_modes), data, data_parallel=parallel)
     device = device_of(device)
     simplexes = []
-    for j, mode in zip(world.members(n_modes) if members else range(n_modes), modes):
-        sm, template, start = _start_model(as_plain(mode, f"modes[{j}]"))
+    for j, (sm, template, start) in zip(world.members(n_modes) if members else range(n_modes), starts):
         try:
             simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
                                    reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}",
@@ -229,10 +232,10 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
     return simplexes
 
 
-def _complex_start(modes):
+def _complex_start(modes, data):
     """A simplex model whose vertices 0..m-1 are the modes (all fixed, BatchNorm statistics
     each mode's own), a plain template and the modes' fingerprint."""
-    plain = [as_plain(m, f"modes[{j}]") for j, m in enumerate(modes)]
+    plain = [check_fits(as_plain(m, f"modes[{j}]"), data, f"modes[{j}]") for j, m in enumerate(modes)]
     model = simplexify(plain[0])
     model.fix(0)
     for j in range(1, len(plain)):
@@ -264,7 +267,7 @@ def spro_complex(modes: Sequence[ModelOrPath], data: Dataset, n_connectors: int 
     if weighting not in ("volume", "uniform"):
         raise ValueError(f"weighting must be 'volume' or 'uniform', got {weighting!r}")
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
-    model, template, start = _complex_start(modes)
+    model, template, start = _complex_start(modes, data)
     parallel = distributed == "data"
     run = Run(out, "spro_complex", dict(phase.settings(), n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
                                         weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data,
@@ -281,9 +284,12 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
     """ESPRO with each λ in ``regs`` (other settings as ``espro``'s ``settings``), scored by
     the NLL of the ensemble's prediction on ``data``'s validation split (never the test
     split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows),
-    each row {"reg", "val_nll", "val_accuracy", "log_volume" (of simplex 0), "train_s"}; a λ
+    each row {"reg", "val_nll", "val_accuracy", "log_volume" (of simplex 0), "train_s",
+    "saturated"}; a λ
     whose training diverged (a non-finite loss) gets val_nll = inf and the error under
-    "diverged". With ``out``, λ's run is checkpointed in ``out/reg_{λ}``.
+    "diverged". A λ whose ensemble gives every validation example a probability of at least
+    1 - 1e-6 ("saturated": hard 0/1 outputs, whose NLL cannot rank it) is chosen only when
+    every λ is. With ``out``, λ's run is checkpointed in ``out/reg_{λ}``.
 
     ``distributed`` as ``espro``'s. Every process returns the same λ and rows (rank 0's;
     with "members" the ensemble's validation prediction is gathered from all processes,
@@ -297,7 +303,12 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
         raise ValueError("choose_reg scores λ on a validation split: load the data with val_fraction= (e.g. 0.2)")
     if not isinstance(regs, (list, tuple)) or not regs:
         raise ValueError(f"regs must be a non-empty list of λ values, got {regs!r}")
-    rows, best = [], None
+    for i, reg in enumerate(regs):
+        if isinstance(reg, bool) or not isinstance(reg, (int, float)):
+            raise TypeError(f"regs[{i}] must be a number, got {type(reg).__name__}")
+        if not (math.isfinite(reg) and reg >= 0):
+            raise ValueError(f"regs[{i}] must be a finite number >= 0, got {reg}")
+    rows, best = [], {}
     for reg in regs:
         sub = None if out is None else pathlib.Path(out) / f"reg_{reg:g}"
         started = time.perf_counter()
@@ -322,15 +333,22 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
                               distributed=together and mode == "members")
                 m = metrics(val, data.y_val)
                 row = {"reg": reg, "val_nll": m["nll"], "val_accuracy": m["accuracy"],
-                       "log_volume": _last_log_volume(simplexes), "train_s": seconds}
+                       "log_volume": _last_log_volume(simplexes), "train_s": seconds,
+                       "saturated": bool((val.max(1).values >= SATURATED).all())}
         if together:  # rank 0's row (it holds simplex 0), so that every process picks the same λ
             row = world.from_main(row)
         rows.append(row)
-        if diverged is None and (best is None or row["val_nll"] < best[0]):
-            best = (row["val_nll"], reg, simplexes)
-    if best is None:
+        if diverged is None:  # the best of the saturated and of the other λ, kept apart
+            kind = row["saturated"]
+            if kind not in best or row["val_nll"] < best[kind][0]:
+                best[kind] = (row["val_nll"], reg, simplexes)
+    if not best:
         raise FloatingPointError(f"every λ in {list(regs)} diverged; try smaller values")
-    return best[1], best[2], rows
+    _, reg, simplexes = best.get(False, best.get(True))
+    return reg, simplexes, rows
+
+
+SATURATED = 1 - 1e-6  # a validation prediction this sure of its class is a hard 0/1 (its NLL says nothing)
 
 
 def _last_log_volume(simplexes):
@@ -349,6 +367,7 @@ def dimensionality_sweep(modes: ModelOrPath | Sequence[ModelOrPath], data: Datas
     "train_loss" / "train_error" / "test_error" (mean over the points), "train_error_max"
     (the worst point) and "test_error_ensemble" (the points' averaged prediction)."""
     modes = list(modes) if isinstance(modes, (list, tuple)) else [modes]
+    _checks.count(max_connectors, "max_connectors")
     if len(modes) == 1:
         model = grow_simplex(modes[0], data, 1 + max_connectors, seed=seed, **settings)
     else:
