@@ -38,18 +38,33 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, **kwargs: Any) -> nn.Module:
-    """A fresh plain model of architecture ``name`` with constructor arguments ``kwargs``."""
+def check_name(name: str, sized: bool = False) -> str:
+    """``name`` when ``create`` knows it (``sized``: when ``for_data`` does, which also takes
+    "convnet"); ValueError naming what is known otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     if name.startswith("torchvision."):
         import torchvision
 
+        arch = name[len("torchvision."):]
+        if arch not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"unknown architecture {name!r}: torchvision has no classification model {arch!r} "
+                             "(e.g. torchvision.resnet18)")
+    elif name not in _REGISTRY and not (sized and name == "convnet"):
+        known = names() + (["convnet"] if sized else [])
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(known))} or 'torchvision.<name>'")
+    return name
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """A fresh plain model of architecture ``name`` with constructor arguments ``kwargs``."""
+    check_name(name)
+    if name.startswith("torchvision."):
+        import torchvision
+
         model = torchvision.models.get_model(name[len("torchvision."):], weights=None, **kwargs)
-    elif name in _REGISTRY:
-        model = _REGISTRY[name](**kwargs)
     else:
-        raise ValueError(f"unknown architecture {name!r}; known: {names()} or 'torchvision.<name>'")
+        model = _REGISTRY[name](**kwargs)
     model.simplexkern_architecture = {"name": name, "kwargs": dict(kwargs)}
     return model
 
@@ -112,6 +127,7 @@ def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
     ``torchvision.*`` architectures take images (ViT and MaxViT sized for them). ``kwargs``
     override or add constructor arguments. The model is run once on the data's input size,
     so one that cannot take it fails here (ValueError) and not in the middle of training."""
+    check_name(name, sized=True)
     shape, n_outputs = tuple(data.input_shape), data.n_outputs
     registry_name, sized = _sizes(name, shape, n_outputs, data.vocab_size)
     try:  # built and run once on the data's input size: what does not fit fails here, with its reason
@@ -124,5 +140,5 @@ def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
     return model.train()
 
 
-__all__ = ["create", "for_data", "names", "VGG16", "PreResNet", "WideResNet", "LeNet5", "MLP", "ConvNet",
+__all__ = ["create", "check_name", "for_data", "names", "VGG16", "PreResNet", "WideResNet", "LeNet5", "MLP", "ConvNet",
            "DigitsConvNet", "ConvNet1d", "Transformer"]
