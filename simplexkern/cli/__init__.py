@@ -7,9 +7,13 @@ spelling, by every subcommand that takes them. Bad flags, files and combinations
 status 2 and one line naming the problem.
 """
 import argparse
+import errno
 import functools
+import math
 import os
 import sys
+import tempfile
+import traceback
 
 from simplexkern.cli import folder as run_folder
 from simplexkern.cli import report as reports
@@ -38,12 +42,14 @@ def _at_least(minimum):
 
 
 def _number(low, high=None, *, strict=True):
-    """A float in (low, high) (or [low, ...) when not ``strict``)."""
+    """A finite float in (low, high) (or [low, ...) when not ``strict``)."""
     def parse(text):
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if not (value > low if strict else value >= low) or (high is not None and not value < high):
             bounds = f"{'>' if strict else '>='} {low}" + (f" and < {high}" if high is not None else "")
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
@@ -57,15 +63,18 @@ def _regs(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
     if any(not v >= 0 or v == float("inf") for v in values):
-        raise argparse.ArgumentTypeError(f"λ values must be finite and >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"λ values must be finite and >= 0, got {text}")
     return values
 
 
-def _indices(text):
+def _three_indices(text):
     try:
-        return [int(i) for i in text.split(",")]
+        values = [int(i) for i in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected three comma-separated integers, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated integers, got {len(values)}: {text}")
+    return values
 
 
 def _device(text):
@@ -117,10 +126,9 @@ FLAGS = {
     "lr_max": ("--lr-max", dict(type=_number(0), default=0.05, help="FGE's learning rate at a cycle's ends")),
     "lr_min": ("--lr-min", dict(type=_number(0), default=0.0005, help="FGE's learning rate at a cycle's middle, "
                                                                      "where the snapshot is taken")),
-    "points": ("--points", dict(type=_indices, default="0,1,2", help="the three vertices (of a simplex or complex) "
-                                                                    "or members (of an ensemble) the plane passes "
-                                                                    "through; a curve's plane passes through its "
-                                                                    "ends and midpoint")),
+    "points": ("--points", dict(type=_three_indices, default="0,1,2",
+                                help="the three vertices (of a simplex or complex) or members (of an ensemble) the "
+                                     "plane passes through; a curve's plane passes through its ends and midpoint")),
     "member": ("--member", dict(type=_at_least(0), default=0, help="which simplex of an ESPRO run")),
     "grid": ("--grid", dict(type=_at_least(2), default=21, help="grid points per side of the plane")),
     "margin": ("--margin", dict(type=_number(0, strict=False), default=0.2,
@@ -279,26 +287,33 @@ def run(args, argv, echo=True):
         raise ValueError(f"--reg: spro trains one complex, give it one λ (got {len(settings['reg'])})")
     if len(settings.get("reg", ())) > 1 and not settings["val_fraction"] > 0:
         raise ValueError("--reg with several values chooses λ on a validation split: --val-fraction must be > 0")
+    data_parallel = getattr(args, "data_parallel", False)
+    if data_parallel and not distributed.launched():
+        raise ValueError("--data-parallel trains with several processes: launch the command with torchrun")
+    if "model" in settings:
+        _flag("--model", models.check_name, settings["model"], True)
     device = device_of(None if args.device == "auto" else args.device)
     world, device = distributed.init(device, args.timeout)
-    d = jobs.load_data(settings)
+    d = _flag("--data", jobs.load_data, settings)
     world.all_same(data_fingerprint(d, all_splits=True), "data sets")
-    if "model" in settings:
-        models.for_data(settings["model"], d)  # an unknown or ill-fitting architecture fails here, not mid-run
+    if "model" in settings:  # an architecture that does not fit the data fails here, not mid-run
+        _flag("--model", models.for_data, settings["model"], d)
     backend = getattr(args, "backend", "auto")
     if backend != "auto":
         dispatch.resolve(device, backend)
     job = jobs.JOBS[args.command]
+    source = None
     if members is not None:  # evaluate, surface: rank 0 alone, the others are done
         if not world.is_main:
             return None
         world = distributed.World()
         # the models loaded and checked against the data before anything is written
-        job = functools.partial(job, source=jobs.load_source(members, d, device))
+        source = jobs.load_source(members, d, device)
+        job = functools.partial(job, source=source)
+    jobs.check_settings(args.command, settings, d, source)
     folder = run_folder.RunFolder(args.out, args.command, settings, world)
     report = folder.finished_report()
     if report is None:
-        data_parallel = getattr(args, "data_parallel", False)
         with dispatch.use_backend(backend):
             how = jobs.How(device, not args.quiet, getattr(args, "compile", False), world, data_parallel)
             part = job(folder.settings, d, folder, how)
@@ -307,8 +322,47 @@ def run(args, argv, echo=True):
         report = reports.build(args.command, settings, d, part, folder, device, backend, world.size, data_parallel)
         folder.write_report(report)
     if echo and world.is_main:
-        print(reports.format_table(report, folder.report_path))
+        try:
+            table = reports.format_table(report, folder.report_path)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:  # a report edited by hand
+            raise ValueError(f"{folder.report_path} is not a complete simplexkern report (at {err!r}); remove it and "
+                             "run the same command again to rebuild it") from None
+        print(table)
     return report if world.is_main else None
+
+
+def _flag(flag, check, *args):
+    """``check(*args)``, its ValueError prefixed with ``flag``."""
+    try:
+        return check(*args)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
+
+
+def _os_error(err):
+    """The OSError that ``err`` is or was raised from (torch's serialisation wraps them), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _describe_os_error(err, out):
+    if err.errno == errno.ENOSPC:
+        return f"no space left on the device holding --out {out}; free some and run the same command to resume"
+    where = err.filename or out
+    return f"{where}: {err.strerror or err}"
+
+
+def _log_bug(command):
+    """Writes the traceback being handled to a log file; returns its path."""
+    fd, path = tempfile.mkstemp(prefix=f"simplexkern-{command}-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"simplexkern {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
 
 
 def main(argv=None):
@@ -339,6 +393,16 @@ def main(argv=None):
         print(f"\nsimplexkern {args.command}: interrupted; the same command resumes from the last checkpoint",
               file=sys.stderr)
         return 130
+    except Exception as err:
+        os_err = _os_error(err)
+        if os_err is not None:
+            print(f"simplexkern {args.command}: error: {_describe_os_error(os_err, getattr(args, 'out', None))}",
+                  file=sys.stderr)
+            return 2
+        reason = str(err).splitlines()[0] if str(err) else ""
+        print(f"simplexkern {args.command}: internal error, a bug in simplexkern ({type(err).__name__}: {reason}); "
+              f"the traceback is in {_log_bug(args.command)}", file=sys.stderr)
+        return 1
     return 0
 
 

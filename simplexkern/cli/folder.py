@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from simplexkern import distributed
-from simplexkern._atomic import atomic_write
+from simplexkern._atomic import atomic_write, remove_leftovers
 
 
 def plain(obj):
@@ -42,11 +42,52 @@ def write_json(path, obj):
         f.write("\n")
 
 
-def read_json(path, what):
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+RUN_FIELDS = {"command": str, "settings": dict, "phases": dict}
+REPORT_FIELDS = {"schema": str, "command": str, "settings": dict, "data": dict, "members": list, "methods": list,
+                 "details": dict, "times": dict, "environment": dict, "plots": list, "resumed": bool}
+
+
+def read_json(path, what, fields=None):
+    """The JSON object in ``path``, with ``fields`` (name -> type) present and of their types;
+    ValueError naming the file otherwise."""
     try:
-        return json.loads(pathlib.Path(path).read_text())
+        obj = json.loads(pathlib.Path(path).read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable {what}: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is not a {what}: it holds {_JSON_TYPES.get(type(obj), 'a value')}, not an object")
+    for key, kind in (fields or {}).items():
+        if key not in obj:
+            raise ValueError(f"{path} is not a {what}: it has no {key!r}")
+        if not isinstance(obj[key], kind) or (kind is int and isinstance(obj[key], bool)):
+            raise ValueError(f"{path} is not a {what}: its {key!r} is {_JSON_TYPES.get(type(obj[key]), 'a value')}, "
+                             f"not {_JSON_TYPES[kind]}")
+    return obj
+
+
+def read_run(path):
+    """The checked run record ``path`` (run.json)."""
+    run = read_json(path, "simplexkern run record", RUN_FIELDS)
+    for name, phase in run["phases"].items():
+        if not (isinstance(phase, dict) and isinstance(phase.get("seconds"), (int, float))
+                and isinstance(phase.get("done"), bool)):
+            raise ValueError(f"{path} is not a simplexkern run record: its phase {name!r} is not "
+                             '{"seconds": number, "done": true or false}')
+    return run
+
+
+def read_report(path):
+    """The checked report ``path`` (report.json): the fields every command writes, and
+    members with a name and a checkpoint path."""
+    report = read_json(path, "simplexkern report", REPORT_FIELDS)
+    for m in report["members"]:
+        if not (isinstance(m, dict) and isinstance(m.get("name"), str)
+                and isinstance(m.get("checkpoint"), (str, type(None)))):
+            raise ValueError(f"{path} is not a simplexkern report: a member is not "
+                             '{"name": string, "checkpoint": string, ...}')
+    return report
 
 
 def recorded_settings(path):
@@ -54,8 +95,8 @@ def recorded_settings(path):
     record = pathlib.Path(path) / "run.json"
     if not record.is_file():
         raise ValueError(f"--out {path}: nothing to resume there (no run.json)")
-    run = read_json(record, "run record")
-    return run.get("command"), run.get("settings")
+    run = read_run(record)
+    return run["command"], run["settings"]
 
 
 class RunFolder:
@@ -75,26 +116,31 @@ class RunFolder:
     def _open(self):
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"--out {self.path} exists and is not a folder")
+        if self.path.is_dir() and self.writes:  # what a killed writer left
+            remove_leftovers(self.path)
         record = self.path / "run.json"
         self.resumed = record.exists()
         if self.resumed:
-            run = read_json(record, "run record")
-            theirs = run.get("settings") or {}
-            if run.get("command") != self.command or theirs != self.settings:
+            run = read_run(record)
+            theirs = run["settings"]
+            if run["command"] != self.command or theirs != self.settings:
                 differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
-                what = (f"a '{run.get('command')}' run" if run.get("command") != self.command else
+                what = (f"a '{run['command']}' run" if run["command"] != self.command else
                         "a run with other settings: " + ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (now "
                                                                   f"{self.settings.get(k)})" for k in differ))
                 raise ValueError(f"--out {self.path} holds {what}; use another --out, or remove the folder to start "
                                  "over")
-            self.phases = run.get("phases", {})
+            self.phases = run["phases"]
         else:
             if self.path.exists() and any(self.path.iterdir()):
                 raise ValueError(f"--out {self.path} is a folder of other files (no run.json); use an empty or new "
                                  "folder")
-            self.path.mkdir(parents=True, exist_ok=True)
             self.phases = {}
-            self._write_record()
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._write_record()
+            except OSError as err:
+                raise ValueError(f"--out {self.path}: cannot write there ({err.strerror or err})") from None
 
     def _write_record(self):
         if not self.writes:
@@ -138,7 +184,12 @@ class RunFolder:
 
     def finished_report(self):
         """The report of a finished run, or None."""
-        return read_json(self.report_path, "report") if self.report_path.exists() else None
+        if not self.report_path.exists():
+            return None
+        try:
+            return read_report(self.report_path)
+        except ValueError as err:
+            raise ValueError(f"{err}; remove it and run the same command again to rebuild it") from None
 
     def write_report(self, report):
         if self.writes:

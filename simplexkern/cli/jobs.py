@@ -26,11 +26,12 @@ from simplexkern import data as datasets
 from simplexkern import distributed, train
 from simplexkern import eval as evaluation
 from simplexkern.cli import plots
-from simplexkern.cli.folder import read_json
+from simplexkern.cli.folder import read_report
 from simplexkern.eval.predict import member_points, outputs_at
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
+from simplexkern.train.loop import steps_per_epoch
 
 PROFILE_POINTS = 21  # values of t in a curve's profile; odd, so t = 1/2 is one of them
 
@@ -147,8 +148,12 @@ def score(members, d, n_points, seed, device, world=distributed.World()):
     if d.x_val is not None:
         val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed, distributed=spread)
         out["val"] = evaluation.metrics(val, d.y_val)
-        t = evaluation.fit_temperature(val, d.y_val)
-        out["temperature"] = {"value": t, "test": evaluation.metrics(evaluation.apply_temperature(probs.mean(0), t), y)}
+        t, problem = evaluation.temperature_fit(val, d.y_val)
+        if problem:  # a degenerate fit: T = 1, and the report says why
+            out["temperature"] = {"value": 1.0, "test": out["test"], "note": problem}
+        else:
+            out["temperature"] = {"value": t, "test": evaluation.metrics(evaluation.apply_temperature(probs.mean(0), t),
+                                                                         y), "note": None}
     return out
 
 
@@ -159,7 +164,7 @@ def _row(name, metrics, train_s, predict_s):
 def _rows(name, sc, train_s):
     """Table rows of one method: as is, and temperature-scaled where there was a validation split."""
     rows = [_row(name, sc["test"], train_s, sc["predict_s"])]
-    if sc["temperature"] is not None:
+    if sc["temperature"] is not None and sc["temperature"]["note"] is None:
         rows.append(_row(f"{name}, temperature {sc['temperature']['value']:.2f}", sc["temperature"]["test"], train_s,
                          sc["predict_s"]))
     return rows
@@ -182,7 +187,7 @@ def _members(folder, names, paths, sc):
 
 def _main(sc, members, methods, details=None, plot_files=()):
     return {"test": sc["test"], "val": sc["val"], "temperature": None if sc["temperature"] is None else
-            {"value": sc["temperature"]["value"], "test": sc["temperature"]["test"]},
+            {k: sc["temperature"][k] for k in ("value", "test", "note")},
             "members": members, "methods": methods, "details": details or {}, "plots": list(plot_files)}
 
 
@@ -359,11 +364,11 @@ def read_source(source):
             raise ValueError(f"source {source} holds an unfinished run (no report.json yet): run its command again to "
                              "finish it")
         raise ValueError(f"source {source} holds no checkpoints of a simplexkern run (no report.json)")
-    rep = read_json(report, "report")
-    members = [(m["name"], path / m["checkpoint"]) for m in rep.get("members", []) if m.get("checkpoint")]
+    rep = read_report(report)
+    members = [(m["name"], path / m["checkpoint"]) for m in rep["members"] if m["checkpoint"]]
     if not members:
-        raise ValueError(f"source {source} is a '{rep.get('command')}' run, which has no checkpoints to evaluate")
-    return rep.get("command"), members, rep.get("settings", {})
+        raise ValueError(f"source {source} is a '{rep['command']}' run, which has no checkpoints to evaluate")
+    return rep["command"], members, rep["settings"]
 
 
 def _load(members, device):
@@ -394,6 +399,21 @@ def load_source(members, d, device):
     loaded = _load(members, device)
     check_fits(loaded, [n for n, _ in members], d)
     return [(n, m, p) for (n, p), m in zip(members, loaded)]
+
+
+def check_settings(command, s, d, source=None):
+    """ValueError for settings that cannot run on the data ``d`` (and the loaded ``source``
+    of evaluate / surface), found before anything is written."""
+    if command == "fge":
+        if not s["lr_min"] < s["lr_max"]:
+            raise ValueError(f"--lr-min ({s['lr_min']:g}) must be below --lr-max ({s['lr_max']:g})")
+        n = steps_per_epoch(len(d.x_train), s["batch_size"])
+        if s["cycle_epochs"] * n // 2 < 1:
+            raise ValueError(f"--cycle-epochs {s['cycle_epochs']} of {n} step(s) (--batch-size {s['batch_size']}, "
+                             f"{len(d.x_train)} training examples) leave a cycle no middle step to snapshot; use "
+                             "more --cycle-epochs or a smaller --batch-size")
+    if command == "surface":
+        plane_points(source, s)
 
 
 def run_evaluate(s, d, folder, how, source):

@@ -13,8 +13,10 @@ finite):
 - ``test``: the command's result (the ESPRO ensemble, the deep ensemble, the complex, the
   curve, the FGE ensemble, the evaluated models; null for ``surface``); ``val``: the same on
   the validation split (null without one);
-- ``temperature``: {"value", "test"}: a temperature fitted on the validation split and the
-  test metrics after it (null without a validation split);
+- ``temperature``: {"value", "test", "note"}: a temperature fitted on the validation split
+  and the test metrics after it (null without a validation split); when the fit is
+  degenerate (no validation error, or the minimum at a bound of the search) "value" is 1
+  and "note" says why, else "note" is null;
 - ``members``: [{"name", "checkpoint" (relative to the folder), "test"}], the models the
   result averages;
 - ``methods``: [{"name", "test", "train_s", "predict_s"}], the printed table: the result and
@@ -80,6 +82,7 @@ def _details(report):
                 continue
             lines.append(f"  λ = {r['reg']:<6g} NLL {r['val_nll']:.4f}  accuracy {r['val_accuracy']:.4f}  log V "
                          f"{_num(r['log_volume'], '6.2f')}  {r['train_s']:6.1f} s"
+                         + ("   saturated: hard 0/1 probabilities" if r.get("saturated") else "")
                          + ("   <- chosen" if r["reg"] == d["reg"] else ""))
     elif cmd in ("espro", "demo"):
         lines.append(f"λ = {d['reg']:g}")
@@ -121,6 +124,9 @@ def format_table(report, path):
                          f"{train:>8s} {_num(1e3 * r['predict_s'], '7.1f')} ms")
         lines.append("train: wall seconds, the modes included; predict: the test split; temperatures fitted on the "
                      "validation split")
+        note = (report.get("temperature") or {}).get("note")
+        if note:
+            lines.append(f"temperature not fitted (T = 1 kept): {note}")
     folder = path.parent
     lines += ["", f"report: {path}" + (f"; plots: {', '.join(str(folder / p) for p in report['plots'])}"
                                        if report["plots"] else "")]
