@@ -435,3 +435,38 @@ def test_an_unexpected_exception_is_one_line_and_a_log_with_the_traceback(tmp_pa
     assert len(err.strip().splitlines()) == 1 and "internal error" in err and "Traceback" not in err, err
     log = pathlib.Path(err.split("the traceback is in ")[1].strip())
     assert log.parent == tmp_path and "Traceback" in log.read_text() and "KeyError: 'a bug'" in log.read_text()
+
+
+def test_resume_checks_every_recorded_setting(sources, tmp_path, capsys):
+    for name, value in [("epochs", "1"), ("lr", -1), ("batch_size", 0), ("model", 5), ("data", None)]:
+        out = tmp_path / f"run_{name}"
+        shutil.copytree(sources / "train", out)
+        (out / "report.json").unlink()
+        record = json.loads((out / "run.json").read_text())
+        record["settings"][name] = value
+        if value is None:
+            del record["settings"][name]
+        (out / "run.json").write_text(json.dumps(record))
+        refused(["train", "--resume", "--quiet", "--device", "cpu", "--out", out], [out / "run.json"], capsys,
+                tmp_path)
+
+
+def test_a_source_that_cannot_make_a_plane_is_refused_before_writing(sources, tmp_path, capsys):
+    for members, named in [([("mode", "modes/mode_0.pt"), ("simplex 0", "espro/simplex_0.pt")], "--member 0"),
+                           ([("a", "modes/mode_0.pt")] * 3, "span no plane")]:
+        folder = tmp_path / "src"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(sources / "espro", folder)
+        report = json.loads((folder / "report.json").read_text())
+        report["members"] = [{"name": n, "checkpoint": c} for n, c in members]
+        (folder / "report.json").write_text(json.dumps(report))
+        refused(["surface", folder, "--grid", "2", "--quiet", "--device", "cpu", "--out", tmp_path / "out"], [named],
+                capsys, tmp_path)
+        assert not (tmp_path / "out").exists()
+
+
+def test_one_training_example_and_an_empty_out_are_refused(tmp_path, capsys):
+    _npz(tmp_path / "two.npz", x_train=np.random.rand(2, 4), y_train=np.array([0, 1]), y_test=np.arange(9) % 2)
+    refused(["train", "--data", tmp_path / "two.npz", "--val-fraction", "0.5", *TINY, "--out", tmp_path / "o"],
+            ["--val-fraction"], capsys, tmp_path)
+    refused(["train", *TINY, "--out="], ["--out"], capsys, tmp_path)

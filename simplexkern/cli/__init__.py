@@ -131,7 +131,7 @@ FLAGS = {
                                      "plane passes through; a curve's plane passes through its ends and midpoint")),
     "member": ("--member", dict(type=_at_least(0), default=0, help="which simplex of an ESPRO run")),
     "grid": ("--grid", dict(type=_at_least(2), default=21, help="grid points per side of the plane")),
-    "margin": ("--margin", dict(type=_number(0, strict=False), default=0.2,
+    "margin": ("--margin", dict(type=_number(0, 100, strict=False), default=0.2,
                                 help="the plane's extent beyond the three points, as a fraction of theirs")),
     "seed": ("--seed", dict(type=_at_least(0), default=0, help="seed of initialisations, data order and points")),
 }
@@ -245,7 +245,35 @@ def _settings(args, argv):
         if clash:
             raise ValueError("--resume continues with the settings recorded in --out; these flags differ from them: "
                              + ", ".join(f"{FLAGS[k][0]} (recorded: {recorded.get(k)})" for k in clash))
-        settings = recorded
+        settings = _checked_record(recorded, names, args.out)
+    return settings
+
+
+def _checked_record(recorded, names, out):
+    """The settings recorded in ``out``'s run.json, each parsed again as its flag would be."""
+    record = os.path.join(out, "run.json")
+    settings = {}
+    for name in names:
+        flag, kw = FLAGS[name]
+        if name not in recorded:
+            raise ValueError(f"{record}: the recorded settings lack {flag}")
+        value = recorded[name]
+        if value is None and kw.get("default") is None and flag.startswith("--"):
+            settings[name] = None
+            continue
+        if isinstance(value, (dict, bool)) or (isinstance(value, list) and name not in ("reg", "points")):
+            raise ValueError(f"{record}: the recorded {flag} {value!r} is not a value of {flag}")
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        try:
+            parsed = kw["type"](text) if "type" in kw else text
+        except (argparse.ArgumentTypeError, ValueError) as err:
+            raise ValueError(f"{record}: the recorded {flag} {value!r}: {err}") from None
+        if "choices" in kw and parsed not in kw["choices"]:
+            raise ValueError(f"{record}: the recorded {flag} {value!r} is not one of {list(kw['choices'])}")
+        if parsed != value and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                    and parsed == value):
+            raise ValueError(f"{record}: the recorded {flag} {value!r} does not read back as {parsed!r}")
+        settings[name] = value
     return settings
 
 
@@ -281,6 +309,8 @@ def run(args, argv, echo=True):
     from simplexkern.ops import dispatch
     from simplexkern.train.runs import data_fingerprint, device_of
 
+    if not args.out:
+        raise ValueError("--out must be the path of a folder, got ''")
     settings = _settings(args, argv)
     members = _source_members(settings, fill=not args.resume) if "source" in settings else None
     if args.command == "spro" and len(settings["reg"]) != 1:

@@ -28,6 +28,7 @@ from simplexkern import eval as evaluation
 from simplexkern.cli import plots
 from simplexkern.cli.folder import read_report
 from simplexkern.eval.predict import member_points, outputs_at
+from simplexkern.eval.surfaces import _three_point_model, plane_basis
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
@@ -412,8 +413,15 @@ def check_settings(command, s, d, source=None):
             raise ValueError(f"--cycle-epochs {s['cycle_epochs']} of {n} step(s) (--batch-size {s['batch_size']}, "
                              f"{len(d.x_train)} training examples) leave a cycle no middle step to snapshot; use "
                              "more --cycle-epochs or a smaller --batch-size")
+    if "epochs" in s and len(d.x_train) < 2:
+        raise ValueError(f"--val-fraction {s['val_fraction']:g} leaves {len(d.x_train)} training example of "
+                         f"{d.name}; training needs at least 2")
     if command == "surface":
-        plane_points(source, s)
+        model, points, _ = plane_points(source, s)
+        try:  # three points that span no plane are refused here, not after --out is made
+            plane_basis(*((model, points) if model is not None else _three_point_model(points)))
+        except ValueError as err:
+            raise ValueError(f"{s['source']}, --points {','.join(map(str, s['points']))}: {err}") from None
 
 
 def run_evaluate(s, d, folder, how, source):
@@ -453,6 +461,9 @@ def plane_points(source, s):
     if not 0 <= s["member"] < len(models_):
         raise ValueError(f"--member must be in 0..{len(models_) - 1}, got {s['member']}")
     model = models_[s["member"]]
+    if not isinstance(model, SimplexModel):
+        raise ValueError(f"--member {s['member']}: {names[s['member']]} is a plain model; a plane through vertices "
+                         "needs a simplex, complex or curve member")
     if isinstance(model.sampler, CurveSampler):
         t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64, device=model.device)
         return model, model.sampler.coefficients(t, model).double(), ["t = 0", "t = 1/2", "t = 1"]

@@ -145,6 +145,8 @@ def cifar(name: str, root: Path | None) -> Arrays:
     folder, train_files, test_file, label_key, _ = CIFAR[name]
     if root is None:
         root = os.environ.get("SIMPLEXKERN_DATA")
+    elif not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be the path of a folder, got {type(root).__name__}")
     if root is None:
         raise ValueError(f"{name} is read from a local folder: pass root= (or set $SIMPLEXKERN_DATA) to the folder "
                          f"holding {folder}/ with {', '.join(train_files)} and {test_file}")

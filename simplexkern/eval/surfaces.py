@@ -149,6 +149,8 @@ def loss_plane(points: list[torch.nn.Module] | tuple[torch.nn.Module, ...] | tor
     span = hi - lo
     xs = np.linspace(lo[0] - margin * span[0], hi[0] + margin * span[0], grid)
     ys = np.linspace(lo[1] - margin * span[1], hi[1] + margin * span[1], grid)
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise ValueError(f"margin {margin} makes the plane's extent overflow; use a smaller margin")
     gx, gy = np.meshgrid(xs, ys)  # [y, x]
     sr = np.linalg.solve(basis, np.stack([gx.ravel(), gy.ravel()])).T + 1 / 3
     weights = np.stack([1 - sr.sum(1), sr[:, 0], sr[:, 1]], 1)  # affine weights of the three points

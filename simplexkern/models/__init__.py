@@ -134,7 +134,7 @@ def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
         model = create(registry_name, **{**sized, **kwargs})
         with torch.no_grad():
             model.eval()(torch.zeros(2, *shape))
-    except (ValueError, RuntimeError, AssertionError, IndexError) as err:
+    except (ValueError, RuntimeError, AssertionError, IndexError, TypeError, OverflowError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{name} cannot take the data's inputs of shape {shape}: {reason}") from None
     return model.train()

@@ -82,6 +82,8 @@ class Run:
         self.settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
         self.out = None
         if out is not None:  # made at the first checkpoint: a refusal before training writes nothing
+            if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+                raise TypeError(f"out must be the path of a folder or None, got {out!r}")
             self.out = pathlib.Path(out)
             if self.out.exists() and not self.out.is_dir():
                 raise ValueError(f"out: {self.out} exists and is not a folder")

@@ -303,6 +303,7 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
         raise ValueError("choose_reg scores λ on a validation split: load the data with val_fraction= (e.g. 0.2)")
     if not isinstance(regs, (list, tuple)) or not regs:
         raise ValueError(f"regs must be a non-empty list of λ values, got {regs!r}")
+    _checks.count(n_points, "n_points")
     for i, reg in enumerate(regs):
         if isinstance(reg, bool) or not isinstance(reg, (int, float)):
             raise TypeError(f"regs[{i}] must be a number, got {type(reg).__name__}")
