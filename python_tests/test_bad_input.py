@@ -470,3 +470,25 @@ def test_one_training_example_and_an_empty_out_are_refused(tmp_path, capsys):
     refused(["train", "--data", tmp_path / "two.npz", "--val-fraction", "0.5", *TINY, "--out", tmp_path / "o"],
             ["--val-fraction"], capsys, tmp_path)
     refused(["train", *TINY, "--out="], ["--out"], capsys, tmp_path)
+
+
+def test_choose_reg_flags_saturated_validation_probabilities_and_prefers_the_others(digits, monkeypatch):
+    """λ = 100 gives hard 0/1 validation probabilities, all right (NLL ~0): flagged, and λ = 1
+    (soft, NLL > 0) is chosen; when every λ saturates, the lowest NLL is."""
+    from simplexkern.train import spro
+
+    class Done:
+        device = torch.device("cpu")
+        metadata = {"history": []}
+
+    y = digits.y_val
+    soft = torch.full((len(y), 10), 0.02).scatter_(1, y[:, None], 0.82)
+    hard = torch.nn.functional.one_hot(y, 10).float()
+    nearly_hard = (hard * (1 - 9e-8) + 1e-8).float()  # saturated too, with a slightly higher NLL
+    monkeypatch.setattr(spro, "espro", lambda modes, data, reg, **kw: [Done()])
+    for regs, probs, saturated, chosen in [((1, 100), [soft, hard], [False, True], 1),
+                                           ((30, 100), [nearly_hard, hard], [True, True], 100)]:
+        queue = list(probs)
+        monkeypatch.setattr(spro, "predict", lambda simplexes, data, **kw: queue.pop(0))
+        reg, _, rows = sk.train.choose_reg([_mlp()], digits, regs=regs)
+        assert [r["saturated"] for r in rows] == saturated and reg == chosen, rows
