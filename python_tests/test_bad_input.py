@@ -83,7 +83,7 @@ FLAG_CASES = [
     *[(flag, value) for flag, low in INTEGER.items() for value in (low, "1.5", "x", "inf", "nan", "1e999")],
     *[(flag, value) for flag, low in NUMBER.items() for value in (low, "x", "inf", "-inf", "nan", "1e999")],
     *[(flag, "bogus") for flag in ("--reg-scale", "--kind", "--backend", "--device")],
-    *[("--reg", value) for value in ("-1", "inf", "nan", "1e999", "1,x", "", "1,,2")],
+    *[("--reg", value) for value in ("-1", "inf", "nan", "1e999", "1,x", "", "1,,2", "1,1")],
     *[("--points", value) for value in ("0,1", "a,b,c", "0,1,2,3", "0,1,inf")],
     ("--model", "resnet9000"), ("--model", "torchvision.resnet9000"), ("--model", ""), ("--data", "nosuch"),
     ("--data", ""),
@@ -492,3 +492,45 @@ def test_choose_reg_flags_saturated_validation_probabilities_and_prefers_the_oth
         monkeypatch.setattr(spro, "predict", lambda simplexes, data, **kw: queue.pop(0))
         reg, _, rows = sk.train.choose_reg([_mlp()], digits, regs=regs)
         assert [r["saturated"] for r in rows] == saturated and reg == chosen, rows
+
+
+def test_models_of_other_architectures_and_wrong_types_are_named(digits, tmp_path):
+    conv = sk.models.for_data("convnet", digits)
+    with pytest.raises(ValueError, match="b is not a model of a's architecture"):
+        sk.train.train_curve(_mlp(), conv, digits, epochs=1, out=tmp_path / "o", progress=False)
+    with pytest.raises(ValueError, match=r"modes\[1\] is not a model of modes\[0\]'s architecture"):
+        sk.train.spro_complex([_mlp(), conv], digits, 1, vertex_epochs=1, out=tmp_path / "o", progress=False)
+    with pytest.raises(TypeError, match="progress"):
+        sk.train.train_mode(_mlp(), digits, epochs=1, out=tmp_path / "o", progress="yes")
+    with pytest.raises(ValueError, match="momentum"):
+        sk.train.train_mode(_mlp(), digits, epochs=1, momentum=1.5, out=tmp_path / "o", progress=False)
+    with pytest.raises(TypeError, match="out"):
+        sk.train.train_mode(_mlp(), digits, epochs=1, out=123, progress=False)
+    with pytest.raises(ValueError, match="regs lists a"):
+        sk.train.choose_reg([_mlp()], digits, regs=(1, 1.0), out=tmp_path / "o", progress=False)
+    with pytest.raises(TypeError, match="standardize_features"):
+        sk.data.load("digits", standardize_features="no")
+    with pytest.raises(TypeError, match="root"):
+        sk.data.load("cifar10", root=5)
+    assert not (tmp_path / "o").exists()
+
+
+def _tokens(path, high, oov=None):
+    rng = np.random.RandomState(0)
+    x, y = rng.randint(0, high, (120, 6)), np.arange(120) % 2
+    if oov is not None:
+        x[-1, 0] = oov  # a late test row, in no batch a first-row check would see
+    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+
+
+def test_token_ids_the_model_has_no_embedding_for_are_refused_before_writing(tmp_path, capsys):
+    _tokens(tmp_path / "tok.npz", 10)
+    _tokens(tmp_path / "oov.npz", 10, oov=50)
+    assert cli.main(["train", "--data", str(tmp_path / "tok.npz"), "--model", "transformer", *TINY, "--out",
+                     str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    refused(["evaluate", tmp_path / "run", "--data", tmp_path / "oov.npz", "--quiet", "--device", "cpu", "--out",
+             tmp_path / "eval"], ["oov.npz", "index out of range"], capsys, tmp_path)
+    assert not (tmp_path / "eval").exists()
+    _tokens(tmp_path / "huge.npz", 10, oov=2 ** 40)  # beyond 2**24: numbers, not token ids
+    assert sk.data.load(tmp_path / "huge.npz").vocab_size is None

@@ -64,6 +64,8 @@ def _regs(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
     if any(not v >= 0 or v == float("inf") for v in values):
         raise argparse.ArgumentTypeError(f"λ values must be finite and >= 0, got {text}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"λ values must differ, got {text}")
     return values
 
 
@@ -366,7 +368,7 @@ def _flag(flag, check, *args):
     try:
         return check(*args)
     except ValueError as err:
-        raise ValueError(f"{flag}: {err}") from None
+        raise ValueError(str(err) if str(err).startswith(flag) else f"{flag}: {err}") from None
 
 
 def _os_error(err):

@@ -383,12 +383,16 @@ def _load(members, device):
 
 def check_fits(models_, names, d):
     """ValueError unless each model takes ``d``'s inputs and predicts its classes (one test
-    input through one point of each)."""
+    input through one point of each; for token ids, also the inputs holding the largest id)."""
+    x = d.x_test[:1]
+    if d.vocab_size is not None:
+        i, k = (int(t.flatten(1).amax(1).argmax()) for t in (d.x_train, d.x_test))
+        x = torch.cat([x, d.x_train[i:i + 1], d.x_test[k:k + 1]])
     for j, (model, name) in enumerate(zip(models_, names)):
         try:
             with torch.no_grad():
-                _, out = next(outputs_at(model, d.x_test[:1], member_points(model, 1, 0, j), bn_inputs=d.x_train[:8]))
-        except (RuntimeError, ValueError) as err:
+                _, out = next(outputs_at(model, x, member_points(model, 1, 0, j), bn_inputs=d.x_train[:8]))
+        except (RuntimeError, ValueError, IndexError, TypeError) as err:
             raise ValueError(f"{name} does not take the inputs of {d.describe()}: {str(err).splitlines()[0]}") from None
         if out.shape[-1] != d.n_classes:
             raise ValueError(f"{name} predicts {out.shape[-1]} classes; {d.name} has {d.n_classes}")

@@ -28,11 +28,13 @@ def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float
     - ``task``: for a ``.npz``, "classification" (default) or "regression".
     - ``standardize_features``: scale features by the training split's mean and standard
       deviation (per channel for images and signals, per feature for vectors). An ``.npz``
-      whose features are integers >= 0 holds token ids: they are kept as they are, and
+      whose features are integers in [0, 2**24) holds token ids: they are kept as they are, and
       ``vocab_size`` says how many there are.
 
     Bad files raise ``ValueError`` naming the file and the problem.
     """
+    if not isinstance(standardize_features, bool):
+        raise TypeError(f"standardize_features must be a bool, got {type(standardize_features).__name__}")
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a data set name or the path of a .npz file, got {type(name).__name__}")
     text = os.fspath(name)

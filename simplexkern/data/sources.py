@@ -79,12 +79,13 @@ def regression(n_per_interval: int = 40, n_test: int = 400) -> Arrays:
 
 
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_TOKEN_ID = 2 ** 24  # integer features below it are token ids (exact in float32); larger ones are numbers
 
 
 def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
     """A user's ``.npz`` holding ``x_train``, ``y_train``, ``x_test``, ``y_test``: features of
     any shape (N, ...), integer labels 0..C-1 (or numbers, for regression). Returns the arrays
-    and, when the features are integers >= 0 (token ids), their vocabulary size."""
+    and, when the features are integers in [0, 2**24) (token ids), their vocabulary size."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -106,7 +107,8 @@ def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
     checked = check_arrays(str(path), *arrays, task=task)
     x_train, x_test = arrays[0], arrays[2]
-    tokens = x_train.dtype.kind in "iu" and x_test.dtype.kind in "iu" and min(x_train.min(), x_test.min()) >= 0
+    tokens = (x_train.dtype.kind in "iu" and x_test.dtype.kind in "iu" and min(x_train.min(), x_test.min()) >= 0
+              and max(x_train.max(), x_test.max()) < MAX_TOKEN_ID)
     return checked, int(max(x_train.max(), x_test.max())) + 1 if tokens else None
 
 

@@ -30,7 +30,10 @@ def curve_model(a: nn.Module, b: nn.Module, kind: str = "bezier", n_bends: int =
     model = simplexify(a)
     for _ in range(n_bends - 1):
         model.add_vertex("copy", noise=0)
-    model.set_vertex(n_bends - 1, b.state_dict())
+    try:
+        model.set_vertex(n_bends - 1, b.state_dict())
+    except ValueError as err:
+        raise ValueError(f"b is not a model of a's architecture: {err}") from None
     with torch.no_grad():
         ends = model.store.vertices()[[0, n_bends - 1]]
         for i in range(1, n_bends - 1):

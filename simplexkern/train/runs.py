@@ -180,6 +180,8 @@ def train_phase(model, data, phase, *, run, name, start, key, device, progress, 
     """``run_phase`` with a progress bar and a checkpoint after every epoch; ``record`` (a
     JSON dict) goes into every checkpoint's progress metadata. A data-parallel phase shows
     its bar on rank 0 only."""
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
     n = steps_per_epoch(len(data.x_train), phase.batch_size)
     world, label, position = distributed.world(), describe, None
     if data_parallel and not world.is_main:

@@ -240,7 +240,10 @@ def _complex_start(modes, data):
     model.fix(0)
     for j in range(1, len(plain)):
         model.add_vertex("copy", noise=0, fixed=True)
-        model.set_vertex(j, plain[j].state_dict())
+        try:
+            model.set_vertex(j, plain[j].state_dict())
+        except ValueError as err:
+            raise ValueError(f"modes[{j}] is not a model of modes[0]'s architecture: {err}") from None
     return model, copy.deepcopy(plain[0]), ":".join(fingerprint(p) for p in plain)
 
 
@@ -309,6 +312,8 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
             raise TypeError(f"regs[{i}] must be a number, got {type(reg).__name__}")
         if not (math.isfinite(reg) and reg >= 0):
             raise ValueError(f"regs[{i}] must be a finite number >= 0, got {reg}")
+    if len(set(regs)) != len(regs):
+        raise ValueError(f"regs lists a λ more than once: {list(regs)}")
     rows, best = [], {}
     for reg in regs:
         sub = None if out is None else pathlib.Path(out) / f"reg_{reg:g}"
