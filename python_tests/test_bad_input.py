@@ -84,7 +84,7 @@ FLAG_CASES = [
     *[(flag, value) for flag, low in NUMBER.items() for value in (low, "x", "inf", "-inf", "nan", "1e999")],
     *[(flag, "bogus") for flag in ("--reg-scale", "--kind", "--backend", "--device")],
     *[("--reg", value) for value in ("-1", "inf", "nan", "1e999", "1,x", "", "1,,2", "1,1")],
-    *[("--points", value) for value in ("0,1", "a,b,c", "0,1,2,3", "0,1,inf")],
+    *[("--points", value) for value in ("0,1", "a,b,c", "0,1,2,3", "0,1,inf")], ("--grid", "100000"),
     ("--model", "resnet9000"), ("--model", "torchvision.resnet9000"), ("--model", ""), ("--data", "nosuch"),
     ("--data", ""),
 ]
@@ -534,3 +534,17 @@ def test_token_ids_the_model_has_no_embedding_for_are_refused_before_writing(tmp
     assert not (tmp_path / "eval").exists()
     _tokens(tmp_path / "huge.npz", 10, oov=2 ** 40)  # beyond 2**24: numbers, not token ids
     assert sk.data.load(tmp_path / "huge.npz").vocab_size is None
+
+
+def test_api_misuse_found_by_probing_names_the_argument(digits, sources, tmp_path):
+    simplex = sk.load_checkpoint(sources / "espro" / "espro" / "simplex_0.pt")
+    with pytest.raises(TypeError, match="points"):
+        sk.eval.loss_plane(np.array(["a", "b", "c"]), digits, model=simplex, grid=2)
+    with pytest.raises(ValueError, match="seed"):
+        sk.eval.predict(_mlp(), digits, seed=-1)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        sk.save_checkpoint(_mlp(), tmp_path / "folder")
+    (tmp_path / "text.npz").write_text("x_train,y_train\n1,2\n")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        sk.data.load(tmp_path / "text.npz")

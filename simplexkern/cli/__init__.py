@@ -41,6 +41,18 @@ def _at_least(minimum):
     return parse
 
 
+def _between(low, high):
+    def parse(text):
+        value = _at_least(low)(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
+        return value
+    return parse
+
+
+MAX_GRID = 1000  # a plane of 1000 x 1000 points is a million evaluations of the model on the data
+
+
 def _number(low, high=None, *, strict=True):
     """A finite float in (low, high) (or [low, ...) when not ``strict``)."""
     def parse(text):
@@ -132,7 +144,7 @@ FLAGS = {
                                 help="the three vertices (of a simplex or complex) or members (of an ensemble) the "
                                      "plane passes through; a curve's plane passes through its ends and midpoint")),
     "member": ("--member", dict(type=_at_least(0), default=0, help="which simplex of an ESPRO run")),
-    "grid": ("--grid", dict(type=_at_least(2), default=21, help="grid points per side of the plane")),
+    "grid": ("--grid", dict(type=_between(2, MAX_GRID), default=21, help="grid points per side of the plane")),
     "margin": ("--margin", dict(type=_number(0, 100, strict=False), default=0.2,
                                 help="the plane's extent beyond the three points, as a fraction of theirs")),
     "seed": ("--seed", dict(type=_at_least(0), default=0, help="seed of initialisations, data order and points")),

@@ -89,6 +89,12 @@ def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        what = "an empty file" if not magic else ("a single .npy array" if magic == b"\x93NUM" else "not a zip archive")
+        raise ValueError(f"{path}: not an .npz file ({what}); an .npz data set is a zip of .npy arrays "
+                         f"{', '.join(NPZ_ARRAYS)} (numpy.savez)")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):

@@ -211,6 +211,7 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
         if not isinstance(m, nn.Module):
             raise TypeError(f"members[{i}] must be a torch.nn.Module, got {type(m).__name__}")
     _checks.count(n_points, "n_points")
+    _checks.count(seed, "seed", minimum=0)
     x, bn_inputs, data_task, data_noise = _inputs(data, split, bn_data)
     task = task or data_task
     if task not in ("classification", "regression"):

@@ -136,7 +136,10 @@ def loss_plane(points: list[torch.nn.Module] | tuple[torch.nn.Module, ...] | tor
     else:
         if not isinstance(model, SimplexModel):
             raise TypeError(f"model must be a SimplexModel, got {type(model).__name__}")
-        coeffs = torch.as_tensor(points, dtype=torch.float64)
+        try:
+            coeffs = torch.as_tensor(points, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"points must be 3 coefficient vectors of numbers, got {type(points).__name__}") from None
         if coeffs.shape != (3, model.n_vertices):
             raise ValueError(f"points must be 3 coefficient vectors, shape (3, {model.n_vertices}), got "
                              f"{tuple(coeffs.shape)}")

@@ -81,6 +81,8 @@ def save(model: torch.nn.Module, path: Path, metadata: dict[str, Any] | None = N
         payload.update({"kind": "plain", "architecture": getattr(model, "simplexkern_architecture", None)})
     if not path.parent.is_dir():
         raise ValueError(f"path: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"path: {path} is a folder; give the path of a file in it")
     with atomic_write(path) as f:
         torch.save(payload, f)
 
