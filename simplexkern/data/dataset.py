@@ -161,7 +161,8 @@ def standardize(data: Dataset) -> Dataset:
     images and signals (N, C, ...), per feature otherwise. Constant features keep scale 1."""
     x = data.x_train.double()
     dims = (0, *range(2, x.dim())) if x.dim() >= 3 else (0,)
-    mean, std = x.mean(dims, keepdim=True), x.std(dims, keepdim=True)
+    count = math.prod(x.shape[d] for d in dims)  # values per statistic; one has no spread (and no warning)
+    mean, std = x.mean(dims, keepdim=True), x.std(dims, keepdim=True, correction=1 if count > 1 else 0)
     std = torch.where(std > 0, std, torch.ones_like(std))
 
     def scale(t):
