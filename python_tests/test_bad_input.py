@@ -318,7 +318,7 @@ def test_files_get_the_mode_open_gives_and_leftover_temporary_files_are_removed(
     killed_first.mkdir()
     (killed_first / f".run.json.{host}-{gone.pid}.q.tmp").write_bytes(b"{")
     assert cli.main(["train", *TINY, "--out", str(killed_first)]) == 0
-    assert sorted(p.name for p in killed_first.iterdir()) == ["modes", "report.json", "run.json"]
+    assert sorted(p.name for p in killed_first.iterdir()) == ["modes", "report.json", "run.json", "uncertainty.png"]
 
 
 # ---------------------------------------------------------------- Python functions

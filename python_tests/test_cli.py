@@ -46,6 +46,10 @@ def check_report(report, folder, command_):
     if command_ != "surface":
         check_metrics(report["test"])
         check_metrics(report["val"])
+        u = report["uncertainty"]
+        assert 0 <= u["adaptive_ece"] <= 1 and 0 <= u["aurc"] <= 1 and "uncertainty.png" in report["plots"]
+        several = len(report["members"]) > 1
+        assert (u["disagreement"] is not None) == several and (u["mutual_information"] is not None) == several
         for m in report["members"]:
             check_metrics(m["test"])
             assert (folder / m["checkpoint"]).is_file() or (folder / m["checkpoint"]).is_absolute()
@@ -95,6 +99,10 @@ def test_ensemble_report_matches_its_checkpoints(runs):
     accuracy = (probs.argmax(1) == y).double().mean().item()
     assert reports["ensemble"]["test"]["nll"] == pytest.approx(nll, rel=1e-5)
     assert reports["ensemble"]["test"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    confident_first = torch.argsort(-probs.max(1).values, stable=True)
+    wrong = (probs.argmax(1) != y)[confident_first].double()
+    aurc = (wrong.cumsum(0) / torch.arange(1, len(y) + 1)).mean().item()
+    assert reports["ensemble"]["uncertainty"]["aurc"] == pytest.approx(aurc, rel=1e-4, abs=1e-6)
     # the same seed gives every command the same modes: ESPRO's deep-ensemble baseline is this ensemble
     assert reports["espro"]["details"]["deep_ensemble"]["test"] == pytest.approx(reports["ensemble"]["test"],
                                                                                  rel=1e-6)

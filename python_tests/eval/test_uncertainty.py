@@ -6,6 +6,7 @@ import scipy.stats
 import sklearn.metrics
 import torch
 
+import simplexkern as sk
 from simplexkern.eval import uncertainty as u
 
 
@@ -73,6 +74,22 @@ def test_disagreement_and_mutual_information(rng):
     m = members.numpy()
     expected = np.mean(scipy.stats.entropy(m.mean(0), axis=1) - np.mean(scipy.stats.entropy(m, axis=2), axis=0))
     assert u.mutual_information(members) == pytest.approx(expected, rel=1e-12) and expected > 0
+
+
+def test_reliability_bins_give_the_ece_of_metrics(rng):
+    p, y = _probs(500, 4, rng), torch.randint(0, 4, (500,), generator=rng)
+    r = u.reliability(p, y)
+    filled = r["count"] > 0
+    ece = np.sum(r["count"][filled] / 500 * np.abs(r["accuracy"][filled] - r["confidence"][filled]))
+    assert ece == pytest.approx(sk.eval.metrics(p, y)["ece"], rel=1e-12) and r["count"].sum() == 500
+    assert np.isnan(r["accuracy"][~filled]).all()
+    members = torch.stack([p, _probs(500, 4, rng)])
+    s = u.summary(members, y)
+    assert s == pytest.approx({"adaptive_ece": u.adaptive_ece(members.mean(0), y), "aurc": u.aurc(members.mean(0), y),
+                               "disagreement": u.disagreement(members),
+                               "mutual_information": u.mutual_information(members)}, rel=1e-12)
+    one = u.summary(p[None], y)
+    assert one["disagreement"] is None and one["aurc"] == pytest.approx(u.aurc(p, y), rel=1e-12)
 
 
 def test_bad_arguments_are_named(rng):

@@ -145,7 +145,8 @@ def score(members, d, n_points, seed, device, world=distributed.World()):
         raise ValueError(f"the models predict {probs.shape[-1]} classes, the data has {d.n_classes}")
     y = d.y_test
     out = {"probs": probs, "predict_s": seconds, "test": evaluation.metrics(probs.mean(0), y),
-           "per_member": [evaluation.metrics(p, y) for p in probs], "val": None, "temperature": None}
+           "per_member": [evaluation.metrics(p, y) for p in probs], "val": None, "temperature": None,
+           "uncertainty": evaluation.uncertainty.summary(probs, y)}
     if d.x_val is not None:
         val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed, distributed=spread)
         out["val"] = evaluation.metrics(val, d.y_val)
@@ -187,9 +188,19 @@ def _members(folder, names, paths, sc):
 
 
 def _main(sc, members, methods, details=None, plot_files=()):
-    return {"test": sc["test"], "val": sc["val"], "temperature": None if sc["temperature"] is None else
+    return {"test": sc["test"], "val": sc["val"], "uncertainty": sc["uncertainty"],
+            "temperature": None if sc["temperature"] is None else
             {k: sc["temperature"][k] for k in ("value", "test", "note")},
             "members": members, "methods": methods, "details": details or {}, "plots": list(plot_files)}
+
+
+def _uncertainty_plot(folder, d, probs, title):
+    """The reliability diagram and risk-coverage curves of each method's ensemble in
+    ``probs`` ({label: member probabilities (J, N, C)})."""
+    means = {label: p.mean(0) for label, p in probs.items()}
+    return plots.uncertainty({label: evaluation.uncertainty.reliability(p, d.y_test) for label, p in means.items()},
+                             {label: evaluation.uncertainty.risk_coverage(p, d.y_test) for label, p in means.items()},
+                             folder.sub("uncertainty.png"), title)
 
 
 def _size_curves(curves, d):
@@ -203,7 +214,8 @@ def run_train(s, d, folder, how):
     if not how.world.is_main:
         return None
     methods = _rows("mode", sc, folder.seconds("modes"))
-    return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods)
+    files = [_uncertainty_plot(folder, d, {"mode": sc["probs"]}, f"one mode on {d.name}")]
+    return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods, plot_files=files)
 
 
 def run_ensemble(s, d, folder, how):
@@ -215,7 +227,8 @@ def run_ensemble(s, d, folder, how):
     t = folder.seconds("modes")
     methods = [_single_mode_row(sc, j, t), *_rows(f"deep ensemble ({j} modes)", sc, t)]
     sizes = _size_curves({"deep ensemble": sc["probs"]}, d)
-    files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"deep ensemble on {d.name}")]
+    files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"deep ensemble on {d.name}"),
+             _uncertainty_plot(folder, d, {"deep ensemble": sc["probs"]}, f"deep ensemble on {d.name}")]
     return _main(sc, _members(folder, [f"mode {i}" for i in range(j)], _mode_paths(folder, j), sc), methods,
                  {"ensemble_size": sizes}, files)
 
@@ -255,6 +268,8 @@ def run_espro(s, d, folder, how):
     sizes = _size_curves({"deep ensemble": de["probs"], "ESPRO": es["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"ESPRO and the deep ensemble of its modes "
                                                                          f"on {d.name}")]
+    files.append(_uncertainty_plot(folder, d, {"deep ensemble": de["probs"], "ESPRO": es["probs"]},
+                                   f"ESPRO and the deep ensemble of its modes on {d.name}"))
     if reg_rows:
         files.append(plots.reg_choice(reg_rows, reg, folder.sub("reg_choice.png")))
     details = {"reg": reg, "reg_rows": reg_rows, "ensemble_size": sizes, "vertices_train_s": vertices_s,
@@ -284,7 +299,9 @@ def run_spro(s, d, folder, how):
     groups = [_rows(f"deep ensemble ({j} modes)", de, t_modes)] if j > 1 else []
     groups.append(_rows(f"{what} (M = {s['eval_samples']})", cx, t_modes + folder.seconds("connectors")))
     methods = _table([_single_mode_row(de, j, t_modes)], *groups)
-    files = [plots.dimensionality(sweep, folder.sub("dimensionality.png"), f"SPRO {what} on {d.name}")]
+    files = [plots.dimensionality(sweep, folder.sub("dimensionality.png"), f"SPRO {what} on {d.name}"),
+             _uncertainty_plot(folder, d, {**({"deep ensemble": de["probs"]} if j > 1 else {}), what: cx["probs"]},
+                               f"SPRO on {d.name}")]
     path = folder.sub("spro/complex.pt" if j > 1 else "spro/simplex.pt")
     details = {"sweep": sweep, "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
     return _main(cx, _members(folder, [what], [path], cx), methods, details, files)
@@ -310,7 +327,9 @@ def run_curve(s, d, folder, how):
     curve_rows = _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve"))
     methods = _table(methods, _rows("ensemble of the endpoints", ends, t_modes), curve_rows)
     files = [plots.curve_profile(profile, folder.sub("curve_profile.png"), f"{s['kind']} curve between two modes on "
-                                                                           f"{d.name}")]
+                                                                           f"{d.name}"),
+             _uncertainty_plot(folder, d, {"ensemble of the endpoints": ends["probs"],
+                                           f"{s['kind']} curve": cv["probs"]}, f"{s['kind']} curve on {d.name}")]
     details = {"profile": profile, "midpoint": _midpoints(profile)}
     return _main(cv, _members(folder, [f"{s['kind']} curve"], [folder.sub("curve/curve.pt")], cv), methods, details,
                  files)
@@ -344,7 +363,8 @@ def run_fge(s, d, folder, how):
     methods = [_row("the mode FGE starts from", start["test"], t_mode, start["predict_s"]),
                *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"))]
     sizes = _size_curves({"FGE": sc["probs"]}, d)
-    files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"FGE on {d.name}")]
+    files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"FGE on {d.name}"),
+             _uncertainty_plot(folder, d, {"FGE": sc["probs"]}, f"FGE on {d.name}")]
     paths = [folder.sub(f"fge/fge_snapshot_{c}.pt") for c in range(s["cycles"])]
     details = {"ensemble_size": sizes, "start": start["test"], "snapshots": [snap.fge_snapshot for snap in snapshots]}
     return _main(sc, _members(folder, [f"snapshot {c}" for c in range(s["cycles"])], paths, sc), methods, details,
@@ -433,7 +453,7 @@ def run_evaluate(s, d, folder, how, source):
     with folder.phase("predict"):
         sc = score(models_, d, s["eval_samples"], s["seed"], how.device)
     name = f"ensemble of {len(names)} members" if len(names) > 1 else names[0]
-    files = []
+    files = [_uncertainty_plot(folder, d, {name: sc["probs"]}, f"{name} on {d.name}")]
     details = {"source": s["source"]}
     if len(names) > 1:
         details["ensemble_size"] = _size_curves({name: sc["probs"]}, d)
@@ -491,8 +511,8 @@ def run_surface(s, d, folder, how, source):
                    for i, (n, (x, y)) in enumerate(zip(names, plane["points"]))],
         "range": {k: {"min": float(plane[k].min()), "max": float(plane[k].max())}
                   for k in ("train_loss", "train_error", "test_loss", "test_error")}}
-    return {"test": None, "val": None, "temperature": None, "members": [], "methods": [], "details": details,
-            "plots": files}
+    return {"test": None, "val": None, "uncertainty": None, "temperature": None, "members": [], "methods": [],
+            "details": details, "plots": files}
 
 
 JOBS = {"train": run_train, "ensemble": run_ensemble, "espro": run_espro, "demo": run_espro, "spro": run_spro,

@@ -35,6 +35,29 @@ def ensemble_size(curves, path, title):
     return _save(fig, path)
 
 
+def uncertainty(reliability, risk_coverage, path, title):
+    """Reliability diagrams (accuracy against confidence per bin, the diagonal is calibrated)
+    and risk-coverage curves (error rate of the most confident part of the test split), one
+    line per method ({label: ``simplexkern.eval.uncertainty.reliability`` / ``risk_coverage``})."""
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    axes[0].plot([0, 1], [0, 1], color="0.6", linestyle=":", label="calibrated")
+    for label, r in reliability.items():
+        filled = r["count"] > 0
+        axes[0].plot(r["confidence"][filled], r["accuracy"][filled], "o-", markersize=3, label=label)
+    axes[0].set_xlabel("confidence (top label)")
+    axes[0].set_ylabel("accuracy")
+    for label, (coverage, risk) in risk_coverage.items():
+        axes[1].plot(coverage, 100 * risk, label=label)
+    axes[1].set_xlabel("coverage (most confident share kept)")
+    axes[1].set_ylabel("error among those kept (%)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def reg_choice(rows, chosen, path):
     """Validation NLL of ESPRO against λ, the chosen λ marked."""
     fig = Figure(figsize=(4.5, 3.2), layout="constrained")

@@ -13,6 +13,9 @@ finite):
 - ``test``: the command's result (the ESPRO ensemble, the deep ensemble, the complex, the
   curve, the FGE ensemble, the evaluated models; null for ``surface``); ``val``: the same on
   the validation split (null without one);
+- ``uncertainty``: the result's "adaptive_ece" and "aurc" on the test split, and over its
+  members "disagreement" and "mutual_information" (null for one member); null for
+  ``surface`` (``simplexkern.eval.uncertainty``);
 - ``temperature``: {"value", "test", "note"}: a temperature fitted on the validation split
   and the test metrics after it (null without a validation split); when the fit is
   degenerate (no validation error, or the minimum at a bound of the search) "value" is 1
@@ -124,6 +127,12 @@ def format_table(report, path):
                          f"{train:>8s} {_num(1e3 * r['predict_s'], '7.1f')} ms")
         lines.append("train: wall seconds, the modes included; predict: the test split; temperatures fitted on the "
                      "validation split")
+        u = report.get("uncertainty")
+        if u:
+            members = "" if u["disagreement"] is None else (f", members' disagreement {u['disagreement']:.4f}, mutual "
+                                                            f"information {u['mutual_information']:.4f}")
+            lines.append(f"the result on the test split: adaptive ECE {u['adaptive_ece']:.4f}, AURC {u['aurc']:.4f}"
+                         + members)
         note = (report.get("temperature") or {}).get("note")
         if note:
             lines.append(f"temperature not fitted (T = 1 kept): {note}")

@@ -43,6 +43,32 @@ def adaptive_ece(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -
     return float(sum(gap[b].sum().abs() for b in torch.tensor_split(order, n_bins)) / len(y))
 
 
+def reliability(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """The reliability diagram of ``metrics``' ECE bins (``n_bins`` equal-width bins (lo, hi]
+    of the top label's confidence): per bin "confidence" and "accuracy" (NaN where empty) and
+    "count"."""
+    p, y = _check(probs, targets)
+    _checks.count(n_bins, "n_bins")
+    conf, pred = p.max(1)
+    bins = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    count = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins, torch.ones_like(conf))
+    sums = [torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins, v) for v in (conf, (pred == y).double())]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"confidence": (sums[0] / count).numpy(), "accuracy": (sums[1] / count).numpy(), "count": count.numpy()}
+
+
+def summary(member_probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float | None]:
+    """The ensemble's (probabilities averaged over the members of ``member_probs`` (J, N, C))
+    adaptive ECE and AURC, and with J >= 2 the members' disagreement and mutual information
+    (None for one member)."""
+    p = _probabilities(member_probs, "member_probs", dims=3)
+    mean = p.mean(0)
+    several = p.shape[0] > 1
+    return {"adaptive_ece": adaptive_ece(mean, targets), "aurc": aurc(mean, targets),
+            "disagreement": disagreement(p) if several else None,
+            "mutual_information": mutual_information(p) if several else None}
+
+
 def risk_coverage(probs: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(coverage, risk) of selective classification: keeping the k most confident examples
     (top-label probability, ties by index), coverage k / N and risk = their error rate, for
