@@ -105,7 +105,8 @@ def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Ar
             raise ValueError(f"{source}: x_{split} has no features (shape {x.shape})")
         if not np.isfinite(x).all():
             raise ValueError(f"{source}: x_{split} contains NaN or inf")
-        x32 = x.astype(np.float32)
+        with np.errstate(over="ignore"):  # checked on the next line
+            x32 = x.astype(np.float32)
         if not np.isfinite(x32).all():
             raise ValueError(f"{source}: x_{split} has values beyond float32's range (|x| > 3.4e38); rescale them")
         x = x32
