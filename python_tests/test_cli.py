@@ -326,3 +326,15 @@ def test_kernels_demo_reports_agreeing_results():
     assert out.stdout.count("fixed vertices' gradient: 0.0 (exactly zero)") == 2
     bad = command("kernels", "--vertices", "1")
     assert bad.returncode == 2 and "--vertices" in bad.stderr
+
+
+def test_each_seed_draws_its_own_validation_split_and_evaluate_keeps_the_sources(tmp_path):
+    from simplexkern.cli import jobs
+
+    splits = [jobs.load_data({"data": "digits", "val_fraction": 0.2, "seed": seed}) for seed in (0, 1)]
+    assert splits[0].x_val.shape == splits[1].x_val.shape and not torch.equal(splits[0].x_val, splits[1].x_val)
+    trained = run_ok("train", *TINY, "--seed", "1", "--out", str(tmp_path / "seed1"))
+    evaluated = run_ok("evaluate", str(tmp_path / "seed1"), "--quiet", "--device", "cpu", "--out",
+                       str(tmp_path / "eval"))
+    assert evaluated["val"] == pytest.approx(trained["val"], rel=1e-9)  # the source's split, not seed 0's
+    assert evaluated["settings"]["split_seed"] == 1

@@ -147,7 +147,8 @@ FLAGS = {
     "grid": ("--grid", dict(type=_between(2, MAX_GRID), default=21, help="grid points per side of the plane")),
     "margin": ("--margin", dict(type=_number(0, 100, strict=False), default=0.2,
                                 help="the plane's extent beyond the three points, as a fraction of theirs")),
-    "seed": ("--seed", dict(type=_at_least(0), default=0, help="seed of initialisations, data order and points")),
+    "seed": ("--seed", dict(type=_at_least(0), default=0,
+                            help="seed of initialisations, data order, points and the validation split")),
 }
 RUNTIME = {  # how to run, not what: not recorded
     "device": ("--device", dict(type=_device, default="auto", help="cpu, cuda, cuda:N or auto (the GPU if any)")),
@@ -288,6 +289,11 @@ def _checked_record(recorded, names, out):
                                     and parsed == value):
             raise ValueError(f"{record}: the recorded {flag} {value!r} does not read back as {parsed!r}")
         settings[name] = value
+    if "split_seed" in recorded:
+        if isinstance(recorded["split_seed"], bool) or not isinstance(recorded["split_seed"], int) \
+                or recorded["split_seed"] < 0:
+            raise ValueError(f"{record}: the recorded split seed {recorded['split_seed']!r} is not an int >= 0")
+        settings["split_seed"] = recorded["split_seed"]
     return settings
 
 
@@ -306,6 +312,7 @@ def _source_members(settings, fill):
         settings["data"] = theirs["data"]
     if settings["val_fraction"] is None:
         settings["val_fraction"] = theirs.get("val_fraction", 0.2)
+    settings["split_seed"] = theirs.get("seed", 0)  # the source's validation split, never its training rows
     return members
 
 

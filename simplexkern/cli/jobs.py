@@ -66,9 +66,12 @@ class How:
 
 def load_data(settings):
     """The data set of ``settings`` (``data``, ``val_fraction``, ``gaussian_noise``), which the
-    command needs to be a classification task."""
+    command needs to be a classification task. The validation split is drawn with the run's
+    ``seed`` (evaluate and surface: their source's, ``split_seed``), so that runs of other
+    seeds are replicates of the whole protocol."""
     d = datasets.load(settings["data"], val_fraction=settings["val_fraction"],
-                      gaussian_noise=settings.get("gaussian_noise"))
+                      gaussian_noise=settings.get("gaussian_noise"),
+                      split_seed=settings.get("split_seed", settings["seed"]))
     if d.task != "classification":
         raise ValueError(f"--data {settings['data']} is a regression task; the simplexkern command runs "
                          "classification (use simplexkern.train and simplexkern.eval from Python for regression)")
