@@ -18,6 +18,19 @@ def known_finite(x):
     return x
 
 
+def reason(err):
+    """The first line of an exception's message (torch's run over several), or its type's name."""
+    return (str(err).splitlines() or [""])[0] or type(err).__name__
+
+
+def parameters_match(model, x, name, inputs="the inputs"):
+    """ValueError unless ``model``'s floating-point parameters have ``x``'s dtype."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if dtypes and dtypes != {x.dtype}:
+        raise ValueError(f"{name} has {'/'.join(sorted(str(t).replace('torch.', '') for t in dtypes))} parameters, "
+                         f"{inputs} are {str(x.dtype).replace('torch.', '')}: convert the model (e.g. model.float())")
+
+
 def tensor(x, name):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

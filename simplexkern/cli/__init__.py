@@ -15,6 +15,7 @@ import sys
 import tempfile
 import traceback
 
+from simplexkern import _checks
 from simplexkern.cli import folder as run_folder
 from simplexkern.cli import report as reports
 
@@ -450,8 +451,8 @@ def main(argv=None):
             print(f"simplexkern {args.command}: error: {_describe_os_error(os_err, getattr(args, 'out', None))}",
                   file=sys.stderr)
             return 2
-        reason = str(err).splitlines()[0] if str(err) else ""
-        print(f"simplexkern {args.command}: internal error, a bug in simplexkern ({type(err).__name__}: {reason}); "
+        print(f"simplexkern {args.command}: internal error, a bug in simplexkern ({type(err).__name__}: "
+              f"{_checks.reason(err)}); "
               f"the traceback is in {_log_bug(args.command)}", file=sys.stderr)
         return 1
     return 0

@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
+from simplexkern import _checks, distributed, train
 from simplexkern import data as datasets
-from simplexkern import distributed, train
 from simplexkern import eval as evaluation
 from simplexkern.cli import plots
 from simplexkern.cli.folder import read_report
@@ -416,7 +416,7 @@ def check_fits(models_, names, d):
             with torch.no_grad():
                 _, out = next(outputs_at(model, x, member_points(model, 1, 0, j), bn_inputs=d.x_train[:8]))
         except (RuntimeError, ValueError, IndexError, TypeError) as err:
-            raise ValueError(f"{name} does not take the inputs of {d.describe()}: {str(err).splitlines()[0]}") from None
+            raise ValueError(f"{name} does not take the inputs of {d.describe()}: {_checks.reason(err)}") from None
         if out.shape[-1] != d.n_classes:
             raise ValueError(f"{name} predicts {out.shape[-1]} classes; {d.name} has {d.n_classes}")
 

@@ -151,13 +151,6 @@ def _inputs(data, split, bn_data):
     return data, bn_data, "classification", None
 
 
-def _check_takes(model, x, name):
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if x.is_floating_point() and dtypes and dtypes != {x.dtype}:
-        raise ValueError(f"{name} has {'/'.join(sorted(str(t).replace('torch.', '') for t in dtypes))} parameters, "
-                         f"the inputs are {str(x.dtype).replace('torch.', '')}: convert one to the other")
-
-
 def _checked(batches, x, batch_size, name):
     """``batches`` of (start, outputs (S, B, ...)), with an error naming the member when the
     first one fails or a batch's outputs do not have one row per input."""
@@ -168,8 +161,7 @@ def _checked(batches, x, batch_size, name):
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         if isinstance(err, torch.OutOfMemoryError):
             raise
-        reason = (str(err).splitlines() or [""])[0] or type(err).__name__
-        raise ValueError(f"{name} does not take inputs of shape {tuple(x.shape[1:])}: {reason}") from None
+        raise ValueError(f"{name} does not take inputs of shape {tuple(x.shape[1:])}: {_checks.reason(err)}") from None
     for start, out in itertools.chain([(start, out)], batches):
         rows = min(batch_size, len(x) - start)
         if out.dim() < 2 or out.shape[1] != rows:
@@ -221,7 +213,8 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
         raise ValueError(f"data must have shape (N, *input_shape), one row per input, got {tuple(x.shape)}")
     first, second = [], []
     for j, model in zip(world.members(n_members), models_):
-        _check_takes(model, x, f"members[{j}]")
+        if x.is_floating_point():
+            _checks.parameters_match(model, x, f"members[{j}]")
         coeffs = member_points(model, n_points, seed, j)
         m1 = m2 = None
         for start, out in _checked(outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size,

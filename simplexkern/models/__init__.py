@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from simplexkern import _checks
 from simplexkern.data.dataset import Dataset
 from simplexkern.models.preresnet import PreResNet
 from simplexkern.models.small import MLP, ConvNet, ConvNet1d, DigitsConvNet, LeNet5
@@ -135,8 +136,7 @@ def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
         with torch.no_grad():
             model.eval()(torch.zeros(2, *shape))
     except (ValueError, RuntimeError, AssertionError, IndexError, TypeError, OverflowError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{name} cannot take the data's inputs of shape {shape}: {reason}") from None
+        raise ValueError(f"{name} cannot take the data's inputs of shape {shape}: {_checks.reason(err)}") from None
     return model.train()
 
 

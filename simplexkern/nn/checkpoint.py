@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from simplexkern import _checks
 from simplexkern._atomic import atomic_write
 from simplexkern._types import Path
 from simplexkern.nn import samplers
@@ -133,7 +134,7 @@ def _read(path, map_location="cpu"):
         elif isinstance(err, EOFError):
             reason = "the file is empty or cut short"
         else:
-            reason = (str(err).splitlines() or [""])[0].rstrip(".:") or type(err).__name__
+            reason = _checks.reason(err).rstrip(".:") or type(err).__name__
         raise ValueError(f"{path} is not a simplexkern checkpoint or state dict ({reason})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint or a state dict")

@@ -11,7 +11,7 @@ import zlib
 import torch
 from tqdm.auto import tqdm
 
-from simplexkern import distributed
+from simplexkern import _checks, distributed
 from simplexkern._atomic import remove_leftovers
 from simplexkern.data.dataset import check_dataset
 from simplexkern.nn import checkpoint
@@ -144,11 +144,8 @@ def check_fits(model, data, name="model"):
     parameters of their dtype) and gives one row of ``data.n_outputs`` outputs per input: one
     forward of two training inputs in eval mode, without gradients, the mode put back."""
     check_dataset(data)
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if data.vocab_size is None and dtypes and dtypes != {data.x_train.dtype}:
-        raise ValueError(f"{name} has {'/'.join(sorted(str(t).replace('torch.', '') for t in dtypes))} parameters, "
-                         f"the inputs of {data.name} are {str(data.x_train.dtype).replace('torch.', '')}: convert "
-                         "the model (e.g. model.float())")
+    if data.vocab_size is None:  # token ids are indices, whatever the parameters' dtype
+        _checks.parameters_match(model, data.x_train, name, f"the inputs of {data.name}")
     param = next(model.parameters(), None)
     x = data.x_train[:2].to(param.device if param is not None else "cpu")
     was_training = model.training
@@ -156,8 +153,7 @@ def check_fits(model, data, name="model"):
         with torch.no_grad():
             out = model.eval()(x)
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
-        reason = (str(err).splitlines() or [""])[0] or type(err).__name__
-        raise ValueError(f"{name} does not take the inputs of {data.describe()}: {reason}") from None
+        raise ValueError(f"{name} does not take the inputs of {data.describe()}: {_checks.reason(err)}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.shape != (len(x), data.n_outputs):
