@@ -143,15 +143,13 @@ def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, wei
     return model.eval()
 
 
-def _start_model(model, data, name="model"):
+def _start_model(model):
     """(simplex model to grow, a plain module of its architecture, fingerprint) of a mode
-    given as a plain model, its checkpoint, or a SimplexModel to grow further, checked to
-    fit ``data``."""
+    given as a plain model, its checkpoint, or a SimplexModel to grow further."""
     if isinstance(model, SimplexModel):
         template = model.at(model._one_hot(0), bn_stats="fresh")
-        check_fits(template, data, name)
         return copy.deepcopy(model), template, fingerprint(model)
-    plain = check_fits(as_plain(model, name), data, name)
+    plain = as_plain(model, "model")
     return simplexify(plain), copy.deepcopy(plain), fingerprint(plain)
 
 
@@ -175,7 +173,8 @@ def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: i
     _check_growth(reg, reg_scale, noise)
     dist.check_mode(distributed, (None, "data"))
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
-    sm, template, start = _start_model(model, data)
+    sm, template, start = _start_model(model)
+    check_fits(template, data)
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
     parallel = distributed == "data"
@@ -213,14 +212,15 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
     n_modes = world.total(len(modes), "modes") if members else len(modes)
     if n_modes == 0:
         raise ValueError("modes: no process holds a mode")
-    starts = [_start_model(as_plain(mode, f"modes[{j}]"), data, f"modes[{j}]") for j, mode in
-              zip(world.members(n_modes) if members else range(n_modes), modes)]
+    indices = world.members(n_modes) if members else range(n_modes)
+    plains = [check_fits(as_plain(mode, f"modes[{j}]"), data, f"modes[{j}]") for j, mode in zip(indices, modes)]
     parallel = distributed == "data"
     run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
                                  seed=seed, n_modes=n_modes), data, data_parallel=parallel)
     device = device_of(device)
     simplexes = []
-    for j, (sm, template, start) in zip(world.members(n_modes) if members else range(n_modes), starts):
+    for j, plain in zip(indices, plains):
+        sm, template, start = _start_model(plain)  # one mode's copies at a time
         try:
             simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
                                    reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}",
