@@ -338,19 +338,24 @@ def test_checkpoints_of_generic_and_tied_models_round_trip(tmp_path, rng):
     torch.testing.assert_close(again(y, torch.tensor([1.0, 0.0])), fresh(y), rtol=1e-6, atol=1e-6)
 
 
+def _eager_and_compiled(model, x, coeffs, loss):
+    """[(outputs, trainable gradient of ``loss``)] of the model run eagerly, then compiled."""
+    results = []
+    for forward in (model, torch.compile(model, backend="aot_eager", fullgraph=True)):
+        model.zero_grad()
+        out = forward(x, coeffs)
+        loss(out).backward()
+        results.append((out.detach(), model.store.trainable.grad.clone()))
+    return results
+
+
 def test_compiled_forward_and_backward_of_the_generic_path_match_eager(rng):
     torch.manual_seed(rng.initial_seed())
     for plain, x in ((TokenFlatten(), torch.randn(3, 5, 4, generator=rng)),
                      (sk.models.Transformer(length=6, vocab_size=13, dim=8, heads=2), torch.randint(0, 13, (3, 6)))):
         model = sk.simplexify(plain, 3, noise=0.2).train()
         model.fix(0)
-        c = _points(4, 3, rng).float()
-        grads = []
-        for forward in (model, torch.compile(model, backend="aot_eager", fullgraph=True)):
-            model.zero_grad()
-            out = forward(x, c)
-            out.square().mean().backward()
-            grads.append((out.detach(), model.store.trainable.grad.clone()))
+        grads = _eager_and_compiled(model, x, _points(4, 3, rng).float(), lambda out: out.square().mean())
         torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-5, atol=1e-6)
 
@@ -368,12 +373,7 @@ def test_every_backend_of_the_fused_layers_eager_and_compiled(backend, rng):
     model.fix(0)
     model.backend = backend
     coeffs, x = _points(3, 3, rng).float(), every_layer_input(4, rng)
-    results = []
-    for forward in (model, torch.compile(model, backend="aot_eager", fullgraph=True)):
-        model.zero_grad()
-        y = forward(x, coeffs)
-        y.square().sum().backward()
-        results.append((y.detach(), model.store.trainable.grad.clone()))
+    results = _eager_and_compiled(model, x, coeffs, lambda out: out.square().sum())
     outputs, expected = plain_gradients(model, coeffs, x, lambda s, out: out.square().sum())
     torch.testing.assert_close(results[0][0].double(), torch.stack(outputs), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(results[0][1].double(), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
