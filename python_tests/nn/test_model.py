@@ -134,11 +134,15 @@ def test_training_batchnorm_updates_each_points_statistics_as_a_plain_model(rng,
                                            **F64)
 
 
-def test_gradients_reach_free_vertices_only(rng):
-    """dV_i = sum_s c_si dW_s, from plain models at each point; fixed vertices get none."""
+@pytest.mark.parametrize("fixed", [[1], [0, 2]])
+def test_gradients_reach_free_vertices_only(fixed, rng):
+    """dV_i = sum_s c_si dW_s, from plain models at each point; fixed vertices get none. Made
+    float64 after conversion: the store is re-laid as one block at the first forward."""
     torch.manual_seed(rng.initial_seed())
-    sm = sk.simplexify(EveryLayer().double(), 3, noise=0.3).train()
-    sm.fix(1)
+    sm = sk.simplexify(EveryLayer(), 3, noise=0.3).train()
+    for i in fixed:
+        sm.fix(i)
+    sm.double()
     coeffs = _points(4, 3, rng, torch.float64)
     x = every_layer_input(5, rng, torch.float64)
     sm(x, coeffs).square().sum().backward()
@@ -151,7 +155,36 @@ def test_gradients_reach_free_vertices_only(rng):
     rows = sm.store.order.tolist()
     free_vertices = rows[sm.store.n_fixed:]
     torch.testing.assert_close(sm.store.trainable.grad, expected[free_vertices], **F64)
-    assert sm.store.trainable.shape[0] == 2 and sm.fixed_mask() == [False, True, False]
+    assert sm.fixed_mask() == [i in fixed for i in range(3)]
+
+
+def test_the_store_is_one_block_that_every_layer_views(rng):
+    """Fixed and trainable rows are views of one block and each layer's weights views of it (a
+    forward copies no part of the store), after fix, add_vertex, a dtype change and a load."""
+    torch.manual_seed(rng.initial_seed())
+    sm = sk.simplexify(EveryLayer(), 3, noise=0.1)
+
+    def check_views():
+        block = sm.store._packed()
+        assert sm.store.fixed.data_ptr() == block.data_ptr()
+        assert sm.store.trainable.data_ptr() == block[sm.store.n_fixed].data_ptr()
+        for w in sm.store.layer_weights().values():
+            assert w.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
+        return block
+
+    sm.fix(1)
+    check_views()
+    sm.add_vertex(generator=rng)
+    sm.fix(3)
+    block = check_views()
+    assert sm.store._packed() is block  # the same block while nothing separates the rows
+    sm.double()
+    block = check_views()
+    vertices = sm.store.vertices().detach().clone()
+    other = sk.simplexify(EveryLayer(), 2).double()
+    other.load_state_dict(sm.state_dict())
+    other.store._packed()
+    assert other.fixed_mask() == sm.fixed_mask() and torch.equal(other.store.vertices(), vertices)
 
 
 def test_fixed_vertex_is_bit_identical_after_sgd(rng):

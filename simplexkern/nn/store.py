@@ -4,6 +4,10 @@ Fixed vertices live in a buffer ``fixed`` (k_fixed, P) and trainable ones in a p
 ``trainable`` (k_trainable, P), so an optimizer built from ``model.parameters()`` never sees
 a fixed vertex: weight decay and momentum cannot move it. Each layer's tensors are named slots, a
 range of the P columns. Rows are ordered fixed first; ``order[r]`` is the vertex in row r.
+
+Both are views of one (k, P) block of memory, fixed rows first, so that a layer's k vertices
+are a view of it too (``layer_weights``): a forward copies no part of the store. Whatever
+separates them (``Module.to``, loading a state) is undone at the next use (``_packed``).
 """
 import math
 from collections.abc import Collection, Mapping
@@ -29,6 +33,7 @@ class VertexStore(nn.Module):
         self.register_buffer("fixed", flat.new_empty(0, self.n_columns))
         self.trainable = nn.Parameter(flat.clone()[None])
         self.register_buffer("order", torch.zeros(1, dtype=torch.long, device=flat.device))
+        self._sizes = [math.prod(shape) for _, shape in self.slots.values()]
 
     @property
     def n_vertices(self) -> int:
@@ -39,8 +44,29 @@ class VertexStore(nn.Module):
         return self.fixed.shape[0]
 
     def rows(self) -> torch.Tensor:
-        """All rows, fixed first (differentiable w.r.t. ``trainable``)."""
-        return torch.cat([self.fixed, self.trainable]) if self.n_fixed else self.trainable
+        """All rows, fixed first (differentiable w.r.t. ``trainable``): a view of the store."""
+        if not self.n_fixed:
+            return self.trainable
+        if torch.compiler.is_compiling():
+            return torch.cat([self.fixed, self.trainable])
+        return _Views.apply(self.trainable, self._packed(), self.n_fixed, [self.n_columns])[0]
+
+    def _packed(self) -> torch.Tensor:
+        """The (k, P) block that ``fixed`` and ``trainable`` are views of; first re-lays them
+        into one when they are not (one copy, after ``Module.to`` or a load)."""
+        block, fixed, trainable = self.__dict__.get("_block"), self.fixed, self.trainable
+        if not (block is not None and block.shape == (self.n_vertices, self.n_columns)
+                and block.dtype == trainable.dtype and block.device == trainable.device
+                and fixed.data_ptr() == block.data_ptr() and trainable.data_ptr() == block[self.n_fixed].data_ptr()
+                and fixed.is_contiguous() and trainable.is_contiguous()):
+            self._pack(fixed, trainable.data)
+        return self._block
+
+    def _pack(self, fixed: torch.Tensor, trainable: torch.Tensor) -> None:
+        """Makes ``fixed`` and ``trainable`` views of one new block holding these rows (the
+        parameter object stays the same)."""
+        self._block = torch.cat([fixed, trainable])
+        self.fixed, self.trainable.data = self._block[: len(fixed)], self._block[len(fixed):]
 
     def vertices(self) -> torch.Tensor:
         """(k, P) in vertex order (differentiable w.r.t. ``trainable``)."""
@@ -50,17 +76,19 @@ class VertexStore(nn.Module):
         return torch.argsort(self.order).to(self.trainable.device)
 
     def layer_weights(self, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
-        """name -> (k, *shape) tensor in row order, contiguous, for the slots ``names`` (default
-        all). One split per store, so the backward is a single concatenation into
-        ``trainable.grad`` however many layers there are."""
-        sizes = [math.prod(shape) for _, shape in self.slots.values()]
-        stores = [t.split(sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
-        out = {}
-        for j, (name, (_, shape)) in enumerate(self.slots.items()):
-            if names is None or name in names:
-                w = torch.cat([s[j] for s in stores]) if len(stores) > 1 else stores[0][j].contiguous()
-                out[name] = w.view(w.shape[0], *shape)
-        return out
+        """name -> (k, *shape) tensor in row order for the slots ``names`` (default all): views
+        of the store (each vertex's part contiguous, the vertices P apart), differentiable
+        w.r.t. ``trainable``; the backward is one gather of every slot's trainable rows into
+        ``trainable.grad``. Under torch.compile: contiguous copies, which the compiler plans."""
+        if torch.compiler.is_compiling():
+            stores = [t.split(self._sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
+            parts = [torch.cat(p) if len(stores) > 1 else p[0].contiguous() for p in zip(*stores)]
+        elif self.n_fixed:
+            parts = _Views.apply(self.trainable, self._packed(), self.n_fixed, self._sizes)
+        else:
+            parts = self.trainable.split(self._sizes, 1)
+        return {name: w.view(w.shape[0], *shape) for w, (name, (_, shape)) in zip(parts, self.slots.items())
+                if names is None or name in names}
 
     def combine_columns(self, coeffs: torch.Tensor, start: int) -> torch.Tensor:
         """``coeffs`` (S, k) in row order times columns ``start:`` of the store -> (S, P - start),
@@ -92,9 +120,9 @@ class VertexStore(nn.Module):
         fixed_idx = [i for i, f in enumerate(fixed_mask) if f]
         trainable_idx = [i for i, f in enumerate(fixed_mask) if not f]
         vertices = vertices.detach()
-        fixed, trainable = vertices[fixed_idx], vertices[trainable_idx]  # copies, both made before any is set
         order = torch.tensor(fixed_idx + trainable_idx, dtype=torch.long, device=self.order.device)
-        self.fixed, self.trainable.data, self.trainable.grad, self.order = fixed, trainable, None, order
+        self._pack(vertices[fixed_idx], vertices[trainable_idx])  # copies, both made before any is set
+        self.trainable.grad, self.order = None, order
 
     def fixed_mask(self) -> list[bool]:
         mask = [False] * self.n_vertices
@@ -110,17 +138,17 @@ class VertexStore(nn.Module):
             self._rebuild(self.vertices(), mask)
 
     def append(self, vertex: torch.Tensor, fixed: bool = False) -> None:
-        """Adds vertex k as the last fixed or trainable row: one copy of that part of the store
-        (rebuild optimizers after this)."""
+        """Adds vertex k as the last fixed or trainable row: one copy of the store (rebuild
+        optimizers after this)."""
         vertex = vertex.detach().to(self.trainable.dtype).reshape(1, self.n_columns)
         n_fixed, index = self.n_fixed, self.order.new_tensor([self.n_vertices])
         if fixed:
-            rows, trainable = torch.cat([self.fixed, vertex]), self.trainable.data
+            self._pack(torch.cat([self.fixed, vertex]), self.trainable.data)
             order = torch.cat([self.order[:n_fixed], index, self.order[n_fixed:]])
         else:
-            rows, trainable = self.fixed, torch.cat([self.trainable.data, vertex])
+            self._pack(self.fixed, torch.cat([self.trainable.data, vertex]))
             order = torch.cat([self.order, index])
-        self.fixed, self.trainable.data, self.trainable.grad, self.order = rows, trainable, None, order
+        self.trainable.grad, self.order = None, order
 
     def vertex(self, i: int) -> torch.Tensor:
         """Vertex i's row of the store (a view, detached)."""
@@ -157,8 +185,27 @@ class VertexStore(nn.Module):
                 error_msgs.append(f"vertex store: the saved vertices have {trainable.shape[1]} values each, this "
                                   f"model has {self.n_columns}")
                 return
-            self.fixed = self.fixed.new_empty(fixed.shape)
-            self.trainable.data = self.trainable.data.new_empty(trainable.shape)
+            self._pack(self.fixed.new_empty(fixed.shape), self.trainable.data.new_empty(trainable.shape))
             self.order = self.order.new_empty(order.shape)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+
+class _Views(torch.autograd.Function):
+    """Column ranges of ``block`` (k, P), the store whose rows ``n_fixed:`` are ``trainable``, as
+    views differentiable w.r.t. ``trainable``. Backward: the ranges' gradients, trainable rows
+    only, gathered side by side into one (k_trainable, P) gradient."""
+
+    @staticmethod
+    def forward(ctx, trainable, block, n_fixed, sizes):
+        ctx.n_fixed, ctx.sizes = n_fixed, sizes
+        ctx.set_materialize_grads(False)
+        return block.split(sizes, 1)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        n = ctx.n_fixed
+        parts = [g[n:] if g is not None else None for g in grads]
+        like = next(p for p in parts if p is not None)
+        parts = [p if p is not None else like.new_zeros(like.shape[0], size) for p, size in zip(parts, ctx.sizes)]
+        return torch.cat(parts, 1), None, None, None
