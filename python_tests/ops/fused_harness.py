@@ -32,6 +32,11 @@ def typical_sum(formula, x, weight, bias, coeffs, dy, n_terms):
     return expected(formula, *pos, coeffs, [], dy.abs())[4].norm().item() / n_terms ** 0.5
 
 
+def example_major(x):
+    """Per-point inputs (S, B, ...) laid out example by example, as a SimplexModel passes them."""
+    return x.transpose(0, 1).contiguous().transpose(0, 1)
+
+
 def expected(formula, x, weight, bias, coeffs, trainable, dy):
     """(y, dx, dweight, dbias, dcoeffs) in float64 from ``formula(x, weight, bias, coeffs)``;
     the fixed vertices' rows of dweight and dbias are zero."""
@@ -49,9 +54,11 @@ def expected(formula, x, weight, bias, coeffs, trainable, dy):
     return y.detach(), x64.grad, dw, db, c64.grad
 
 
-def run(op, x, weight, bias, coeffs, dy, **kwargs):
-    """(y, and the gradients of x, weight, bias, coeffs) from ``op`` on fresh leaves."""
+def run(op, x, weight, bias, coeffs, dy, coeffs_grad=True, **kwargs):
+    """(y, and the gradients of x, weight, bias, coeffs) from ``op`` on fresh leaves; with
+    ``coeffs_grad=False`` the coefficients need none (a training step's sampled points)."""
     leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (x, weight, bias, coeffs)]
+    leaves[3].requires_grad_(coeffs_grad)
     y = op(*leaves, **kwargs)
     y.backward(dy)
     return (y.detach(), *[t.grad if t is not None else None for t in leaves])

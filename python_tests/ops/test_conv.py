@@ -91,6 +91,22 @@ def output_grad(rng, x, weight, bias, coeffs, conv, dtype=torch.float32):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shared, layout", [(True, None), (False, "point-major"), (False, "example-major")])
+def test_one_trainable_vertex_without_coefficient_gradient(device, backend, shared, layout, rng):
+    """A training step's case: one trainable vertex and sampled coefficients that need no
+    gradient, where the vertex's filter gradient is taken over all points' examples at once."""
+    skip_unless_runnable(device, backend)
+    conv = (1, 1, 1, 1)
+    x, weight, bias, coeffs = problem(rng, 3, 2, shared, device=device)
+    x = fused_harness.example_major(x) if layout == "example-major" else x
+    dy = output_grad(rng, x, weight, bias, coeffs, conv)
+    got = fused_harness.run(ops.simplex_conv2d, x, weight, bias, coeffs, dy, coeffs_grad=False, padding=1,
+                            trainable=[1], backend=backend)
+    check(got, (*expected(x, weight, bias, coeffs, [1], dy, conv)[:4], None), torch.float32, [1], 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("k, S, shared, trainable", [
     (1, 1, True, [0]), (2, 3, False, [1]), (3, 5, True, [0, 2]), (4, 2, False, [0, 1, 2, 3]),
     (8, 8, True, [5]), (5, 4, False, [0, 4]), (6, 3, True, []), (3, 6, False, [2]),

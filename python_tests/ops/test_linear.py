@@ -63,6 +63,25 @@ def test_forward_and_gradients_float32(device, backend, k, S, shared, trainable,
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+@pytest.mark.parametrize("shared, layout", [(True, None), (False, "point-major"), (False, "example-major")])
+def test_one_trainable_vertex_without_coefficient_gradient(device, backend, shared, layout, rng):
+    """A training step's case: one trainable vertex and sampled coefficients that need no
+    gradient, where the vertex's weight gradient is one product over all points' rows."""
+    skip_unless_runnable(device, backend)
+    x, weight, bias, coeffs = problem(rng, 3, 2, 5, 4, 6, shared, device=device)
+    x = fused_harness.example_major(x) if layout == "example-major" else x
+    dy = torch.randn(2, x.shape[-2], weight.shape[1], generator=rng, dtype=torch.float64).to(x)
+    got = fused_harness.run(ops.simplex_linear, x, weight, bias, coeffs, dy, coeffs_grad=False, trainable=[1],
+                            backend=backend)
+    ref = expected(x, weight, bias, coeffs, [1], dy)
+    for name, g, r in zip(["y", "dx", "dweight", "dbias"], got, ref):
+        assert rel_err(g, r) < RTOL[torch.float32], (name, rel_err(g, r))
+    assert got[4] is None
+    assert torch.equal(got[2][[0, 2]], torch.zeros_like(got[2][[0, 2]]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision(device, backend, dtype, rng):

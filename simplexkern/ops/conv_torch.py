@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from simplexkern.ops._fused import output_size
-from simplexkern.ops.vertices import bias_grads, combine_vertices, inner, rows, weight_grads
+from simplexkern.ops.vertices import (
+    bias_grads,
+    combine_vertices,
+    inner,
+    rows,
+    single_row_grad,
+    single_trainable,
+    weight_grads,
+)
 
 
 def grouped_on_cpu(shared, in_per_group, macs_per_point, out_pixels):
@@ -93,7 +101,9 @@ def conv_forward(x, weight, bias, coeffs, conv):
         return y if b is None else y.add_(b[:, None, :, None, None].to(y.dtype))
     w = combine_vertices(coeffs, weight)  # (S, O, Cg, kh, kw)
     shared = x.dim() == 4
-    if S == 1 or not _grouped(x, weight, conv):
+    if S == 1:  # one point: no copy into a points dimension
+        return F.conv2d(x if shared else x[0], w[0], b[0] if b is not None else None, *conv)[None]
+    if not _grouped(x, weight, conv):
         return torch.stack([F.conv2d(x if shared else x[s], w[s], b[s] if b is not None else None, *conv)
                             for s in range(S)], 1).transpose(0, 1)  # example-major underneath
     if shared:  # one convolution with the S points' filters side by side in each group
@@ -118,7 +128,11 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
     shared = x.dim() == 4
     need_g = need_dw or need_dc
     dx = dw = dc = None
-    if combines_products(x, weight, coeffs) and (need_dx or need_g):
+    products = combines_products(x, weight, coeffs)
+    t = None if products else single_trainable(trainable, need_dw, need_dc)
+    if t is not None:
+        dw, need_g = _single_weight_grad(dy, x, weight, coeffs, conv, t), False
+    if products and (need_dx or need_g):
         dx, dw, dc = _products_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc)
     elif need_dx or need_g:
         w = combine_vertices(coeffs, weight)
@@ -139,6 +153,28 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
             dw, dc = weight_grads(gw, weight, coeffs, trainable, need_dw, need_dc)
     db, dc = bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1, 3, 4))
     return dx, dw, db, (dc.to(coeffs.dtype) if dc is not None else None)
+
+
+def _merged(t, example_major):
+    """(S, B, ...) -> (S * B, ...) in example-major or point-major order (a view where the
+    memory already is in that order)."""
+    return t.transpose(0, 1).flatten(0, 1) if example_major else t.flatten(0, 1)
+
+
+def _single_weight_grad(dy, x, weight, coeffs, conv, t):
+    """dweight for one trainable vertex t: dV_t = sum_s c_st dY_s * X_s as one filter gradient
+    over all S x B examples (a shared input: over B, with sum_s c_st dY_s)."""
+    dw, row = single_row_grad(weight, t)
+    c = coeffs[:, t].to(dy.dtype)
+    if x.dim() == 4:
+        grad, inputs = torch.tensordot(c, dy, 1), x
+    else:
+        S = x.shape[0]
+        example_major = S > 1 and x.stride(1) == S * x.stride(0)
+        grad = _merged(dy * c[:, None, None, None, None], example_major)
+        inputs = _merged(x, example_major)
+    row.copy_(_conv_backward(grad, inputs, weight[t], conv, conv[3], False, True)[1])
+    return dw
 
 
 def _products_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw, need_dc):

@@ -27,6 +27,7 @@ def _empty(shape, like, dtype):
 
 
 def conv_forward(x, weight, bias, coeffs, conv):
+    weight = weight.contiguous()  # the kernels walk a dense store (a model's store slots are views)
     S, k = coeffs.shape
     B, C, H, W, O, Cg, KH, KW, OH, OW, G, hyper = conv_shape(x, weight, conv)
     c = coeffs.float().contiguous()
@@ -38,6 +39,7 @@ def conv_forward(x, weight, bias, coeffs, conv):
 
 
 def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw, need_db, need_dc):
+    weight = weight.contiguous()  # the kernels walk a dense store (a model's store slots are views)
     S, k = coeffs.shape
     B, C, H, W, O, Cg, KH, KW, OH, OW, G, hyper = conv_shape(x, weight, conv)
     c = coeffs.float().contiguous()

@@ -7,7 +7,15 @@ combined (``combines_products``)."""
 import torch
 import torch.nn.functional as F
 
-from simplexkern.ops.vertices import bias_grads, combine_vertices, inner, rows, weight_grads
+from simplexkern.ops.vertices import (
+    bias_grads,
+    combine_vertices,
+    inner,
+    rows,
+    single_row_grad,
+    single_trainable,
+    weight_grads,
+)
 
 
 def combines_products(x, weight, coeffs):
@@ -58,7 +66,15 @@ def _points_backward(dy, x, weight, coeffs, trainable, need_dx, need_dw, need_dc
             dx = dy.transpose(0, 1).reshape(x.shape[0], -1) @ w.reshape(-1, w.shape[-1])
         else:
             dx = torch.bmm(dy, w)
-    if need_dw or need_dc:
+    t = single_trainable(trainable, need_dw, need_dc)
+    if t is not None:  # dV_t = sum_s c_st dY_s^T X_s: one GEMM over all S x M rows
+        dw, row = single_row_grad(weight, t)
+        c = coeffs[:, t].to(dy.dtype)
+        if shared:
+            torch.mm(torch.tensordot(c, dy, 1).T, x, out=row)
+        else:
+            torch.mm((dy * c[:, None, None]).reshape(-1, dy.shape[-1]).T, x.reshape(-1, x.shape[-1]), out=row)
+    elif need_dw or need_dc:
         if S == 1:
             g = (dy[0].T @ (x if shared else x[0])).reshape(1, -1)
         else:

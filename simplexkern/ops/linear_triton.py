@@ -30,6 +30,7 @@ def _rows(x, S):
 
 
 def linear_forward(x, weight, bias, coeffs):
+    weight = weight.contiguous()  # the kernels walk a dense store (a model's store slots are views)
     S, k = coeffs.shape
     if x.shape[-2] > FUSED_MAX_ROWS:
         return linear_materialised.forward(x, weight, bias, coeffs, _triton_combine)
@@ -42,6 +43,7 @@ def linear_forward(x, weight, bias, coeffs):
 
 
 def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc):
+    weight = weight.contiguous()  # the kernels walk a dense store (a model's store slots are views)
     S, k = coeffs.shape
     if x.shape[-2] > FUSED_MAX_ROWS:
         return linear_materialised.backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db,

@@ -37,16 +37,50 @@ def rows(trainable, device):
     return torch.tensor(trainable, device=device, dtype=torch.long)
 
 
+def _rows_out(t, trainable):
+    """An uninitialised tensor like ``t`` (k, ...) with every row outside ``trainable`` zero,
+    and the index of the trainable rows (None when there are none)."""
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    if not trainable:
+        return out.zero_(), None
+    idx = rows(trainable, t.device)
+    if isinstance(idx, slice):  # zero only the rows the gradient does not fill
+        for part in (out[: idx.start], out[idx.stop:]):
+            if len(part):
+                part.zero_()
+    else:
+        out.zero_()
+    return out, idx
+
+
+def single_trainable(trainable, need_dw, need_dc):
+    """The trainable vertex when it is the only one and only its weight gradient is needed (the
+    SPRO / ESPRO step): then dV_t = sum_s c_st G_s is one product over all points' examples,
+    the same work as the plain layer's weight gradient, without the S per-point gradients G_s
+    or a pass to combine them. None otherwise."""
+    return trainable[0] if need_dw and not need_dc and len(trainable) == 1 else None
+
+
+def single_row_grad(weight, t):
+    """dweight for the single trainable vertex ``t``: zero but for row t, and that row (a view)."""
+    dw, _ = _rows_out(weight, [t])
+    return dw, dw[t]
+
+
 def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine2d=matmul_combine):
     """From G = the per-point weight gradients (S, P): (dweight, dcoeffs), None where not
     needed; dweight's fixed rows are zero."""
     k = weight.shape[0]
     dw = dc = None
     if need_dw:
-        dw = torch.zeros_like(weight)
-        if trainable:
-            idx = rows(trainable, weight.device)
-            dw.view(k, -1)[idx] = combine2d(coeffs[:, idx].T.contiguous(), g).to(weight.dtype)
+        dw, idx = _rows_out(weight, trainable)
+        if idx is not None:
+            c = coeffs[:, idx].T
+            flat = dw.view(k, -1)
+            if isinstance(idx, slice) and combine2d is matmul_combine and g.dtype == dw.dtype:
+                torch.mm(c.to(g.dtype), g, out=flat[idx])  # straight into the trainable rows
+            else:
+                flat[idx] = combine2d(c.contiguous(), g).to(weight.dtype)
     if need_dc:
         dc = inner(g, weight)
     return dw, dc
@@ -62,9 +96,8 @@ def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1,))
     gb = dy.sum(sum_dims, dtype=acc)  # (S, out)
     db = None
     if need_db:
-        db = torch.zeros_like(bias)
-        if trainable:
-            idx = rows(trainable, bias.device)
+        db, idx = _rows_out(bias, trainable)
+        if idx is not None:
             db[idx] = (coeffs[:, idx].to(acc).T @ gb).to(bias.dtype)
     if need_dc:
         dc = gb @ bias.to(acc).T + (dc if dc is not None else 0)
