@@ -263,3 +263,15 @@ def test_custom_ops_pass_opcheck(device, backend, shared, k, S, rng):
     detached = [t.detach() for t in args[:4]]
     torch.library.opcheck(torch.ops.simplexkern.simplex_linear_backward.default,
                           (dy, *detached, trainable, backend, [True, True, True, True]))
+
+
+def test_float64_runs_on_the_torch_backend():
+    """The Triton kernels accumulate in float32: "auto" sends float64 to the torch backend on a
+    GPU too, and asking for triton with float64 is refused by name."""
+    cuda_device = torch.device("cuda")
+    assert dispatch.resolve(cuda_device, "auto", dtype=torch.float64) == "torch"
+    if dispatch.AVAILABLE:
+        assert dispatch.resolve(cuda_device, "auto", dtype=torch.float32) == "triton"
+        with pytest.raises(ValueError, match="backend 'triton' runs float32, float16 and bfloat16"):
+            ops.simplex_linear(torch.randn(2, 5, dtype=torch.float64), W.double(), None,
+                               torch.ones(3, dtype=torch.float64), backend="triton")

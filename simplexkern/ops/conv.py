@@ -127,15 +127,15 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coe
            backend: str | None = None) -> torch.Tensor:
     """``simplex_conv2d`` without its checks, for callers that made its operands valid (the
     simplex layers): ``x`` (B, C, H, W) shared or (S, B, C, H, W), ``coeffs`` (S, k)
-    finite, ``weight`` and ``bias`` contiguous, ``conv`` from ``conv_arguments``,
-    ``trainable`` a sorted index list -> (S, B, out, H', W'). ``coeffs`` (k,) (one point;
+    finite, ``weight`` and ``bias`` dense per vertex (a store's views), ``conv`` from
+    ``conv_arguments``, ``trainable`` a sorted index list -> (S, B, out, H', W'). ``coeffs`` (k,) (one point;
     batched under a SimplexModel's vmap) -> (B, out, H', W')."""
     stride, padding, dilation, _ = conv
     kernel_hw = weight.shape[-2:]
     if min(_fused.output_size(x.shape[-2:], kernel_hw, stride, padding, dilation)) < 1:
         raise ValueError(f"the input of size {tuple(x.shape[-2:])} (padded by {padding}) is smaller than the "
                          f"kernel {tuple(kernel_hw)} at dilation {dilation}")
-    name = dispatch.resolve(weight.device, backend, gpu_auto="torch")
+    name = dispatch.resolve(weight.device, backend, gpu_auto="torch", dtype=weight.dtype)
     if name != "reference" and not (torch.compiler.is_compiling() and name == "torch"):
         return (_op.point if coeffs.dim() == 1 else _op)(x, weight, bias, coeffs, *conv, trainable, name)
     single = coeffs.dim() == 1

@@ -72,9 +72,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coe
            trainable: list[int], backend: str | None = None) -> torch.Tensor:
     """``simplex_linear`` without its checks, for callers that made its operands valid (the
     simplex layers): ``x`` (M, in) shared or (S, M, in), ``coeffs`` (S, k) finite,
-    ``weight`` and ``bias`` contiguous, ``trainable`` a sorted index list -> (S, M, out).
+    ``weight`` and ``bias`` dense per vertex (a store's views), ``trainable`` a sorted index
+    list -> (S, M, out).
     ``coeffs`` (k,) (one point; batched under a SimplexModel's vmap) -> (M, out)."""
-    name = dispatch.resolve(weight.device, backend)
+    name = dispatch.resolve(weight.device, backend, dtype=weight.dtype)
     if name != "reference" and not (torch.compiler.is_compiling() and name == "torch"):
         return (_op.point if coeffs.dim() == 1 else _op)(x, weight, bias, coeffs, trainable, name)
     single = coeffs.dim() == 1
