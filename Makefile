@@ -8,7 +8,7 @@ EXT := build/.extension-built
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
 ASV := cd benchmarks && ../$(VENV)/bin/asv
 
-.PHONY: setup build test lint ctest pytest demo bench clean
+.PHONY: setup build test lint ctest pytest demo bench clean cuda-check
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -33,8 +33,22 @@ ctest: $(DEPS)
 	$(VENV)/bin/cmake --build build/cmake -j2
 	$(VENV)/bin/ctest --test-dir build/cmake --output-on-failure --no-tests=error
 
-# pytest exits 5 when it collects no test, which fails this target.
-pytest: $(EXT)
+# nvcc from NVIDIA's pip wheels, into the venv: the CUDA 13.0 toolchain torch's cu130 wheels
+# were built with (nvcc, its nvvm, crt and cccl headers), so no system CUDA toolkit is needed.
+NVCC_WHEELS := nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+NVCC_STAMP := $(VENV)/.nvcc-installed
+
+$(NVCC_STAMP): $(DEPS)
+	$(PY) -m pip install $(NVCC_WHEELS)
+	touch $@
+
+# The CUDA kernels (csrc/geometry/cuda) compiled for sm_80 and sm_90, compile only: no GPU needed.
+cuda-check: $(NVCC_STAMP)
+	$(PY) python_tests/test_cuda_compile.py
+
+# pytest exits 5 when it collects no test, which fails this target. nvcc is installed first so
+# that python_tests/test_cuda_compile.py compiles the CUDA kernels instead of skipping.
+pytest: $(EXT) $(NVCC_STAMP)
 	TRITON_INTERPRET=1 $(PY) -m pytest python_tests
 
 # ruff (configured in pyproject.toml): pyflakes, pycodestyle and import order.
