@@ -8,7 +8,7 @@ EXT := build/.extension-built
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
 ASV := cd benchmarks && ../$(VENV)/bin/asv
 
-.PHONY: setup build test lint ctest pytest demo bench clean cuda-check
+.PHONY: setup build test lint ctest pytest demo bench clean cuda-check gpu-check
 
 $(PY):
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -59,6 +59,13 @@ test: lint ctest pytest
 
 demo: $(EXT)
 	$(VENV)/bin/simplexkern demo
+
+# On a machine with a GPU: the CUDA build, the CUDA and Triton tests and the GPU benchmarks,
+# written to benchmarks/results/DATE-GPU.md. GPU_PY=python3 uses that host's own torch.
+GPU_PY ?= $(PY)
+gpu-check: $(if $(filter $(PY),$(GPU_PY)),$(DEPS))
+	SIMPLEXKERN_CUDA=1 MAX_JOBS=$${MAX_JOBS:-8} $(GPU_PY) setup.py build_ext --inplace
+	$(GPU_PY) benchmarks/gpu_check.py
 
 bench: $(EXT)
 	$(ASV) machine --yes

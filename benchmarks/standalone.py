@@ -33,7 +33,10 @@ def median_time(fn, repeat, budget_s):
     return statistics.median(times), len(times)
 
 
-def run(filter_text, repeat, budget_s):
+def run(filter_text, repeat, budget_s, where=None):
+    """Every benchmark whose label contains ``filter_text`` and whose parameters take values
+    allowed by ``where`` (parameter -> collection of values), as (label, parameters, value,
+    repeats) rows."""
     rows = []
     for path in sorted((HERE / "benchmarks").glob("bench_*.py")):
         module = importlib.import_module(f"benchmarks.{path.stem}")
@@ -46,6 +49,8 @@ def run(filter_text, repeat, budget_s):
             for method, combo in itertools.product(methods, itertools.product(*params)):
                 label = f"{path.stem}.{cls_name}.{method}"
                 if filter_text and filter_text not in label:
+                    continue
+                if any(name in (where or {}) and value not in where[name] for name, value in zip(names, combo)):
                     continue
                 gc.collect()  # free the previous benchmark's tensors now, not inside this one's measurement
                 if torch.cuda.is_available():

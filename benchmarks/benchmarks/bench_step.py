@@ -135,3 +135,72 @@ class Inference:
             probs = torch.softmax(self.forward(self.params, self.buffers, self.x), -1).sum(0)
         _sync(self.device)
         return probs
+
+
+class InferenceAtPoints:
+    """Eval-mode prediction at M points of one simplex (VGG16 layout, k = 4 vertices, batch 64,
+    one CPU thread) against the loop it replaces: per point, every weight combined from the
+    vertices and one plain forward."""
+    params = (["simplex", "loop"], [1, 5, 25], ["1/16", "1/8", "1/4"])
+    param_names = ["implementation", "points", "width"]
+    timeout = 600
+
+    def setup(self, implementation, points, width):
+        _setup_device("cpu")
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(64, 3, 32, 32, generator=gen)
+        numerator, denominator = (int(t) for t in width.split("/"))
+        self.model = sk.simplexify(sk.models.create("vgg16", width=numerator / denominator), K, noise=0.01).eval()
+        self.coeffs = sk.geometry.sample_simplex(points, K, gen)
+        self.implementation = implementation
+        if implementation == "loop":
+            self.plain = self.model.at(self.coeffs[0]).eval()
+            states = [self.model.vertex_state_dict(i) for i in range(K)]
+            self.vertices = {n: torch.stack([s[n] for s in states]) for n in self.model.store.slots}
+
+    @torch.no_grad()
+    def time_predict(self, *params):
+        if self.implementation == "simplex":
+            return self.model(self.x, self.coeffs)
+        return torch.stack([torch.func.functional_call(
+            self.plain, {n: torch.einsum("k,k...->...", c, v) for n, v in self.vertices.items()}, (self.x,))
+            for c in self.coeffs])
+
+
+class StepOps:
+    """What a training step asks of the host (the ``TrainingStep`` CPU configuration): the aten
+    ops it dispatches (forward, backward and optimizer) and the nodes of its autograd graph,
+    simplex against the plain network at batch S x B."""
+    params = (["simplex", "plain"], ["vgg16", "vgg16_bn"])
+    param_names = ["implementation", "network"]
+
+    def setup(self, implementation, network):
+        self.bench = TrainingStep()
+        self.bench.setup(implementation, "cpu", network)
+
+    def track_aten_ops(self, *params):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Count(TorchDispatchMode):
+            n = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                Count.n += 1
+                return func(*args, **(kwargs or {}))
+
+        with Count():
+            self.bench.step()
+        return Count.n
+
+    def track_autograd_nodes(self, *params):
+        self.bench.optimizer.zero_grad(set_to_none=True)
+        loss = self.bench._loss()
+        seen, todo = set(), [loss.grad_fn]
+        while todo:
+            node = todo.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            todo.extend(next_fn for next_fn, _ in node.next_functions)
+        loss.backward()
+        return len(seen)
