@@ -78,7 +78,7 @@ class RealStep:
                 self.model.fix(i)
             self.model.backend = "reference" if implementation == "reference" else None
             loss = torch.compile(self._simplex_loss) if implementation == "compiled" else self._simplex_loss
-        self.loss = loss
+        self.loss, self.keep_grads = loss, implementation == "graphed"
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         self.step = self._step
         self.step()  # momentum buffers exist from here on
@@ -92,7 +92,7 @@ class RealStep:
         return F.cross_entropy(self.model(self.x, self.coeffs).flatten(0, 1), self.y.repeat(self.S))
 
     def _step(self):
-        self.optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: a graph replays into them
+        self.optimizer.zero_grad(set_to_none=not self.keep_grads)  # a graph replays into gradients kept allocated
         self.loss().backward()
         self.optimizer.step()
 

@@ -158,6 +158,31 @@ def test_gradients_reach_free_vertices_only(fixed, rng):
     assert sm.fixed_mask() == [i in fixed for i in range(3)]
 
 
+def test_gradients_of_passes_that_overlap_or_repeat(rng):
+    """The ops write a pass's gradients into that pass's own buffer: two passes in one graph, a
+    graph dropped before its backward, and one graph differentiated twice all give what
+    separate passes give."""
+    torch.manual_seed(rng.initial_seed())
+    fused_only = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
+    sm = sk.simplexify(fused_only, 3, noise=0.3).double().train()
+    sm.fix(1)
+    x = torch.randn(4, 2, 6, 6, generator=rng, dtype=torch.float64)
+    c1, c2 = _points(2, 3, rng, torch.float64), _points(3, 3, rng, torch.float64)
+
+    def grad(loss, **kwargs):
+        return torch.autograd.grad(loss, sm.store.trainable, **kwargs)[0]
+
+    g1, g2 = grad(sm(x, c1).square().sum()), grad(sm(x, c2).sin().sum())
+    torch.testing.assert_close(grad(sm(x, c1).square().sum() + sm(x, c2).sin().sum()), g1 + g2, **F64)
+    sm(x, c2).sum()  # its graph is dropped at once
+    torch.testing.assert_close(grad(sm(x, c1).square().sum()), g1, **F64)
+    y = sm(x, c1)
+    first = grad(y.square().sum(), retain_graph=True)
+    torch.testing.assert_close(first, g1, **F64)
+    torch.testing.assert_close(grad(y.square().sum() * 3), 3 * g1, **F64)
+    torch.testing.assert_close(first, g1, **F64)  # the second backward left the first's result alone
+
+
 def test_the_store_is_one_block_that_every_layer_views(rng):
     """Fixed and trainable rows are views of one block and each layer's weights views of it (a
     forward copies no part of the store), after fix, add_vertex, a dtype change and a load."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from simplexkern import _checks
+from simplexkern.ops import vertices
 
 
 class VertexStore(nn.Module):
@@ -49,7 +50,8 @@ class VertexStore(nn.Module):
             return self.trainable
         if torch.compiler.is_compiling():
             return torch.cat([self.fixed, self.trainable])
-        return _Views.apply(self.trainable, self._packed(), self.n_fixed, [self.n_columns])[0]
+        block = self._packed()
+        return _Views.apply(self.trainable, block, self.n_fixed, [self.n_columns], torch.empty_like(block), _Pass())[0]
 
     def _packed(self) -> torch.Tensor:
         """The (k, P) block that ``fixed`` and ``trainable`` are views of; first re-lays them
@@ -80,14 +82,21 @@ class VertexStore(nn.Module):
         of the store (each vertex's part contiguous, the vertices P apart), differentiable
         w.r.t. ``trainable``; the backward is one gather of every slot's trainable rows into
         ``trainable.grad``. Under torch.compile: contiguous copies, which the compiler plans."""
+        items = [(name, shape) for name, (_, shape) in self.slots.items()]
         if torch.compiler.is_compiling():
             stores = [t.split(self._sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
             parts = [torch.cat(p) if len(stores) > 1 else p[0].contiguous() for p in zip(*stores)]
-        elif self.n_fixed:
-            parts = _Views.apply(self.trainable, self._packed(), self.n_fixed, self._sizes)
-        else:
-            parts = self.trainable.split(self._sizes, 1)
-        return {name: w.view(w.shape[0], *shape) for w, (name, (_, shape)) in zip(parts, self.slots.items())
+        elif not (torch.is_grad_enabled() and self.trainable.requires_grad):
+            parts = self._packed().split(self._sizes, 1)
+        else:  # the ops write the gradients into one block, which becomes trainable's: no gather
+            block, pass_ = self._packed(), _Pass()
+            gradient = torch.empty_like(block)
+            parts = _Views.apply(self.trainable, block, self.n_fixed, self._sizes, gradient, pass_)
+            out = {name: w.view(w.shape[0], *shape) for w, (name, shape) in zip(parts, items)}
+            places = [g.view(g.shape[0], *shape) for g, (_, shape) in zip(gradient.split(self._sizes, 1), items)]
+            pass_.keys = vertices.register_gradient_places(out.values(), places, pass_)
+            return {name: w for name, w in out.items() if names is None or name in names}
+        return {name: w.view(w.shape[0], *shape) for w, (name, shape) in zip(parts, items)
                 if names is None or name in names}
 
     def combine_columns(self, coeffs: torch.Tensor, start: int) -> torch.Tensor:
@@ -191,21 +200,32 @@ class VertexStore(nn.Module):
                                       error_msgs)
 
 
+class _Pass:
+    """One forward pass's claim on the gradient places it registered (held by its autograd node:
+    it dies with the graph)."""
+    keys: list = []
+
+
 class _Views(torch.autograd.Function):
     """Column ranges of ``block`` (k, P), the store whose rows ``n_fixed:`` are ``trainable``, as
-    views differentiable w.r.t. ``trainable``. Backward: the ranges' gradients, trainable rows
-    only, gathered side by side into one (k_trainable, P) gradient."""
+    views differentiable w.r.t. ``trainable``. Backward: rows ``n_fixed:`` of ``gradient``
+    (k, P), where the ops wrote the ranges' gradients; a range whose gradient came from
+    elsewhere is copied in (zeros where it has none)."""
 
     @staticmethod
-    def forward(ctx, trainable, block, n_fixed, sizes):
-        ctx.n_fixed, ctx.sizes = n_fixed, sizes
+    def forward(ctx, trainable, block, n_fixed, sizes, gradient, pass_):
+        ctx.n_fixed, ctx.sizes, ctx.gradient, ctx.pass_ = n_fixed, sizes, gradient, pass_
         ctx.set_materialize_grads(False)
         return block.split(sizes, 1)
 
     @staticmethod
     def backward(ctx, *grads):
-        n = ctx.n_fixed
-        parts = [g[n:] if g is not None else None for g in grads]
-        like = next(p for p in parts if p is not None)
-        parts = [p if p is not None else like.new_zeros(like.shape[0], size) for p, size in zip(parts, ctx.sizes)]
-        return torch.cat(parts, 1), None, None, None
+        n, gradient = ctx.n_fixed, ctx.gradient
+        vertices.release_gradient_places(ctx.pass_.keys, ctx.pass_)
+        ctx.gradient = torch.empty_like(gradient)  # a second backward of this graph: the first one's is taken
+        for g, place in zip(grads, gradient.split(ctx.sizes, 1)):
+            if g is None:
+                place[n:].zero_()
+            elif not (g.data_ptr() == place.data_ptr() and g.stride() == place.stride()):
+                place[n:].copy_(g[n:])
+        return gradient[n:], None, None, None, None, None
