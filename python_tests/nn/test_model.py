@@ -192,7 +192,7 @@ def test_the_store_is_one_block_that_every_layer_views(rng):
     def check_views():
         block = sm.store._packed()
         assert sm.store.fixed.data_ptr() == block.data_ptr()
-        assert sm.store.trainable.data_ptr() == block[sm.store.n_fixed].data_ptr()
+        assert sm.store.trainable.data_ptr() == block[sm.store.n_fixed:].data_ptr()
         for w in sm.store.layer_weights().values():
             assert w.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
         return block
@@ -210,6 +210,12 @@ def test_the_store_is_one_block_that_every_layer_views(rng):
     other.load_state_dict(sm.state_dict())
     other.store._packed()
     assert other.fixed_mask() == sm.fixed_mask() and torch.equal(other.store.vertices(), vertices)
+    for i in (0, 2):  # every vertex fixed: no trainable row at all
+        sm.fix(i)
+    check_views()
+    x, coeffs = every_layer_input(3, rng, torch.float64), _points(2, 4, rng, torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(sm(x, coeffs)[1], sm.at(coeffs[1], bn_stats="fresh").train()(x), **F64)
 
 
 def test_fixed_vertex_is_bit_identical_after_sgd(rng):

@@ -48,7 +48,7 @@ class VertexStore(nn.Module):
         """All rows, fixed first (differentiable w.r.t. ``trainable``): a view of the store."""
         if not self.n_fixed:
             return self.trainable
-        if torch.compiler.is_compiling():
+        if _traced():
             return torch.cat([self.fixed, self.trainable])
         block = self._packed()
         return _Views.apply(self.trainable, block, self.n_fixed, [self.n_columns], torch.empty_like(block), _Pass())[0]
@@ -59,7 +59,7 @@ class VertexStore(nn.Module):
         block, fixed, trainable = self.__dict__.get("_block"), self.fixed, self.trainable
         if not (block is not None and block.shape == (self.n_vertices, self.n_columns)
                 and block.dtype == trainable.dtype and block.device == trainable.device
-                and fixed.data_ptr() == block.data_ptr() and trainable.data_ptr() == block[self.n_fixed].data_ptr()
+                and fixed.data_ptr() == block.data_ptr() and trainable.data_ptr() == block[self.n_fixed:].data_ptr()
                 and fixed.is_contiguous() and trainable.is_contiguous()):
             self._pack(fixed, trainable.data)
         return self._block
@@ -80,10 +80,11 @@ class VertexStore(nn.Module):
     def layer_weights(self, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """name -> (k, *shape) tensor in row order for the slots ``names`` (default all): views
         of the store (each vertex's part contiguous, the vertices P apart), differentiable
-        w.r.t. ``trainable``; the backward is one gather of every slot's trainable rows into
-        ``trainable.grad``. Under torch.compile: contiguous copies, which the compiler plans."""
+        w.r.t. ``trainable``: the fused ops write each slot's gradient into one (k, P) block
+        whose trainable rows are ``trainable``'s gradient as they are. Under torch.compile or a
+        torch.func transform: contiguous copies."""
         items = [(name, shape) for name, (_, shape) in self.slots.items()]
-        if torch.compiler.is_compiling():
+        if _traced():
             stores = [t.split(self._sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
             parts = [torch.cat(p) if len(stores) > 1 else p[0].contiguous() for p in zip(*stores)]
         elif not (torch.is_grad_enabled() and self.trainable.requires_grad):
@@ -198,6 +199,11 @@ class VertexStore(nn.Module):
             self.order = self.order.new_empty(order.shape)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+
+def _traced():
+    """Under torch.compile or a torch.func transform, which see plain tensor ops only."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
 
 
 class _Pass:
