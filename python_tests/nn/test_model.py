@@ -190,13 +190,15 @@ def test_the_store_is_one_block_that_every_layer_views(rng):
     sm = sk.simplexify(EveryLayer(), 3, noise=0.1)
 
     def check_views():
-        block = sm.store._packed()
-        assert sm.store.fixed.data_ptr() == block.data_ptr()
-        assert sm.store.trainable.data_ptr() == block[sm.store.n_fixed:].data_ptr()
+        block, n_fixed = sm.store._packed(), sm.store.n_fixed
+        assert n_fixed == 0 or sm.store.fixed.data_ptr() == block.data_ptr()
+        assert n_fixed == sm.n_vertices or sm.store.trainable.data_ptr() == block[n_fixed].data_ptr()
         for w in sm.store.layer_weights().values():
             assert w.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
         return block
 
+    block = check_views()
+    assert sm.store._packed() is block  # the same block while nothing separates the rows
     sm.fix(1)
     check_views()
     sm.add_vertex(generator=rng)

@@ -59,8 +59,7 @@ class VertexStore(nn.Module):
         block, fixed, trainable = self.__dict__.get("_block"), self.fixed, self.trainable
         if not (block is not None and block.shape == (self.n_vertices, self.n_columns)
                 and block.dtype == trainable.dtype and block.device == trainable.device
-                and fixed.data_ptr() == block.data_ptr() and trainable.data_ptr() == block[self.n_fixed:].data_ptr()
-                and fixed.is_contiguous() and trainable.is_contiguous()):
+                and _is_rows(fixed, block, 0) and _is_rows(trainable, block, self.n_fixed)):
             self._pack(fixed, trainable.data)
         return self._block
 
@@ -199,6 +198,11 @@ class VertexStore(nn.Module):
             self.order = self.order.new_empty(order.shape)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+
+def _is_rows(t, block, start):
+    """Whether ``t`` is the contiguous rows of ``block`` from ``start`` (an empty ``t`` always is)."""
+    return t.numel() == 0 or (t.is_contiguous() and t.data_ptr() == block[start].data_ptr())
 
 
 def _traced():
