@@ -50,7 +50,8 @@ def run(filter_text, repeat, budget_s, where=None):
                 label = f"{path.stem}.{cls_name}.{method}"
                 if filter_text and filter_text not in label:
                     continue
-                if any(name in (where or {}) and value not in where[name] for name, value in zip(names, combo)):
+                if any(name in (where or {}) and str(value) not in {str(v) for v in where[name]}
+                       for name, value in zip(names, combo)):
                     continue
                 gc.collect()  # free the previous benchmark's tensors now, not inside this one's measurement
                 if torch.cuda.is_available():
@@ -110,8 +111,14 @@ def main():
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per benchmark at most")
     parser.add_argument("--out", type=pathlib.Path)
+    parser.add_argument("--where", action="append", default=[], metavar="PARAM=V1,V2",
+                        help="only benchmarks whose parameter PARAM takes one of these values")
     args = parser.parse_args()
-    rows = run(args.filter, args.repeat, args.budget)
+    where = {}
+    for item in args.where:
+        name, _, values = item.partition("=")
+        where[name] = set(values.split(","))
+    rows = run(args.filter, args.repeat, args.budget, where)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     header = (f"# simplexkern benchmarks\n\n{datetime.date.today().isoformat()}, {gpu}, "
               f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads), "

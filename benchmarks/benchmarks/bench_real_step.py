@@ -5,8 +5,9 @@ A step: forward at S points of a simplex of k vertices, the mean cross-entropy, 
 an SGD step (momentum 0.9, weight decay 5e-4). Networks: torchvision's ResNet-18 (10
 classes) and the VGG16 layout with BatchNorm.
 
-- CPU (one thread): S = 3, k = 3 with two trainable vertices; ResNet-18 on 64x64 images,
-  batch 8; VGG16-BN at half width on 32x32 images, batch 16.
+- CPU (one thread): S = 3, k = 3 with two trainable vertices (``trainable=2``, as a curve
+  or a simplex grown two vertices at once) or one (``trainable=1``: the SPRO / ESPRO step);
+  ResNet-18 on 64x64 images, batch 8; VGG16-BN at half width on 32x32 images, batch 16.
 - GPU: S = 5, k = 4 with the last trainable, full width, 32x32 images, batch 128.
 
 Implementations: ``simplex`` (a SimplexModel, eager), ``compiled`` (its loss under
@@ -21,8 +22,8 @@ import torchvision
 
 import simplexkern as sk
 
-CPU = {"S": 3, "k": 3, "trainable": 2}
-GPU = {"S": 5, "k": 4, "trainable": 1}
+CPU = {"S": 3, "k": 3}
+GPU = {"S": 5, "k": 4}
 
 
 def _network(name, gpu):
@@ -47,14 +48,17 @@ def graphed(step):
 
 
 class RealStep:
-    params = (["simplex", "compiled", "graphed", "reference", "plain"], ["cpu", "cuda"], ["resnet18", "vgg16_bn"])
-    param_names = ["implementation", "device", "network"]
+    params = (["simplex", "compiled", "graphed", "reference", "plain"], ["cpu", "cuda"], ["resnet18", "vgg16_bn"],
+              [2, 1])
+    param_names = ["implementation", "device", "network", "trainable"]
     timeout = 900
 
-    def setup(self, implementation, device, network):
+    def setup(self, implementation, device, network, trainable):
         gpu = device == "cuda"
         if gpu and not torch.cuda.is_available():
             raise NotImplementedError("no CUDA device")
+        if gpu and trainable != 1:
+            raise NotImplementedError("the GPU configuration trains one vertex")
         if not gpu and implementation in ("compiled", "graphed"):
             raise NotImplementedError("GPU only")
         if not gpu:
@@ -74,7 +78,7 @@ class RealStep:
             loss = self._plain_loss
         else:
             self.model = sk.simplexify(plain, cfg["k"], noise=0.01)
-            for i in range(cfg["k"] - cfg["trainable"]):
+            for i in range(cfg["k"] - trainable):
                 self.model.fix(i)
             self.model.backend = "reference" if implementation == "reference" else None
             loss = torch.compile(self._simplex_loss) if implementation == "compiled" else self._simplex_loss
