@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import torchvision
 
 import simplexkern as sk
+from simplexkern import _checks
 
 CPU = {"S": 3, "k": 3}
 GPU = {"S": 5, "k": 4}
@@ -72,7 +73,9 @@ class RealStep:
         gen = torch.Generator(device=device).manual_seed(0)
         self.x = torch.randn(batch, 3, size, size, device=device, generator=gen)
         self.y = torch.randint(0, 10, (batch,), device=device, generator=gen)
-        self.coeffs = sk.geometry.sample_simplex(self.S, cfg["k"], gen, device=device)
+        # finite by construction, as the training loop marks its sampled points: no host read per step (which a
+        # CUDA graph capture would refuse)
+        self.coeffs = _checks.known_finite(sk.geometry.sample_simplex(self.S, cfg["k"], gen, device=device))
         if implementation == "plain":
             self.model, self.x, self.y = plain, self.x.repeat(self.S, 1, 1, 1), self.y.repeat(self.S)
             loss = self._plain_loss
