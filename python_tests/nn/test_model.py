@@ -183,6 +183,45 @@ def test_gradients_of_passes_that_overlap_or_repeat(rng):
     torch.testing.assert_close(first, g1, **F64)  # the second backward left the first's result alone
 
 
+@pytest.mark.parametrize("case", ["a layer applied twice", "points one at a time", "one vertex"])
+def test_gradients_of_weights_that_several_op_calls_use(case, rng):
+    """A weight that reaches the fused ops more than once in a pass (a layer applied twice, or
+    one call per point) gets the sum of those calls' gradients; a one-vertex model too."""
+    torch.manual_seed(rng.initial_seed())
+    twice = nn.Linear(4, 4)
+    plain = nn.Sequential(twice, nn.Tanh(), twice) if case == "a layer applied twice" else \
+        nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    k = 1 if case == "one vertex" else 3
+    sm = sk.simplexify(plain, k, noise=0.3).double().train()
+    if k > 1:
+        sm.fix(0)
+    sm.point_evaluation = "loop" if case == "points one at a time" else "auto"
+    x, coeffs = torch.randn(5, 4, generator=rng, dtype=torch.float64), _points(2, k, rng, torch.float64)
+    sm(x, coeffs).square().sum().backward()
+    _, expected = plain_gradients(sm, coeffs, x, lambda s, out: out.square().sum())
+    torch.testing.assert_close(sm.store.trainable.grad, expected, **F64)
+
+
+def test_the_store_trains_after_a_first_use_under_inference_mode(rng):
+    """A store re-laid at its first use after ``to`` stays a normal tensor when that use is
+    under torch.inference_mode, and changing it in place between a forward and its backward
+    is refused, as for any weight."""
+    sm = sk.simplexify(nn.Linear(4, 3), 3, noise=0.3)
+    sm.fix(0)
+    sm = sm.double()
+    x, coeffs = torch.randn(5, 4, generator=rng, dtype=torch.float64), _points(2, 3, rng, torch.float64)
+    with torch.inference_mode():
+        sm(x, coeffs)
+    assert not sm.store.trainable.is_inference()
+    sm(x, coeffs).sum().backward()
+    assert sm.store.trainable.grad.shape == (2, sm.store.n_columns)
+    loss = sm(x, coeffs).square().sum()
+    with torch.no_grad():
+        sm.store.trainable.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_the_store_is_one_block_that_every_layer_views(rng):
     """Fixed and trainable rows are views of one block and each layer's weights views of it (a
     forward copies no part of the store), after fix, add_vertex, a dtype change and a load."""

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from simplexkern import _checks
-from simplexkern.ops import vertices
 
 
 class VertexStore(nn.Module):
@@ -50,8 +49,7 @@ class VertexStore(nn.Module):
             return self.trainable
         if _traced():
             return torch.cat([self.fixed, self.trainable])
-        block = self._packed()
-        return _Views.apply(self.trainable, block, self.n_fixed, [self.n_columns], torch.empty_like(block), _Pass())[0]
+        return _Views.apply(self.trainable, self._packed(), self.n_fixed, [self.n_columns])[0]
 
     def _packed(self) -> torch.Tensor:
         """The (k, P) block that ``fixed`` and ``trainable`` are views of; first re-lays them
@@ -65,9 +63,11 @@ class VertexStore(nn.Module):
 
     def _pack(self, fixed: torch.Tensor, trainable: torch.Tensor) -> None:
         """Makes ``fixed`` and ``trainable`` views of one new block holding these rows (the
-        parameter object stays the same)."""
-        self._block = torch.cat([fixed, trainable])
-        self.fixed, self.trainable.data = self._block[: len(fixed)], self._block[len(fixed):]
+        parameter object stays the same; a normal tensor even when the first use after ``to``
+        is under torch.inference_mode)."""
+        with torch.inference_mode(False):
+            self._block = torch.cat([fixed, trainable])
+            self.fixed, self.trainable.data = self._block[: len(fixed)], self._block[len(fixed):]
 
     def vertices(self) -> torch.Tensor:
         """(k, P) in vertex order (differentiable w.r.t. ``trainable``)."""
@@ -79,23 +79,16 @@ class VertexStore(nn.Module):
     def layer_weights(self, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """name -> (k, *shape) tensor in row order for the slots ``names`` (default all): views
         of the store (each vertex's part contiguous, the vertices P apart), differentiable
-        w.r.t. ``trainable``: the fused ops write each slot's gradient into one (k, P) block
-        whose trainable rows are ``trainable``'s gradient as they are. Under torch.compile or a
-        torch.func transform: contiguous copies."""
+        w.r.t. ``trainable``; the backward is one gather of every slot's trainable rows into
+        ``trainable.grad``. Under torch.compile or a torch.func transform: contiguous copies."""
         items = [(name, shape) for name, (_, shape) in self.slots.items()]
         if _traced():
             stores = [t.split(self._sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
             parts = [torch.cat(p) if len(stores) > 1 else p[0].contiguous() for p in zip(*stores)]
         elif not (torch.is_grad_enabled() and self.trainable.requires_grad):
             parts = self._packed().split(self._sizes, 1)
-        else:  # the ops write the gradients into one block, which becomes trainable's: no gather
-            block, pass_ = self._packed(), _Pass()
-            gradient = torch.empty_like(block)
-            parts = _Views.apply(self.trainable, block, self.n_fixed, self._sizes, gradient, pass_)
-            out = {name: w.view(w.shape[0], *shape) for w, (name, shape) in zip(parts, items)}
-            places = [g.view(g.shape[0], *shape) for g, (_, shape) in zip(gradient.split(self._sizes, 1), items)]
-            pass_.keys = vertices.register_gradient_places(out.values(), places, pass_)
-            return {name: w for name, w in out.items() if names is None or name in names}
+        else:
+            parts = _Views.apply(self.trainable, self._packed(), self.n_fixed, self._sizes)
         return {name: w.view(w.shape[0], *shape) for w, (name, shape) in zip(parts, items)
                 if names is None or name in names}
 
@@ -210,32 +203,23 @@ def _traced():
     return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
 
 
-class _Pass:
-    """One forward pass's claim on the gradient places it registered (held by its autograd node:
-    it dies with the graph)."""
-    keys: list = []
-
-
 class _Views(torch.autograd.Function):
     """Column ranges of ``block`` (k, P), the store whose rows ``n_fixed:`` are ``trainable``, as
-    views differentiable w.r.t. ``trainable``. Backward: rows ``n_fixed:`` of ``gradient``
-    (k, P), where the ops wrote the ranges' gradients; a range whose gradient came from
-    elsewhere is copied in (zeros where it has none)."""
+    views differentiable w.r.t. ``trainable``. Backward: the ranges' gradients, trainable rows
+    only, gathered side by side into one (k_trainable, P) gradient. ``trainable`` is saved, so
+    changing it in place between the forward and the backward is an error, as for any weight."""
 
     @staticmethod
-    def forward(ctx, trainable, block, n_fixed, sizes, gradient, pass_):
-        ctx.n_fixed, ctx.sizes, ctx.gradient, ctx.pass_ = n_fixed, sizes, gradient, pass_
+    def forward(ctx, trainable, block, n_fixed, sizes):
+        ctx.n_fixed, ctx.sizes = n_fixed, sizes
+        ctx.save_for_backward(trainable)
         ctx.set_materialize_grads(False)
         return block.split(sizes, 1)
 
     @staticmethod
     def backward(ctx, *grads):
-        n, gradient = ctx.n_fixed, ctx.gradient
-        vertices.release_gradient_places(ctx.pass_.keys, ctx.pass_)
-        ctx.gradient = torch.empty_like(gradient)  # a second backward of this graph: the first one's is taken
-        for g, place in zip(grads, gradient.split(ctx.sizes, 1)):
-            if g is None:
-                place[n:].zero_()
-            elif not (g.data_ptr() == place.data_ptr() and g.stride() == place.stride()):
-                place[n:].copy_(g[n:])
-        return gradient[n:], None, None, None, None, None
+        trainable, = ctx.saved_tensors  # autograd's check that it has not changed since the forward
+        n = ctx.n_fixed
+        parts = [g[n:] if g is not None else trainable.new_zeros(len(trainable), size)
+                 for g, size in zip(grads, ctx.sizes)]
+        return torch.cat(parts, 1), None, None, None

@@ -3,8 +3,6 @@ points' weights, sum_i c_si V_i (``combine``: public and checked; ``matmul_combi
 ``combine_vertices``: the unchecked forms the backends use), and turning per-point weight
 gradients G_s into the vertices' gradients dV_i = sum_s c_si G_s (trainable rows only) and
 the coefficients' dc_si = <G_s, V_i>."""
-import weakref
-
 import torch
 
 from simplexkern import _checks
@@ -39,62 +37,18 @@ def rows(trainable, device):
     return torch.tensor(trainable, device=device, dtype=torch.long)
 
 
-# Where the gradients of weights that are views of a vertex store go (``nn/store.py``): the
-# address, shape and strides of a weight -> [(owner, gradient view)] for each live forward pass
-# that registered it; an op writes there only when exactly one pass is live, so a gradient
-# never lands in another pass's buffer.
-_gradient_places: dict[tuple, list] = {}
-
-
-def _key(t):
-    return t.data_ptr(), tuple(t.shape), tuple(t.stride())
-
-
-def register_gradient_places(weights, places, owner):
-    """Asks the ops to write the gradient of each of ``weights`` into the matching view in
-    ``places`` while ``owner`` (weakly referenced) lives; returns the keys to ``release``."""
-    for key in list(_gradient_places):  # forget the places of passes whose graphs are gone
-        live = [(ref, place) for ref, place in _gradient_places[key] if ref() is not None]
-        if live:
-            _gradient_places[key] = live
-        else:
-            del _gradient_places[key]
-    ref = weakref.ref(owner)
-    keys = [_key(w) for w in weights]
-    for key, place in zip(keys, places):
-        _gradient_places.setdefault(key, []).append((ref, place))
-    return keys
-
-
-def release_gradient_places(keys, owner):
-    for key in keys:
-        live = [(ref, place) for ref, place in _gradient_places.pop(key, ()) if ref() not in (None, owner)]
-        if live:
-            _gradient_places[key] = live
-
-
-def _gradient_place(t):
-    live = [place for ref, place in _gradient_places.get(_key(t), ()) if ref() is not None]
-    return live[0] if len(live) == 1 else None
-
-
 def _rows_out(t, trainable):
-    """A tensor like ``t`` (k, ...) for its gradient, with every row outside ``trainable`` zero,
-    and the index of the trainable rows (None when there are none). The place registered for
-    ``t``'s gradient, if any, whose owner reads the trainable rows only: its others stay as
-    they are."""
-    out = _gradient_place(t)
-    placed = out is not None
-    if not placed:
-        out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    """An uninitialised tensor like ``t`` (k, ...) with every row outside ``trainable`` zero,
+    and the index of the trainable rows (None when there are none)."""
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
     if not trainable:
         return out.zero_(), None
     idx = rows(trainable, t.device)
-    if isinstance(idx, slice) and not placed:  # zero only the rows the gradient does not fill
+    if isinstance(idx, slice):  # zero only the rows the gradient does not fill
         for part in (out[: idx.start], out[idx.stop:]):
             if len(part):
                 part.zero_()
-    elif not placed:
+    else:
         out.zero_()
     return out, idx
 
