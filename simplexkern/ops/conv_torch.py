@@ -15,7 +15,7 @@ from simplexkern.ops.vertices import (
     bias_grads,
     combine_vertices,
     inner,
-    rows,
+    rows_out,
     single_row_grad,
     single_trainable,
     weight_grads,
@@ -187,9 +187,8 @@ def _products_backward(dy, x, weight, coeffs, conv, trainable, need_dx, need_dw,
     if need_dx:
         dx = _conv_backward(_as_grouped(grad, g), x, _shared_filters(weight, g), conv, g, True, False)[0]
     if need_dw:
-        dw = torch.zeros_like(weight)
-        if trainable:
-            idx = rows(trainable, weight.device)
+        dw, idx = rows_out(weight, trainable)
+        if idx is not None:
             t = weight[idx]
             gw = _conv_backward(_as_grouped(grad[idx], g), x, _shared_filters(t, g), conv, g, False, True)[1]
             dw[idx] = _from_shared_filters(gw, g, t.shape[0])

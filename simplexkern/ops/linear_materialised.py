@@ -11,7 +11,7 @@ from simplexkern.ops.vertices import (
     bias_grads,
     combine_vertices,
     inner,
-    rows,
+    rows_out,
     single_row_grad,
     single_trainable,
     weight_grads,
@@ -93,9 +93,8 @@ def _products_backward(dy, x, weight, coeffs, trainable, need_dx, need_dw, need_
     if need_dx:
         dx = grad.transpose(0, 1).reshape(x.shape[0], -1) @ weight.reshape(-1, weight.shape[-1])
     if need_dw:
-        dw = torch.zeros_like(weight)
-        if trainable:
-            idx = rows(trainable, weight.device)
+        dw, idx = rows_out(weight, trainable)
+        if idx is not None:
             dw[idx] = torch.matmul(grad[idx].transpose(1, 2), x)
     if need_dc:
         dc = inner(dy, torch.matmul(x, weight.transpose(1, 2)))

@@ -61,12 +61,8 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
         else:
             dx = input_grad_kernel.launch(dy_rows, S * M, M, weight, c, scale_rows=True).view(S, M, K)
     if need_dw:
-        dw = torch.empty_like(weight)
-        for i in range(k):  # fixed rows: one memset each (list indexing would scatter element-wise)
-            if i not in trainable:
-                dw[i].zero_()
-        if trainable:
-            idx = vertices.rows(trainable, weight.device)
+        dw, idx = vertices.rows_out(weight, trainable)
+        if idx is not None:
             idx = (torch.arange(idx.start, idx.stop, device=weight.device, dtype=torch.int32)  # made on the device
                    if isinstance(idx, slice) else idx.to(torch.int32))
             weight_grad_kernel.launch(dy_rows, a, M, c, idx, dw, shared)

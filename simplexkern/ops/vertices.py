@@ -37,19 +37,19 @@ def rows(trainable, device):
     return torch.tensor(trainable, device=device, dtype=torch.long)
 
 
-def _rows_out(t, trainable):
-    """An uninitialised tensor like ``t`` (k, ...) with every row outside ``trainable`` zero,
-    and the index of the trainable rows (None when there are none)."""
+def rows_out(t, trainable):
+    """An uninitialised tensor like ``t`` (k, ...) for a gradient whose rows outside
+    ``trainable`` are zero (the caller fills the others), and the index of the trainable rows
+    (None when there are none). Only the rows left out are zeroed."""
     out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
     if not trainable:
         return out.zero_(), None
     idx = rows(trainable, t.device)
-    if isinstance(idx, slice):  # zero only the rows the gradient does not fill
-        for part in (out[: idx.start], out[idx.stop:]):
-            if len(part):
-                part.zero_()
-    else:
-        out.zero_()
+    left_out = [out[: idx.start], out[idx.stop:]] if isinstance(idx, slice) else \
+        [out[i] for i in range(len(out)) if i not in trainable]  # one memset each, not an element-wise scatter
+    for part in left_out:
+        if part.numel():
+            part.zero_()
     return out, idx
 
 
@@ -63,7 +63,7 @@ def single_trainable(trainable, need_dw, need_dc):
 
 def single_row_grad(weight, t):
     """dweight for the single trainable vertex ``t``: zero but for row t, and that row (a view)."""
-    dw, _ = _rows_out(weight, [t])
+    dw, _ = rows_out(weight, [t])
     return dw, dw[t]
 
 
@@ -73,7 +73,7 @@ def weight_grads(g, weight, coeffs, trainable, need_dw, need_dc, combine2d=matmu
     k = weight.shape[0]
     dw = dc = None
     if need_dw:
-        dw, idx = _rows_out(weight, trainable)
+        dw, idx = rows_out(weight, trainable)
         if idx is not None:
             c = coeffs[:, idx].T
             flat = dw.view(k, -1)
@@ -96,7 +96,7 @@ def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1,))
     gb = dy.sum(sum_dims, dtype=acc)  # (S, out)
     db = None
     if need_db:
-        db, idx = _rows_out(bias, trainable)
+        db, idx = rows_out(bias, trainable)
         if idx is not None:
             db[idx] = (coeffs[:, idx].to(acc).T @ gb).to(bias.dtype)
     if need_dc:
