@@ -85,9 +85,7 @@ class VertexStore(nn.Module):
         if _traced():
             stores = [t.split(self._sizes, 1) for t in (self.fixed, self.trainable) if t.shape[0]]
             parts = [torch.cat(p) if len(stores) > 1 else p[0].contiguous() for p in zip(*stores)]
-        elif not (torch.is_grad_enabled() and self.trainable.requires_grad):
-            parts = self._packed().split(self._sizes, 1)
-        else:
+        else:  # without gradients (no_grad, frozen vertices) the same views, no graph
             parts = _Views.apply(self.trainable, self._packed(), self.n_fixed, self._sizes)
         return {name: w.view(w.shape[0], *shape) for w, (name, shape) in zip(parts, items)
                 if names is None or name in names}
