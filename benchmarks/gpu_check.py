@@ -93,11 +93,15 @@ def main():
     for text, where in DRY_BENCHMARKS if args.dry_run else GPU_BENCHMARKS:
         rows += standalone.run(text, 1 if args.dry_run else args.repeat, 0 if args.dry_run else args.budget, where)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"no GPU ({platform.machine()})"
-    import triton
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:  # optional: the triton backend's rows are then absent
+        triton_version = "not installed"
 
     text = "\n".join([
         f"# simplexkern GPU check{' (dry run on the CPU)' if args.dry_run else ''}", "",
-        f"{date}, {device}, torch {torch.__version__}, triton {triton.__version__}, "
+        f"{date}, {device}, torch {torch.__version__}, triton {triton_version}, "
         f"{time.perf_counter() - start:.0f} s", "",
         f"Command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}`", "",
         f"Tests: {test_line}", "", "## Targets", "", *(targets(rows) or ["- (no target benchmark ran)"]), "",
