@@ -1,11 +1,12 @@
 """The loop's parts against formulas: learning-rate schedules, batches, the CIFAR crop-and-flip
-augmentation, and Phase's argument checks."""
+augmentation, Phase's argument checks and its cost in gradient evaluations."""
 import math
 
 import pytest
 import torch
 
-from simplexkern.train.loop import Phase, augment, batches, steps_per_epoch
+import simplexkern as sk
+from simplexkern.train.loop import Phase, augment, batches, epoch_batches, run_phase, steps_per_epoch
 
 
 def test_derived_seeds_differ_for_keys_of_different_lengths():
@@ -48,6 +49,37 @@ def test_batches_cover_the_data_once_in_the_generators_order(rng):
     again = list(batches(x, y, 32, torch.device("cpu"), torch.Generator().manual_seed(rng.initial_seed())))
     assert torch.equal(torch.cat([b[1] for b in again]), rows)
     assert steps_per_epoch(130, 32) == 5 and steps_per_epoch(1, 32) == 1
+
+
+def test_epoch_batches_count_what_batches_yields(rng):
+    for n in [1, 2, 3, 31, 32, 33, 64, 65, 97, *torch.randint(1, 300, (20,), generator=rng).tolist()]:
+        for b in [1, 2, 5, 32, 64]:
+            got = [len(xb) for xb, _ in batches(torch.zeros(n, 1), torch.zeros(n), b, torch.device("cpu"))]
+            assert epoch_batches(n, b) == (len(got), sum(got)), (n, b)
+            assert all(size > 1 for size in got) or len(got) == 1 or b == 1, (n, b, got)
+
+
+def _data(n, rng):
+    x = torch.randn(n, 4, generator=rng)
+    return sk.data.Dataset("toy", "classification", x, (x[:, 0] > 0).long(), x[:8], (x[:8, 0] > 0).long(), 2)
+
+
+@pytest.mark.parametrize("points", [None, 3])
+def test_gradient_evaluations_count_the_examples_and_points_of_every_step(rng, points):
+    """The formula against a count of the rows and points the model is called with."""
+    n = int(torch.randint(70, 200, (), generator=rng))
+    n += (1 - n % 32) % 32 if points else 0  # a remainder of one example: dropped
+    data, seen = _data(n, rng), []
+    model = torch.nn.Linear(4, 2)
+    if points:
+        model = sk.nn.simplexify(model)
+        model.add_vertex("mean", 0.1)
+        model.fix(0)
+    model.register_forward_hook(lambda m, args, out: seen.append(len(args[0]) * (len(args[1]) if points else 1)))
+    phase = Phase(epochs=3, lr=0.01, batch_size=32, n_samples=points)
+    run_phase(model, data, phase, key=(0,), device=torch.device("cpu"))
+    assert sum(seen) == phase.gradient_evaluations(n) == 3 * (n - (n % 32 == 1)) * (points or 1)
+    assert phase.gradient_evaluations(n, epochs=1) == sum(seen) // 3
 
 
 def test_crop_flip_takes_shifted_crops_of_the_padded_images(rng):

@@ -76,6 +76,13 @@ class Phase:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in ("reg", "reg_simplices", "read_every", "compile")}
 
+    def gradient_evaluations(self, n_train: int, epochs: int | None = None) -> int:
+        """The phase's cost in gradient evaluations, the same on any machine: training
+        examples x points (H, or 1 for a plain model) summed over the steps of ``epochs``
+        (default: all) epochs over ``n_train`` examples. Data-parallel processes share them."""
+        epochs = self.epochs if epochs is None else epochs
+        return epochs * epoch_batches(n_train, self.batch_size)[1] * (self.n_samples or 1)
+
     def lr_at(self, step: int, steps_per_epoch: int) -> float:
         """The learning rate of global step ``step`` (0-based)."""
         total = self.epochs * steps_per_epoch
@@ -117,10 +124,19 @@ def loss_function(data):
     return gaussian_nll
 
 
+def epoch_batches(n, batch_size):
+    """(batches, examples) of an epoch over ``n`` examples in batches of ``batch_size``: a
+    last batch of a single example after full ones is dropped (BatchNorm cannot normalise
+    one example)."""
+    full, rest = divmod(n, batch_size)
+    if rest == 1 and full:
+        return full, n - 1
+    return full + (1 if rest else 0), n
+
+
 def steps_per_epoch(n, batch_size):
-    """Batches per epoch: a last batch of a single example is dropped (BatchNorm cannot
-    normalise one example)."""
-    return max(1, n // batch_size + (1 if n % batch_size > 1 else 0))
+    """Optimisation steps per epoch over ``n`` examples (``epoch_batches``)."""
+    return epoch_batches(n, batch_size)[0]
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -142,9 +158,7 @@ def batches(x, y, batch_size, device, generator=None):
     copies."""
     n = len(x)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    rows = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if len(rows) > 1 and len(rows[-1]) == 1:
-        rows.pop()
+    rows = [order[i:i + batch_size] for i in range(0, n, batch_size)][:epoch_batches(n, batch_size)[0]]
     if device.type == "cuda" and x.device.type == "cpu":
         loader = torch.utils.data.DataLoader(_Rows(x, y), sampler=rows, batch_size=None, pin_memory=True)
         for xb, yb in loader:
