@@ -481,17 +481,21 @@ def test_choose_reg_flags_saturated_validation_probabilities_and_prefers_the_oth
         device = torch.device("cpu")
         metadata = {"history": []}
 
+        def __init__(self, reg):
+            self.reg = reg
+
     y = digits.y_val
     soft = torch.full((len(y), 10), 0.02).scatter_(1, y[:, None], 0.82)
     hard = torch.nn.functional.one_hot(y, 10).float()
     nearly_hard = (hard * (1 - 9e-8) + 1e-8).float()  # saturated too, with a slightly higher NLL
-    monkeypatch.setattr(spro, "espro", lambda modes, data, reg, **kw: [Done()])
+    monkeypatch.setattr(spro, "espro", lambda modes, data, reg, **kw: [Done(reg)])
     for regs, probs, saturated, chosen in [((1, 100), [soft, hard], [False, True], 1),
                                            ((30, 100), [nearly_hard, hard], [True, True], 100)]:
-        queue = list(probs)
-        monkeypatch.setattr(spro, "predict", lambda simplexes, data, **kw: queue.pop(0))
-        reg, _, rows = sk.train.choose_reg([_mlp()], digits, regs=regs)
+        by_reg = dict(zip(regs, probs))
+        monkeypatch.setattr(spro, "predict", lambda simplexes, data, **kw: by_reg[simplexes[0].reg])
+        reg, _, rows = sk.train.choose_reg([_mlp()], digits, regs=regs, stop_early=False)
         assert [r["saturated"] for r in rows] == saturated and reg == chosen, rows
+        assert [r["near_hard"] for r in rows] == saturated and all(r["zero_val_error"] for r in rows)
 
 
 def test_models_of_other_architectures_and_wrong_types_are_named(digits, tmp_path):

@@ -123,6 +123,32 @@ def test_choose_reg_scores_on_validation_and_survives_divergence(digits, modes):
         sk.train.choose_reg(modes[:1], sk.data.load("digits"), (0.0,), progress=False)
 
 
+def test_choose_reg_stops_wrecking_and_worse_half_lambdas_without_changing_the_others(digits, modes, tmp_path):
+    """λ = 1000 wrecks the model in its first vertex epoch; of the other three the one whose
+    simplex 0 has the highest validation NLL stops after simplex 0. The λ that finish are
+    trained exactly as without stopping, and each row counts its own work."""
+    settings = dict(n_vertices=2, vertex_epochs=2, seed=0, progress=False, device="cpu")
+    regs = (0.0, 1.0, 3.0, 1000.0)
+    reg, simplexes, rows = sk.train.choose_reg(modes[:2], digits, regs, out=tmp_path / "r", **settings)
+    full_reg, _, full = sk.train.choose_reg(modes[:2], digits, regs, stop_early=False, **settings)
+    epoch = 960 * 5  # 960 training examples x H = 5 points
+    assert "first vertex epoch" in rows[3]["stopped"] and rows[3]["gradient_evaluations"] == epoch
+    alive = sorted(rows[:3], key=lambda r: r["simplex0_val_nll"])
+    assert [r["stopped"] is None for r in alive] == [True, True, False] and "worse half" in alive[2]["stopped"]
+    assert [r["gradient_evaluations"] for r in alive] == [2 * 2 * epoch, 2 * 2 * epoch, 2 * epoch]
+    assert all(r["gradient_evaluations"] == 2 * 2 * epoch for r in full)
+    for r in alive[:2]:
+        twin = full[regs.index(r["reg"])]
+        assert r["val_nll"] == twin["val_nll"] and r["simplex0_val_nll"] == twin["simplex0_val_nll"]
+    assert reg == min(alive[:2], key=lambda r: r["val_nll"])["reg"] and len(simplexes) == 2
+    assert full[3]["val_nll"] > 2 * max(r["val_nll"] for r in full[:3])  # the stopped λ was a wreck
+    if full_reg != reg:  # the λ stopped after simplex 0 would have won: it must have been the worse-half one
+        assert full_reg == alive[2]["reg"]
+    again = sk.train.choose_reg(modes[:2], digits, regs, out=tmp_path / "r", **settings)[2]  # resumed: same rows
+    assert [{k: v for k, v in r.items() if k != "train_s"} for r in again] == \
+        [{k: v for k, v in r.items() if k != "train_s"} for r in rows]
+
+
 def test_random_complex_normalisation_has_the_papers_scale(digits, modes, rng):
     model = sk.simplexify(modes[0])
     seed = rng.initial_seed() % 2 ** 31

@@ -268,9 +268,12 @@ def _step(model, optimizer, loss_of, phase, x, y, generator, simplex, world):
     return loss
 
 
-def _not_finite(describe, epoch, step, n_steps):
-    return (f"{describe}: the loss or the weights are not finite (NaN or inf) at epoch {epoch + 1}, step {step + 1} "
-            f"of {n_steps}; the last checkpoint (if any) is the last good state")
+def _diverged(describe, epoch, step, n_steps):
+    """The FloatingPointError of a non-finite step; ``epoch`` (0-based) says where."""
+    err = FloatingPointError(f"{describe}: the loss or the weights are not finite (NaN or inf) at epoch {epoch + 1}, "
+                             f"step {step + 1} of {n_steps}; the last checkpoint (if any) is the last good state")
+    err.epoch = epoch
+    return err
 
 
 def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple[int, ...], device: torch.device,
@@ -374,14 +377,14 @@ def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, 
             _, bad = progress.read(alone=True)
             if bad < 0 and all(bool(torch.isfinite(p).all()) for p in params):
                 raise
-            raise FloatingPointError(_not_finite(describe, epoch, bad if bad >= 0 else i, n_steps)) from err
+            raise _diverged(describe, epoch, bad if bad >= 0 else i, n_steps) from err
         progress.add(loss, params)
         if on_step is not None:
             on_step(step)
         if i == n_steps - 1 or (i + 1) % phase.read_every == 0:
             mean, bad = progress.read()
             if bad >= 0:
-                raise FloatingPointError(_not_finite(describe, epoch, bad, n_steps))
+                raise _diverged(describe, epoch, bad, n_steps)
             if bar is not None:
                 bar.set_postfix_str(f"epoch {epoch + 1}/{phase.epochs} loss {mean:.4f}", refresh=False)
                 bar.update(i + 1 - shown)

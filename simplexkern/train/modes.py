@@ -64,7 +64,8 @@ def deep_ensemble(architecture: str | Callable[[], nn.Module], data: Dataset, n_
     seed and trained as ``train_mode`` does. ``architecture``: a ``simplexkern.models``
     name (sized for ``data`` by ``models.for_data``) or a function returning a fresh model.
     Member j's result depends only on (seed, j). With ``out``, member j is checkpointed in
-    ``out/mode_{j}.pt`` and a second call resumes. Returns the J trained models.
+    ``out/mode_{j}.pt`` and a second call resumes (with a larger ``n_models``: adds members).
+    Returns the J trained models.
 
     Across the processes of a process group (``simplexkern.distributed``):
     ``distributed="members"`` trains this process's share, members rank, rank + W, ..., and
@@ -84,7 +85,7 @@ def deep_ensemble(architecture: str | Callable[[], nn.Module], data: Dataset, n_
     phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
                   compile=compile)
     parallel = distributed == "data"
-    run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed, "n_models": n_models}, data,
+    run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed}, data,
               data_parallel=parallel)
     device = device_of(device)
     members = []

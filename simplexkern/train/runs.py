@@ -172,10 +172,12 @@ def as_plain(model, name):
 
 
 def train_phase(model, data, phase, *, run, name, start, key, device, progress, describe, first_epoch=0,
-                optimizer_state=None, record=None, on_step=None, data_parallel=False):
+                optimizer_state=None, record=None, on_step=None, data_parallel=False, check=None):
     """``run_phase`` with a progress bar and a checkpoint after every epoch; ``record`` (a
-    JSON dict) goes into every checkpoint's progress metadata. A data-parallel phase shows
-    its bar on rank 0 only."""
+    JSON dict) goes into every checkpoint's progress metadata; ``check(epoch)``, when given,
+    runs before each epoch's checkpoint is written (an exception it raises stops the phase
+    with the previous checkpoint in place). A data-parallel phase shows its bar on rank 0
+    only."""
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
     n = steps_per_epoch(len(data.x_train), phase.batch_size)
@@ -187,6 +189,8 @@ def train_phase(model, data, phase, *, run, name, start, key, device, progress, 
     with tqdm(total=phase.epochs * n, initial=first_epoch * n, desc=label, disable=not progress,
               unit="step", position=position) as bar:
         def on_epoch(epoch, optimizer):
+            if check is not None:
+                check(epoch)
             run.save(name, model, start, {**(record or {}), "epoch": epoch + 1, "done": False}, optimizer)
         return run_phase(model, data, phase, key=key, device=device, start_epoch=first_epoch,
                          optimizer_state=optimizer_state, on_epoch=on_epoch, on_step=on_step, bar=bar,

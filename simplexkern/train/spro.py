@@ -15,6 +15,9 @@ volume. ``reg_scale`` sets λ_v from ``reg`` = λ:
 - "none" (default): λ_v = λ. The gradient of -λ log V with respect to the new vertex is
   -λ h / |h|^2, h its height above the affine hull of the others: a push of strength λ / |h|
   away from that hull, the same for every architecture, vertex count and data set.
+  The push never weakens, so a new vertex drifts until the training loss stops it: the
+  default λ = 0.1 keeps one simplex's points as good as its mode (at λ = 1 the vertices of
+  digits' MLP end 1.4 |mode| away and its points generalise worse; README, "One simplex").
 - "random": the paper's normalisation (its eq. A.3), λ_v = λ / log V(K̃_v), K̃_v a complex
   of the same structure whose vertices are fresh random initialisations of the
   architecture. Unlike the published code it uses log V (not log(V² + 1e-4), about 2 log V)
@@ -23,6 +26,7 @@ volume. ``reg_scale`` sets λ_v from ``reg`` = λ:
 """
 import copy
 import dataclasses
+import inspect
 import math
 import pathlib
 import time
@@ -106,9 +110,11 @@ def reg_for_vertex(model, reg, reg_scale, n_vertices, simplices, seed):
 
 
 def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, weighting, run, name, start, template,
-          key, device, progress, describe, data_parallel=False):
+          key, device, progress, describe, data_parallel=False, check=None):
     """Adds vertices to ``model`` (a SimplexModel whose first ``n_modes`` vertices are the
-    modes) up to ``n_vertices``, one at a time, checkpointing ``name`` in ``run``."""
+    modes) up to ``n_vertices``, one at a time, checkpointing ``name`` in ``run``;
+    ``check(model, vertex, epoch)`` runs after every epoch (``train_phase``). A
+    FloatingPointError says at which ``vertex`` and ``epoch``."""
     meta, first, optimizer_state = run.resume(name, start)
     history = list(model.metadata.get("history", []))
     if meta is not None:
@@ -130,10 +136,15 @@ def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, wei
         model.sampler = SimplexSampler() if simplices is None else ComplexSampler(simplices, weighting)
         reg_v = reg_for_vertex(model, reg, reg_scale, v + 1, simplices, derive_seed(*key, v, INIT, 1))
         vertex_phase = dataclasses.replace(phase, reg=reg_v, reg_simplices=simplices)
-        train_phase(model, data, vertex_phase, run=run, name=name, start=start, key=(*key, v), device=device,
-                    progress=progress, describe=f"{describe}, vertex {v}", first_epoch=first,
-                    optimizer_state=optimizer_state, record={"vertices_done": v, "history": history},
-                    data_parallel=data_parallel)
+        try:
+            train_phase(model, data, vertex_phase, run=run, name=name, start=start, key=(*key, v), device=device,
+                        progress=progress, describe=f"{describe}, vertex {v}", first_epoch=first,
+                        optimizer_state=optimizer_state, record={"vertices_done": v, "history": history},
+                        data_parallel=data_parallel,
+                        check=None if check is None else lambda epoch, v=v: check(model, v, epoch))
+        except FloatingPointError as err:
+            err.vertex = v
+            raise
         with torch.no_grad():
             history.append({"vertex": v, "reg": reg_v, "log_volume": float(log_volume(model, simplices))})
         run.save(name, model, start, {"vertices_done": v + 1, "epoch": 0, "done": False, "history": history})
@@ -153,7 +164,7 @@ def _start_model(model):
     return simplexify(plain), copy.deepcopy(plain), fingerprint(plain)
 
 
-def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: int = 3, *, reg: float = 1.0,
+def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: int = 3, *, reg: float = 0.1,
                  reg_scale: str = "none", vertex_epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
                  momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5, batch_size: int = 64, seed: int = 0,
                  device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
@@ -186,15 +197,16 @@ def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: i
                  describe="simplex", data_parallel=parallel)
 
 
-def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, reg: float = 1.0,
+def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, reg: float = 0.1,
           reg_scale: str = "none", vertex_epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
           momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5, batch_size: int = 64, seed: int = 0,
           device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
-          distributed: Distributed = None) -> list[SimplexModel]:
+          distributed: Distributed = None, _screen=None) -> list[SimplexModel]:
     """ESPRO: J independent simplexes, one grown from each trained mode in ``modes`` (plain
     models or paths of their checkpoints) by ``grow_simplex`` with these settings. Simplex
     j depends only on (mode j, seed, j). With ``out``, simplex j is checkpointed in
-    ``out/simplex_{j}.pt`` and a second call resumes. Returns the J simplex models.
+    ``out/simplex_{j}.pt`` and a second call resumes (with more modes: adds their
+    simplexes). Returns the J simplex models.
 
     Across the processes of a process group (``simplexkern.distributed``):
     ``distributed="members"``: ``modes`` is this process's share of the J modes (modes rank,
@@ -216,20 +228,32 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
     plains = [check_fits(as_plain(mode, f"modes[{j}]"), data, f"modes[{j}]") for j, mode in zip(indices, modes)]
     parallel = distributed == "data"
     run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
-                                 seed=seed, n_modes=n_modes), data, data_parallel=parallel)
+                                 seed=seed), data, data_parallel=parallel)
     device = device_of(device)
     simplexes = []
     for j, plain in zip(indices, plains):
         sm, template, start = _start_model(plain)  # one mode's copies at a time
+        screen = _screen if j == 0 and not members else None  # choose_reg's early stop
+        check = None if screen is None else _first_epoch_check(screen)
         try:
             simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
                                    reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}",
                                    start=start, template=template, key=member_key(seed, "espro", j), device=device,
-                                   progress=progress, describe=f"simplex {j}", data_parallel=parallel))
+                                   progress=progress, describe=f"simplex {j}", data_parallel=parallel, check=check))
         except FloatingPointError as err:
             err.member = j  # which simplex diverged (choose_reg reports the lowest over processes)
             raise
     return simplexes
+
+
+def _first_epoch_check(screen):
+    def check(model, vertex, epoch):
+        if vertex == 1 and epoch == 0:
+            screen(model)
+    return check
+
+
+_ESPRO_DEFAULTS = {k: p.default for k, p in inspect.signature(espro).parameters.items()}
 
 
 def _complex_start(modes, data):
@@ -282,17 +306,33 @@ def spro_complex(modes: Sequence[ModelOrPath], data: Dataset, n_connectors: int 
                  describe="complex", data_parallel=parallel)
 
 
-def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float] = (0.0, 1.0, 3.0, 10.0, 30.0), *,
-               n_points: int = 25, out: Path | None = None, **settings) -> tuple[float, list[SimplexModel], list[dict]]:
+def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float] = (0.1, 0.3, 1.0, 3.0), *,
+               n_points: int = 25, out: Path | None = None, stop_early: bool = True,
+               **settings) -> tuple[float, list[SimplexModel], list[dict]]:
     """ESPRO with each λ in ``regs`` (other settings as ``espro``'s ``settings``), scored by
     the NLL of the ensemble's prediction on ``data``'s validation split (never the test
-    split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows),
-    each row {"reg", "val_nll", "val_accuracy", "log_volume" (of simplex 0), "train_s",
-    "saturated"}; a λ
-    whose training diverged (a non-finite loss) gets val_nll = inf and the error under
-    "diverged". A λ whose ensemble gives every validation example a probability of at least
-    1 - 1e-6 ("saturated": hard 0/1 outputs, whose NLL cannot rank it) is chosen only when
-    every λ is. With ``out``, λ's run is checkpointed in ``out/reg_{λ}``.
+    split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows).
+
+    ``stop_early`` (default), in two rounds:
+
+    1. Each λ grows simplex 0 (with ``distributed="members"``, each process its first
+       simplex). It stops after the first epoch of its first added vertex when simplex 0's
+       validation NLL there has lost more than half of what its mode knew: it is above the
+       mode's validation NLL plus half the way from there to log C, the NLL of a uniform
+       guess over C classes (not with "members", where the processes train at once).
+    2. The better half of the λ left (by simplex 0's validation NLL) grow the other
+       simplexes and are scored as ensembles; the others stop there.
+
+    A λ that wrecks the model costs one vertex epoch and one in the worse half one simplex,
+    instead of J. Without ``stop_early``, every λ grows every simplex.
+
+    Each row: "reg", "val_nll" and "val_accuracy" (of the ensemble; inf and NaN for a λ that
+    stopped or diverged), "simplex0_val_nll", "log_volume" (of simplex 0), "train_s",
+    "gradient_evaluations" (the λ's training cost: examples x points over its steps),
+    "stopped" / "diverged" (None, or why), "saturated" (every validation probability at
+    least 1 - 1e-6: hard 0/1 outputs, whose NLL cannot rank λ), "near_hard" (at least 95%
+    of them at least 0.999) and "zero_val_error". A saturated λ is chosen only when every λ
+    is. With ``out``, λ's run is checkpointed in ``out/reg_{λ}``, and a second call resumes.
 
     ``distributed`` as ``espro``'s. Every process returns the same λ and rows (rank 0's;
     with "members" the ensemble's validation prediction is gathered from all processes,
@@ -307,6 +347,8 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
     if not isinstance(regs, (list, tuple)) or not regs:
         raise ValueError(f"regs must be a non-empty list of λ values, got {regs!r}")
     _checks.count(n_points, "n_points")
+    if not isinstance(stop_early, bool):
+        raise TypeError(f"stop_early must be a bool, got {type(stop_early).__name__}")
     for i, reg in enumerate(regs):
         if isinstance(reg, bool) or not isinstance(reg, (int, float)):
             raise TypeError(f"regs[{i}] must be a number, got {type(reg).__name__}")
@@ -314,47 +356,154 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
             raise ValueError(f"regs[{i}] must be a finite number >= 0, got {reg}")
     if len(set(regs)) != len(regs):
         raise ValueError(f"regs lists a λ more than once: {list(regs)}")
-    rows, best = [], {}
-    for reg in regs:
-        sub = None if out is None else pathlib.Path(out) / f"reg_{reg:g}"
-        started = time.perf_counter()
-        simplexes, diverged = [], None
-        try:
-            simplexes = espro(modes, data, reg=reg, out=sub, **settings)
-        except FloatingPointError as err:  # too strong a push: the loss diverged
-            diverged = (getattr(err, "member", 0), str(err))
-        if together:  # every process learns whether any diverged, and the lowest simplex's error
-            diverged = min((d for d in world.objects(diverged) if d is not None), default=None)
-        if diverged is not None:
-            row = {"reg": reg, "val_nll": math.inf, "val_accuracy": math.nan, "log_volume": math.nan,
-                   "train_s": time.perf_counter() - started, "diverged": diverged[1]}
-        else:
-            for device in {s.device for s in simplexes if s.device.type == "cuda"}:
-                torch.cuda.synchronize(device)
-            if together:
-                world.barrier()
-            seconds, row = time.perf_counter() - started, None
-            if mode != "data" or world.is_main:  # data-parallel processes hold the same simplexes: rank 0 scores
-                val = predict(simplexes, data, split="val", n_points=n_points, seed=settings.get("seed", 0),
-                              distributed=together and mode == "members")
-                m = metrics(val, data.y_val)
-                row = {"reg": reg, "val_nll": m["nll"], "val_accuracy": m["accuracy"],
-                       "log_volume": _last_log_volume(simplexes), "train_s": seconds,
-                       "saturated": bool((val.max(1).values >= SATURATED).all())}
-        if together:  # rank 0's row (it holds simplex 0), so that every process picks the same λ
-            row = world.from_main(row)
-        rows.append(row)
-        if diverged is None:  # the best of the saturated and of the other λ, kept apart
+    search = _RegSearch(modes, data, n_points, settings, out, world, together)
+    n_modes = search.cost.n_modes
+    halving = stop_early and n_modes > 1 and len(regs) > 1
+    first = modes[:1] if halving else modes
+    wreck = search.wreck_check(modes[0]) if stop_early and mode != "members" else None
+    rows = {reg: search.run(reg, first, wreck) for reg in regs}
+    if halving:
+        alive = sorted((r for r in regs if rows[r]["diverged"] is None and rows[r]["stopped"] is None),
+                       key=lambda r: rows[r]["simplex0_val_nll"])
+        keep = set(alive[:math.ceil(len(alive) / 2)])
+        for reg in regs:
+            if reg in keep:
+                rows[reg] = search.run(reg, modes, None, rows[reg]["train_s"])
+            elif rows[reg]["diverged"] is None and rows[reg]["stopped"] is None:
+                rows[reg] = {**rows[reg], **search.stopped(f"stopped after simplex 0: its validation NLL "
+                                                           f"{rows[reg]['simplex0_val_nll']:.4f} is in the worse half "
+                                                           "of the λ", search.cost.first_simplexes(world))}
+    best = {}
+    for reg in regs:  # the best of the saturated and of the other λ, kept apart
+        row = rows[reg]
+        if row["diverged"] is None and row["stopped"] is None:
             kind = row["saturated"]
             if kind not in best or row["val_nll"] < best[kind][0]:
-                best[kind] = (row["val_nll"], reg, simplexes)
+                best[kind] = (row["val_nll"], reg)
     if not best:
         raise FloatingPointError(f"every λ in {list(regs)} diverged; try smaller values")
-    _, reg, simplexes = best.get(False, best.get(True))
-    return reg, simplexes, rows
+    _, reg = best.get(False, best.get(True))
+    return reg, search.simplexes[reg], [rows[r] for r in regs]
 
 
 SATURATED = 1 - 1e-6  # a validation prediction this sure of its class is a hard 0/1 (its NLL says nothing)
+NEAR_HARD = 0.999  # a top probability this high, on nearly every example, leaves NLL little to rank λ by
+
+
+class _Stopped(Exception):
+    """choose_reg's early stop of one λ after the first vertex epoch."""
+
+
+class _RegSearch:
+    """ESPRO runs of one λ at a time for ``choose_reg``, with their rows."""
+
+    def __init__(self, modes, data, n_points, settings, out, world, together):
+        self.data, self.n_points, self.settings, self.out = data, n_points, settings, out
+        self.world, self.together, self.mode = world, together, settings.get("distributed")
+        self.seed = settings.get("seed", 0)
+        self.cost = _EsproCost(modes, data, settings, world if self.mode == "members" else dist.World())
+        self.simplexes = {}
+
+    def _val_nll(self, members):
+        """The validation NLL of ``members``, computed on rank 0 when the processes train
+        together, and known to every process."""
+        nll = None
+        if not self.together or self.world.is_main:
+            nll = metrics(predict(members, self.data, split="val", n_points=self.n_points, seed=self.seed),
+                          self.data.y_val)["nll"]
+        return self.world.from_main(nll) if self.together else nll
+
+    def wreck_check(self, mode):
+        """The ``espro`` screen of round 1: stops simplex 0 after its first vertex epoch when
+        its validation NLL is above the mode's plus half the way to log C."""
+        reference = self._val_nll([as_plain(mode, "modes[0]")])
+        limit = reference + (math.log(self.data.n_classes) - reference) / 2
+
+        def screen(model):
+            nll = self._val_nll([model])
+            if nll > limit:
+                raise _Stopped(f"stopped after the first vertex epoch: simplex 0's validation NLL {nll:.4f} is above "
+                               f"{limit:.4f}, half the way from its mode's {reference:.4f} to a uniform guess's "
+                               f"{math.log(self.data.n_classes):.4f}")
+        return screen
+
+    def stopped(self, why, evaluations):
+        return {"val_nll": math.inf, "val_accuracy": math.nan, "stopped": why, "gradient_evaluations": evaluations,
+                "saturated": False, "near_hard": False, "zero_val_error": False}
+
+    def run(self, reg, modes, screen, seconds=0.0):
+        """The row of λ ``reg`` after ``espro`` on ``modes`` (a prefix of choose_reg's, or all
+        of them); ``seconds`` of earlier rounds are added to its time."""
+        sub = None if self.out is None else pathlib.Path(self.out) / f"reg_{reg:g}"
+        started = time.perf_counter()
+        simplexes, diverged, stopped = [], None, None
+        try:
+            simplexes = espro(modes, self.data, reg=reg, out=sub, _screen=screen, **self.settings)
+        except FloatingPointError as err:  # too strong a push: the loss diverged
+            diverged = (getattr(err, "member", 0), str(err), self.cost.until(err))
+        except _Stopped as err:
+            stopped = str(err)
+        if self.together:  # every process learns whether any diverged, and the lowest simplex's error
+            diverged = min((d for d in self.world.objects(diverged) if d is not None), default=None)
+        row = {"reg": reg, "simplex0_val_nll": math.nan, "log_volume": math.nan, "stopped": None, "diverged": None}
+        if diverged is not None:
+            row.update(self.stopped(None, diverged[2]), diverged=diverged[1])
+        elif stopped is not None:
+            row.update(self.stopped(stopped, self.cost.epochs(1)))
+        else:
+            for device in {s.device for s in simplexes if s.device.type == "cuda"}:
+                torch.cuda.synchronize(device)
+            if self.together:
+                self.world.barrier()
+            whole = self.cost.n_modes == (self.world.total(len(modes), "modes") if self.mode == "members"
+                                          else len(modes))
+            main = self.mode != "data" or self.world.is_main  # data-parallel processes hold the same simplexes
+            val = predict(simplexes, self.data, split="val", n_points=self.n_points, seed=self.seed,
+                          distributed=self.together and self.mode == "members") if main else None
+            row.update(simplex0_val_nll=self._val_nll(simplexes[:1]), log_volume=_last_log_volume(simplexes))
+            if main:
+                m, top = metrics(val, self.data.y_val), val.max(1).values
+                row.update(val_nll=m["nll"], val_accuracy=m["accuracy"], saturated=bool((top >= SATURATED).all()),
+                           near_hard=bool((top >= NEAR_HARD).double().mean() >= 0.95),
+                           zero_val_error=m["accuracy"] == 1.0)
+            row["gradient_evaluations"] = self.cost.whole() if whole else self.cost.first_simplexes(self.world)
+            self.simplexes[reg] = simplexes
+        row["train_s"] = seconds + time.perf_counter() - started
+        return self.world.from_main(row) if self.together else row  # rank 0's, so that all pick the same λ
+
+
+class _EsproCost:
+    """Gradient evaluations of ESPRO's training with choose_reg's ``settings`` (``espro``'s
+    defaults where not given) on this process's ``modes`` (all J, or with a ``world`` of
+    "members" processes the whole ensemble's)."""
+
+    def __init__(self, modes, data, settings, world):
+        given = {**_ESPRO_DEFAULTS, **settings}
+        self.phase = _vertex_phase(given["vertex_epochs"], given["lr"], given["weight_decay"], given["momentum"],
+                                   given["batch_size"], given["n_samples"], False)
+        self.n_added = given["n_vertices"] - 1
+        self.n_modes = world.total(len(modes), "modes") if world.size > 1 else len(modes)
+        self.n_train = len(data.x_train)
+
+    def epochs(self, n):
+        return self.phase.gradient_evaluations(self.n_train, epochs=n)
+
+    def simplex(self):
+        return self.n_added * self.epochs(self.phase.epochs)
+
+    def whole(self):
+        return self.n_modes * self.simplex()
+
+    def first_simplexes(self, world):
+        """Round 1's: one simplex, or with "members" processes one per process."""
+        return min(world.size, self.n_modes) * self.simplex() if world.size > 1 else self.simplex()
+
+    def until(self, err):
+        """The work before a FloatingPointError of ``espro``, the epoch that diverged counted whole."""
+        vertices = getattr(err, "member", 0) * self.n_added + getattr(err, "vertex", 1) - 1
+        return vertices * self.epochs(self.phase.epochs) + self.epochs(getattr(err, "epoch", 0) + 1)
+
+
 
 
 def _last_log_volume(simplexes):
