@@ -239,3 +239,26 @@ def test_integer_features_are_token_ids_kept_as_they_are(tmp_path):
     assert sk.data.load(tmp_path / "t.npz", standardize_features=True).x_test.eq(torch.tensor(x[20:])).all()
     np.savez(tmp_path / "f.npz", x_train=x[:20] - 1, y_train=np.arange(20) % 2, x_test=x[20:], y_test=np.arange(10) % 2)
     assert sk.data.load(tmp_path / "f.npz").vocab_size is None  # a negative value: features, standardized
+
+
+def test_out_of_distribution_inputs_are_standardised_like_the_data(tmp_path, rng):
+    """Another set's test inputs scaled by the data's own training mean and std (float64 by
+    hand); noisy inputs equal the corrupted test split; other shapes are refused."""
+    n = int(torch.randint(40, 80, (), generator=rng))
+    arrays = {f"{x}_{split}": (torch.rand(n, 3, 5, generator=rng) * 7 + 2).numpy() if x == "x" else
+              torch.randint(0, 3, (n,), generator=rng).numpy() for x in "xy" for split in ("train", "test")}
+    np.savez(tmp_path / "own.npz", **arrays)
+    other = {**arrays, "x_test": (torch.randn(n, 3, 5, generator=rng) * 4).numpy()}
+    np.savez(tmp_path / "other.npz", **other)
+    seed = int(torch.randint(0, 100, (), generator=rng))
+    got = sk.data.load_ood(tmp_path / "own.npz", ood_data=tmp_path / "other.npz", val_fraction=0.25, split_seed=seed)
+    rows = np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[int(np.ceil(0.25 * n)):].numpy())
+    x = arrays["x_train"][rows].astype(np.float64)  # per channel: over examples and positions
+    mean, std = x.mean((0, 2), keepdims=True), x.std((0, 2), ddof=1, keepdims=True)
+    np.testing.assert_allclose(got.numpy(), (other["x_test"] - mean[0]) / std[0], rtol=1e-5, atol=1e-5)
+    noisy = sk.data.load_ood("digits", gaussian_noise=3, val_fraction=0.2, split_seed=seed)
+    assert torch.equal(noisy, sk.data.load("digits", gaussian_noise=3, val_fraction=0.2, split_seed=seed).x_test)
+    with pytest.raises(ValueError, match="shape"):
+        sk.data.load_ood("digits", ood_data="mnist1d")
+    with pytest.raises(ValueError, match="exactly one"):
+        sk.data.load_ood("digits")

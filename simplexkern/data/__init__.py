@@ -8,9 +8,11 @@ locally), ``spirals``, ``regression`` (the 1-D toy of the simplex paper, section
 """
 import os
 
+import torch
+
 from simplexkern._types import Path
 from simplexkern.data import sources
-from simplexkern.data.dataset import GAUSSIAN_NOISE, Dataset, corrupt, hold_out, standardize
+from simplexkern.data.dataset import GAUSSIAN_NOISE, Dataset, corrupt, hold_out, scaler, standardize
 
 NAMES = ("digits", "mnist1d", "spirals", "regression", "cifar10", "cifar100")
 
@@ -58,8 +60,6 @@ def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float
         raise ValueError(f"unknown data set {text!r}: expected one of {', '.join(NAMES)} or a path ending in .npz")
     x_train, y_train, x_test, y_test, n_classes = arrays
     if gaussian_noise is not None:
-        import torch
-
         lo, hi = float(x_train.min()), float(x_train.max())
         x_test = corrupt(x_test, gaussian_noise, (lo, hi), torch.Generator().manual_seed(split_seed))
         label = f"{label} (gaussian noise {gaussian_noise})"
@@ -70,4 +70,31 @@ def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float
     return standardize(data) if standardize_features and vocab_size is None else data
 
 
-__all__ = ["load", "Dataset", "NAMES", "corrupt", "hold_out", "standardize", "GAUSSIAN_NOISE"]
+def load_ood(name: Path, *, ood_data: Path | None = None, gaussian_noise: int | None = None, root: Path | None = None,
+             val_fraction: float = 0.0, split_seed: int = 0) -> torch.Tensor:
+    """Inputs out of the distribution of data set ``name`` (loaded as ``load`` loads it with
+    these settings), for out-of-distribution detection: the test inputs of ``ood_data`` (a
+    name or ``.npz``), or ``name``'s own test inputs corrupted with Gaussian noise of level
+    ``gaussian_noise`` (1-5); standardised with ``name``'s training statistics, as its own
+    inputs are. Give exactly one of ``ood_data`` and ``gaussian_noise``."""
+    if (ood_data is None) == (gaussian_noise is None):
+        raise ValueError("give exactly one of ood_data (a data set) and gaussian_noise (a level 1-5)")
+    if gaussian_noise is not None:
+        return load(name, root=root, val_fraction=val_fraction, split_seed=split_seed,
+                    gaussian_noise=gaussian_noise).x_test
+    own = load(name, root=root, val_fraction=val_fraction, split_seed=split_seed, standardize_features=False)
+    other = load(ood_data, root=root, standardize_features=False)
+    if other.input_shape != own.input_shape:
+        raise ValueError(f"ood_data {other.name} has inputs of shape {tuple(other.input_shape)}, {own.name} of "
+                         f"{tuple(own.input_shape)}: a model of one cannot read the other")
+    if (own.vocab_size is None) != (other.vocab_size is None):
+        raise ValueError(f"ood_data {other.name} and {own.name} must both hold token ids or both features")
+    if own.vocab_size is not None:
+        if other.vocab_size > own.vocab_size:
+            raise ValueError(f"ood_data {other.name} holds token ids up to {other.vocab_size - 1}, beyond the "
+                             f"{own.vocab_size} of {own.name}")
+        return other.x_test
+    return scaler(own.x_train)(other.x_test)
+
+
+__all__ = ["load", "load_ood", "Dataset", "NAMES", "corrupt", "hold_out", "standardize", "GAUSSIAN_NOISE"]

@@ -160,7 +160,13 @@ def corrupt(x: torch.Tensor, level: int, value_range: tuple[float, float],
 def standardize(data: Dataset) -> Dataset:
     """Features scaled by the training split's mean and standard deviation: per channel for
     images and signals (N, C, ...), per feature otherwise. Constant features keep scale 1."""
-    x = data.x_train.double()
+    scale = scaler(data.x_train)
+    return dataclasses.replace(data, x_train=scale(data.x_train), x_val=scale(data.x_val), x_test=scale(data.x_test))
+
+
+def scaler(x_train: torch.Tensor):
+    """The function ``standardize`` applies to every split, with the statistics of ``x_train``."""
+    x = x_train.double()
     dims = (0, *range(2, x.dim())) if x.dim() >= 3 else (0,)
     count = math.prod(x.shape[d] for d in dims)  # values per statistic; one has no spread (and no warning)
     mean, std = x.mean(dims, keepdim=True), x.std(dims, keepdim=True, correction=1 if count > 1 else 0)
@@ -168,7 +174,7 @@ def standardize(data: Dataset) -> Dataset:
 
     def scale(t):
         return None if t is None else ((t.double() - mean[0]) / std[0]).float()
-    return dataclasses.replace(data, x_train=scale(data.x_train), x_val=scale(data.x_val), x_test=scale(data.x_test))
+    return scale
 
 
 def hold_out(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
