@@ -282,15 +282,15 @@ def test_the_real_command_exits_2_without_a_traceback(tmp_path):
 
 
 def test_help_of_every_subcommand_documents_every_flag_and_default(capsys):
-    for name, (_, settings, _) in cli.COMMANDS.items():
+    for name in cli.COMMANDS:
         with pytest.raises(SystemExit) as exit_:
             cli.main([name, "--help"])
         assert exit_.value.code == 0
         text = " ".join(capsys.readouterr().out.split())
-        for dest in settings + ["seed", "device", "out", "quiet", "resume"]:
+        for dest in cli.setting_names(name) + ["device", "out", "quiet", "resume"]:
             flag = cli.FLAGS.get(dest, cli.RUNTIME.get(dest, ("--out",)))[0]
             assert flag in text, (name, flag)
-        assert "(default: runs/" in text and "(default: 0)" in text
+        assert "(default: runs/" in text and ("(default: 0)" in text or "(default: 0,1,2)" in text)
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     text = capsys.readouterr().out
@@ -302,8 +302,8 @@ def test_demo_prints_the_comparison_and_writes_its_plots(tmp_path):
                   str(tmp_path / "demo"))
     assert out.returncode == 0, out.stderr
     rows = {name: [float(v) for v in values] for name, *values in
-            re.findall(r"^(\S.*?)\s+(0\.\d+|1\.0+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+[\d.]+s\s+[\d.]+ ms$",
-                       out.stdout, re.M)}
+            re.findall(r"^(\S.*?)\s+(0\.\d+|1\.0+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+[\d.]+s\s+[\d.]+[kM]\s+"
+                       r"[\d.]+ ms$", out.stdout, re.M)}
     assert "deep ensemble (3 modes)" in rows and "ESPRO (3 simplexes of 3 vertices)" in rows, out.stdout
     assert len(rows) == 5  # single mode, the two ensembles, and both after temperature scaling
     for accuracy, nll, ece, brier in rows.values():
@@ -338,3 +338,95 @@ def test_each_seed_draws_its_own_validation_split_and_evaluate_keeps_the_sources
                        str(tmp_path / "eval"))
     assert evaluated["val"] == pytest.approx(trained["val"], rel=1e-9)  # the source's split, not seed 0's
     assert evaluated["settings"]["split_seed"] == 1
+
+
+def test_espro_counts_its_cost_and_adds_the_deep_ensemble_of_equal_compute(tmp_path):
+    """Costs against the arithmetic of the settings (960 training examples, batches of 128:
+    no batch dropped); the equal-compute ensembles against their modes' checkpoints."""
+    out = tmp_path / "espro"
+    report = run_ok("espro", *TINY, "--vertex-epochs", "1", "--samples", "2", "--vertices", "1", "--reg", "0,3",
+                    "--eval-samples", "2", "--equal-compute", "--out", str(out))
+    mode, simplex = 2 * 960, 1 * 1 * 960 * 2  # one mode: 2 epochs; one simplex: 1 vertex x 1 epoch x H = 2
+    rows = report["details"]["reg_rows"]
+    assert sorted(r["gradient_evaluations"] for r in rows) == [simplex, 3 * simplex]  # one λ stops after simplex 0
+    cost = report["details"]["cost"]
+    assert cost == {"mode": mode, "espro": 3 * mode + 3 * simplex, "with_search": 3 * mode + 4 * simplex}
+    n = {"espro": (3 * mode + 3 * simplex) // mode, "with_search": (3 * mode + 4 * simplex) // mode}
+    assert report["details"]["equal_compute_modes"] == n == {"espro": 6, "with_search": 7}
+    assert sorted(p.name for p in (out / "modes").glob("mode_*.pt")) == [f"mode_{j}.pt" for j in range(7)]
+    data = _digits()
+    probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(out / "modes" / f"mode_{j}.pt")(
+        data.x_test).double(), -1) for j in range(7)])
+    for key in ("espro", "with_search"):
+        row = next(r for r in report["methods"] if r["name"].startswith(f"deep ensemble of {n[key]} modes"))
+        p = probs[:n[key]].mean(0)
+        assert row["test"]["nll"] == pytest.approx(-p[torch.arange(len(p)), data.y_test].log().mean().item(), rel=1e-5)
+        assert row["gradient_evaluations"] == n[key] * mode
+    assert report["details"]["deep_ensemble"]["test"]["nll"] == pytest.approx(
+        -probs[:3].mean(0)[torch.arange(len(p)), data.y_test].log().mean().item(), rel=1e-5)
+    assert report["details"]["ensemble_size"]["deep ensemble"][-1]["members"] == 7
+
+
+def test_out_of_distribution_detection_in_the_report(tmp_path, capsys):
+    """AUROC, AUPR and FPR95 against scikit-learn and a direct count, from the saved mode."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    report = run_ok("train", *TINY, "--ood-gaussian-noise", "5", "--out", str(tmp_path / "t"))
+    assert "out-of-distribution inputs told from the test inputs" in capsys.readouterr().out
+    model = sk.nn.checkpoint.load_module(tmp_path / "t" / "modes" / "mode_0.pt").requires_grad_(False)
+    inside = torch.softmax(model(_digits().x_test), -1).double()  # float32 probabilities, as predicted
+    away = torch.softmax(model(sk.data.load("digits", val_fraction=0.2, gaussian_noise=5).x_test), -1).double()
+    labels = np.r_[np.zeros(len(inside)), np.ones(len(away))]
+    for name, of in (("max_prob", lambda p: 1 - p.max(1).values),
+                     ("entropy", lambda p: -torch.special.xlogy(p, p).sum(1))):
+        scores = torch.cat([of(inside), of(away)]).numpy()
+        got = report["uncertainty"]["ood"][name]
+        assert got["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+        assert got["aupr"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
+        threshold = np.sort(scores[len(inside):])[::-1][int(np.ceil(0.95 * len(away))) - 1]
+        assert got["fpr95"] == pytest.approx((scores[:len(inside)] >= threshold).mean(), abs=1e-9)
+    assert cli.main(["train", *TINY, "--ood-gaussian-noise", "5", "--ood-data", "digits", "--out",
+                     str(tmp_path / "u")]) == 2
+    assert "give one of them" in capsys.readouterr().err and not (tmp_path / "u").exists()
+    assert cli.main(["train", *TINY, "--ood-data", "mnist1d", "--out", str(tmp_path / "v")]) == 2
+    assert "shape" in capsys.readouterr().err
+
+
+def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
+    """Tiny settings: one mode 2 epochs over 960 examples; a simplex vertex 1 epoch at H = 1
+    (half a mode); FGE one cycle of 2 epochs; a complex of 2 modes and 1 connector. ESPRO
+    costs the most, 4.5 modes, so the deep ensemble runs to 5."""
+    out = tmp_path / "c"
+    report = run_ok("compare", *TINY, "--vertex-epochs", "1", "--samples", "1", "--vertices", "1", "--reg", "0",
+                    "--eval-samples", "2", "--cycles", "1", "--cycle-epochs", "2", "--connectors", "1",
+                    "--seeds", "0,1", "--out", str(out))
+    text = capsys.readouterr().out
+    assert "the best at each training budget" in text and "mean ± std over seeds" in text
+    d, m = report["details"], 2 * 960
+    assert d["mode_cost"] == m and d["deep_ensemble_modes"] == 5 and report["plots"] == ["cost.png"]
+    check_png(out / "cost.png")
+    lines = d["lines"]
+    assert [p["gradient_evaluations"] for p in lines["deep ensemble"]] == [k * m for k in range(1, 6)]
+    assert [p["gradient_evaluations"] for p in lines["ESPRO"]] == [k * (m + 960) for k in (1, 2, 3)]
+    assert [p["gradient_evaluations"] for p in lines["FGE"]] == [2 * m]
+    assert [p["gradient_evaluations"] for p in lines["SPRO complex"]] == [2 * m + 960]
+    data = [sk.data.load("digits", val_fraction=0.2, split_seed=seed) for seed in (0, 1)]
+    assert not torch.equal(data[0].y_train, data[1].y_train)  # each seed its own split
+    nll = []
+    for seed, ds in zip((0, 1), data):
+        probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(out / f"seed_{seed}" / "modes" /
+                                                                          f"mode_{j}.pt")(ds.x_test).double(), -1)
+                             for j in range(5)]).mean(0)
+        nll.append(-probs[torch.arange(len(probs)), ds.y_test].log().mean().item())
+    assert lines["deep ensemble"][-1]["nll"] == pytest.approx(np.mean(nll), rel=1e-5)
+    assert lines["deep ensemble"][-1]["nll_std"] == pytest.approx(np.std(nll, ddof=1), rel=1e-4, abs=1e-9)
+    points = [p for line in lines.values() for p in line]
+    for b in d["best_at_budget"]:
+        affordable = [p["nll"] for p in points if p["gradient_evaluations"] <= b["budget"]]
+        assert b["nll"] == min(affordable) and b["nll"] <= b["deep_ensemble"]["nll"]
+        assert b["deep_ensemble"]["members"] == min(5, b["budget"] // m)
+    assert [r["name"] for r in report["methods"]] == ["deep ensemble (5 members)", "ESPRO (3 members)",
+                                                      "FGE (1 members)", "SPRO complex (2 points)"]
+    assert run_ok("compare", *TINY, "--vertex-epochs", "1", "--samples", "1", "--vertices", "1", "--reg", "0",
+                  "--eval-samples", "2", "--cycles", "1", "--cycle-epochs", "2", "--connectors", "1",
+                  "--seeds", "0,1", "--out", str(out)) == report  # finished: not redone

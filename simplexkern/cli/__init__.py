@@ -82,6 +82,16 @@ def _regs(text):
     return values
 
 
+def _seeds(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must be different integers >= 0, got {text}")
+    return values
+
+
 def _three_indices(text):
     try:
         values = [int(i) for i in text.split(",")]
@@ -128,7 +138,7 @@ FLAGS = {
     "samples": ("--samples", dict(type=_positive, default=5, help="H, points sampled per training step")),
     "eval_samples": ("--eval-samples", dict(type=_positive, default=25, help="M, points per simplex / complex / "
                                                                              "curve when predicting")),
-    "reg": ("--reg", dict(type=_regs, default="0,1,3,10,30,100",
+    "reg": ("--reg", dict(type=_regs, default="0.1,0.3,1,3",
                           help="λ >= 0 of the volume regulariser -λ log V; several comma-separated values: the one "
                                "with the lowest validation NLL is used")),
     "reg_scale": ("--reg-scale", dict(choices=("none", "random"), default="none",
@@ -150,6 +160,20 @@ FLAGS = {
                                 help="the plane's extent beyond the three points, as a fraction of theirs")),
     "seed": ("--seed", dict(type=_at_least(0), default=0,
                             help="seed of initialisations, data order, points and the validation split")),
+    "seeds": ("--seeds", dict(type=_seeds, default="0,1,2",
+                              help="comma-separated seeds, each a replicate of the whole protocol (its own "
+                                   "initialisations, data order and validation split)")),
+    "connectors": ("--connectors", dict(type=_positive, default=3, help="connectors of the SPRO complex")),
+    "complex_reg": ("--complex-reg", dict(type=_number(0, strict=False), default=1.0,
+                                          help="λ of the SPRO complex")),
+    "equal_compute": ("--equal-compute", dict(action="store_true",
+                                              help="also train the deep ensemble of as many modes as ESPRO's "
+                                                   "gradient evaluations buy (with and without the λ search)")),
+    "ood_data": ("--ood-data", dict(default=None, help="out-of-distribution detection against the test inputs of "
+                                                       "this data set (a name or .npz with inputs of the same shape)")),
+    "ood_gaussian_noise": ("--ood-gaussian-noise", dict(type=int, choices=range(1, 6), default=None,
+                                                        help="out-of-distribution detection against the test inputs "
+                                                             "with Gaussian noise of CIFAR-10-C severity 1-5")),
 }
 RUNTIME = {  # how to run, not what: not recorded
     "device": ("--device", dict(type=_device, default="auto", help="cpu, cuda, cuda:N or auto (the GPU if any)")),
@@ -168,29 +192,39 @@ RUNTIME = {  # how to run, not what: not recorded
                                   help="under torchrun: minutes a process waits for the others (while they train "
                                        "more members or one model) before the job fails")),
 }
-MODE = ["data", "val_fraction", "model", "epochs", "lr", "batch_size"]
+OOD = ["ood_data", "ood_gaussian_noise"]
+MODE = ["data", "val_fraction", "model", "epochs", "lr", "batch_size", *OOD]
 SIMPLEX = ["modes", "vertices", "vertex_epochs", "samples", "reg", "reg_scale", "eval_samples"]
+FGE = ["cycles", "cycle_epochs", "lr_max", "lr_min"]
 COMMANDS = {  # name -> (help, settings, default overrides)
     "demo": ("ESPRO against the deep ensemble of the same modes, on digits by default (espro with its own --out)",
-             MODE + SIMPLEX, {"out": "runs/demo"}),
+             MODE + SIMPLEX + ["equal_compute"], {"out": "runs/demo"}),
     "train": ("train one mode (an ordinary network)", MODE, {}),
     "ensemble": ("the deep-ensemble baseline: J independently trained modes", MODE + ["modes"], {}),
     "espro": ("ESPRO: a simplex grown around each of J modes, ensembled (λ chosen on validation NLL)",
-              MODE + SIMPLEX, {}),
+              MODE + SIMPLEX + ["equal_compute"], {}),
     "spro": ("SPRO: a simplicial complex of J modes and --vertices connectors, with the dimensionality sweep "
              "(J = 1: a simplex grown around one mode)", MODE + SIMPLEX, {"modes": 2, "vertices": 3, "reg": "1"}),
     "curve": ("a Bezier or polygonal-chain curve of low loss between two modes, with its profile",
               MODE + ["kind", "bends", "curve_epochs", "samples", "eval_samples"], {}),
-    "fge": ("Fast Geometric Ensembling: snapshots of cyclic-learning-rate training from a mode",
-            MODE + ["cycles", "cycle_epochs", "lr_max", "lr_min"], {}),
+    "fge": ("Fast Geometric Ensembling: snapshots of cyclic-learning-rate training from a mode", MODE + FGE, {}),
+    "compare": ("deep ensembles, ESPRO, FGE and an SPRO complex at equal training cost, over several seeds: test "
+                "metrics against gradient evaluations, and the best method at each budget",
+                MODE + SIMPLEX + FGE + ["connectors", "complex_reg", "seeds"], {}),
     "evaluate": ("evaluate an earlier output folder or checkpoint on any data (default: the data it was trained on)",
-                 ["source", "data", "val_fraction", "gaussian_noise", "eval_samples"], {"data": None,
+                 ["source", "data", "val_fraction", "gaussian_noise", *OOD, "eval_samples"], {"data": None,
                                                                                         "val_fraction": None}),
     "surface": ("the loss plane through three points: vertices of a simplex, a curve's ends and midpoint, or three "
                 "members", ["source", "data", "val_fraction", "points", "member", "grid", "margin"],
                 {"data": None, "val_fraction": None}),
 }
-USES_SIMPLEX_OPS = ("demo", "espro", "spro", "curve", "evaluate", "surface")
+USES_SIMPLEX_OPS = ("demo", "espro", "spro", "curve", "evaluate", "surface", "compare")
+
+
+def setting_names(command):
+    """The settings of ``command``: its flags', and the seed (or seeds) that decide its result."""
+    names = COMMANDS[command][1]
+    return names if "seeds" in names else names + ["seed"]
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -213,7 +247,7 @@ def build_parser(suppress=False):
     sub.add_parser("info", help="versions, extension build and GPU")
     for name, (text, settings, overrides) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
-        names = settings + ["seed"] + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else [])
+        names = setting_names(name) + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else [])
                                        + (["compile", "data_parallel"] if "epochs" in settings else [])
                                        + ["timeout"])
         for dest in names:
@@ -248,7 +282,7 @@ def build_parser(suppress=False):
 def _settings(args, argv):
     """The run's settings: from the flags, or with --resume from the run recorded in --out
     (flags given that contradict the record are an error)."""
-    names = COMMANDS[args.command][1] + ["seed"]
+    names = setting_names(args.command)
     settings = {k: getattr(args, k) for k in names}
     if args.resume:
         command, recorded = run_folder.recorded_settings(args.out)
@@ -277,7 +311,12 @@ def _checked_record(recorded, names, out):
         if value is None and kw.get("default") is None and flag.startswith("--"):
             settings[name] = None
             continue
-        if isinstance(value, (dict, bool)) or (isinstance(value, list) and name not in ("reg", "points")):
+        if kw.get("action") == "store_true":
+            if not isinstance(value, bool):
+                raise ValueError(f"{record}: the recorded {flag} {value!r} is not true or false")
+            settings[name] = value
+            continue
+        if isinstance(value, (dict, bool)) or (isinstance(value, list) and name not in ("reg", "points", "seeds")):
             raise ValueError(f"{record}: the recorded {flag} {value!r} is not a value of {flag}")
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         try:
@@ -327,7 +366,7 @@ def run_command(argv, echo=True):
 def run(args, argv, echo=True):
     """Runs a parsed training / evaluation command; returns its report."""
     from simplexkern import distributed, models
-    from simplexkern.cli import jobs
+    from simplexkern.cli import compare, jobs
     from simplexkern.ops import dispatch
     from simplexkern.train.runs import data_fingerprint, device_of
 
@@ -339,6 +378,11 @@ def run(args, argv, echo=True):
         raise ValueError(f"--reg: spro trains one complex, give it one λ (got {len(settings['reg'])})")
     if len(settings.get("reg", ())) > 1 and not settings["val_fraction"] > 0:
         raise ValueError("--reg with several values chooses λ on a validation split: --val-fraction must be > 0")
+    if settings.get("ood_data") is not None and settings.get("ood_gaussian_noise") is not None:
+        raise ValueError("--ood-data and --ood-gaussian-noise: give one of them")
+    if args.command == "compare" and distributed.launched():
+        raise ValueError("compare runs in one process: launch it without torchrun (espro, ensemble and the other "
+                         "training commands spread over processes)")
     data_parallel = getattr(args, "data_parallel", False)
     if data_parallel and not distributed.launched():
         raise ValueError("--data-parallel trains with several processes: launch the command with torchrun")
@@ -353,7 +397,7 @@ def run(args, argv, echo=True):
     backend = getattr(args, "backend", "auto")
     if backend != "auto":
         dispatch.resolve(device, backend)
-    job = jobs.JOBS[args.command]
+    job = compare.run_compare if args.command == "compare" else jobs.JOBS[args.command]
     source = None
     if members is not None:  # evaluate, surface: rank 0 alone, the others are done
         if not world.is_main:

@@ -32,7 +32,7 @@ from simplexkern.eval.surfaces import _three_point_model, plane_basis
 from simplexkern.nn import checkpoint
 from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
-from simplexkern.train.loop import steps_per_epoch
+from simplexkern.train.loop import Phase, steps_per_epoch
 
 PROFILE_POINTS = 21  # values of t in a curve's profile; odd, so t = 1/2 is one of them
 
@@ -71,11 +71,17 @@ def load_data(settings):
     seeds are replicates of the whole protocol."""
     d = datasets.load(settings["data"], val_fraction=settings["val_fraction"],
                       gaussian_noise=settings.get("gaussian_noise"),
-                      split_seed=settings.get("split_seed", settings["seed"]))
+                      split_seed=split_seed(settings))
     if d.task != "classification":
         raise ValueError(f"--data {settings['data']} is a regression task; the simplexkern command runs "
                          "classification (use simplexkern.train and simplexkern.eval from Python for regression)")
     return d
+
+
+def split_seed(settings):
+    """The seed of the validation split: the source's (evaluate, surface), the run's, or the
+    first of ``compare``'s seeds."""
+    return settings.get("split_seed", settings.get("seed", (settings.get("seeds") or [0])[0]))
 
 
 def _timed(fn, device):
@@ -135,12 +141,21 @@ def _per_member(how, values):
     return out
 
 
-def score(members, d, n_points, seed, device, world=distributed.World()):
+def ood_inputs(s, d):
+    """The out-of-distribution inputs of ``--ood-data`` / ``--ood-gaussian-noise``, or None."""
+    if s.get("ood_data") is None and s.get("ood_gaussian_noise") is None:
+        return None
+    return datasets.load_ood(s["data"], ood_data=s.get("ood_data"), gaussian_noise=s.get("ood_gaussian_noise"),
+                             val_fraction=s["val_fraction"], split_seed=split_seed(s))
+
+
+def score(members, d, n_points, seed, device, world=distributed.World(), ood=None):
     """Test metrics of the ensemble of ``members`` and of each member, the members'
-    probabilities, prediction time and, with a validation split, the validation metrics and
-    the temperature fitted there with the test metrics after it. With a ``world`` of several
-    processes, ``members`` is this process's share and every process gets the scores of the
-    whole ensemble."""
+    probabilities, prediction time, uncertainty metrics (with ``ood`` inputs, how well the
+    ensemble's uncertainty tells them from the test inputs) and, with a validation split, the
+    validation metrics and the temperature fitted there with the test metrics after it. With
+    a ``world`` of several processes, ``members`` is this process's share and every process
+    gets the scores of the whole ensemble."""
     spread = world.size > 1
     probs, seconds = _timed(lambda: evaluation.predict(members, d, per_member=True, n_points=n_points, seed=seed,
                                                        distributed=spread), device)
@@ -149,7 +164,11 @@ def score(members, d, n_points, seed, device, world=distributed.World()):
     y = d.y_test
     out = {"probs": probs, "predict_s": seconds, "test": evaluation.metrics(probs.mean(0), y),
            "per_member": [evaluation.metrics(p, y) for p in probs], "val": None, "temperature": None,
-           "uncertainty": evaluation.uncertainty.summary(probs, y)}
+           "uncertainty": {**evaluation.uncertainty.summary(probs, y), "ood": None}}
+    if ood is not None:
+        away = evaluation.predict(members, ood, n_points=n_points, seed=seed, bn_data=d.x_train, distributed=spread)
+        out["uncertainty"]["ood"] = {name: evaluation.uncertainty.ood_detection(probs.mean(0), away, name)
+                                     for name in evaluation.uncertainty.SCORES}
     if d.x_val is not None:
         val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed, distributed=spread)
         out["val"] = evaluation.metrics(val, d.y_val)
@@ -162,16 +181,16 @@ def score(members, d, n_points, seed, device, world=distributed.World()):
     return out
 
 
-def _row(name, metrics, train_s, predict_s):
-    return {"name": name, "test": metrics, "train_s": train_s, "predict_s": predict_s}
+def _row(name, metrics, train_s, predict_s, cost=None):
+    return {"name": name, "test": metrics, "train_s": train_s, "predict_s": predict_s, "gradient_evaluations": cost}
 
 
-def _rows(name, sc, train_s):
+def _rows(name, sc, train_s, cost=None):
     """Table rows of one method: as is, and temperature-scaled where there was a validation split."""
-    rows = [_row(name, sc["test"], train_s, sc["predict_s"])]
+    rows = [_row(name, sc["test"], train_s, sc["predict_s"], cost)]
     if sc["temperature"] is not None and sc["temperature"]["note"] is None:
         rows.append(_row(f"{name}, temperature {sc['temperature']['value']:.2f}", sc["temperature"]["test"], train_s,
-                         sc["predict_s"]))
+                         sc["predict_s"], cost))
     return rows
 
 
@@ -180,10 +199,10 @@ def _table(first, *groups):
     return [*first, *(g[0] for g in groups), *(r for g in groups for r in g[1:])]
 
 
-def _single_mode_row(sc, n_modes, train_s):
+def _single_mode_row(sc, n_modes, train_s, cost=None):
     mean = {k: float(np.mean([m[k] for m in sc["per_member"]])) for k in sc["per_member"][0]}
     return _row(f"single mode (mean of the {n_modes})" if n_modes > 1 else "single mode", mean, train_s / n_modes,
-                sc["predict_s"] / n_modes)
+                sc["predict_s"] / n_modes, cost)
 
 
 def _members(folder, names, paths, sc):
@@ -213,10 +232,10 @@ def _size_curves(curves, d):
 
 def run_train(s, d, folder, how):
     modes = _modes(s, d, folder, how, 1)
-    sc = score(_share(how, modes), d, 1, s["seed"], how.device, how.world)
+    sc = score(_share(how, modes), d, 1, s["seed"], how.device, how.world, ood_inputs(s, d))
     if not how.world.is_main:
         return None
-    methods = _rows("mode", sc, folder.seconds("modes"))
+    methods = _rows("mode", sc, folder.seconds("modes"), mode_cost(s, d))
     files = [_uncertainty_plot(folder, d, {"mode": sc["probs"]}, f"one mode on {d.name}")]
     return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods, plot_files=files)
 
@@ -224,11 +243,11 @@ def run_train(s, d, folder, how):
 def run_ensemble(s, d, folder, how):
     j = s["modes"]
     modes = _modes(s, d, folder, how, j)
-    sc = score(_share(how, modes), d, 1, s["seed"], how.device, how.world)
+    sc = score(_share(how, modes), d, 1, s["seed"], how.device, how.world, ood_inputs(s, d))
     if not how.world.is_main:
         return None
-    t = folder.seconds("modes")
-    methods = [_single_mode_row(sc, j, t), *_rows(f"deep ensemble ({j} modes)", sc, t)]
+    t, m = folder.seconds("modes"), mode_cost(s, d)
+    methods = [_single_mode_row(sc, j, t, m), *_rows(f"deep ensemble ({j} modes)", sc, t, j * m)]
     sizes = _size_curves({"deep ensemble": sc["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"deep ensemble on {d.name}"),
              _uncertainty_plot(folder, d, {"deep ensemble": sc["probs"]}, f"deep ensemble on {d.name}")]
@@ -242,33 +261,80 @@ def _vertex_settings(s, how):
                 progress=how.progress, compile=how.compile)
 
 
-def run_espro(s, d, folder, how):
-    j, regs = s["modes"], s["reg"]
-    modes = _modes(s, d, folder, how, j)
+def mode_cost(s, d):
+    """Gradient evaluations of training one mode with ``s``'s settings."""
+    return Phase(epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"]).gradient_evaluations(len(d.x_train))
+
+
+def simplex_cost(s, d, added):
+    """Gradient evaluations of training ``added`` vertices with ``s``'s settings."""
+    phase = Phase(epochs=s["vertex_epochs"], lr=s["lr"], batch_size=s["batch_size"], n_samples=s["samples"])
+    return added * phase.gradient_evaluations(len(d.x_train))
+
+
+def fge_cost(s, d, cycles=None):
+    """Gradient evaluations of FGE's ``cycles`` (default: all) cycles with ``s``'s settings."""
+    phase = Phase(epochs=s["cycle_epochs"], lr=s["lr_max"], batch_size=s["batch_size"])
+    return (s["cycles"] if cycles is None else cycles) * phase.gradient_evaluations(len(d.x_train))
+
+
+def train_espro(s, d, folder, how, modes):
+    """(λ, this process's simplexes, choose_reg's rows or [], wall seconds of the chosen λ's
+    vertices) of ESPRO on ``modes`` (this process's share), in ``espro/``."""
     settings = dict(_vertex_settings(s, how), distributed=how.spread)
     with folder.phase("vertices"):
-        if len(regs) > 1:
-            reg, simplexes, reg_rows = train.choose_reg(modes, d, regs, n_points=s["eval_samples"],
-                                                        out=folder.sub("espro"), **settings)
-            where = f"espro/reg_{reg:g}"
-            vertices_s = next(r["train_s"] for r in reg_rows if r["reg"] == reg)
-        else:
-            (reg,), reg_rows, where = regs, [], "espro"
-            simplexes = train.espro(modes, d, reg=reg, out=folder.sub("espro"), **settings)
-    if not reg_rows:
-        vertices_s = folder.seconds("vertices")
+        if len(s["reg"]) > 1:
+            reg, simplexes, rows = train.choose_reg(modes, d, s["reg"], n_points=s["eval_samples"],
+                                                    out=folder.sub("espro"), **settings)
+            return reg, simplexes, rows, next(r["train_s"] for r in rows if r["reg"] == reg)
+        (reg,) = s["reg"]
+        simplexes = train.espro(modes, d, reg=reg, out=folder.sub("espro"), **settings)
+    return reg, simplexes, [], folder.seconds("vertices")
+
+
+def espro_costs(s, d, rows):
+    """ESPRO's training cost in gradient evaluations: one mode's, the chosen λ's (modes and
+    simplexes) and with the λ search."""
+    m, j = mode_cost(s, d), s["modes"]
+    espro = j * m + j * simplex_cost(s, d, s["vertices"])
+    return {"mode": m, "espro": espro, "with_search": j * m + sum(r["gradient_evaluations"] for r in rows) if rows
+            else espro}
+
+
+def run_espro(s, d, folder, how):
+    j = s["modes"]
+    modes = _modes(s, d, folder, how, j)
+    reg, simplexes, reg_rows, vertices_s = train_espro(s, d, folder, how, modes)
+    cost = espro_costs(s, d, reg_rows)
+    n_equal = {"espro": cost["espro"] // cost["mode"], "with_search": cost["with_search"] // cost["mode"]}
+    members = modes
+    if s["equal_compute"] and n_equal["with_search"] > j:
+        with folder.phase("equal-compute modes"):
+            members = _modes(s, d, folder, how, n_equal["with_search"])
     with folder.phase("predict"):
-        de = score(_share(how, modes), d, 1, s["seed"], how.device, how.world)
-        es = score(_share(how, simplexes), d, s["eval_samples"], s["seed"], how.device, how.world)
+        ood = ood_inputs(s, d)
+        de = score(_share(how, modes), d, 1, s["seed"], how.device, how.world, ood)
+        es = score(_share(how, simplexes), d, s["eval_samples"], s["seed"], how.device, how.world, ood)
+        more = de if members is modes else score(_share(how, members), d, 1, s["seed"], how.device, how.world)
     log_volumes = _per_member(how, [sm.metadata["history"][-1]["log_volume"] if sm.metadata["history"] else None
                                     for sm in simplexes])
     if not how.world.is_main:
         return None
     t_modes = folder.seconds("modes")
-    de_rows = _rows(f"deep ensemble ({j} modes)", de, t_modes)
-    es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s)
-    methods = _table([_single_mode_row(de, j, t_modes)], de_rows, es_rows)
-    sizes = _size_curves({"deep ensemble": de["probs"], "ESPRO": es["probs"]}, d)
+    m = cost["mode"]
+    de_rows = _rows(f"deep ensemble ({j} modes)", de, t_modes, j * m)
+    es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s,
+                    cost["espro"])
+    methods = _table([_single_mode_row(de, j, t_modes, m)], de_rows, es_rows)
+    if s["equal_compute"]:
+        n_all = len(more["per_member"])
+        seconds = (t_modes + folder.seconds("equal-compute modes") if n_all > j else t_modes) / n_all
+        for key, what in (("espro", "ESPRO's training"), ("with_search", "ESPRO's training and λ search")):
+            n = max(1, n_equal[key])  # the first n modes: what n modes' training buys
+            methods.append(_row(f"deep ensemble of {n} modes: the compute of {what}",
+                                evaluation.metrics(more["probs"][:n].mean(0), d.y_test), seconds * n,
+                                more["predict_s"] * n / n_all, n * m))
+    sizes = _size_curves({"deep ensemble": more["probs"], "ESPRO": es["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"ESPRO and the deep ensemble of its modes "
                                                                          f"on {d.name}")]
     files.append(_uncertainty_plot(folder, d, {"deep ensemble": de["probs"], "ESPRO": es["probs"]},
@@ -276,8 +342,9 @@ def run_espro(s, d, folder, how):
     if reg_rows:
         files.append(plots.reg_choice(reg_rows, reg, folder.sub("reg_choice.png")))
     details = {"reg": reg, "reg_rows": reg_rows, "ensemble_size": sizes, "vertices_train_s": vertices_s,
-               "log_volume": log_volumes, "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
-    paths = [folder.sub(f"{where}/simplex_{i}.pt") for i in range(j)]
+               "log_volume": log_volumes, "cost": cost, "equal_compute_modes": n_equal,
+               "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
+    paths = [folder.sub(f"{'espro' if not reg_rows else f'espro/reg_{reg:g}'}/simplex_{i}.pt") for i in range(j)]
     return _main(es, _members(folder, [f"simplex {i}" for i in range(j)], paths, es), methods, details, files)
 
 
@@ -293,15 +360,16 @@ def run_spro(s, d, folder, how):
                                                       out=folder.sub("spro"), distributed=how.single, **settings)
     with folder.phase("predict"):
         de = score(share, d, 1, s["seed"], how.device, how.world)
-        cx = score(_single(how, model), d, s["eval_samples"], s["seed"], how.device, how.world)
+        cx = score(_single(how, model), d, s["eval_samples"], s["seed"], how.device, how.world, ood_inputs(s, d))
     if not how.world.is_main:
         return None
-    t_modes = folder.seconds("modes")
+    t_modes, m = folder.seconds("modes"), mode_cost(s, d)
     what = f"complex of {j} modes and {s['vertices']} connectors" if j > 1 else \
         f"simplex of {1 + s['vertices']} vertices"
-    groups = [_rows(f"deep ensemble ({j} modes)", de, t_modes)] if j > 1 else []
-    groups.append(_rows(f"{what} (M = {s['eval_samples']})", cx, t_modes + folder.seconds("connectors")))
-    methods = _table([_single_mode_row(de, j, t_modes)], *groups)
+    groups = [_rows(f"deep ensemble ({j} modes)", de, t_modes, j * m)] if j > 1 else []
+    groups.append(_rows(f"{what} (M = {s['eval_samples']})", cx, t_modes + folder.seconds("connectors"),
+                        j * m + simplex_cost(s, d, s["vertices"])))
+    methods = _table([_single_mode_row(de, j, t_modes, m)], *groups)
     files = [plots.dimensionality(sweep, folder.sub("dimensionality.png"), f"SPRO {what} on {d.name}"),
              _uncertainty_plot(folder, d, {**({"deep ensemble": de["probs"]} if j > 1 else {}), what: cx["probs"]},
                                f"SPRO on {d.name}")]
@@ -321,14 +389,17 @@ def run_curve(s, d, folder, how):
                                       compile=how.compile, distributed=how.single)
     with folder.phase("predict"):
         ends = score(share, d, 1, s["seed"], how.device, how.world)
-        cv = score(_single(how, curve), d, s["eval_samples"], s["seed"], how.device, how.world)
+        cv = score(_single(how, curve), d, s["eval_samples"], s["seed"], how.device, how.world, ood_inputs(s, d))
         profile = evaluation.curve_profile(curve, d, PROFILE_POINTS) if how.world.is_main else None
     if not how.world.is_main:
         return None
-    t_modes = folder.seconds("modes")
-    methods = [_row(f"endpoint {i}", m, t_modes / 2, ends["predict_s"] / 2) for i, m in enumerate(ends["per_member"])]
-    curve_rows = _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve"))
-    methods = _table(methods, _rows("ensemble of the endpoints", ends, t_modes), curve_rows)
+    t_modes, m = folder.seconds("modes"), mode_cost(s, d)
+    curve_phase = Phase(epochs=s["curve_epochs"], lr=s["lr"], batch_size=s["batch_size"], n_samples=s["samples"])
+    methods = [_row(f"endpoint {i}", metrics, t_modes / 2, ends["predict_s"] / 2, m)
+               for i, metrics in enumerate(ends["per_member"])]
+    curve_rows = _rows(f"{s['kind']} curve (M = {s['eval_samples']} points)", cv, t_modes + folder.seconds("curve"),
+                       2 * m + curve_phase.gradient_evaluations(len(d.x_train)))
+    methods = _table(methods, _rows("ensemble of the endpoints", ends, t_modes, 2 * m), curve_rows)
     files = [plots.curve_profile(profile, folder.sub("curve_profile.png"), f"{s['kind']} curve between two modes on "
                                                                            f"{d.name}"),
              _uncertainty_plot(folder, d, {"ensemble of the endpoints": ends["probs"],
@@ -355,16 +426,17 @@ def run_fge(s, d, folder, how):
                                   out=folder.sub("fge"), progress=how.progress, compile=how.compile,
                                   distributed=how.single)
     with folder.phase("predict"):
+        ood = ood_inputs(s, d)
         start = score(share, d, 1, s["seed"], how.device, how.world)
         if how.spread != "members":
-            sc = score(_share(how, snapshots), d, 1, s["seed"], how.device, how.world)
+            sc = score(_share(how, snapshots), d, 1, s["seed"], how.device, how.world, ood)
         elif how.world.is_main:  # rank 0 alone took the snapshots
-            sc = score(snapshots, d, 1, s["seed"], how.device)
+            sc = score(snapshots, d, 1, s["seed"], how.device, ood=ood)
     if not how.world.is_main:
         return None
-    t_mode = folder.seconds("modes")
-    methods = [_row("the mode FGE starts from", start["test"], t_mode, start["predict_s"]),
-               *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"))]
+    t_mode, m = folder.seconds("modes"), mode_cost(s, d)
+    methods = [_row("the mode FGE starts from", start["test"], t_mode, start["predict_s"], m),
+               *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"), m + fge_cost(s, d))]
     sizes = _size_curves({"FGE": sc["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"FGE on {d.name}"),
              _uncertainty_plot(folder, d, {"FGE": sc["probs"]}, f"FGE on {d.name}")]
@@ -454,7 +526,7 @@ def check_settings(command, s, d, source=None):
 def run_evaluate(s, d, folder, how, source):
     names, models_ = [n for n, _, _ in source], [m for _, m, _ in source]
     with folder.phase("predict"):
-        sc = score(models_, d, s["eval_samples"], s["seed"], how.device)
+        sc = score(models_, d, s["eval_samples"], s["seed"], how.device, ood=ood_inputs(s, d))
     name = f"ensemble of {len(names)} members" if len(names) > 1 else names[0]
     files = [_uncertainty_plot(folder, d, {name: sc["probs"]}, f"{name} on {d.name}")]
     details = {"source": s["source"]}

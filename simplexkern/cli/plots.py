@@ -35,6 +35,29 @@ def ensemble_size(curves, path, title):
     return _save(fig, path)
 
 
+def cost_curves(lines, search, mode_cost, path, title):
+    """Test NLL and error against training cost (in one mode's training), one line per
+    method over its ensemble sizes (``compare``'s lines: means with the spread over seeds
+    as bars); ESPRO with its λ search as one more point."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, key, scale, name in ((axes[0], "nll", 1, "test NLL"), (axes[1], "error", 100, "test error (%)")):
+        for label, line in lines.items():
+            x = [p["gradient_evaluations"] / mode_cost for p in line]
+            drawn = ax.errorbar(x, [scale * p[key] for p in line], yerr=[scale * p[f"{key}_std"] for p in line],
+                                fmt="o-", markersize=4, capsize=2, label=label)
+            if label == "ESPRO":
+                ax.plot([search["gradient_evaluations"] / mode_cost], [scale * line[-1][key]], "o", mfc="none",
+                        color=drawn[0].get_color(), markersize=8, label="ESPRO, λ search counted")
+        ax.set_xscale("log")
+        ax.set_xlabel("training cost (gradient evaluations, in modes)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def uncertainty(reliability, risk_coverage, path, title):
     """Reliability diagrams (accuracy against confidence per bin, the diagonal is calibrated)
     and risk-coverage curves (error rate of the most confident part of the test split), one
@@ -59,11 +82,15 @@ def uncertainty(reliability, risk_coverage, path, title):
 
 
 def reg_choice(rows, chosen, path):
-    """Validation NLL of ESPRO against λ, the chosen λ marked."""
+    """Validation NLL of ESPRO (the ensemble, and simplex 0 alone) against λ, the chosen λ
+    marked; λ that stopped early have simplex 0's value only, or none."""
     fig = Figure(figsize=(4.5, 3.2), layout="constrained")
     ax = fig.subplots()
-    ok = [r for r in rows if "diverged" not in r]
-    ax.plot([r["reg"] for r in ok], [r["val_nll"] for r in ok], "o-")
+    ok = [r for r in rows if r.get("diverged") is None and r.get("stopped") is None]
+    first = [r for r in rows if r.get("simplex0_val_nll") is not None and np.isfinite(r["simplex0_val_nll"])]
+    ax.plot([r["reg"] for r in ok], [r["val_nll"] for r in ok], "o-", label="ensemble")
+    ax.plot([r["reg"] for r in first], [r["simplex0_val_nll"] for r in first], "s:", color="0.5", markersize=4,
+            label="simplex 0")
     best = next(r for r in ok if r["reg"] == chosen)
     ax.plot([best["reg"]], [best["val_nll"]], "r*", markersize=14, label=f"chosen λ = {chosen:g}")
     ax.set_xscale("symlog", linthresh=1)
