@@ -49,6 +49,15 @@ def report(out):
     return r
 
 
+def strip_costs(r):
+    """A report without the λ search's costs (processes grow simplexes at once)."""
+    for row in r["details"]["reg_rows"]:
+        row.pop("gradient_evaluations")
+    r["details"]["cost"].pop("with_search")
+    r["details"].pop("equal_compute_modes")
+    return r
+
+
 def checkpoints(out):
     return {p.relative_to(out).as_posix(): p for p in sorted(pathlib.Path(out).rglob("*.pt"))}
 
@@ -66,9 +75,18 @@ def test_members_spread_over_processes_give_the_one_process_result(tmp_path):
     simplexkern(*args, "--out", str(tmp_path / "two"), nproc=2)
     env = json.loads((tmp_path / "two" / "report.json").read_text())["environment"]
     assert env["processes"] == 2 and not env["data_parallel"]
-    assert report(tmp_path / "two") == report(tmp_path / "one")
+    # the λ search's first round grows simplex 0 in one process, a simplex per process in two
+    costs = {}
+    for name in ("one", "two"):
+        r = json.loads((tmp_path / name / "report.json").read_text())["details"]
+        costs[name] = [row["gradient_evaluations"] for row in r["reg_rows"]], r["cost"]["with_search"]
+    full, dropped = sorted(costs["one"][0], reverse=True)
+    assert sorted(costs["two"][0]) == [2 * dropped, full] and full == 3 * dropped
+    assert costs["two"][1] - costs["one"][1] == dropped
+    assert strip_costs(report(tmp_path / "two")) == strip_costs(report(tmp_path / "one"))
     one, two = checkpoints(tmp_path / "one"), checkpoints(tmp_path / "two")
-    assert list(one) == list(two) and len(one) == 3 + 2 * 3
+    extra = set(two) - set(one)  # the dropped λ's simplex 1, grown by process 1 in the first round
+    assert len(one) == 3 + 3 + 1 and len(extra) == 1 and next(iter(extra)).endswith("simplex_1.pt")
     assert all(same_weights(one[name], two[name]) for name in one)
     # evaluate runs on rank 0 alone under torchrun, with the one-process result
     evaluate = ["evaluate", str(tmp_path / "two"), "--quiet", "--eval-samples", "4", "--timeout", "2"]
