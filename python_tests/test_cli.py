@@ -420,6 +420,10 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
         nll.append(-probs[torch.arange(len(probs)), ds.y_test].log().mean().item())
     assert lines["deep ensemble"][-1]["nll"] == pytest.approx(np.mean(nll), rel=1e-5)
     assert lines["deep ensemble"][-1]["nll_std"] == pytest.approx(np.std(nll, ddof=1), rel=1e-4, abs=1e-9)
+    for p in lines["ESPRO"] + lines["FGE"] + lines["SPRO complex"]:  # paired within seeds: means subtract
+        same = lines["deep ensemble"][min(5, int(p["gradient_evaluations"] // m)) - 1]
+        assert p["nll_vs_de"] == pytest.approx(p["nll"] - same["nll"], abs=1e-12)
+    assert all(p["nll_vs_de"] == 0 and p["seeds_below_de"] == 0 for p in lines["deep ensemble"])
     points = [p for line in lines.values() for p in line]
     for b in d["best_at_budget"]:
         affordable = [p["nll"] for p in points if p["gradient_evaluations"] <= b["budget"]]

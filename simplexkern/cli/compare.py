@@ -8,7 +8,9 @@ the same on any machine; ``Phase.gradient_evaluations``), with wall seconds besi
 Every method is a line over its ensemble sizes: the deep ensemble over k of its modes,
 ESPRO over k simplexes (each with its own mode), FGE over its first k snapshots (k cycles
 after the mode), the complex one point. The deep ensemble is trained up to the largest
-budget any method used, so each method meets a deep ensemble of equal compute.
+budget any method used, so each method meets a deep ensemble of equal compute: each point
+is also compared, within its seed (the same training data), with the deep ensemble of as
+many modes as its cost buys.
 """
 import math
 
@@ -106,6 +108,11 @@ def _score_seed(s, d, folder, how, t, n_de):
         "SPRO complex": [{"members": 1, **_metrics(cx["probs"].mean(0), y), "gradient_evaluations": c["complex"],
                           "forward_passes": s["eval_samples"], "train_s": 2 * per_mode_s + folder.seconds("complex")}],
     }
+    de_line = lines["deep ensemble"]
+    for line in lines.values():  # paired with this seed's deep ensemble of the same budget
+        for p in line:
+            same = de_line[min(len(de_line), max(1, p["gradient_evaluations"] // m)) - 1]
+            p.update(nll_vs_de=p["nll"] - same["nll"], error_vs_de=p["error"] - same["error"])
     scores = {"deep ensemble": de, "ESPRO": es, "FGE": fge, "SPRO complex": cx}
     out = {name: {"line": line, "uncertainty": scores[name]["uncertainty"], "predict_s": scores[name]["predict_s"]}
            for name, line in lines.items()}
@@ -127,8 +134,9 @@ def _aggregate(per_seed):
         for k in range(len(per_seed[0][name]["line"])):
             rows = [p[name]["line"][k] for p in per_seed]
             point = {"members": rows[0]["members"]}
-            for key in (*KEYS, "gradient_evaluations", "forward_passes", "train_s"):
+            for key in (*KEYS, "nll_vs_de", "error_vs_de", "gradient_evaluations", "forward_passes", "train_s"):
                 point[key], point[f"{key}_std"] = _spread([r[key] for r in rows])
+            point["seeds_below_de"] = sum(r["nll_vs_de"] < 0 for r in rows)
             points.append(point)
         lines[name] = points
     return lines
@@ -177,7 +185,9 @@ def run_compare(s, d, folder, how):
         methods.append({"name": f"{name} ({size})", "test": {k: p[k] for k in KEYS[:4]},
                         "test_std": {k: p[f"{k}_std"] for k in KEYS[:4]}, "train_s": p["train_s"],
                         "predict_s": predict_s, "gradient_evaluations": p["gradient_evaluations"],
-                        "forward_passes": p["forward_passes"]})
+                        "forward_passes": p["forward_passes"],
+                        "vs_deep_ensemble": {k: p[k] for k in ("nll_vs_de", "nll_vs_de_std", "error_vs_de",
+                                                               "error_vs_de_std", "seeds_below_de")}})
     title = f"{s['model']} on {d.name}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     files = [plots.cost_curves(lines, espro_search, m, folder.sub("cost.png"), title)]
     details = {

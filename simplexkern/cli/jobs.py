@@ -280,16 +280,23 @@ def fge_cost(s, d, cycles=None):
 
 def train_espro(s, d, folder, how, modes):
     """(λ, this process's simplexes, choose_reg's rows or [], wall seconds of the chosen λ's
-    vertices) of ESPRO on ``modes`` (this process's share), in ``espro/``."""
+    vertices) of ESPRO on ``modes`` (this process's share), in ``espro/``. With a λ search
+    the seconds are the chosen λ's share of the search's (phase "vertices", which adds up
+    resumed invocations) by gradient evaluations."""
     settings = dict(_vertex_settings(s, how), distributed=how.spread)
+    rows = []
     with folder.phase("vertices"):
         if len(s["reg"]) > 1:
             reg, simplexes, rows = train.choose_reg(modes, d, s["reg"], n_points=s["eval_samples"],
                                                     out=folder.sub("espro"), **settings)
-            return reg, simplexes, rows, next(r["train_s"] for r in rows if r["reg"] == reg)
-        (reg,) = s["reg"]
-        simplexes = train.espro(modes, d, reg=reg, out=folder.sub("espro"), **settings)
-    return reg, simplexes, [], folder.seconds("vertices")
+        else:
+            (reg,) = s["reg"]
+            simplexes = train.espro(modes, d, reg=reg, out=folder.sub("espro"), **settings)
+    seconds = folder.seconds("vertices")
+    if rows:
+        seconds *= next(r["gradient_evaluations"] for r in rows if r["reg"] == reg) / sum(
+            r["gradient_evaluations"] for r in rows)
+    return reg, simplexes, rows, seconds
 
 
 def espro_costs(s, d, rows):

@@ -37,18 +37,25 @@ def ensemble_size(curves, path, title):
 
 def cost_curves(lines, search, mode_cost, path, title):
     """Test NLL and error against training cost (in one mode's training), one line per
-    method over its ensemble sizes (``compare``'s lines: means with the spread over seeds
-    as bars); ESPRO with its λ search as one more point."""
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, key, scale, name in ((axes[0], "nll", 1, "test NLL"), (axes[1], "error", 100, "test error (%)")):
-        for label, line in lines.items():
-            x = [p["gradient_evaluations"] / mode_cost for p in line]
-            drawn = ax.errorbar(x, [scale * p[key] for p in line], yerr=[scale * p[f"{key}_std"] for p in line],
-                                fmt="o-", markersize=4, capsize=2, label=label)
+    method over its ensemble sizes (``compare``'s lines, means over seeds), ESPRO with its
+    λ search as one more point; and each point's NLL minus that of the deep ensemble of the
+    same budget in the same seed (mean and spread over seeds)."""
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for label, line in lines.items():
+        x = [p["gradient_evaluations"] / mode_cost for p in line]
+        color = None
+        for ax, key, scale in ((axes[0], "nll", 1), (axes[1], "error", 100)):
+            drawn = ax.plot(x, [scale * p[key] for p in line], "o-", markersize=3, label=label, color=color)
+            color = drawn[0].get_color()
             if label == "ESPRO":
                 ax.plot([search["gradient_evaluations"] / mode_cost], [scale * line[-1][key]], "o", mfc="none",
-                        color=drawn[0].get_color(), markersize=8, label="ESPRO, λ search counted")
+                        color=color, markersize=8, label="ESPRO, λ search counted")
+        if label != "deep ensemble":
+            axes[2].errorbar(x, [p["nll_vs_de"] for p in line], yerr=[p["nll_vs_de_std"] for p in line], fmt="o-",
+                             markersize=3, capsize=2, color=color, label=label)
+    axes[2].axhline(0, color="0.5", linestyle=":")
+    for ax, name in zip(axes, ("test NLL", "test error (%)", "NLL minus the deep ensemble's\nof the same cost")):
         ax.set_xscale("log")
         ax.set_xlabel("training cost (gradient evaluations, in modes)")
         ax.set_ylabel(name)

@@ -136,12 +136,15 @@ def _compare_lines(report):
              "test split, mean ± std over seeds"]
     w = max(len(r["name"]) for r in report["methods"])
     lines.append(f"{'':{w}s} {'accuracy':>15s} {'NLL':>15s} {'ECE':>7s} {'Brier':>7s} {'cost':>7s} {'train':>8s} "
-                 f"{'predict':>10s}")
+                 f"{'predict':>10s}   NLL - deep ensemble of that cost")
+    n = len(d["seeds"])
     for r in report["methods"]:
-        t, sd = r["test"], r["test_std"]
+        t, sd, vs = r["test"], r["test_std"], r["vs_deep_ensemble"]
         lines.append(f"{r['name']:{w}s} {t['accuracy']:7.4f} ± {sd['accuracy']:.4f} {t['nll']:7.4f} ± "
                      f"{sd['nll']:.4f} {t['ece']:7.4f} {t['brier']:7.4f} {r['gradient_evaluations'] / m:6.2f}m "
-                     f"{r['train_s']:7.1f}s {1e3 * r['predict_s']:7.1f} ms")
+                     f"{r['train_s']:7.1f}s {1e3 * r['predict_s']:7.1f} ms   "
+                     + ("" if r["name"].startswith("deep ensemble") else
+                        f"{vs['nll_vs_de']:+.4f} ± {vs['nll_vs_de_std']:.4f}, lower in {vs['seeds_below_de']} of {n}"))
     search = d["espro_with_search"]
     lines += [f"ESPRO with its λ search: {search['gradient_evaluations'] / m:.2f}m, {search['train_s']:.1f} s",
               "cost: training in modes' worth of gradient evaluations (m); train: wall seconds; predict: the test "
