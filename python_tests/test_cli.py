@@ -111,6 +111,23 @@ def test_ensemble_report_matches_its_checkpoints(runs):
     assert single["test"]["nll"] == pytest.approx(np.mean([m["test"]["nll"] for m in reports["ensemble"]["members"]]))
 
 
+def test_points_disagreement_within_each_simplex(runs):
+    """ESPRO's points' disagreement, recomputed from its checkpoints: each simplex at its M = 4
+    points, every pair of points' top labels compared by hand, averaged over simplexes."""
+    from simplexkern.eval.predict import member_points
+
+    root, reports = runs
+    data, per_simplex = _digits(), []
+    for j, member in enumerate(reports["espro"]["members"]):
+        model = sk.load_checkpoint(root / "espro" / member["checkpoint"]).eval()
+        with torch.no_grad():
+            labels = model(data.x_test, member_points(model, 4, 0, j)).argmax(-1)
+        pairs = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+        per_simplex.append(np.mean([(labels[a] != labels[b]).double().mean().item() for a, b in pairs]))
+    assert reports["espro"]["uncertainty"]["point_disagreement"] == pytest.approx(np.mean(per_simplex), abs=1e-12)
+    assert reports["ensemble"]["uncertainty"]["point_disagreement"] is None
+
+
 def test_curve_has_low_loss_in_the_middle_and_its_plane_passes_through_its_ends(runs, tmp_path):
     root, reports = runs
     mid = reports["curve"]["details"]["midpoint"]

@@ -165,6 +165,7 @@ def score(members, d, n_points, seed, device, world=distributed.World(), ood=Non
     out = {"probs": probs, "predict_s": seconds, "test": evaluation.metrics(probs.mean(0), y),
            "per_member": [evaluation.metrics(p, y) for p in probs], "val": None, "temperature": None,
            "uncertainty": {**evaluation.uncertainty.summary(probs, y), "ood": None}}
+    out["uncertainty"]["point_disagreement"] = _point_disagreement(members, d, n_points, seed, world)
     if ood is not None:
         away = evaluation.predict(members, ood, n_points=n_points, seed=seed, bn_data=d.x_train, distributed=spread)
         out["uncertainty"]["ood"] = {name: evaluation.uncertainty.ood_detection(probs.mean(0), away, name)
@@ -179,6 +180,19 @@ def score(members, d, n_points, seed, device, world=distributed.World(), ood=Non
             out["temperature"] = {"value": t, "test": evaluation.metrics(evaluation.apply_temperature(probs.mean(0), t),
                                                                          y), "note": None}
     return out
+
+
+def _point_disagreement(members, d, n_points, seed, world):
+    """The mean over simplex members (of several vertices, at ``n_points`` >= 2 points) of
+    their points' disagreement on the test split, or None when there is none; ``members``
+    is this process's share."""
+    n = world.total(len(members)) if world.size > 1 else len(members)
+    values = [evaluation.uncertainty.disagreement(evaluation.point_probabilities(
+        m, d, n_points=n_points, seed=seed, member=j)) for j, m in zip(world.members(n), members)
+        if isinstance(m, SimplexModel) and m.n_vertices > 1 and n_points > 1]
+    if world.size > 1:
+        values = [v for part in world.objects(values) for v in part]
+    return float(np.mean(values)) if values else None
 
 
 def _row(name, metrics, train_s, predict_s, cost=None):

@@ -14,7 +14,9 @@ finite):
   curve, the FGE ensemble, the evaluated models; null for ``surface`` and ``compare``);
   ``val``: the same on the validation split (null without one);
 - ``uncertainty``: the result's "adaptive_ece" and "aurc" on the test split, over its
-  members "disagreement" and "mutual_information" (null for one member), and "ood" (null
+  members "disagreement" and "mutual_information" (null for one member),
+  "point_disagreement" (the disagreement of a simplex's, complex's or curve's M points,
+  averaged over such members; null without them), and "ood" (null
   without --ood-data / --ood-gaussian-noise): {"max_prob", "entropy"}, each {"auroc",
   "aupr", "fpr95"} of telling those inputs from the test split by that score; null for
   ``surface`` and ``compare`` (``simplexkern.eval.uncertainty``);
@@ -199,6 +201,8 @@ def format_table(report, path):
         if u:
             members = "" if u["disagreement"] is None else (f", members' disagreement {u['disagreement']:.4f}, mutual "
                                                             f"information {u['mutual_information']:.4f}")
+            if u.get("point_disagreement") is not None:
+                members += f", points' disagreement within a member {u['point_disagreement']:.4f}"
             lines.append(f"the result on the test split: adaptive ECE {u['adaptive_ece']:.4f}, AURC {u['aurc']:.4f}"
                          + members)
             if u.get("ood"):

@@ -12,9 +12,9 @@ from simplexkern.eval.metrics import (
     regression_metrics,
     temperature_fit,
 )
-from simplexkern.eval.predict import outputs_at, point_metrics, predict
+from simplexkern.eval.predict import outputs_at, point_metrics, point_probabilities, predict
 from simplexkern.eval.surfaces import curve_profile, loss_plane, metrics_at
 
 __all__ = ["predict", "metrics", "regression_metrics", "fit_temperature", "temperature_fit", "TEMPERATURE_BOUNDS",
            "apply_temperature", "ensemble_size_curve", "curve_profile", "loss_plane", "metrics_at", "point_metrics",
-           "outputs_at", "uncertainty"]
+           "point_probabilities", "outputs_at", "uncertainty"]

@@ -247,6 +247,21 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
     return mean, sigma ** 2 + (second.mean(0) - mean.pow(2)).clamp_min(0)
 
 
+def point_probabilities(model: nn.Module, data: Dataset, *, split: str = "test", n_points: int = 25, seed: int = 0,
+                        member: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """(M, N, C) class probabilities at each of the M points ``predict`` evaluates member
+    ``member`` of an ensemble at (the same points, BatchNorm statistics and dropout draws),
+    on ``data``'s ``split``; (1, N, C) for a plain model."""
+    _checks.count(n_points, "n_points")
+    x, bn_inputs, task, _ = _inputs(data, split, None)
+    if task != "classification":
+        raise ValueError("point_probabilities needs a classification data set")
+    coeffs = member_points(model, n_points, seed, member)
+    parts = [torch.softmax(out.float(), -1).cpu() for _, out in outputs_at(
+        model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=derive_seed(seed, member, 1))]
+    return torch.cat(parts, 1)
+
+
 def point_metrics(model: nn.Module, coeffs: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, *,
                   task: str = "classification", noise_std: float = 1.0, bn_inputs: torch.Tensor | None = None,
                   batch_size: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
