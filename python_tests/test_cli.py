@@ -406,21 +406,23 @@ def test_out_of_distribution_detection_in_the_report(tmp_path, capsys):
                      str(tmp_path / "u")]) == 2
     assert "give one of them" in capsys.readouterr().err and not (tmp_path / "u").exists()
     assert cli.main(["train", *TINY, "--ood-data", "mnist1d", "--out", str(tmp_path / "v")]) == 2
-    assert "shape" in capsys.readouterr().err
+    assert "--ood-data: " in capsys.readouterr().err and not (tmp_path / "v").exists()  # refused before training
 
 
 def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
     """Tiny settings: one mode 2 epochs over 960 examples; a simplex vertex 1 epoch at H = 1
     (half a mode); FGE one cycle of 2 epochs; a complex of 2 modes and 1 connector. ESPRO
-    costs the most, 4.5 modes, so the deep ensemble runs to 5."""
+    with its search of two λ costs the most (3 modes, simplex 0 for both λ, simplexes 1 and
+    2 for one: 5 modes), so the deep ensemble runs to 5."""
     out = tmp_path / "c"
-    report = run_ok("compare", *TINY, "--vertex-epochs", "1", "--samples", "1", "--vertices", "1", "--reg", "0",
-                    "--eval-samples", "2", "--cycles", "1", "--cycle-epochs", "2", "--connectors", "1",
-                    "--seeds", "0,1", "--out", str(out))
+    flags = [*TINY, "--vertex-epochs", "1", "--samples", "1", "--vertices", "1", "--reg", "0,0.1", "--eval-samples",
+             "2", "--cycles", "1", "--cycle-epochs", "2", "--connectors", "1", "--seeds", "0,1", "--out", str(out)]
+    report = run_ok("compare", *flags)
     text = capsys.readouterr().out
     assert "the best at each training budget" in text and "mean ± std over seeds" in text
     d, m = report["details"], 2 * 960
     assert d["mode_cost"] == m and d["deep_ensemble_modes"] == 5 and report["plots"] == ["cost.png"]
+    assert d["espro_with_search"]["gradient_evaluations"] == 5 * m
     check_png(out / "cost.png")
     lines = d["lines"]
     assert [p["gradient_evaluations"] for p in lines["deep ensemble"]] == [k * m for k in range(1, 6)]
@@ -429,14 +431,23 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
     assert [p["gradient_evaluations"] for p in lines["SPRO complex"]] == [2 * m + 960]
     data = [sk.data.load("digits", val_fraction=0.2, split_seed=seed) for seed in (0, 1)]
     assert not torch.equal(data[0].y_train, data[1].y_train)  # each seed its own split
-    nll = []
+    nll, fge_vs_pairs = [], []
+
+    def nll_of(probs, y):
+        return -probs[torch.arange(len(y)), y].log().mean().item()
     for seed, ds in zip((0, 1), data):
-        probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(out / f"seed_{seed}" / "modes" /
-                                                                          f"mode_{j}.pt")(ds.x_test).double(), -1)
-                             for j in range(5)]).mean(0)
-        nll.append(-probs[torch.arange(len(probs)), ds.y_test].log().mean().item())
+        folder = out / f"seed_{seed}"
+        probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(folder / "modes" / f"mode_{j}.pt")(
+            ds.x_test).double(), -1) for j in range(5)])
+        nll.append(nll_of(probs.mean(0), ds.y_test))
+        fge = torch.softmax(sk.nn.checkpoint.load_module(folder / "fge" / "fge_snapshot_0.pt")(ds.x_test).double(), -1)
+        pairs = [nll_of(probs[[a, b]].mean(0), ds.y_test) for a in range(5) for b in range(a + 1, 5)]
+        fge_vs_pairs.append(nll_of(fge, ds.y_test) - np.mean(pairs))  # FGE costs 2 modes: every pair of this seed
     assert lines["deep ensemble"][-1]["nll"] == pytest.approx(np.mean(nll), rel=1e-5)
     assert lines["deep ensemble"][-1]["nll_std"] == pytest.approx(np.std(nll, ddof=1), rel=1e-4, abs=1e-9)
+    assert lines["FGE"][0]["nll_vs_de"] == pytest.approx(np.mean(fge_vs_pairs), abs=1e-5)
+    assert lines["FGE"][0]["nll_vs_de_std"] == pytest.approx(np.std(fge_vs_pairs, ddof=1), rel=1e-3, abs=1e-6)
+    assert lines["FGE"][0]["seeds_below_de"] == sum(v < 0 for v in fge_vs_pairs)
     for p in lines["ESPRO"] + lines["FGE"] + lines["SPRO complex"]:  # paired within seeds: means subtract
         same = lines["deep ensemble"][min(5, int(p["gradient_evaluations"] // m)) - 1]
         assert p["nll_vs_de"] == pytest.approx(p["nll"] - same["nll"], abs=1e-12)
@@ -448,6 +459,6 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
         assert b["deep_ensemble"]["members"] == min(5, b["budget"] // m)
     assert [r["name"] for r in report["methods"]] == ["deep ensemble (5 members)", "ESPRO (3 members)",
                                                       "FGE (1 members)", "SPRO complex (2 points)"]
-    assert run_ok("compare", *TINY, "--vertex-epochs", "1", "--samples", "1", "--vertices", "1", "--reg", "0",
-                  "--eval-samples", "2", "--cycles", "1", "--cycle-epochs", "2", "--connectors", "1",
-                  "--seeds", "0,1", "--out", str(out)) == report  # finished: not redone
+    assert run_ok("compare", *flags) == report  # finished: not redone
+    assert cli.main(["compare", *flags[:-1], str(tmp_path / "d"), "--lr-min", "0.1"]) == 2  # FGE's checks apply
+    assert not (tmp_path / "d").exists()

@@ -116,7 +116,7 @@ def test_choose_reg_scores_on_validation_and_survives_divergence(digits, modes):
     reg, simplexes, rows = sk.train.choose_reg(modes[:1], digits, (0.0, 1e30), n_vertices=2, vertex_epochs=2, seed=0,
                                                progress=False, device="cpu")
     assert reg == 0.0 and len(simplexes) == 1 and [r["reg"] for r in rows] == [0.0, 1e30]
-    assert "diverged" in rows[1] and rows[1]["val_nll"] == float("inf")
+    assert rows[1]["diverged"] is not None and rows[1]["val_nll"] == float("inf")
     expected = sk.eval.metrics(sk.eval.predict(simplexes, digits, split="val"), digits.y_val)
     assert rows[0]["val_nll"] == pytest.approx(expected["nll"], rel=1e-9)
     with pytest.raises(ValueError, match="val_fraction"):
@@ -147,6 +147,43 @@ def test_choose_reg_stops_wrecking_and_worse_half_lambdas_without_changing_the_o
     again = sk.train.choose_reg(modes[:2], digits, regs, out=tmp_path / "r", **settings)[2]  # resumed: same rows
     assert [{k: v for k, v in r.items() if k != "train_s"} for r in again] == \
         [{k: v for k, v in r.items() if k != "train_s"} for r in rows]
+
+
+def test_choose_reg_grows_each_simplex_once_and_falls_back_when_the_kept_diverge(digits, modes, monkeypatch):
+    """Without out, round 2 reuses round 1's simplex 0; a process group that trains nothing
+    together is charged one simplex per dropped λ; when every kept λ diverges in round 2 the
+    next in line grows the rest; a single λ is never stopped."""
+    from simplexkern import distributed as dist
+
+    settings = dict(n_vertices=2, vertex_epochs=1, n_samples=1, seed=0, progress=False, device="cpu", n_points=2)
+    grown, real_grow = [], spro._grow
+    monkeypatch.setattr(spro, "_grow", lambda *a, **kw: grown.append(kw["name"]) or real_grow(*a, **kw))
+    monkeypatch.setattr(dist, "world", lambda: dist.World(0, 2))  # as under torchrun, distributed=None
+    _, _, rows = sk.train.choose_reg(modes[:2], digits, (0.1, 0.3, 3.0), **settings)
+    kept = sum(r["stopped"] is None for r in rows)
+    assert kept == 2 and sorted(grown) == ["simplex_0"] * 3 + ["simplex_1"] * 2
+    assert sorted(r["gradient_evaluations"] for r in rows) == [960, 2 * 960, 2 * 960]
+    monkeypatch.undo()
+
+    real_espro, tried = spro.espro, []
+
+    def espro(members, data, reg, **kw):  # the better half by simplex 0 diverges on simplex 1
+        tried.append((reg, len(members)))
+        if len(members) > 1 and reg != worst:
+            err = FloatingPointError("made to diverge")
+            err.member, err.vertex, err.epoch = 1, 1, 0
+            raise err
+        return real_espro(members, data, reg=reg, **kw)
+    regs = (0.1, 0.3, 3.0)
+    first = sk.train.choose_reg(modes[:2], digits, regs, stop_early=False, **{**settings, "n_vertices": 2})[2]
+    worst = max(first, key=lambda r: spro._nan_last(r["simplex0_val_nll"]))["reg"]
+    monkeypatch.setattr(spro, "espro", espro)
+    reg, simplexes, rows = sk.train.choose_reg(modes[:2], digits, regs, **settings)
+    assert reg == worst and len(simplexes) == 2 and [r["reg"] for r in rows if r["diverged"]] != []
+    assert sum(n == 2 for _, n in tried) == 3  # two kept, both diverged: the third grew its simplex 1
+    monkeypatch.undo()
+    (row,) = sk.train.choose_reg(modes[:2], digits, (1e4,), **settings)[2]
+    assert row["stopped"] is None
 
 
 def test_random_complex_normalisation_has_the_papers_scale(digits, modes, rng):

@@ -248,7 +248,8 @@ def build_parser(suppress=False):
     for name, (text, settings, overrides) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
         names = setting_names(name) + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else [])
-                                       + (["compile", "data_parallel"] if "epochs" in settings else [])
+                                       + (["compile"] if "epochs" in settings else [])
+                                       + (["data_parallel"] if "epochs" in settings and name != "compare" else [])
                                        + ["timeout"])
         for dest in names:
             flag, kw = {**FLAGS, **RUNTIME}[dest]
@@ -392,6 +393,8 @@ def run(args, argv, echo=True):
     world, device = distributed.init(device, args.timeout)
     d = _flag("--data", jobs.load_data, settings)
     world.all_same(data_fingerprint(d, all_splits=True), "data sets")
+    if settings.get("ood_data") is not None:  # a bad set is refused before anything is trained
+        _flag("--ood-data", jobs.ood_inputs, settings, d)
     if "model" in settings:  # an architecture that does not fit the data fails here, not mid-run
         _flag("--model", models.for_data, settings["model"], d)
     backend = getattr(args, "backend", "auto")

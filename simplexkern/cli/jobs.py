@@ -350,7 +350,9 @@ def run_espro(s, d, folder, how):
     if s["equal_compute"]:
         n_all = len(more["per_member"])
         seconds = (t_modes + folder.seconds("equal-compute modes") if n_all > j else t_modes) / n_all
-        for key, what in (("espro", "ESPRO's training"), ("with_search", "ESPRO's training and λ search")):
+        buys = [("espro", "ESPRO's training")] + ([("with_search", "ESPRO's training and λ search")] if
+                                                   n_equal["with_search"] != n_equal["espro"] else [])
+        for key, what in buys:
             n = max(1, n_equal[key])  # the first n modes: what n modes' training buys
             methods.append(_row(f"deep ensemble of {n} modes: the compute of {what}",
                                 evaluation.metrics(more["probs"][:n].mean(0), d.y_test), seconds * n,
@@ -525,7 +527,7 @@ def load_source(members, d, device):
 def check_settings(command, s, d, source=None):
     """ValueError for settings that cannot run on the data ``d`` (and the loaded ``source``
     of evaluate / surface), found before anything is written."""
-    if command == "fge":
+    if command in ("fge", "compare"):
         if not s["lr_min"] < s["lr_max"]:
             raise ValueError(f"--lr-min ({s['lr_min']:g}) must be below --lr-max ({s['lr_max']:g})")
         n = steps_per_epoch(len(d.x_train), s["batch_size"])

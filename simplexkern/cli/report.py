@@ -92,10 +92,10 @@ def _details(report):
     lines = []
     if cmd in ("espro", "demo") and d.get("reg_rows"):
         lines.append("λ chosen on the validation split (ESPRO's validation NLL):")
-        lines.extend(reg_lines(d["reg_rows"], d["reg"], d["cost"]["mode"]))
+        lines.extend(reg_lines(d["reg_rows"], d["reg"], d.get("cost", {}).get("mode")))
     elif cmd in ("espro", "demo"):
         lines.append(f"λ = {d['reg']:g}")
-    if cmd in ("espro", "demo"):
+    if cmd in ("espro", "demo") and "cost" in d:  # reports before costs were counted have none
         c = d["cost"]
         lines.append(f"training cost in gradient evaluations (examples x points): one mode {c['mode']:,}; ESPRO "
                      f"{c['espro'] / c['mode']:.2f} modes' worth, the λ search included "
@@ -164,7 +164,7 @@ def reg_lines(rows, chosen, mode_cost):
     """The λ table of choose_reg's ``rows``, costs in modes' worth of training."""
     lines = []
     for r in rows:
-        cost = f"{r['gradient_evaluations'] / mode_cost:6.2f} modes"
+        cost = f"{r['gradient_evaluations'] / mode_cost:6.2f} modes" if "gradient_evaluations" in r else ""
         if r.get("diverged"):
             lines.append(f"  λ = {r['reg']:<6g} diverged (the loss became NaN or inf){'':27s}{cost}")
             continue

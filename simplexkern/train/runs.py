@@ -67,6 +67,9 @@ def data_fingerprint(data, all_splits=False):
                     if getattr(data, f"{xy}_{split}") is not None], data.task)
 
 
+_MEMBER_COUNTS = ("n_models", "n_modes")  # recorded by earlier ensembles; their members do not depend on them
+
+
 class Run:
     """Checkpoints of one algorithm's members in ``out`` (None: nothing is written). The
     settings recorded with them include the fingerprint of ``data``'s training split.
@@ -101,7 +104,9 @@ class Run:
         if path is None or not path.exists():
             return None, None
         meta, state = checkpoint.read_training_state(path)
-        theirs = meta.get("algorithm"), meta.get("settings")
+        recorded = {k: v for k, v in (meta.get("settings") or {}).items()
+                    if k in self.settings or k not in _MEMBER_COUNTS}
+        theirs = meta.get("algorithm"), recorded
         if theirs != (self.algorithm, self.settings):
             changed = sorted(k for k in set(self.settings) | set(theirs[1] or {})
                              if (theirs[1] or {}).get(k) != self.settings.get(k))

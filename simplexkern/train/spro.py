@@ -201,7 +201,7 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
           reg_scale: str = "none", vertex_epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
           momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5, batch_size: int = 64, seed: int = 0,
           device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
-          distributed: Distributed = None, _screen=None) -> list[SimplexModel]:
+          distributed: Distributed = None, _screen=None, _grown=()) -> list[SimplexModel]:
     """ESPRO: J independent simplexes, one grown from each trained mode in ``modes`` (plain
     models or paths of their checkpoints) by ``grow_simplex`` with these settings. Simplex
     j depends only on (mode j, seed, j). With ``out``, simplex j is checkpointed in
@@ -231,7 +231,10 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
                                  seed=seed), data, data_parallel=parallel)
     device = device_of(device)
     simplexes = []
-    for j, plain in zip(indices, plains):
+    for i, (j, plain) in enumerate(zip(indices, plains)):
+        if i < len(_grown):  # grown by an earlier round of choose_reg, with these settings
+            simplexes.append(_grown[i])
+            continue
         sm, template, start = _start_model(plain)  # one mode's copies at a time
         screen = _screen if j == 0 and not members else None  # choose_reg's early stop
         check = None if screen is None else _first_epoch_check(screen)
@@ -253,7 +256,8 @@ def _first_epoch_check(screen):
     return check
 
 
-_ESPRO_DEFAULTS = {k: p.default for k, p in inspect.signature(espro).parameters.items()}
+_ESPRO_DEFAULTS = {k: p.default for k, p in inspect.signature(espro).parameters.items()
+                   if p.default is not inspect.Parameter.empty and not k.startswith("_")}
 
 
 def _complex_start(modes, data):
@@ -313,15 +317,17 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
     the NLL of the ensemble's prediction on ``data``'s validation split (never the test
     split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows).
 
-    ``stop_early`` (default), in two rounds:
+    ``stop_early`` (default), in two rounds when there are several λ:
 
     1. Each λ grows simplex 0 (with ``distributed="members"``, each process its first
-       simplex). It stops after the first epoch of its first added vertex when simplex 0's
-       validation NLL there has lost more than half of what its mode knew: it is above the
-       mode's validation NLL plus half the way from there to log C, the NLL of a uniform
-       guess over C classes (not with "members", where the processes train at once).
+       simplex, so the search's cost depends on the number of processes). It stops after
+       the first epoch of its first added vertex when simplex 0's validation NLL there has
+       lost more than half of what its mode knew: it is above the mode's validation NLL plus
+       half the way from there to log C, the NLL of a uniform guess over C classes (not with
+       "members", where the processes train at once).
     2. The better half of the λ left (by simplex 0's validation NLL) grow the other
-       simplexes and are scored as ensembles; the others stop there.
+       simplexes and are scored as ensembles; the others stop there. Where one diverges,
+       the next in line takes its place.
 
     A λ that wrecks the model costs one vertex epoch and one in the worse half one simplex,
     instead of J. Without ``stop_early``, every λ grows every simplex.
@@ -356,34 +362,45 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
             raise ValueError(f"regs[{i}] must be a finite number >= 0, got {reg}")
     if len(set(regs)) != len(regs):
         raise ValueError(f"regs lists a λ more than once: {list(regs)}")
+    if data.task != "classification":
+        raise ValueError("choose_reg ranks λ by the validation NLL of class probabilities: it needs a classification "
+                         "data set")
     search = _RegSearch(modes, data, n_points, settings, out, world, together)
-    n_modes = search.cost.n_modes
-    halving = stop_early and n_modes > 1 and len(regs) > 1
+    halving = stop_early and search.cost.n_modes > 1 and len(regs) > 1
     first = modes[:1] if halving else modes
-    wreck = search.wreck_check(modes[0]) if stop_early and mode != "members" else None
+    wreck = search.wreck_check(modes[0]) if stop_early and len(regs) > 1 and mode != "members" else None
     rows = {reg: search.run(reg, first, wreck) for reg in regs}
-    if halving:
-        alive = sorted((r for r in regs if rows[r]["diverged"] is None and rows[r]["stopped"] is None),
-                       key=lambda r: rows[r]["simplex0_val_nll"])
-        keep = set(alive[:math.ceil(len(alive) / 2)])
-        for reg in regs:
-            if reg in keep:
-                rows[reg] = search.run(reg, modes, None, rows[reg]["train_s"])
-            elif rows[reg]["diverged"] is None and rows[reg]["stopped"] is None:
+    if halving:  # the better half by simplex 0 grow every simplex; the next in line where one diverges
+        alive = sorted((r for r in regs if _finished(rows[r])), key=lambda r: _nan_last(rows[r]["simplex0_val_nll"]))
+        wanted, done = math.ceil(len(alive) / 2), 0
+        for reg in alive:
+            if done < wanted:
+                rows[reg] = search.run(reg, modes, None, rows[reg]["train_s"], grown=search.simplexes.pop(reg))
+                done += _finished(rows[reg])
+            else:
                 rows[reg] = {**rows[reg], **search.stopped(f"stopped after simplex 0: its validation NLL "
                                                            f"{rows[reg]['simplex0_val_nll']:.4f} is in the worse half "
-                                                           "of the λ", search.cost.first_simplexes(world))}
+                                                           "of the λ", search.cost.first_simplexes())}
     best = {}
     for reg in regs:  # the best of the saturated and of the other λ, kept apart
         row = rows[reg]
-        if row["diverged"] is None and row["stopped"] is None:
+        if _finished(row):
             kind = row["saturated"]
             if kind not in best or row["val_nll"] < best[kind][0]:
                 best[kind] = (row["val_nll"], reg)
     if not best:
-        raise FloatingPointError(f"every λ in {list(regs)} diverged; try smaller values")
+        raise FloatingPointError(f"every λ in {list(regs)} diverged or wrecked the model in its first vertex epoch; "
+                                 "try smaller values")
     _, reg = best.get(False, best.get(True))
     return reg, search.simplexes[reg], [rows[r] for r in regs]
+
+
+def _finished(row):
+    return row["diverged"] is None and row["stopped"] is None
+
+
+def _nan_last(value):
+    return math.inf if math.isnan(value) else value
 
 
 SATURATED = 1 - 1e-6  # a validation prediction this sure of its class is a hard 0/1 (its NLL says nothing)
@@ -416,29 +433,32 @@ class _RegSearch:
     def wreck_check(self, mode):
         """The ``espro`` screen of round 1: stops simplex 0 after its first vertex epoch when
         its validation NLL is above the mode's plus half the way to log C."""
-        reference = self._val_nll([as_plain(mode, "modes[0]")])
-        limit = reference + (math.log(self.data.n_classes) - reference) / 2
+        reference, uniform = self._val_nll([as_plain(mode, "modes[0]")]), math.log(self.data.n_classes)
+        if not reference < uniform:  # a mode no better than a uniform guess: nothing to lose
+            return None
+        limit = reference + (uniform - reference) / 2
 
         def screen(model):
             nll = self._val_nll([model])
-            if nll > limit:
+            if not nll <= limit:  # NaN included
                 raise _Stopped(f"stopped after the first vertex epoch: simplex 0's validation NLL {nll:.4f} is above "
                                f"{limit:.4f}, half the way from its mode's {reference:.4f} to a uniform guess's "
-                               f"{math.log(self.data.n_classes):.4f}")
+                               f"{uniform:.4f}")
         return screen
 
     def stopped(self, why, evaluations):
         return {"val_nll": math.inf, "val_accuracy": math.nan, "stopped": why, "gradient_evaluations": evaluations,
                 "saturated": False, "near_hard": False, "zero_val_error": False}
 
-    def run(self, reg, modes, screen, seconds=0.0):
+    def run(self, reg, modes, screen, seconds=0.0, grown=()):
         """The row of λ ``reg`` after ``espro`` on ``modes`` (a prefix of choose_reg's, or all
-        of them); ``seconds`` of earlier rounds are added to its time."""
+        of them), with this process's first simplexes ``grown`` in an earlier round; ``seconds``
+        of earlier rounds are added to its time."""
         sub = None if self.out is None else pathlib.Path(self.out) / f"reg_{reg:g}"
         started = time.perf_counter()
         simplexes, diverged, stopped = [], None, None
         try:
-            simplexes = espro(modes, self.data, reg=reg, out=sub, _screen=screen, **self.settings)
+            simplexes = espro(modes, self.data, reg=reg, out=sub, _screen=screen, _grown=grown, **self.settings)
         except FloatingPointError as err:  # too strong a push: the loss diverged
             diverged = (getattr(err, "member", 0), str(err), self.cost.until(err))
         except _Stopped as err:
@@ -466,7 +486,7 @@ class _RegSearch:
                 row.update(val_nll=m["nll"], val_accuracy=m["accuracy"], saturated=bool((top >= SATURATED).all()),
                            near_hard=bool((top >= NEAR_HARD).double().mean() >= 0.95),
                            zero_val_error=m["accuracy"] == 1.0)
-            row["gradient_evaluations"] = self.cost.whole() if whole else self.cost.first_simplexes(self.world)
+            row["gradient_evaluations"] = self.cost.whole() if whole else self.cost.first_simplexes()
             self.simplexes[reg] = simplexes
         row["train_s"] = seconds + time.perf_counter() - started
         return self.world.from_main(row) if self.together else row  # rank 0's, so that all pick the same λ
@@ -483,7 +503,7 @@ class _EsproCost:
                                    given["batch_size"], given["n_samples"], False)
         self.n_added = given["n_vertices"] - 1
         self.n_modes = world.total(len(modes), "modes") if world.size > 1 else len(modes)
-        self.n_train = len(data.x_train)
+        self.n_train, self.processes = len(data.x_train), world.size
 
     def epochs(self, n):
         return self.phase.gradient_evaluations(self.n_train, epochs=n)
@@ -494,9 +514,10 @@ class _EsproCost:
     def whole(self):
         return self.n_modes * self.simplex()
 
-    def first_simplexes(self, world):
-        """Round 1's: one simplex, or with "members" processes one per process."""
-        return min(world.size, self.n_modes) * self.simplex() if world.size > 1 else self.simplex()
+    def first_simplexes(self):
+        """Round 1's: one simplex, or with "members" processes one per process (so the
+        search's cost depends on their number)."""
+        return min(self.processes, self.n_modes) * self.simplex()
 
     def until(self, err):
         """The work before a FloatingPointError of ``espro``, the epoch that diverged counted whole."""
