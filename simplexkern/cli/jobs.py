@@ -187,12 +187,12 @@ def _point_disagreement(members, d, n_points, seed, world):
     their points' disagreement on the test split, or None when there is none; ``members``
     is this process's share."""
     n = world.total(len(members)) if world.size > 1 else len(members)
-    values = [evaluation.uncertainty.disagreement(evaluation.point_probabilities(
-        m, d, n_points=n_points, seed=seed, member=j)) for j, m in zip(world.members(n), members)
+    values = [(j, evaluation.uncertainty.disagreement(evaluation.point_probabilities(
+        m, d, n_points=n_points, seed=seed, member=j))) for j, m in zip(world.members(n), members)
         if isinstance(m, SimplexModel) and m.n_vertices > 1 and n_points > 1]
-    if world.size > 1:
-        values = [v for part in world.objects(values) for v in part]
-    return float(np.mean(values)) if values else None
+    if world.size > 1:  # in member order, as one process sums them
+        values = sorted(v for part in world.objects(values) for v in part)
+    return float(np.mean([v for _, v in values])) if values else None
 
 
 def _row(name, metrics, train_s, predict_s, cost=None):
