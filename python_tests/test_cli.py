@@ -454,8 +454,9 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
     assert all(p["nll_vs_de"] == 0 and p["seeds_below_de"] == 0 for p in lines["deep ensemble"])
     points = [p for line in lines.values() for p in line]
     for b in d["best_at_budget"]:
-        affordable = [p["nll"] for p in points if p["gradient_evaluations"] <= b["budget"]]
-        assert b["nll"] == min(affordable) and b["nll"] <= b["deep_ensemble"]["nll"]
+        affordable = [p for p in points if p["gradient_evaluations"] <= b["budget"]]
+        assert b["nll"] == min(p["nll"] for p in affordable)
+        assert b["best_error"]["error"] == min(p["error"] for p in affordable)
         assert b["deep_ensemble"]["members"] == min(5, b["budget"] // m)
     assert [r["name"] for r in report["methods"]] == ["deep ensemble (5 members)", "ESPRO (3 members)",
                                                       "FGE (1 members)", "SPRO complex (2 points)"]

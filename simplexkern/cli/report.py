@@ -150,12 +150,15 @@ def _compare_lines(report):
     search = d["espro_with_search"]
     lines += [f"ESPRO with its λ search: {search['gradient_evaluations'] / m:.2f}m, {search['train_s']:.1f} s",
               "cost: training in modes' worth of gradient evaluations (m); train: wall seconds; predict: the test "
-              "split", "", "the best at each training budget (lowest mean test NLL among what costs no more):",
-              f"{'budget':>8s}  {'best':24s} {'NLL':>7s} {'error':>7s}   deep ensemble of that budget"]
+              "split", "", "the best at each training budget (lowest mean test NLL, and error, among what costs no "
+              "more; members in brackets):",
+              f"{'budget':>8s}  {'best by NLL':24s} {'NLL':>7s} {'error':>7s}   {'best by error':24s} {'error':>7s}"
+              "   deep ensemble of that budget"]
     for b in d["best_at_budget"]:
-        de = b["deep_ensemble"]
+        de, e = b["deep_ensemble"], b["best_error"]
         lines.append(f"{b['modes_worth']:7.2f}m  {b['best'] + ' (' + str(b['members']) + ')':24s} {b['nll']:7.4f} "
-                     f"{100 * b['error']:6.2f}%   {de['members']:2d} modes: NLL {de['nll']:.4f}, error "
+                     f"{100 * b['error']:6.2f}%   {e['method'] + ' (' + str(e['members']) + ')':24s} "
+                     f"{100 * e['error']:6.2f}%   {de['members']:2d} modes: NLL {de['nll']:.4f}, error "
                      f"{100 * de['error']:.2f}%")
     return lines
 
