@@ -421,9 +421,11 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "the best at each training budget" in text and "mean ± std over seeds" in text
     d, m = report["details"], 2 * 960
-    assert d["mode_cost"] == m and d["deep_ensemble_modes"] == 5 and report["plots"] == ["cost.png"]
+    assert d["mode_cost"] == m and d["deep_ensemble_modes"] == 5
     assert d["espro_with_search"]["gradient_evaluations"] == 5 * m
+    assert report["plots"] == ["cost.png", "uncertainty.png"]
     check_png(out / "cost.png")
+    check_png(out / "uncertainty.png")
     lines = d["lines"]
     assert [p["gradient_evaluations"] for p in lines["deep ensemble"]] == [k * m for k in range(1, 6)]
     assert [p["gradient_evaluations"] for p in lines["ESPRO"]] == [k * (m + 960) for k in (1, 2, 3)]

@@ -114,8 +114,8 @@ def _score_seed(s, d, folder, how, t, n_de):
             same = de_line[min(len(de_line), max(1, p["gradient_evaluations"] // m)) - 1]
             p.update(nll_vs_de=p["nll"] - same["nll"], error_vs_de=p["error"] - same["error"])
     scores = {"deep ensemble": de, "ESPRO": es, "FGE": fge, "SPRO complex": cx}
-    out = {name: {"line": line, "uncertainty": scores[name]["uncertainty"], "predict_s": scores[name]["predict_s"]}
-           for name, line in lines.items()}
+    out = {name: {"line": line, "uncertainty": scores[name]["uncertainty"], "predict_s": scores[name]["predict_s"],
+                  "probs": scores[name]["probs"]} for name, line in lines.items()}
     out["ESPRO"]["with_search"] = {"gradient_evaluations": c["espro"]["with_search"],
                                    "train_s": j * per_mode_s + folder.seconds("vertices")}
     return out
@@ -194,7 +194,9 @@ def run_compare(s, d, folder, how):
                         "vs_deep_ensemble": {k: p[k] for k in ("nll_vs_de", "nll_vs_de_std", "error_vs_de",
                                                                "error_vs_de_std", "seeds_below_de")}})
     title = f"{s['model']} on {d.name}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-    files = [plots.cost_curves(lines, espro_search, m, folder.sub("cost.png"), title)]
+    files = [plots.cost_curves(lines, espro_search, m, folder.sub("cost.png"), title),
+             jobs.uncertainty_plot(folder, d, {name: part["probs"] for name, part in per_seed[0].items()},
+                                   f"{title}: seed {seeds[0]}, every method's whole ensemble")]
     details = {
         "seeds": seeds, "mode_cost": m, "deep_ensemble_modes": n_de, "lines": lines, "espro_with_search": espro_search,
         "best_at_budget": budgets,

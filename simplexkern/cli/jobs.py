@@ -230,7 +230,7 @@ def _main(sc, members, methods, details=None, plot_files=()):
             "members": members, "methods": methods, "details": details or {}, "plots": list(plot_files)}
 
 
-def _uncertainty_plot(folder, d, probs, title):
+def uncertainty_plot(folder, d, probs, title):
     """The reliability diagram and risk-coverage curves of each method's ensemble in
     ``probs`` ({label: member probabilities (J, N, C)})."""
     means = {label: p.mean(0) for label, p in probs.items()}
@@ -250,7 +250,7 @@ def run_train(s, d, folder, how):
     if not how.world.is_main:
         return None
     methods = _rows("mode", sc, folder.seconds("modes"), mode_cost(s, d))
-    files = [_uncertainty_plot(folder, d, {"mode": sc["probs"]}, f"one mode on {d.name}")]
+    files = [uncertainty_plot(folder, d, {"mode": sc["probs"]}, f"one mode on {d.name}")]
     return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods, plot_files=files)
 
 
@@ -264,7 +264,7 @@ def run_ensemble(s, d, folder, how):
     methods = [_single_mode_row(sc, j, t, m), *_rows(f"deep ensemble ({j} modes)", sc, t, j * m)]
     sizes = _size_curves({"deep ensemble": sc["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"deep ensemble on {d.name}"),
-             _uncertainty_plot(folder, d, {"deep ensemble": sc["probs"]}, f"deep ensemble on {d.name}")]
+             uncertainty_plot(folder, d, {"deep ensemble": sc["probs"]}, f"deep ensemble on {d.name}")]
     return _main(sc, _members(folder, [f"mode {i}" for i in range(j)], _mode_paths(folder, j), sc), methods,
                  {"ensemble_size": sizes}, files)
 
@@ -360,7 +360,7 @@ def run_espro(s, d, folder, how):
     sizes = _size_curves({"deep ensemble": more["probs"], "ESPRO": es["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"ESPRO and the deep ensemble of its modes "
                                                                          f"on {d.name}")]
-    files.append(_uncertainty_plot(folder, d, {"deep ensemble": de["probs"], "ESPRO": es["probs"]},
+    files.append(uncertainty_plot(folder, d, {"deep ensemble": de["probs"], "ESPRO": es["probs"]},
                                    f"ESPRO and the deep ensemble of its modes on {d.name}"))
     if reg_rows:
         files.append(plots.reg_choice(reg_rows, reg, folder.sub("reg_choice.png")))
@@ -394,7 +394,7 @@ def run_spro(s, d, folder, how):
                         j * m + simplex_cost(s, d, s["vertices"])))
     methods = _table([_single_mode_row(de, j, t_modes, m)], *groups)
     files = [plots.dimensionality(sweep, folder.sub("dimensionality.png"), f"SPRO {what} on {d.name}"),
-             _uncertainty_plot(folder, d, {**({"deep ensemble": de["probs"]} if j > 1 else {}), what: cx["probs"]},
+             uncertainty_plot(folder, d, {**({"deep ensemble": de["probs"]} if j > 1 else {}), what: cx["probs"]},
                                f"SPRO on {d.name}")]
     path = folder.sub("spro/complex.pt" if j > 1 else "spro/simplex.pt")
     details = {"sweep": sweep, "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
@@ -425,7 +425,7 @@ def run_curve(s, d, folder, how):
     methods = _table(methods, _rows("ensemble of the endpoints", ends, t_modes, 2 * m), curve_rows)
     files = [plots.curve_profile(profile, folder.sub("curve_profile.png"), f"{s['kind']} curve between two modes on "
                                                                            f"{d.name}"),
-             _uncertainty_plot(folder, d, {"ensemble of the endpoints": ends["probs"],
+             uncertainty_plot(folder, d, {"ensemble of the endpoints": ends["probs"],
                                            f"{s['kind']} curve": cv["probs"]}, f"{s['kind']} curve on {d.name}")]
     details = {"profile": profile, "midpoint": _midpoints(profile)}
     return _main(cv, _members(folder, [f"{s['kind']} curve"], [folder.sub("curve/curve.pt")], cv), methods, details,
@@ -462,7 +462,7 @@ def run_fge(s, d, folder, how):
                *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"), m + fge_cost(s, d))]
     sizes = _size_curves({"FGE": sc["probs"]}, d)
     files = [plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"FGE on {d.name}"),
-             _uncertainty_plot(folder, d, {"FGE": sc["probs"]}, f"FGE on {d.name}")]
+             uncertainty_plot(folder, d, {"FGE": sc["probs"]}, f"FGE on {d.name}")]
     paths = [folder.sub(f"fge/fge_snapshot_{c}.pt") for c in range(s["cycles"])]
     details = {"ensemble_size": sizes, "start": start["test"], "snapshots": [snap.fge_snapshot for snap in snapshots]}
     return _main(sc, _members(folder, [f"snapshot {c}" for c in range(s["cycles"])], paths, sc), methods, details,
@@ -551,7 +551,7 @@ def run_evaluate(s, d, folder, how, source):
     with folder.phase("predict"):
         sc = score(models_, d, s["eval_samples"], s["seed"], how.device, ood=ood_inputs(s, d))
     name = f"ensemble of {len(names)} members" if len(names) > 1 else names[0]
-    files = [_uncertainty_plot(folder, d, {name: sc["probs"]}, f"{name} on {d.name}")]
+    files = [uncertainty_plot(folder, d, {name: sc["probs"]}, f"{name} on {d.name}")]
     details = {"source": s["source"]}
     if len(names) > 1:
         details["ensemble_size"] = _size_curves({name: sc["probs"]}, d)
