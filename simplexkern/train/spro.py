@@ -369,13 +369,14 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
     halving = stop_early and search.cost.n_modes > 1 and len(regs) > 1
     first = modes[:1] if halving else modes
     wreck = search.wreck_check(modes[0]) if stop_early and len(regs) > 1 and mode != "members" else None
-    rows = {reg: search.run(reg, first, wreck) for reg in regs}
+    rows = {reg: search.run(reg, first, wreck, score=not halving) for reg in regs}
     if halving:  # the better half by simplex 0 grow every simplex; the next in line where one diverges
         alive = sorted((r for r in regs if _finished(rows[r])), key=lambda r: _nan_last(rows[r]["simplex0_val_nll"]))
         wanted, done = math.ceil(len(alive) / 2), 0
         for reg in alive:
             if done < wanted:
-                rows[reg] = search.run(reg, modes, None, rows[reg]["train_s"], grown=search.simplexes.pop(reg))
+                rows[reg] = search.run(reg, modes, None, rows[reg]["train_s"], grown=search.simplexes.pop(reg),
+                                       simplex0_nll=rows[reg]["simplex0_val_nll"])
                 done += _finished(rows[reg])
             else:
                 rows[reg] = {**rows[reg], **search.stopped(f"stopped after simplex 0: its validation NLL "
@@ -450,10 +451,12 @@ class _RegSearch:
         return {"val_nll": math.inf, "val_accuracy": math.nan, "stopped": why, "gradient_evaluations": evaluations,
                 "saturated": False, "near_hard": False, "zero_val_error": False}
 
-    def run(self, reg, modes, screen, seconds=0.0, grown=()):
+    def run(self, reg, modes, screen, seconds=0.0, grown=(), simplex0_nll=None, score=True):
         """The row of λ ``reg`` after ``espro`` on ``modes`` (a prefix of choose_reg's, or all
         of them), with this process's first simplexes ``grown`` in an earlier round; ``seconds``
-        of earlier rounds are added to its time."""
+        of earlier rounds are added to its time, and simplex 0's validation NLL is
+        ``simplex0_nll`` when an earlier round measured it. ``score``: the ensemble's
+        validation metrics too (round 1 of the halving needs simplex 0's alone)."""
         sub = None if self.out is None else pathlib.Path(self.out) / f"reg_{reg:g}"
         started = time.perf_counter()
         simplexes, diverged, stopped = [], None, None
@@ -478,14 +481,17 @@ class _RegSearch:
             whole = self.cost.n_modes == (self.world.total(len(modes), "modes") if self.mode == "members"
                                           else len(modes))
             main = self.mode != "data" or self.world.is_main  # data-parallel processes hold the same simplexes
-            val = predict(simplexes, self.data, split="val", n_points=self.n_points, seed=self.seed,
-                          distributed=self.together and self.mode == "members") if main else None
-            row.update(simplex0_val_nll=self._val_nll(simplexes[:1]), log_volume=_last_log_volume(simplexes))
-            if main:
+            if score and main:
+                val = predict(simplexes, self.data, split="val", n_points=self.n_points, seed=self.seed,
+                              distributed=self.together and self.mode == "members")
                 m, top = metrics(val, self.data.y_val), val.max(1).values
                 row.update(val_nll=m["nll"], val_accuracy=m["accuracy"], saturated=bool((top >= SATURATED).all()),
                            near_hard=bool((top >= NEAR_HARD).double().mean() >= 0.95),
                            zero_val_error=m["accuracy"] == 1.0)
+            if simplex0_nll is None:  # one simplex in all: the ensemble's (rank 0's row is the one kept)
+                simplex0_nll = row.get("val_nll") if score and self.cost.n_modes == 1 else \
+                    self._val_nll(simplexes[:1])
+            row.update(simplex0_val_nll=simplex0_nll, log_volume=_last_log_volume(simplexes))
             row["gradient_evaluations"] = self.cost.whole() if whole else self.cost.first_simplexes()
             self.simplexes[reg] = simplexes
         row["train_s"] = seconds + time.perf_counter() - started
