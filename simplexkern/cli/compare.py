@@ -87,10 +87,9 @@ def _score_seed(s, d, folder, how, t, n_de):
     ood = jobs.ood_inputs(s, d)
     with folder.phase("predict"):
         modes = jobs._modes(s, d, folder, how, n_de)  # trained: loaded
-        de = jobs.score(modes, d, 1, s["seed"], how.device, ood=ood)
-        es = jobs.score(t["simplexes"], d, s["eval_samples"], s["seed"], how.device, ood=ood)
-        fge = jobs.score(t["snapshots"], d, 1, s["seed"], how.device, ood=ood)
-        cx = jobs.score([t["complex"]], d, s["eval_samples"], s["seed"], how.device, ood=ood)
+        de, es, fge, cx = (jobs.score(members, d, points, s["seed"], how.device, ood=ood, validation=False)
+                           for members, points in ((modes, 1), (t["simplexes"], s["eval_samples"]),
+                                                   (t["snapshots"], 1), ([t["complex"]], s["eval_samples"])))
     y = d.y_test
     per_mode_s = (folder.seconds("modes") + (folder.seconds("more modes") if "more modes" in folder.phases else 0)) \
         / n_de

@@ -149,13 +149,13 @@ def ood_inputs(s, d):
                              val_fraction=s["val_fraction"], split_seed=split_seed(s))
 
 
-def score(members, d, n_points, seed, device, world=distributed.World(), ood=None):
+def score(members, d, n_points, seed, device, world=distributed.World(), ood=None, validation=True):
     """Test metrics of the ensemble of ``members`` and of each member, the members'
     probabilities, prediction time, uncertainty metrics (with ``ood`` inputs, how well the
-    ensemble's uncertainty tells them from the test inputs) and, with a validation split, the
-    validation metrics and the temperature fitted there with the test metrics after it. With
-    a ``world`` of several processes, ``members`` is this process's share and every process
-    gets the scores of the whole ensemble."""
+    ensemble's uncertainty tells them from the test inputs) and, with a validation split
+    (and ``validation``), the validation metrics and the temperature fitted there with the
+    test metrics after it. With a ``world`` of several processes, ``members`` is this
+    process's share and every process gets the scores of the whole ensemble."""
     spread = world.size > 1
     probs, seconds = _timed(lambda: evaluation.predict(members, d, per_member=True, n_points=n_points, seed=seed,
                                                        distributed=spread), device)
@@ -170,7 +170,7 @@ def score(members, d, n_points, seed, device, world=distributed.World(), ood=Non
         away = evaluation.predict(members, ood, n_points=n_points, seed=seed, bn_data=d.x_train, distributed=spread)
         out["uncertainty"]["ood"] = {name: evaluation.uncertainty.ood_detection(probs.mean(0), away, name)
                                      for name in evaluation.uncertainty.SCORES}
-    if d.x_val is not None:
+    if validation and d.x_val is not None:
         val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed, distributed=spread)
         out["val"] = evaluation.metrics(val, d.y_val)
         t, problem = evaluation.temperature_fit(val, d.y_val)
