@@ -342,7 +342,8 @@ def _data_parallel(model, data, phase, device):
     if phase.compile:
         raise ValueError("data-parallel training runs eagerly: compile=True is not supported with it")
     n, b = len(data.x_train), phase.batch_size
-    smallest = min(b, n) if n % b < 2 or n < b else n % b  # a last batch of one row is dropped
+    n_batches, examples = epoch_batches(n, b)
+    smallest = examples - (n_batches - 1) * b  # the last batch (a lone last row is dropped)
     rows = 2 if _has_batch_norm(model) else 1  # BatchNorm normalises each share: one row has no variance
     if smallest < rows * world.size:
         raise ValueError(f"data-parallel training over {world.size} processes needs every batch to have at least "
