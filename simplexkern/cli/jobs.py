@@ -336,7 +336,8 @@ def run_espro(s, d, folder, how):
         ood = ood_inputs(s, d)
         de = score(_share(how, modes), d, 1, s["seed"], how.device, how.world, ood)
         es = score(_share(how, simplexes), d, s["eval_samples"], s["seed"], how.device, how.world, ood)
-        more = de if members is modes else score(_share(how, members), d, 1, s["seed"], how.device, how.world)
+        more = de if members is modes else score(_share(how, members), d, 1, s["seed"], how.device, how.world,
+                                                 validation=False)  # its test probabilities alone are used
     log_volumes = _per_member(how, [sm.metadata["history"][-1]["log_volume"] if sm.metadata["history"] else None
                                     for sm in simplexes])
     if not how.world.is_main:
