@@ -31,16 +31,19 @@ finite):
   modes, curve endpoints), each with its training time (modes included), its training
   cost in gradient evaluations (training examples x points over the steps, the same on
   any machine; null for ``evaluate``) and its prediction time on the test split;
-  ``compare`` adds "test_std" (over seeds) and "forward_passes" (per test example);
+  ``compare`` adds "test_std" (over seeds), "forward_passes" (per test example) and
+  "vs_deep_ensemble" (the NLL and error minus those of the deep ensemble of the same cost
+  in the same seed, mean and std over seeds, and in how many seeds the NLL was lower);
 - ``details``: per command: espro "reg" (the λ used), "reg_rows" (choose_reg's rows),
   "ensemble_size", "log_volume", "deep_ensemble", "cost" ({"mode", "espro",
   "with_search"}: gradient evaluations of one mode, of ESPRO with the chosen λ, and with
   its λ search) and "equal_compute_modes" (the modes each buys); spro "sweep"; curve
   "profile" and "midpoint"; fge "ensemble_size", "snapshots"; surface "points", "range",
   "file"; compare "seeds", "mode_cost", "deep_ensemble_modes", "lines" (per method, per
-  ensemble size: metrics, their "_std" over seeds, "gradient_evaluations",
-  "forward_passes", "train_s"), "espro_with_search", "best_at_budget" and "per_seed"
-  (λ, λ rows and uncertainty of each method);
+  ensemble size: metrics, "nll_vs_de" / "error_vs_de", each with its "_std" over seeds,
+  "seeds_below_de", "gradient_evaluations", "forward_passes", "train_s"),
+  "espro_with_search", "best_at_budget" (per budget the best by NLL, "best_error" and the
+  deep ensemble of that budget) and "per_seed" (λ, λ rows and uncertainty of each method);
 - ``times``: seconds per phase ("modes", "vertices", "connectors", "curve", "fge",
   "predict", "plane", ...) and "total";
 - ``plots``: the PNG files written beside the report;
