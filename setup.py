@@ -4,6 +4,7 @@ CUDA kernels are compiled when SIMPLEXKERN_CUDA=1, or by default (SIMPLEXKERN_CU
 or "auto") when torch sees a GPU and a CUDA toolkit is found; SIMPLEXKERN_CUDA=0 never
 compiles them. The CPU build needs no GPU and no CUDA toolkit.
 """
+
 import glob
 import os
 
@@ -32,8 +33,12 @@ def extension():
     if want_cuda():
         sources += sorted(glob.glob("csrc/geometry/cuda/*.cu"))
         return CUDAExtension(
-            "simplexkern._C", sources, define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]}, extra_link_args=["-fopenmp"])
+            "simplexkern._C",
+            sources,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+            extra_link_args=["-fopenmp"],
+        )
     return CppExtension("simplexkern._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
 
 

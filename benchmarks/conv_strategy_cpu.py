@@ -4,6 +4,7 @@ layer shapes at reduced widths; the data behind ``conv_torch.grouped_on_cpu``.
 
     python benchmarks/conv_strategy_cpu.py [--widths 4 16] [--batches 16 64] [--repeat 3]
 """
+
 import argparse
 import time
 
@@ -11,8 +12,17 @@ import torch
 
 from simplexkern.ops import conv_torch, simplex_conv2d
 
-VGG16_CIFAR = [(3, 64, 32), (64, 64, 32), (64, 128, 16), (128, 128, 16), (128, 256, 8), (256, 256, 8),
-               (256, 512, 4), (512, 512, 4), (512, 512, 2)]  # distinct (in, out, size); 3x3, padding 1
+VGG16_CIFAR = [
+    (3, 64, 32),
+    (64, 64, 32),
+    (64, 128, 16),
+    (128, 128, 16),
+    (128, 256, 8),
+    (256, 256, 8),
+    (256, 512, 4),
+    (512, 512, 4),
+    (512, 512, 2),
+]  # distinct (in, out, size); 3x3, padding 1
 
 
 def time_layer(c_in, c_out, size, batch, S, k, grouped, repeat, backward=True):
@@ -44,10 +54,14 @@ def main():
     p.add_argument("-k", type=int, default=4)
     p.add_argument("--forward", action="store_true", help="time the forward pass alone (no autograd)")
     a = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, S={a.S}, k={a.k}, "
-          f"{'forward' if a.forward else 'fwd+bwd'}, best of {a.repeat}")
-    print(f"{'width':>5} {'batch':>5} {'in':>4} {'out':>4} {'size':>4} {'loop ms':>9} {'grouped ms':>10} "
-          f"{'loop/grouped':>12}  rule")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, S={a.S}, k={a.k}, "
+        f"{'forward' if a.forward else 'fwd+bwd'}, best of {a.repeat}"
+    )
+    print(
+        f"{'width':>5} {'batch':>5} {'in':>4} {'out':>4} {'size':>4} {'loop ms':>9} {'grouped ms':>10} "
+        f"{'loop/grouped':>12}  rule"
+    )
     original = conv_torch.grouped_on_cpu
     try:
         for wd in a.widths:
@@ -59,8 +73,11 @@ def main():
                     grouped = time_layer(c_in, c_out, size, batch, a.S, a.k, True, a.repeat, not a.forward)
                     macs = batch * size * size * c_out * c_in * 9
                     pick = "grouped" if original(c_in == 3, c_in, macs, size * size) else "loop"
-                    print(f"{wd:>5} {batch:>5} {c_in:>4} {c_out:>4} {size:>4} {1e3 * loop:>9.2f} "
-                          f"{1e3 * grouped:>10.2f} {loop / grouped:>12.2f}  {pick}", flush=True)
+                    print(
+                        f"{wd:>5} {batch:>5} {c_in:>4} {c_out:>4} {size:>4} {1e3 * loop:>9.2f} "
+                        f"{1e3 * grouped:>10.2f} {loop / grouped:>12.2f}  {pick}",
+                        flush=True,
+                    )
     finally:
         conv_torch.grouped_on_cpu = original
 

@@ -10,6 +10,7 @@ process without it) and prints the seconds, measured on rank 0 between barriers,
   MLP modes) each trained for one epoch, members spread over the processes, after a
   warm-up run.
 """
+
 import json
 import sys
 import time
@@ -38,6 +39,7 @@ def curve_step(d, world):
 
     def epoch():
         train.run_phase(model, d, phase, key=(0,), device=torch.device("cpu"), data_parallel=mode == "data")
+
     epoch()  # warm-up
     return _timed(world, epoch) / steps_per_epoch(len(d.x_train), phase.batch_size)
 
@@ -49,8 +51,10 @@ def espro_epoch(d, world):
         modes.append(models.for_data("mlp", d))
 
     def epoch():
-        train.espro(modes, d, n_vertices=2, vertex_epochs=1, reg=1.0, progress=False, device="cpu",
-                    distributed="members")
+        train.espro(
+            modes, d, n_vertices=2, vertex_epochs=1, reg=1.0, progress=False, device="cpu", distributed="members"
+        )
+
     epoch()  # warm-up
     return _timed(world, epoch)
 

@@ -10,6 +10,7 @@ the deep ensemble of the same modes beside it); prints one Markdown row per run.
     python benchmarks/espro_seeds.py digits --every-reg --mode-epochs 40 --seeds 1
       (the validation and test NLL of every λ, to see how the choice was made)
 """
+
 import argparse
 import tempfile
 import time
@@ -25,33 +26,91 @@ def _row(cells):
 
 
 def with_validation(args):
-    print(_row(["mode epochs", "vertex epochs", "seed", "λ", "DE NLL", "ESPRO NLL", "Δ NLL", "DE acc", "ESPRO acc",
-                "seconds"]))
+    print(
+        _row(
+            [
+                "mode epochs",
+                "vertex epochs",
+                "seed",
+                "λ",
+                "DE NLL",
+                "ESPRO NLL",
+                "Δ NLL",
+                "DE acc",
+                "ESPRO acc",
+                "seconds",
+            ]
+        )
+    )
     print(_row(["---"] * 10))
     for mode_epochs in args.mode_epochs:
         for vertex_epochs in args.vertex_epochs:
             for seed in args.seeds:
                 start = time.perf_counter()
                 with tempfile.TemporaryDirectory() as out:
-                    r = run_command(["espro", "--data", args.data, "--model", args.model, "--reg",
-                                     ",".join(f"{x:g}" for x in args.regs), "--epochs", str(mode_epochs),
-                                     "--vertex-epochs", str(vertex_epochs), "--batch-size", str(args.batch_size),
-                                     "--seed", str(seed), "--device", "cpu", "--quiet", "--out", out], echo=False)
+                    r = run_command(
+                        [
+                            "espro",
+                            "--data",
+                            args.data,
+                            "--model",
+                            args.model,
+                            "--reg",
+                            ",".join(f"{x:g}" for x in args.regs),
+                            "--epochs",
+                            str(mode_epochs),
+                            "--vertex-epochs",
+                            str(vertex_epochs),
+                            "--batch-size",
+                            str(args.batch_size),
+                            "--seed",
+                            str(seed),
+                            "--device",
+                            "cpu",
+                            "--quiet",
+                            "--out",
+                            out,
+                        ],
+                        echo=False,
+                    )
                 de, es = r["details"]["deep_ensemble"]["test"], r["test"]
-                print(_row([mode_epochs, vertex_epochs, seed, f"{r['details']['reg']:g}", f"{de['nll']:.4f}",
+                print(
+                    _row(
+                        [
+                            mode_epochs,
+                            vertex_epochs,
+                            seed,
+                            f"{r['details']['reg']:g}",
+                            f"{de['nll']:.4f}",
                             f"{es['nll']:.4f}",
-                            f"{es['nll'] - de['nll']:+.4f}", f"{de['accuracy']:.4f}", f"{es['accuracy']:.4f}",
-                            f"{time.perf_counter() - start:.0f}"]), flush=True)
+                            f"{es['nll'] - de['nll']:+.4f}",
+                            f"{de['accuracy']:.4f}",
+                            f"{es['accuracy']:.4f}",
+                            f"{time.perf_counter() - start:.0f}",
+                        ]
+                    ),
+                    flush=True,
+                )
 
 
 def _modes(args, data, mode_epochs, seed):
-    return sk.train.deep_ensemble(args.model, data, 3, epochs=mode_epochs, batch_size=args.batch_size, seed=seed,
-                                  device="cpu", progress=False)
+    return sk.train.deep_ensemble(
+        args.model, data, 3, epochs=mode_epochs, batch_size=args.batch_size, seed=seed, device="cpu", progress=False
+    )
 
 
 def _espro(args, data, modes, reg, seed):
-    return sk.train.espro(modes, data, 3, reg=reg, vertex_epochs=args.vertex_epochs[0], batch_size=args.batch_size,
-                          seed=seed, device="cpu", progress=False)
+    return sk.train.espro(
+        modes,
+        data,
+        3,
+        reg=reg,
+        vertex_epochs=args.vertex_epochs[0],
+        batch_size=args.batch_size,
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
 
 
 def full_train(args):

@@ -11,6 +11,7 @@ ResNet-18 (S = 5 points, k = 4 vertices) eager, compiled, captured in a CUDA gra
 ``--dry-run`` runs the same pipeline on the CPU with the tests only collected and the small
 CPU step benchmark, to check the script itself where no GPU is.
 """
+
 import argparse
 import datetime
 import pathlib
@@ -29,14 +30,28 @@ import standalone  # noqa: E402
 
 TEST_PATHS = ["python_tests/ops", "python_tests/nn", "python_tests/test_geometry.py"]
 GPU_BENCHMARKS = [("bench_real_step", {"device": {"cuda"}}), ("bench_step.Inference.", {"device": {"cuda"}})]
-DRY_BENCHMARKS = [("bench_step.TrainingStep.time_step", {"device": {"cpu"}, "network": {"vgg16"},
-                                                         "implementation": {"simplex", "reference", "plain"}})]
+DRY_BENCHMARKS = [
+    (
+        "bench_step.TrainingStep.time_step",
+        {"device": {"cpu"}, "network": {"vgg16"}, "implementation": {"simplex", "reference", "plain"}},
+    )
+]
 
 
 def run_tests(dry_run, timeout_s):
     """(summary line, passed): the CUDA and Triton cases of the GPU-relevant test files."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TEST_PATHS, "-k", "cuda or triton",
-           "--ignore=python_tests/ops/test_triton_aot.py"]  # compiles for GPUs on any machine: make test has it
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *TEST_PATHS,
+        "-k",
+        "cuda or triton",
+        "--ignore=python_tests/ops/test_triton_aot.py",
+    ]  # compiles for GPUs on any machine: make test has it
     if dry_run:
         cmd.append("--collect-only")
     try:
@@ -83,8 +98,10 @@ def main():
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per benchmark at most")
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
-        sys.exit("gpu_check: no CUDA device here (torch.cuda.is_available() is False); --dry-run checks the script "
-                 "on the CPU")
+        sys.exit(
+            "gpu_check: no CUDA device here (torch.cuda.is_available() is False); --dry-run checks the script "
+            "on the CPU"
+        )
     date = datetime.date.today().isoformat()
     out = args.out or HERE / "results" / f"{date}-GPU.md"
     start = time.perf_counter()
@@ -95,17 +112,32 @@ def main():
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"no GPU ({platform.machine()})"
     try:
         import triton
+
         triton_version = triton.__version__
     except ImportError:  # optional: the triton backend's rows are then absent
         triton_version = "not installed"
 
-    text = "\n".join([
-        f"# simplexkern GPU check{' (dry run on the CPU)' if args.dry_run else ''}", "",
-        f"{date}, {device}, torch {torch.__version__}, triton {triton_version}, "
-        f"{time.perf_counter() - start:.0f} s", "",
-        f"Command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}`", "",
-        f"Tests: {test_line}", "", "## Targets", "", *(targets(rows) or ["- (no target benchmark ran)"]), "",
-        "## Benchmarks", "", standalone.table(rows), ""])
+    text = "\n".join(
+        [
+            f"# simplexkern GPU check{' (dry run on the CPU)' if args.dry_run else ''}",
+            "",
+            f"{date}, {device}, torch {torch.__version__}, triton {triton_version}, "
+            f"{time.perf_counter() - start:.0f} s",
+            "",
+            f"Command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}`",
+            "",
+            f"Tests: {test_line}",
+            "",
+            "## Targets",
+            "",
+            *(targets(rows) or ["- (no target benchmark ran)"]),
+            "",
+            "## Benchmarks",
+            "",
+            standalone.table(rows),
+            "",
+        ]
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

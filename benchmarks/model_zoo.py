@@ -12,6 +12,7 @@ the size they are built for),
 BatchNorm statistics of the points from one batch (update_bn) before evaluating. The step:
 float32, batch 2, the smallest input each model takes.
 """
+
 import argparse
 import datetime
 import gc
@@ -91,8 +92,9 @@ def check(name, n_params):
         warnings.simplefilter("always")
         size = 28 if name == "vit_h_14" else SIZE.get(name, 32)
         dtype = torch.float64 if n_params <= FLOAT64_PARAMS else torch.float32
-        errs, path = errors(no_dropout(build(name)), size if name.startswith(("vit", "maxvit")) else max(size, 64),
-                            dtype)
+        errs, path = errors(
+            no_dropout(build(name)), size if name.startswith(("vit", "maxvit")) else max(size, 64), dtype
+        )
         errs = {mode: f"{e:.1e}" + ("" if dtype == torch.float64 else " (float32)") for mode, e in errs.items()}
         gc.collect()
         plain = no_dropout(build(name))
@@ -114,8 +116,13 @@ def check(name, n_params):
 
         ratio = step_time(simplex_step) / step_time(plain_step)
     prefix = "There is a performance drop because we have not yet implemented the batching rule for "
-    notes = sorted({"no vmap rule: " + str(w.message)[len(prefix):].split(". ")[0] for w in caught
-                    if str(w.message).startswith(prefix)})
+    notes = sorted(
+        {
+            "no vmap rule: " + str(w.message)[len(prefix) :].split(". ")[0]
+            for w in caught
+            if str(w.message).startswith(prefix)
+        }
+    )
     return generic_share, errs, ratio, path, "; ".join(notes)
 
 
@@ -132,28 +139,33 @@ def main():
     for name in names:
         n = sum(p.numel() for p in build(name).parameters()) / 1e6
         if n > args.max_params:
-            rows.append(f"| {name} | {n:.1f} | not run (over {args.max_params:.0f}M parameters on this machine) "
-                        "| | | | | |")
+            rows.append(
+                f"| {name} | {n:.1f} | not run (over {args.max_params:.0f}M parameters on this machine) | | | | | |"
+            )
             print(rows[-1], flush=True)
             continue
         try:
             share, errs, ratio, path, notes = check(name, n * 1e6)
-            rows.append(f"| {name} | {n:.1f} | yes | {100 * share:.1f}% | {errs['eval']} | {errs['train']} "
-                        f"| {ratio:.2f}x | {path} | {notes} |")
+            rows.append(
+                f"| {name} | {n:.1f} | yes | {100 * share:.1f}% | {errs['eval']} | {errs['train']} "
+                f"| {ratio:.2f}x | {path} | {notes} |"
+            )
         except Exception as err:  # the table reports it
             rows.append(f"| {name} | {n:.1f} | **{type(err).__name__}**: {str(err).splitlines()[0][:120]} | | | | | |")
         gc.collect()
         print(rows[-1], flush=True)
-    header = (f"# Every torchvision classification model as a simplex\n\n{datetime.date.today().isoformat()}, "
-              f"{platform.machine()} CPU, 1 thread, torch {torch.__version__}, torchvision {torchvision.__version__}"
-              f"\n\nCommand: `python benchmarks/model_zoo.py {' '.join(sys.argv[1:])}`\n\n"
-              f"k = {K} vertices, S = {S} points inside the simplex. Errors: the largest |multi-point output - "
-              "plain model at the point| over the largest |plain output|, float64 (float32 where marked), batch "
-              "4, 64 x 64 inputs (ViTs and MaxViT at their size). The step: forward + cross-entropy + backward at "
-              "batch B = 2 and the "
-              "smallest input each model takes, float32, against the plain model at batch S x B.\n\n"
-              "| model | parameters (M) | accepted | generic path | error, eval | error, train | step / plain "
-              "| points | notes |\n|---|---|---|---|---|---|---|---|---|\n")
+    header = (
+        f"# Every torchvision classification model as a simplex\n\n{datetime.date.today().isoformat()}, "
+        f"{platform.machine()} CPU, 1 thread, torch {torch.__version__}, torchvision {torchvision.__version__}"
+        f"\n\nCommand: `python benchmarks/model_zoo.py {' '.join(sys.argv[1:])}`\n\n"
+        f"k = {K} vertices, S = {S} points inside the simplex. Errors: the largest |multi-point output - "
+        "plain model at the point| over the largest |plain output|, float64 (float32 where marked), batch "
+        "4, 64 x 64 inputs (ViTs and MaxViT at their size). The step: forward + cross-entropy + backward at "
+        "batch B = 2 and the "
+        "smallest input each model takes, float32, against the plain model at batch S x B.\n\n"
+        "| model | parameters (M) | accepted | generic path | error, eval | error, train | step / plain "
+        "| points | notes |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
     text = header + "\n".join(rows) + "\n"
     print(text)
     if args.out:

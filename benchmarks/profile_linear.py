@@ -5,6 +5,7 @@ profiler records (host overhead excluded), next to the wall-clock time of the sa
 
 Shapes as in benchmarks/benchmarks/bench_linear.py (k = 4, vertex 3 trainable, bfloat16).
 """
+
 import argparse
 import time
 
@@ -61,8 +62,9 @@ def main():
             gpu, wall, prof = measure(backend, case)
             print(f"| {case} | {backend} | {gpu:.3f} | {wall:.3f} |", flush=True)
             if backend == args.kernels and case == "weight_bound_b16":
-                print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=8,
-                                                max_name_column_width=50))
+                print(
+                    prof.key_averages().table(sort_by="self_device_time_total", row_limit=8, max_name_column_width=50)
+                )
 
 
 if __name__ == "__main__":

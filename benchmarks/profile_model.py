@@ -3,6 +3,7 @@ at batch S x B (the floor): where the time of a simplex model goes.
 
     python benchmarks/profile_model.py [--network resnet18] [--backend auto]
 """
+
 import argparse
 import pathlib
 import sys

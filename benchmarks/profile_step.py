@@ -5,6 +5,7 @@
     python benchmarks/profile_step.py [--network resnet18] [--trainable 2] [--steps 3]
     python benchmarks/profile_step.py --inference 1/4 [--points 25]
 """
+
 import argparse
 import pathlib
 import sys

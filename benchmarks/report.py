@@ -6,6 +6,7 @@ time is divided into the reference's from the same run, with the same other para
 
     python benchmarks/report.py        (after `make bench`)
 """
+
 import itertools
 import json
 import math
@@ -18,8 +19,11 @@ RESULTS = pathlib.Path(__file__).resolve().parent / ".asv" / "results"
 
 
 def latest():
-    runs = [r for machine in sorted(p.name for p in RESULTS.iterdir() if p.is_dir())
-            for r in asv_results.iter_results_for_machine(str(RESULTS), machine)]
+    runs = [
+        r
+        for machine in sorted(p.name for p in RESULTS.iterdir() if p.is_dir())
+        for r in asv_results.iter_results_for_machine(str(RESULTS), machine)
+    ]
     if not runs:
         sys.exit("no asv results: run `make bench` first")
     return max(runs, key=lambda r: r.date)

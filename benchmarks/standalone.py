@@ -4,6 +4,7 @@ implementation's median time and its speed-up over ``reference`` measured in the
 
     python benchmarks/standalone.py [--filter NAME] [--repeat 20] [--out results/FILE.md]
 """
+
 import argparse
 import datetime
 import gc
@@ -50,8 +51,10 @@ def run(filter_text, repeat, budget_s, where=None):
                 label = f"{path.stem}.{cls_name}.{method}"
                 if filter_text and filter_text not in label:
                     continue
-                if any(name in (where or {}) and str(value) not in {str(v) for v in where[name]}
-                       for name, value in zip(names, combo)):
+                if any(
+                    name in (where or {}) and str(value) not in {str(v) for v in where[name]}
+                    for name, value in zip(names, combo)
+                ):
                     continue
                 gc.collect()  # free the previous benchmark's tensors now, not inside this one's measurement
                 if torch.cuda.is_available():
@@ -80,6 +83,7 @@ def table(rows):
     """Markdown table. Times get their speed-up over each baseline implementation with the
     same other parameters, on the same device (the reference: else on the CPU, where it
     may run only there); tracked values are shown as they are."""
+
     def key(label, params, impl, device):
         rest = tuple(sorted((k, v) for k, v in params.items() if k not in ("implementation", "device")))
         return label, impl, device, rest
@@ -111,8 +115,13 @@ def main():
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per benchmark at most")
     parser.add_argument("--out", type=pathlib.Path)
-    parser.add_argument("--where", action="append", default=[], metavar="PARAM=V1,V2",
-                        help="only benchmarks whose parameter PARAM takes one of these values")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="PARAM=V1,V2",
+        help="only benchmarks whose parameter PARAM takes one of these values",
+    )
     args = parser.parse_args()
     where = {}
     for item in args.where:
@@ -120,11 +129,13 @@ def main():
         where[name] = set(values.split(","))
     rows = run(args.filter, args.repeat, args.budget, where)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    header = (f"# simplexkern benchmarks\n\n{datetime.date.today().isoformat()}, {gpu}, "
-              f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads), "
-              f"torch {torch.__version__}\n\nCommand: `python benchmarks/standalone.py "
-              f"{' '.join(sys.argv[1:])}`\n\nThe reference is the implementation in the style of the "
-              "published code (simplexkern.geometry_reference, simplexkern.ops.reference), timed in the same run.\n")
+    header = (
+        f"# simplexkern benchmarks\n\n{datetime.date.today().isoformat()}, {gpu}, "
+        f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads), "
+        f"torch {torch.__version__}\n\nCommand: `python benchmarks/standalone.py "
+        f"{' '.join(sys.argv[1:])}`\n\nThe reference is the implementation in the style of the "
+        "published code (simplexkern.geometry_reference, simplexkern.ops.reference), timed in the same run.\n"
+    )
     text = header + "\n" + table(rows) + "\n"
     print("\n" + text)
     if args.out:

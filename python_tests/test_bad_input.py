@@ -1,6 +1,7 @@
 """Bad input to the ``simplexkern`` command, its files and the train / eval / data functions:
 each is refused with one line naming the flag, file or argument (exit status 2 for the
 command), and nothing is written or changed."""
+
 import hashlib
 import json
 import os
@@ -57,35 +58,94 @@ def sources(tmp_path_factory):
     simplex of three vertices."""
     root = tmp_path_factory.mktemp("sources")
     assert cli.main(["train", *TINY, "--out", str(root / "train")]) == 0
-    assert cli.main(["espro", *TINY, "--modes", "1", "--vertices", "2", "--vertex-epochs", "1", "--samples", "2",
-                     "--eval-samples", "3", "--reg", "1", "--out", str(root / "espro")]) == 0
+    assert (
+        cli.main(
+            [
+                "espro",
+                *TINY,
+                "--modes",
+                "1",
+                "--vertices",
+                "2",
+                "--vertex-epochs",
+                "1",
+                "--samples",
+                "2",
+                "--eval-samples",
+                "3",
+                "--reg",
+                "1",
+                "--out",
+                str(root / "espro"),
+            ]
+        )
+        == 0
+    )
     return root
 
 
 # ------------------------------------------------------------------------------ flags
 
 COMMAND_OF = {  # flag -> the command line it is tried in
-    "--val-fraction": ["train"], "--model": ["train"], "--epochs": ["train"], "--lr": ["train"],
-    "--batch-size": ["train"], "--seed": ["train"], "--device": ["train"], "--timeout": ["train"], "--data": ["train"],
-    "--modes": ["ensemble"], "--vertices": ["espro"], "--vertex-epochs": ["espro"], "--samples": ["espro"],
-    "--eval-samples": ["espro"], "--reg": ["espro"], "--reg-scale": ["espro"], "--backend": ["espro"],
-    "--kind": ["curve"], "--bends": ["curve"], "--curve-epochs": ["curve"], "--cycles": ["fge"],
-    "--cycle-epochs": ["fge"], "--lr-max": ["fge"], "--lr-min": ["fge"], "--gaussian-noise": ["evaluate", "SOURCE"],
-    "--points": ["surface", "SOURCE"], "--member": ["surface", "SOURCE"], "--grid": ["surface", "SOURCE"],
+    "--val-fraction": ["train"],
+    "--model": ["train"],
+    "--epochs": ["train"],
+    "--lr": ["train"],
+    "--batch-size": ["train"],
+    "--seed": ["train"],
+    "--device": ["train"],
+    "--timeout": ["train"],
+    "--data": ["train"],
+    "--modes": ["ensemble"],
+    "--vertices": ["espro"],
+    "--vertex-epochs": ["espro"],
+    "--samples": ["espro"],
+    "--eval-samples": ["espro"],
+    "--reg": ["espro"],
+    "--reg-scale": ["espro"],
+    "--backend": ["espro"],
+    "--kind": ["curve"],
+    "--bends": ["curve"],
+    "--curve-epochs": ["curve"],
+    "--cycles": ["fge"],
+    "--cycle-epochs": ["fge"],
+    "--lr-max": ["fge"],
+    "--lr-min": ["fge"],
+    "--gaussian-noise": ["evaluate", "SOURCE"],
+    "--points": ["surface", "SOURCE"],
+    "--member": ["surface", "SOURCE"],
+    "--grid": ["surface", "SOURCE"],
     "--margin": ["surface", "SOURCE"],
 }
-INTEGER = {"--epochs": "0", "--batch-size": "0", "--seed": "-1", "--modes": "0", "--vertices": "0",
-           "--vertex-epochs": "0", "--samples": "0", "--eval-samples": "0", "--bends": "2", "--curve-epochs": "0",
-           "--cycles": "0", "--cycle-epochs": "0", "--gaussian-noise": "6", "--member": "-1", "--grid": "1"}
-NUMBER = {"--val-fraction": "1", "--lr": "0", "--timeout": "0", "--lr-max": "-1", "--lr-min": "-1",
-          "--margin": "-0.5"}
+INTEGER = {
+    "--epochs": "0",
+    "--batch-size": "0",
+    "--seed": "-1",
+    "--modes": "0",
+    "--vertices": "0",
+    "--vertex-epochs": "0",
+    "--samples": "0",
+    "--eval-samples": "0",
+    "--bends": "2",
+    "--curve-epochs": "0",
+    "--cycles": "0",
+    "--cycle-epochs": "0",
+    "--gaussian-noise": "6",
+    "--member": "-1",
+    "--grid": "1",
+}
+NUMBER = {"--val-fraction": "1", "--lr": "0", "--timeout": "0", "--lr-max": "-1", "--lr-min": "-1", "--margin": "-0.5"}
 FLAG_CASES = [
     *[(flag, value) for flag, low in INTEGER.items() for value in (low, "1.5", "x", "inf", "nan", "1e999")],
     *[(flag, value) for flag, low in NUMBER.items() for value in (low, "x", "inf", "-inf", "nan", "1e999")],
     *[(flag, "bogus") for flag in ("--reg-scale", "--kind", "--backend", "--device")],
     *[("--reg", value) for value in ("-1", "inf", "nan", "1e999", "1,x", "", "1,,2", "1,1")],
-    *[("--points", value) for value in ("0,1", "a,b,c", "0,1,2,3", "0,1,inf")], ("--grid", "100000"),
-    ("--model", "resnet9000"), ("--model", "torchvision.resnet9000"), ("--model", ""), ("--data", "nosuch"),
+    *[("--points", value) for value in ("0,1", "a,b,c", "0,1,2,3", "0,1,inf")],
+    ("--grid", "100000"),
+    ("--model", "resnet9000"),
+    ("--model", "torchvision.resnet9000"),
+    ("--model", ""),
+    ("--data", "nosuch"),
     ("--data", ""),
 ]
 
@@ -93,14 +153,23 @@ FLAG_CASES = [
 @pytest.mark.parametrize("flag, value", FLAG_CASES)
 def test_every_flag_refuses_an_invalid_and_a_non_finite_value(flag, value, sources, tmp_path, capsys):
     argv = [str(sources / "espro") if a == "SOURCE" else a for a in COMMAND_OF[flag]]
-    line = refused([*argv, f"{flag}={value}", "--quiet", "--device", "cpu", "--out", tmp_path / "out"],
-                   [flag] if value in ("", "bogus") else [flag, value], capsys, tmp_path, sources)
+    line = refused(
+        [*argv, f"{flag}={value}", "--quiet", "--device", "cpu", "--out", tmp_path / "out"],
+        [flag] if value in ("", "bogus") else [flag, value],
+        capsys,
+        tmp_path,
+        sources,
+    )
     assert not (tmp_path / "out").exists(), line
 
 
 def test_the_unknown_model_is_named_before_the_data_are_looked_at(tmp_path, capsys):
-    line = refused(["train", "--model", "resnet9000", "--data", "mnist1d", "--out", tmp_path / "o"], ["resnet9000"],
-                   capsys, tmp_path)
+    line = refused(
+        ["train", "--model", "resnet9000", "--data", "mnist1d", "--out", tmp_path / "o"],
+        ["resnet9000"],
+        capsys,
+        tmp_path,
+    )
     assert "unknown" in line and "takes" not in line
 
 
@@ -124,8 +193,7 @@ COMBINATIONS = [  # (command line, what the message names); SOURCE / PLAIN: the 
 
 
 @pytest.mark.parametrize("argv, named", COMBINATIONS)
-def test_combinations_that_cannot_run_are_refused_before_anything_is_written(argv, named, sources, tmp_path,
-                                                                             capsys):
+def test_combinations_that_cannot_run_are_refused_before_anything_is_written(argv, named, sources, tmp_path, capsys):
     names = {"SOURCE": sources / "espro", "PLAIN": sources / "train"}
     argv = [names.get(a, a) for a in argv]
     how = ["--quiet", "--device", "cpu"] if argv[0] in ("surface", "evaluate") else TINY
@@ -135,16 +203,18 @@ def test_combinations_that_cannot_run_are_refused_before_anything_is_written(arg
 
 # ------------------------------------------------------------------------- files
 
+
 def _npz(path, **arrays):
-    base = dict(x_train=np.random.rand(30, 4), y_train=np.arange(30) % 3, x_test=np.random.rand(9, 4),
-                y_test=np.arange(9) % 3)
+    base = dict(
+        x_train=np.random.rand(30, 4), y_train=np.arange(30) % 3, x_test=np.random.rand(9, 4), y_test=np.arange(9) % 3
+    )
     np.savez(path, **{k: v for k, v in {**base, **arrays}.items() if v is not None})
 
 
 def _truncated(path, make):
     make(path)
     data = pathlib.Path(path).read_bytes()
-    pathlib.Path(path).write_bytes(data[:len(data) // 2])
+    pathlib.Path(path).write_bytes(data[: len(data) // 2])
 
 
 NPZ_CASES = {  # name -> how the file is made
@@ -158,7 +228,7 @@ NPZ_CASES = {  # name -> how the file is made
     "objects": lambda p: _npz(p, x_train=np.array([[None] * 4] * 30, dtype=object)),
     "zero features": lambda p: _npz(p, x_train=np.zeros((30, 0)), x_test=np.zeros((9, 0))),
     "flat features": lambda p: _npz(p, x_train=np.zeros(30)),
-    "label 1e9": lambda p: _npz(p, y_train=np.r_[np.arange(29) % 3, 10 ** 9]),
+    "label 1e9": lambda p: _npz(p, y_train=np.r_[np.arange(29) % 3, 10**9]),
     "fractional labels": lambda p: _npz(p, y_train=np.arange(30) % 3 + 0.5),
     "negative labels": lambda p: _npz(p, y_test=-np.ones(9, int)),
     "beyond float32": lambda p: _npz(p, x_train=np.full((30, 4), 1e300)),
@@ -197,9 +267,17 @@ CHECKPOINT_CASES = {
     "a tensor": lambda p, src: torch.save(torch.zeros(3), p),
     "empty object": lambda p, src: torch.save({}, p),
     "a foreign state dict": lambda p, src: _state_dict_file(p),
-    "wrong field types": lambda p, src: torch.save({"format": "simplexkern", "format_version": 1, "kind": "plain",
-                                                    "architecture": {"name": 5, "kwargs": []}, "metadata": "{}",
-                                                    "state_dict": {}}, p),
+    "wrong field types": lambda p, src: torch.save(
+        {
+            "format": "simplexkern",
+            "format_version": 1,
+            "kind": "plain",
+            "architecture": {"name": 5, "kwargs": []},
+            "metadata": "{}",
+            "state_dict": {},
+        },
+        p,
+    ),
     "a json file": lambda p, src: p.write_text("{}"),
 }
 
@@ -208,8 +286,13 @@ CHECKPOINT_CASES = {
 def test_bad_checkpoints_are_refused_as_not_simplexkern_checkpoints(case, sources, tmp_path, capsys):
     path = tmp_path / "model.pt"
     CHECKPOINT_CASES[case](path, sources / "train" / "modes" / "mode_0.pt")
-    line = refused(["evaluate", path, "--data", "digits", "--device", "cpu", "--out", tmp_path / "out"], [path],
-                   capsys, tmp_path, sources)
+    line = refused(
+        ["evaluate", path, "--data", "digits", "--device", "cpu", "--out", tmp_path / "out"],
+        [path],
+        capsys,
+        tmp_path,
+        sources,
+    )
     assert "weights_only" not in line and "Error" not in line.split("error:", 1)[1], line
     if case == "a pickled module":
         assert "Python objects" in line
@@ -230,8 +313,9 @@ def test_a_bad_report_in_a_source_folder_is_refused(case, sources, tmp_path, cap
     folder = tmp_path / "src"
     shutil.copytree(sources / "train", folder)
     (folder / "report.json").write_text(JSON_CASES[case])
-    refused(["evaluate", folder, "--device", "cpu", "--out", tmp_path / "out"], [folder / "report.json"], capsys,
-            tmp_path)
+    refused(
+        ["evaluate", folder, "--device", "cpu", "--out", tmp_path / "out"], [folder / "report.json"], capsys, tmp_path
+    )
 
 
 @pytest.mark.parametrize("resume", [False, True])
@@ -239,8 +323,12 @@ def test_a_bad_report_in_a_source_folder_is_refused(case, sources, tmp_path, cap
 def test_a_bad_run_record_in_out_is_refused(case, resume, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "run.json").write_text(JSON_CASES[case])
-    refused(["train", *TINY, "--out", tmp_path / "out", *(["--resume"] if resume else [])],
-            [tmp_path / "out" / "run.json"], capsys, tmp_path)
+    refused(
+        ["train", *TINY, "--out", tmp_path / "out", *(["--resume"] if resume else [])],
+        [tmp_path / "out" / "run.json"],
+        capsys,
+        tmp_path,
+    )
 
 
 @pytest.mark.parametrize("case", JSON_CASES)
@@ -251,6 +339,7 @@ def test_a_bad_report_of_a_finished_run_in_out_is_refused(case, sources, tmp_pat
 
 
 # ---------------------------------------------------------------------- --out
+
 
 def _mount_tmpfs(path, options):
     path.mkdir()
@@ -322,6 +411,7 @@ def test_files_get_the_mode_open_gives_and_leftover_temporary_files_are_removed(
 
 
 # ---------------------------------------------------------------- Python functions
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -415,8 +505,23 @@ def test_the_command_keeps_temperature_one_when_the_fit_is_degenerate(tmp_path, 
     y = np.arange(120) % 2
     x = (y[:, None] * 8.0 + rng.rand(120, 3)).astype(np.float32)  # separable by a wide margin
     np.savez(tmp_path / "easy.npz", x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
-    assert cli.main(["train", "--data", str(tmp_path / "easy.npz"), "--quiet", "--device", "cpu", "--epochs", "5",
-                     "--out", str(tmp_path / "run")]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "easy.npz"),
+                "--quiet",
+                "--device",
+                "cpu",
+                "--epochs",
+                "5",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["temperature"]["value"] == 1.0 and "every validation example" in report["temperature"]["note"]
@@ -426,6 +531,7 @@ def test_the_command_keeps_temperature_one_when_the_fit_is_degenerate(tmp_path, 
 def test_an_unexpected_exception_is_one_line_and_a_log_with_the_traceback(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise KeyError("a bug")
+
     from simplexkern.cli import jobs
 
     monkeypatch.setitem(jobs.JOBS, "train", broken)
@@ -447,28 +553,37 @@ def test_resume_checks_every_recorded_setting(sources, tmp_path, capsys):
         if value is None:
             del record["settings"][name]
         (out / "run.json").write_text(json.dumps(record))
-        refused(["train", "--resume", "--quiet", "--device", "cpu", "--out", out], [out / "run.json"], capsys,
-                tmp_path)
+        refused(["train", "--resume", "--quiet", "--device", "cpu", "--out", out], [out / "run.json"], capsys, tmp_path)
 
 
 def test_a_source_that_cannot_make_a_plane_is_refused_before_writing(sources, tmp_path, capsys):
-    for members, named in [([("mode", "modes/mode_0.pt"), ("simplex 0", "espro/simplex_0.pt")], "--member 0"),
-                           ([("a", "modes/mode_0.pt")] * 3, "span no plane")]:
+    for members, named in [
+        ([("mode", "modes/mode_0.pt"), ("simplex 0", "espro/simplex_0.pt")], "--member 0"),
+        ([("a", "modes/mode_0.pt")] * 3, "span no plane"),
+    ]:
         folder = tmp_path / "src"
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(sources / "espro", folder)
         report = json.loads((folder / "report.json").read_text())
         report["members"] = [{"name": n, "checkpoint": c} for n, c in members]
         (folder / "report.json").write_text(json.dumps(report))
-        refused(["surface", folder, "--grid", "2", "--quiet", "--device", "cpu", "--out", tmp_path / "out"], [named],
-                capsys, tmp_path)
+        refused(
+            ["surface", folder, "--grid", "2", "--quiet", "--device", "cpu", "--out", tmp_path / "out"],
+            [named],
+            capsys,
+            tmp_path,
+        )
         assert not (tmp_path / "out").exists()
 
 
 def test_one_training_example_and_an_empty_out_are_refused(tmp_path, capsys):
     _npz(tmp_path / "two.npz", x_train=np.random.rand(2, 4), y_train=np.array([0, 1]), y_test=np.arange(9) % 2)
-    refused(["train", "--data", tmp_path / "two.npz", "--val-fraction", "0.5", *TINY, "--out", tmp_path / "o"],
-            ["--val-fraction"], capsys, tmp_path)
+    refused(
+        ["train", "--data", tmp_path / "two.npz", "--val-fraction", "0.5", *TINY, "--out", tmp_path / "o"],
+        ["--val-fraction"],
+        capsys,
+        tmp_path,
+    )
     refused(["train", *TINY, "--out="], ["--out"], capsys, tmp_path)
 
 
@@ -489,8 +604,10 @@ def test_choose_reg_flags_saturated_validation_probabilities_and_prefers_the_oth
     hard = torch.nn.functional.one_hot(y, 10).float()
     nearly_hard = (hard * (1 - 9e-8) + 1e-8).float()  # saturated too, with a slightly higher NLL
     monkeypatch.setattr(spro, "espro", lambda modes, data, reg, **kw: [Done(reg)])
-    for regs, probs, saturated, chosen in [((1, 100), [soft, hard], [False, True], 1),
-                                           ((30, 100), [nearly_hard, hard], [True, True], 100)]:
+    for regs, probs, saturated, chosen in [
+        ((1, 100), [soft, hard], [False, True], 1),
+        ((30, 100), [nearly_hard, hard], [True, True], 100),
+    ]:
         by_reg = dict(zip(regs, probs))
         monkeypatch.setattr(spro, "predict", lambda simplexes, data, **kw: by_reg[simplexes[0].reg])
         reg, _, rows = sk.train.choose_reg([_mlp()], digits, regs=regs, stop_early=False)
@@ -530,13 +647,40 @@ def _tokens(path, high, oov=None):
 def test_token_ids_the_model_has_no_embedding_for_are_refused_before_writing(tmp_path, capsys):
     _tokens(tmp_path / "tok.npz", 10)
     _tokens(tmp_path / "oov.npz", 10, oov=50)
-    assert cli.main(["train", "--data", str(tmp_path / "tok.npz"), "--model", "transformer", *TINY, "--out",
-                     str(tmp_path / "run")]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "tok.npz"),
+                "--model",
+                "transformer",
+                *TINY,
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    refused(["evaluate", tmp_path / "run", "--data", tmp_path / "oov.npz", "--quiet", "--device", "cpu", "--out",
-             tmp_path / "eval"], ["oov.npz", "index out of range"], capsys, tmp_path)
+    refused(
+        [
+            "evaluate",
+            tmp_path / "run",
+            "--data",
+            tmp_path / "oov.npz",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            tmp_path / "eval",
+        ],
+        ["oov.npz", "index out of range"],
+        capsys,
+        tmp_path,
+    )
     assert not (tmp_path / "eval").exists()
-    _tokens(tmp_path / "huge.npz", 10, oov=2 ** 40)  # beyond 2**24: numbers, not token ids
+    _tokens(tmp_path / "huge.npz", 10, oov=2**40)  # beyond 2**24: numbers, not token ids
     assert sk.data.load(tmp_path / "huge.npz").vocab_size is None
 
 

@@ -1,6 +1,7 @@
 """The `simplexkern` command: every subcommand end to end on tiny settings (reports checked
 against numbers recomputed here from the saved checkpoints), resuming, refusing another
 run's folder, and one-line errors with exit status 2."""
+
 import json
 import re
 import subprocess
@@ -80,8 +81,12 @@ def test_every_training_subcommand_writes_a_checked_report(runs):
     root, reports = runs
     for name, report in reports.items():
         check_report(report, root / name, name)
-    assert {p for r in reports.values() for p in r["plots"]} >= {"ensemble_size.png", "reg_choice.png",
-                                                                  "dimensionality.png", "curve_profile.png"}
+    assert {p for r in reports.values() for p in r["plots"]} >= {
+        "ensemble_size.png",
+        "reg_choice.png",
+        "dimensionality.png",
+        "curve_profile.png",
+    }
     assert [m["name"] for m in reports["espro"]["members"]] == ["simplex 0", "simplex 1", "simplex 2"]
     assert reports["espro"]["details"]["reg"] in (0, 3) and len(reports["espro"]["details"]["reg_rows"]) == 2
     assert [r["connectors"] for r in reports["spro"]["details"]["sweep"]] == [1, 2]
@@ -92,8 +97,12 @@ def test_ensemble_report_matches_its_checkpoints(runs):
     """The ensemble's test metrics, recomputed from its saved modes with plain softmax."""
     root, reports = runs
     data = _digits()
-    probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(root / "ensemble" / m["checkpoint"])(
-        data.x_test).double(), -1) for m in reports["ensemble"]["members"]]).mean(0)
+    probs = torch.stack(
+        [
+            torch.softmax(sk.nn.checkpoint.load_module(root / "ensemble" / m["checkpoint"])(data.x_test).double(), -1)
+            for m in reports["ensemble"]["members"]
+        ]
+    ).mean(0)
     y = data.y_test
     nll = -probs[torch.arange(len(y)), y].log().mean().item()
     accuracy = (probs.argmax(1) == y).double().mean().item()
@@ -104,8 +113,7 @@ def test_ensemble_report_matches_its_checkpoints(runs):
     aurc = (wrong.cumsum(0) / torch.arange(1, len(y) + 1)).mean().item()
     assert reports["ensemble"]["uncertainty"]["aurc"] == pytest.approx(aurc, rel=1e-4, abs=1e-6)
     # the same seed gives every command the same modes: ESPRO's deep-ensemble baseline is this ensemble
-    assert reports["espro"]["details"]["deep_ensemble"]["test"] == pytest.approx(reports["ensemble"]["test"],
-                                                                                 rel=1e-6)
+    assert reports["espro"]["details"]["deep_ensemble"]["test"] == pytest.approx(reports["ensemble"]["test"], rel=1e-6)
     single = reports["ensemble"]["methods"][0]
     assert single["name"] == "single mode (mean of the 3)"
     assert single["test"]["nll"] == pytest.approx(np.mean([m["test"]["nll"] for m in reports["ensemble"]["members"]]))
@@ -148,27 +156,57 @@ def test_curve_has_low_loss_in_the_middle_and_its_plane_passes_through_its_ends(
 
 def test_surface_through_simplex_vertices_and_through_ensemble_members(runs, tmp_path):
     root, _ = runs
-    simplex = run_ok("surface", str(root / "espro"), "--member", "1", "--grid", "3", "--device", "cpu", "--out",
-                     str(tmp_path / "s"))
+    simplex = run_ok(
+        "surface", str(root / "espro"), "--member", "1", "--grid", "3", "--device", "cpu", "--out", str(tmp_path / "s")
+    )
     assert [p["name"] for p in simplex["details"]["points"]] == ["vertex 0", "vertex 1", "vertex 2"]
-    members = run_ok("surface", str(root / "ensemble"), "--grid", "3", "--points", "2,0,1", "--device", "cpu",
-                     "--out", str(tmp_path / "m"))
+    members = run_ok(
+        "surface",
+        str(root / "ensemble"),
+        "--grid",
+        "3",
+        "--points",
+        "2,0,1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert [p["name"] for p in members["details"]["points"]] == ["mode 2", "mode 0", "mode 1"]
     check_png(tmp_path / "m" / "plane.png")
 
 
 def test_evaluate_an_earlier_run_on_its_data_and_on_a_corrupted_copy(runs, tmp_path):
     root, reports = runs
-    same = run_ok("evaluate", str(root / "espro"), "--eval-samples", "4", "--device", "cpu", "--out",
-                  str(tmp_path / "a"))
+    same = run_ok(
+        "evaluate", str(root / "espro"), "--eval-samples", "4", "--device", "cpu", "--out", str(tmp_path / "a")
+    )
     check_report(same, tmp_path / "a", "evaluate")
     assert same["test"] == pytest.approx(reports["espro"]["test"], rel=1e-6)
     assert same["settings"]["data"] == "digits" and same["settings"]["val_fraction"] == 0.2
-    noisy = run_ok("evaluate", str(root / "espro"), "--eval-samples", "4", "--gaussian-noise", "5", "--device", "cpu",
-                   "--out", str(tmp_path / "b"))
+    noisy = run_ok(
+        "evaluate",
+        str(root / "espro"),
+        "--eval-samples",
+        "4",
+        "--gaussian-noise",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "b"),
+    )
     assert noisy["test"]["nll"] > same["test"]["nll"] and noisy["data"]["name"] == "digits (gaussian noise 5)"
-    one = run_ok("evaluate", str(root / "train" / "modes" / "mode_0.pt"), "--data", "digits", "--device", "cpu",
-                 "--out", str(tmp_path / "c"))
+    one = run_ok(
+        "evaluate",
+        str(root / "train" / "modes" / "mode_0.pt"),
+        "--data",
+        "digits",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "c"),
+    )
     assert one["test"] == pytest.approx(reports["train"]["test"], rel=1e-6)
 
 
@@ -203,6 +241,7 @@ def test_an_interrupted_espro_run_resumes_without_redoing_finished_work(tmp_path
             cut.append(1)
             raise KeyboardInterrupt
         return real_step(*a, **k)
+
     monkeypatch.setattr(loop, "_step", interrupted)
     out = str(tmp_path / "cut")
     assert cli.main([*args, out]) == 130
@@ -240,31 +279,43 @@ def test_own_npz_data_with_any_features_and_classes(tmp_path):
     assert es["test"]["accuracy"] > 0.5
 
 
-@pytest.mark.parametrize("args, message", [
-    (["ensemble", "--data", "missing.npz"], "missing.npz"),
-    (["ensemble", "--data", "BAD"], "x_train"),
-    (["train", "--model", "resnet9000"], "unknown architecture 'resnet9000'"),
-    (["espro", "--vertices", "0"], "--vertices: must be >= 1"),
-    (["ensemble", "--modes", "0"], "--modes: must be >= 1"),
-    (["espro", "--reg", "1,x"], "--reg"),
-    (["spro", "--reg", "1,2"], "spro trains one complex"),
-    (["evaluate", "EMPTY"], "holds no checkpoints"),
-    (["evaluate", "nowhere"], "no such file or folder"),
-    (["surface", "EMPTY"], "holds no checkpoints"),
-    (["espro", "--val-fraction", "0"], "validation split"),
-    (["train", "--out", "FILE"], "is not a folder"),
-    (["train", "--out", "OTHER"], "folder of other files"),
-    (["train", "--resume", "--out", "EMPTY"], "nothing to resume"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ensemble", "--data", "missing.npz"], "missing.npz"),
+        (["ensemble", "--data", "BAD"], "x_train"),
+        (["train", "--model", "resnet9000"], "unknown architecture 'resnet9000'"),
+        (["espro", "--vertices", "0"], "--vertices: must be >= 1"),
+        (["ensemble", "--modes", "0"], "--modes: must be >= 1"),
+        (["espro", "--reg", "1,x"], "--reg"),
+        (["spro", "--reg", "1,2"], "spro trains one complex"),
+        (["evaluate", "EMPTY"], "holds no checkpoints"),
+        (["evaluate", "nowhere"], "no such file or folder"),
+        (["surface", "EMPTY"], "holds no checkpoints"),
+        (["espro", "--val-fraction", "0"], "validation split"),
+        (["train", "--out", "FILE"], "is not a folder"),
+        (["train", "--out", "OTHER"], "folder of other files"),
+        (["train", "--resume", "--out", "EMPTY"], "nothing to resume"),
+    ],
+)
 def test_errors_are_one_line_with_status_2(args, message, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     (tmp_path / "file").write_text("")
-    np.savez(tmp_path / "bad.npz", x_train=np.zeros((4, 3)), y_train=np.zeros(5, int), x_test=np.zeros((2, 3)),
-             y_test=np.zeros(2, int))
-    names = {"EMPTY": tmp_path / "empty", "BAD": tmp_path / "bad.npz", "OTHER": tmp_path / "other",
-             "FILE": tmp_path / "file"}
+    np.savez(
+        tmp_path / "bad.npz",
+        x_train=np.zeros((4, 3)),
+        y_train=np.zeros(5, int),
+        x_test=np.zeros((2, 3)),
+        y_test=np.zeros(2, int),
+    )
+    names = {
+        "EMPTY": tmp_path / "empty",
+        "BAD": tmp_path / "bad.npz",
+        "OTHER": tmp_path / "other",
+        "FILE": tmp_path / "file",
+    }
     args = [str(names.get(a, a)) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "out")]
@@ -280,8 +331,12 @@ def test_errors_are_one_line_with_status_2(args, message, tmp_path, capsys):
 
 def test_source_models_that_do_not_fit_the_data_are_refused(runs, capsys):
     root, _ = runs
-    assert cli.main(["evaluate", str(root / "train"), "--data", "mnist1d", "--device", "cpu", "--out",
-                     str(root / "never")]) == 2
+    assert (
+        cli.main(
+            ["evaluate", str(root / "train"), "--data", "mnist1d", "--device", "cpu", "--out", str(root / "never")]
+        )
+        == 2
+    )
     assert "mode 0 does not take the inputs of mnist1d" in capsys.readouterr().err
     assert not (root / "never").exists()
     assert cli.main(["surface", str(root / "train"), "--device", "cpu", "--out", str(root / "never")]) == 2
@@ -315,12 +370,19 @@ def test_help_of_every_subcommand_documents_every_flag_and_default(capsys):
 
 
 def test_demo_prints_the_comparison_and_writes_its_plots(tmp_path):
-    out = command("demo", *TINY, "--vertex-epochs", "1", "--reg", "0,1", "--eval-samples", "3", "--out",
-                  str(tmp_path / "demo"))
+    out = command(
+        "demo", *TINY, "--vertex-epochs", "1", "--reg", "0,1", "--eval-samples", "3", "--out", str(tmp_path / "demo")
+    )
     assert out.returncode == 0, out.stderr
-    rows = {name: [float(v) for v in values] for name, *values in
-            re.findall(r"^(\S.*?)\s+(0\.\d+|1\.0+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+[\d.]+s\s+[\d.]+[kM]\s+"
-                       r"[\d.]+ ms$", out.stdout, re.M)}
+    rows = {
+        name: [float(v) for v in values]
+        for name, *values in re.findall(
+            r"^(\S.*?)\s+(0\.\d+|1\.0+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+[\d.]+s\s+[\d.]+[kM]\s+"
+            r"[\d.]+ ms$",
+            out.stdout,
+            re.M,
+        )
+    }
     assert "deep ensemble (3 modes)" in rows and "ESPRO (3 simplexes of 3 vertices)" in rows, out.stdout
     assert len(rows) == 5  # single mode, the two ensembles, and both after temperature scaling
     for accuracy, nll, ece, brier in rows.values():
@@ -351,8 +413,9 @@ def test_each_seed_draws_its_own_validation_split_and_evaluate_keeps_the_sources
     splits = [jobs.load_data({"data": "digits", "val_fraction": 0.2, "seed": seed}) for seed in (0, 1)]
     assert splits[0].x_val.shape == splits[1].x_val.shape and not torch.equal(splits[0].x_val, splits[1].x_val)
     trained = run_ok("train", *TINY, "--seed", "1", "--out", str(tmp_path / "seed1"))
-    evaluated = run_ok("evaluate", str(tmp_path / "seed1"), "--quiet", "--device", "cpu", "--out",
-                       str(tmp_path / "eval"))
+    evaluated = run_ok(
+        "evaluate", str(tmp_path / "seed1"), "--quiet", "--device", "cpu", "--out", str(tmp_path / "eval")
+    )
     assert evaluated["val"] == pytest.approx(trained["val"], rel=1e-9)  # the source's split, not seed 0's
     assert evaluated["settings"]["split_seed"] == 1
 
@@ -361,8 +424,23 @@ def test_espro_counts_its_cost_and_adds_the_deep_ensemble_of_equal_compute(tmp_p
     """Costs against the arithmetic of the settings (960 training examples, batches of 128:
     no batch dropped); the equal-compute ensembles against their modes' checkpoints."""
     out = tmp_path / "espro"
-    report = run_ok("espro", *TINY, "--vertex-epochs", "1", "--samples", "2", "--vertices", "1", "--reg", "0,3",
-                    "--eval-samples", "2", "--equal-compute", "--out", str(out))
+    report = run_ok(
+        "espro",
+        *TINY,
+        "--vertex-epochs",
+        "1",
+        "--samples",
+        "2",
+        "--vertices",
+        "1",
+        "--reg",
+        "0,3",
+        "--eval-samples",
+        "2",
+        "--equal-compute",
+        "--out",
+        str(out),
+    )
     mode, simplex = 2 * 960, 1 * 1 * 960 * 2  # one mode: 2 epochs; one simplex: 1 vertex x 1 epoch x H = 2
     rows = report["details"]["reg_rows"]
     assert sorted(r["gradient_evaluations"] for r in rows) == [simplex, 3 * simplex]  # one λ stops after simplex 0
@@ -372,15 +450,20 @@ def test_espro_counts_its_cost_and_adds_the_deep_ensemble_of_equal_compute(tmp_p
     assert report["details"]["equal_compute_modes"] == n == {"espro": 6, "with_search": 7}
     assert sorted(p.name for p in (out / "modes").glob("mode_*.pt")) == [f"mode_{j}.pt" for j in range(7)]
     data = _digits()
-    probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(out / "modes" / f"mode_{j}.pt")(
-        data.x_test).double(), -1) for j in range(7)])
+    probs = torch.stack(
+        [
+            torch.softmax(sk.nn.checkpoint.load_module(out / "modes" / f"mode_{j}.pt")(data.x_test).double(), -1)
+            for j in range(7)
+        ]
+    )
     for key in ("espro", "with_search"):
         row = next(r for r in report["methods"] if r["name"].startswith(f"deep ensemble of {n[key]} modes"))
-        p = probs[:n[key]].mean(0)
+        p = probs[: n[key]].mean(0)
         assert row["test"]["nll"] == pytest.approx(-p[torch.arange(len(p)), data.y_test].log().mean().item(), rel=1e-5)
         assert row["gradient_evaluations"] == n[key] * mode
     assert report["details"]["deep_ensemble"]["test"]["nll"] == pytest.approx(
-        -probs[:3].mean(0)[torch.arange(len(p)), data.y_test].log().mean().item(), rel=1e-5)
+        -probs[:3].mean(0)[torch.arange(len(p)), data.y_test].log().mean().item(), rel=1e-5
+    )
     assert report["details"]["ensemble_size"]["deep ensemble"][-1]["members"] == 7
 
 
@@ -394,16 +477,20 @@ def test_out_of_distribution_detection_in_the_report(tmp_path, capsys):
     inside = torch.softmax(model(_digits().x_test), -1).double()  # float32 probabilities, as predicted
     away = torch.softmax(model(sk.data.load("digits", val_fraction=0.2, gaussian_noise=5).x_test), -1).double()
     labels = np.r_[np.zeros(len(inside)), np.ones(len(away))]
-    for name, of in (("max_prob", lambda p: 1 - p.max(1).values),
-                     ("entropy", lambda p: -torch.special.xlogy(p, p).sum(1))):
+    for name, of in (
+        ("max_prob", lambda p: 1 - p.max(1).values),
+        ("entropy", lambda p: -torch.special.xlogy(p, p).sum(1)),
+    ):
         scores = torch.cat([of(inside), of(away)]).numpy()
         got = report["uncertainty"]["ood"][name]
         assert got["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
         assert got["aupr"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
-        threshold = np.sort(scores[len(inside):])[::-1][int(np.ceil(0.95 * len(away))) - 1]
-        assert got["fpr95"] == pytest.approx((scores[:len(inside)] >= threshold).mean(), abs=1e-9)
-    assert cli.main(["train", *TINY, "--ood-gaussian-noise", "5", "--ood-data", "digits", "--out",
-                     str(tmp_path / "u")]) == 2
+        threshold = np.sort(scores[len(inside) :])[::-1][int(np.ceil(0.95 * len(away))) - 1]
+        assert got["fpr95"] == pytest.approx((scores[: len(inside)] >= threshold).mean(), abs=1e-9)
+    assert (
+        cli.main(["train", *TINY, "--ood-gaussian-noise", "5", "--ood-data", "digits", "--out", str(tmp_path / "u")])
+        == 2
+    )
     assert "give one of them" in capsys.readouterr().err and not (tmp_path / "u").exists()
     assert cli.main(["train", *TINY, "--ood-data", "mnist1d", "--out", str(tmp_path / "v")]) == 2
     assert "--ood-data: " in capsys.readouterr().err and not (tmp_path / "v").exists()  # refused before training
@@ -415,8 +502,29 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
     with its search of two λ costs the most (3 modes, simplex 0 for both λ, simplexes 1 and
     2 for one: 5 modes), so the deep ensemble runs to 5."""
     out = tmp_path / "c"
-    flags = [*TINY, "--vertex-epochs", "1", "--samples", "1", "--vertices", "1", "--reg", "0,0.1", "--eval-samples",
-             "2", "--cycles", "1", "--cycle-epochs", "2", "--connectors", "1", "--seeds", "0,1", "--out", str(out)]
+    flags = [
+        *TINY,
+        "--vertex-epochs",
+        "1",
+        "--samples",
+        "1",
+        "--vertices",
+        "1",
+        "--reg",
+        "0,0.1",
+        "--eval-samples",
+        "2",
+        "--cycles",
+        "1",
+        "--cycle-epochs",
+        "2",
+        "--connectors",
+        "1",
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+    ]
     report = run_ok("compare", *flags)
     text = capsys.readouterr().out
     assert "the best at each training budget" in text and "mean ± std over seeds" in text
@@ -437,10 +545,15 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
 
     def nll_of(probs, y):
         return -probs[torch.arange(len(y)), y].log().mean().item()
+
     for seed, ds in zip((0, 1), data):
         folder = out / f"seed_{seed}"
-        probs = torch.stack([torch.softmax(sk.nn.checkpoint.load_module(folder / "modes" / f"mode_{j}.pt")(
-            ds.x_test).double(), -1) for j in range(5)])
+        probs = torch.stack(
+            [
+                torch.softmax(sk.nn.checkpoint.load_module(folder / "modes" / f"mode_{j}.pt")(ds.x_test).double(), -1)
+                for j in range(5)
+            ]
+        )
         nll.append(nll_of(probs.mean(0), ds.y_test))
         fge = torch.softmax(sk.nn.checkpoint.load_module(folder / "fge" / "fge_snapshot_0.pt")(ds.x_test).double(), -1)
         pairs = [nll_of(probs[[a, b]].mean(0), ds.y_test) for a in range(5) for b in range(a + 1, 5)]
@@ -460,8 +573,12 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
         assert b["nll"] == min(p["nll"] for p in affordable)
         assert b["best_error"]["error"] == min(p["error"] for p in affordable)
         assert b["deep_ensemble"]["members"] == min(5, b["budget"] // m)
-    assert [r["name"] for r in report["methods"]] == ["deep ensemble (5 members)", "ESPRO (3 members)",
-                                                      "FGE (1 members)", "SPRO complex (2 points)"]
+    assert [r["name"] for r in report["methods"]] == [
+        "deep ensemble (5 members)",
+        "ESPRO (3 members)",
+        "FGE (1 members)",
+        "SPRO complex (2 points)",
+    ]
     assert run_ok("compare", *flags) == report  # finished: not redone
     assert cli.main(["compare", *flags[:-1], str(tmp_path / "d"), "--lr-min", "0.1"]) == 2  # FGE's checks apply
     assert not (tmp_path / "d").exists()

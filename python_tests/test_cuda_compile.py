@@ -9,6 +9,7 @@ with its nvvm, crt and cccl, the CUDA 13.0 of torch's cu130 build), else $CUDA_H
 or nvcc on PATH; without one the test skips. ``python python_tests/test_cuda_compile.py``
 (what ``make cuda-check`` runs) fails instead of skipping.
 """
+
 import glob
 import importlib.util
 import os
@@ -34,8 +35,12 @@ def find_nvcc():
     spec = importlib.util.find_spec("nvidia")
     wheels = [os.path.join(p, "cu13", "bin", "nvcc") for p in (spec.submodule_search_locations or [])] if spec else []
     homes = [os.environ[v] for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
-    candidates = [os.environ.get("NVCC"), *wheels, *(os.path.join(h, "bin", "nvcc") for h in homes),
-                  shutil.which("nvcc")]
+    candidates = [
+        os.environ.get("NVCC"),
+        *wheels,
+        *(os.path.join(h, "bin", "nvcc") for h in homes),
+        shutil.which("nvcc"),
+    ]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
@@ -46,13 +51,26 @@ def nvcc_command(nvcc, source, output):
     # The CUDA headers are nvcc's own (its nvcc.profile: <toolkit>/include and include/cccl, the
     # pip wheels' nvidia/cu13/include); torch's come from torch.
     return [
-        nvcc, "-c", source, "-o", output,
-        *[f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS], "--threads", "0",
-        "-O3", "-std=c++20", *cpp_extension.COMMON_NVCC_FLAGS,
-        "-DWITH_CUDA", "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H",
-        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", "-Xcompiler", "-fPIC",
+        nvcc,
+        "-c",
+        source,
+        "-o",
+        output,
+        *[f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS],
+        "--threads",
+        "0",
+        "-O3",
+        "-std=c++20",
+        *cpp_extension.COMMON_NVCC_FLAGS,
+        "-DWITH_CUDA",
+        "-DTORCH_EXTENSION_NAME=_C",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        "-Xcompiler",
+        "-fPIC",
         *[f"-I{p}" for p in cpp_extension.include_paths(device_type="cpu")],
-        "-Xptxas", "-v",  # per-kernel registers and spills
+        "-Xptxas",
+        "-v",  # per-kernel registers and spills
     ]
 
 

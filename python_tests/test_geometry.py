@@ -1,4 +1,5 @@
 """simplexkern.geometry against independent references: closed forms, mpmath, float64 numpy."""
+
 import math
 
 import mpmath
@@ -155,8 +156,10 @@ def test_cayley_menger_gradient_on_singular_matrix():
         for j in range(3):
             e = torch.zeros(3, 3, dtype=torch.float64)
             e[i, j] = h
-            fd[i, j] = (torch.ops.simplexkern.cayley_menger_determinant(d.detach() + e, float("nan"))
-                        - torch.ops.simplexkern.cayley_menger_determinant(d.detach() - e, float("nan"))) / (2 * h)
+            fd[i, j] = (
+                torch.ops.simplexkern.cayley_menger_determinant(d.detach() + e, float("nan"))
+                - torch.ops.simplexkern.cayley_menger_determinant(d.detach() - e, float("nan"))
+            ) / (2 * h)
     assert fd.abs().max() > 1
     torch.testing.assert_close(d.grad, fd, rtol=1e-6, atol=1e-6)
 
@@ -287,8 +290,10 @@ def test_bezier_coefficients(n_points, rng):
     t = torch.rand(4, 3, generator=rng, dtype=torch.float64)
     got = g.bezier_coefficients(t, n_points)
     n = n_points - 1
-    ref = torch.tensor([[[math.comb(n, i) * s**i * (1 - s) ** (n - i) for i in range(n_points)] for s in row]
-                        for row in t.tolist()], dtype=torch.float64)
+    ref = torch.tensor(
+        [[[math.comb(n, i) * s**i * (1 - s) ** (n - i) for i in range(n_points)] for s in row] for row in t.tolist()],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(got, ref, rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(got.sum(-1), torch.ones(4, 3, dtype=torch.float64))
     ends = g.bezier_coefficients(torch.tensor([0.0, 1.0]), n_points)
@@ -318,8 +323,11 @@ BAD = [
     (lambda: g.log_volume(torch.tensor([[1.0, 1.0], [1.0, 0.0]])), ValueError, "zero diagonal"),
     (lambda: g.log_volume(torch.tensor([[0.0, math.nan], [math.nan, 0.0]])), ValueError, "NaN or inf"),
     # breaks the triangle inequality (3 > 1 + 1): no such triangle
-    (lambda: g.log_volume(torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 1.0], [9.0, 1.0, 0.0]])), ValueError,
-     "not a Euclidean"),
+    (
+        lambda: g.log_volume(torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 1.0], [9.0, 1.0, 0.0]])),
+        ValueError,
+        "not a Euclidean",
+    ),
     (lambda: g.cayley_menger_determinant(torch.tensor([[0.0, math.inf], [math.inf, 0.0]])), ValueError, "NaN or inf"),
     (lambda: g.cayley_menger_determinant(torch.zeros(2, 3)), ValueError, "sqdist must have shape"),
     (lambda: g.pairwise_sqdist(torch.zeros(5)), ValueError, "vertices must have shape"),
@@ -349,8 +357,9 @@ def test_bad_input(call, exc, match):
 def test_ops_trace_under_torch_compile(rng):
     d = g.pairwise_sqdist(random_vertices((3,), 4, 6, rng))
     ops = torch.ops.simplexkern
-    fn = torch.compile(lambda s: ops.log_volume(s) + ops.cayley_menger_determinant(s), backend="aot_eager",
-                       fullgraph=True)
+    fn = torch.compile(
+        lambda s: ops.log_volume(s) + ops.cayley_menger_determinant(s), backend="aot_eager", fullgraph=True
+    )
     torch.testing.assert_close(fn(d), g.log_volume(d) + g.cayley_menger_determinant(d))
 
 
@@ -369,8 +378,12 @@ def test_cuda_matches_cpu(n, dtype, rng):
     d = d.requires_grad_(True)
     rtol = 1e-12 if dtype == torch.float64 else 1e-6
     torch.testing.assert_close(g.log_volume(dc).cpu(), g.log_volume(d), rtol=rtol, atol=rtol)
-    torch.testing.assert_close(g.cayley_menger_determinant(dc).cpu(), g.cayley_menger_determinant(d),
-                               rtol=1e-9 if dtype == torch.float64 else 1e-4, atol=0)
+    torch.testing.assert_close(
+        g.cayley_menger_determinant(dc).cpu(),
+        g.cayley_menger_determinant(d),
+        rtol=1e-9 if dtype == torch.float64 else 1e-4,
+        atol=0,
+    )
     w = torch.randn(3, 50, generator=rng, dtype=torch.float64).to(dtype)
     finite = torch.isfinite(g.log_volume(d.detach()))
     (g.log_volume(d)[finite] * w[finite]).sum().backward()

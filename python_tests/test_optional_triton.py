@@ -1,10 +1,11 @@
 """Triton is optional: with it hidden, simplexkern imports, the torch and reference backends,
 simplex models and training work, and asking for the triton backend is a clear error."""
+
 import subprocess
 import sys
 import textwrap
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import importlib.abc, importlib.util, sys
 
     class Hide(importlib.abc.MetaPathFinder):
@@ -41,7 +42,7 @@ SCRIPT = textwrap.dedent('''
               device=torch.device("cpu"))
     assert torch.isfinite(model.log_volume()) and "triton" not in sys.modules
     print("ok")
-''')
+""")
 
 
 def test_everything_but_the_triton_backend_works_without_triton():

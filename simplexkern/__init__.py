@@ -1,4 +1,5 @@
 """simplexkern: simplexes, simplicial complexes and curves of neural-network weights."""
+
 import torch  # noqa: F401  (libtorch must be loaded before the extension)
 
 try:
@@ -13,5 +14,17 @@ from simplexkern import data, eval, geometry, models, nn, ops, train  # noqa: A0
 from simplexkern.nn import SimplexModel, load_checkpoint, save_checkpoint, simplexify
 
 __version__ = "0.1.0"
-__all__ = ["geometry", "ops", "nn", "models", "data", "train", "eval", "simplexify", "SimplexModel",
-           "save_checkpoint", "load_checkpoint", "__version__"]
+__all__ = [
+    "geometry",
+    "ops",
+    "nn",
+    "models",
+    "data",
+    "train",
+    "eval",
+    "simplexify",
+    "SimplexModel",
+    "save_checkpoint",
+    "load_checkpoint",
+    "__version__",
+]

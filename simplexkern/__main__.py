@@ -1,4 +1,5 @@
 """python -m simplexkern: the simplexkern command."""
+
 import sys
 
 from simplexkern.cli import main

@@ -3,6 +3,7 @@
 The temporary file is ``.<name>.<host>-<pid>.<random>.tmp`` beside the target, so that a
 later run can tell the leftovers of a killed writer (same host, process gone) from the files
 another live process is writing."""
+
 import contextlib
 import os
 import pathlib

@@ -1,4 +1,5 @@
 """Argument checks shared by the public functions: each error names the argument."""
+
 import numbers
 import weakref
 
@@ -27,8 +28,10 @@ def parameters_match(model, x, name, inputs="the inputs"):
     """ValueError unless ``model``'s floating-point parameters have ``x``'s dtype."""
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if dtypes and dtypes != {x.dtype}:
-        raise ValueError(f"{name} has {'/'.join(sorted(str(t).replace('torch.', '') for t in dtypes))} parameters, "
-                         f"{inputs} are {str(x.dtype).replace('torch.', '')}: convert the model (e.g. model.float())")
+        raise ValueError(
+            f"{name} has {'/'.join(sorted(str(t).replace('torch.', '') for t in dtypes))} parameters, "
+            f"{inputs} are {str(x.dtype).replace('torch.', '')}: convert the model (e.g. model.float())"
+        )
 
 
 def tensor(x, name):

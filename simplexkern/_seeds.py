@@ -1,6 +1,7 @@
 """Seeds derived from keys of non-negative ints (seed, algorithm, member, stage, epoch, ...):
 every random choice of a run comes from its own key, so a member's result does not depend
 on what else ran before it."""
+
 import contextlib
 
 import numpy as np

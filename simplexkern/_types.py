@@ -1,4 +1,5 @@
 """Type aliases of the public API's signatures."""
+
 import os
 from typing import Literal
 

@@ -1,6 +1,7 @@
 """Eager calls on the plain tensors under ``torch.func.vmap``: what a vmap rule does, without
 the per-call cost of a custom op's or an ``autograd.Function``'s rule, for code that sees all
 points of a SimplexModel at once (the fused ops, per-point BatchNorm)."""
+
 from collections.abc import Callable
 
 import torch

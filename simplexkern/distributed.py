@@ -14,6 +14,7 @@ Two ways to spread a run:
 ``World`` is the process group as this library uses it; ``world()`` is the initialised
 default group, or a world of one process.
 """
+
 import dataclasses
 import datetime
 import os
@@ -33,8 +34,10 @@ def check_mode(value: str | None, allowed: tuple = MODES) -> "World":
     if value is not None and w.size == 1 and launched():
         raise ValueError(f"distributed={value!r}: the process group is not initialised (simplexkern.distributed.init)")
     if value == "data" and w.size == 1:
-        raise ValueError("distributed='data' needs an initialised process group of several processes (launch with "
-                         "torchrun; see simplexkern.distributed)")
+        raise ValueError(
+            "distributed='data' needs an initialised process group of several processes (launch with "
+            "torchrun; see simplexkern.distributed)"
+        )
     return w
 
 
@@ -42,6 +45,7 @@ def check_mode(value: str | None, allowed: tuple = MODES) -> "World":
 class World:
     """Rank ``rank`` of ``size`` processes; ``device`` is what collectives of the backend
     run on (CUDA for NCCL, else CPU)."""
+
     rank: int = 0
     size: int = 1
     device: torch.device = torch.device("cpu")
@@ -60,8 +64,10 @@ class World:
         counts = self.objects(count)
         n = sum(counts)
         if counts != [len(range(r, n, self.size)) for r in range(self.size)]:
-            raise ValueError(f"the processes hold {counts} {what}; with {n} in all, rank r holds members r, r + "
-                             f"{self.size}, ... ({[len(range(r, n, self.size)) for r in range(self.size)]})")
+            raise ValueError(
+                f"the processes hold {counts} {what}; with {n} in all, rank r holds members r, r + "
+                f"{self.size}, ... ({[len(range(r, n, self.size)) for r in range(self.size)]})"
+            )
         return n
 
     def barrier(self) -> None:
@@ -90,7 +96,7 @@ class World:
         out = torch.empty(n, *shape, dtype=dtype)
         for r, part in enumerate(parts):
             rows = list(range(r, n, self.size))
-            out[rows] = part[:len(rows)].cpu()
+            out[rows] = part[: len(rows)].cpu()
         return out
 
     def objects(self, value: object) -> list:
@@ -111,8 +117,9 @@ class World:
         values = self.objects(value)
         odd = [r for r, v in enumerate(values) if v != values[0]]
         if odd:
-            raise ValueError(f"{what} differ between processes: rank(s) {', '.join(map(str, odd))} have other "
-                             f"{what} than rank 0")
+            raise ValueError(
+                f"{what} differ between processes: rank(s) {', '.join(map(str, odd))} have other {what} than rank 0"
+            )
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum of the tensor ``t`` over the processes (a new tensor on t's device)."""
@@ -134,8 +141,7 @@ def world() -> World:
     """The initialised default process group as a ``World``, else a world of one process."""
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else \
-        torch.device("cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     return World(dist.get_rank(), dist.get_world_size(), device)
 
 

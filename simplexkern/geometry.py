@@ -5,6 +5,7 @@ with Cholesky, ``-inf`` for degenerate simplexes). A simplex of dimension dim ha
 vertices (``k`` is the vertex count of the fused ops' stores); ``sqdist`` holds squared
 Euclidean distances between them.
 """
+
 import math
 
 import torch
@@ -26,8 +27,14 @@ __all__ = [
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_simplex(n_samples: int, n_vertices: int, generator: torch.Generator | None = None, *,
-                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_simplex(
+    n_samples: int,
+    n_vertices: int,
+    generator: torch.Generator | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Draw ``n_samples`` points uniformly from the standard simplex with ``n_vertices`` corners.
 
     Dirichlet(1, .., 1) as normalised exponentials. Returns ``(n_samples, n_vertices)``
@@ -89,6 +96,7 @@ def hat_functions(t: torch.Tensor, n_points: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- distances
+
 
 def _pairwise_sqdist_cuda(v):
     """The CUDA kernel of ``simplexkern::_pairwise_sqdist`` (its CPU kernel and its autograd

@@ -1,6 +1,7 @@
 """Geometry computed the way the published research code does it: the baselines that
 benchmarks and the demo measure ``simplexkern.geometry`` against. Slow, and
 ``pairwise_sqdist`` is float32 throughout; use ``simplexkern.geometry`` for real work."""
+
 import numpy as np
 import torch
 

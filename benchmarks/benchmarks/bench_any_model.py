@@ -16,6 +16,7 @@ one plain forward) and ``plain`` (the floor: the plain model's step at batch S x
 widths, batch 4; GPU: ResNet-18 batch 128, ViT-S/4 batch 128, a 6-layer GPT of width 384 on
 16 sequences of 256 tokens.
 """
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -32,8 +33,11 @@ def _network(name, gpu):
     """(plain model, a batch of inputs and targets)."""
     if name == "resnet18":
         batch = 128 if gpu else 4
-        return torchvision.models.resnet18(num_classes=10), torch.randn(batch, 3, 32, 32), \
-            torch.randint(0, 10, (batch,))
+        return (
+            torchvision.models.resnet18(num_classes=10),
+            torch.randn(batch, 3, 32, 32),
+            torch.randint(0, 10, (batch,)),
+        )
     if name == "vit":
         batch = 128 if gpu else 4
         width, depth, heads, patch = (384, 6, 6, 4) if gpu else (64, 2, 4, 8)

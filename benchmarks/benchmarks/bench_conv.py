@@ -11,21 +11,43 @@ layer takes one input per point except the first, whose input all points share.
 forward, or forward and backward, on its own input); ``SimplexConv2dLayer`` times the
 distinct layers one by one (GPU).
 """
+
 import torch
 
 from simplexkern.ops import conv_torch, simplex_conv2d
 
 # (in, out, input size, kernel, stride, count)
 NETWORKS = {
-    "vgg16": [(3, 64, 32, 3, 1, 1), (64, 64, 32, 3, 1, 1), (64, 128, 16, 3, 1, 1), (128, 128, 16, 3, 1, 1),
-              (128, 256, 8, 3, 1, 1), (256, 256, 8, 3, 1, 2), (256, 512, 4, 3, 1, 1), (512, 512, 4, 3, 1, 2),
-              (512, 512, 2, 3, 1, 3)],
-    "resnet18": [(3, 64, 32, 3, 1, 1), (64, 64, 32, 3, 1, 4), (64, 128, 32, 3, 2, 1), (64, 128, 32, 1, 2, 1),
-                 (128, 128, 16, 3, 1, 3), (128, 256, 16, 3, 2, 1), (128, 256, 16, 1, 2, 1), (256, 256, 8, 3, 1, 3),
-                 (256, 512, 8, 3, 2, 1), (256, 512, 8, 1, 2, 1), (512, 512, 4, 3, 1, 3)],
+    "vgg16": [
+        (3, 64, 32, 3, 1, 1),
+        (64, 64, 32, 3, 1, 1),
+        (64, 128, 16, 3, 1, 1),
+        (128, 128, 16, 3, 1, 1),
+        (128, 256, 8, 3, 1, 1),
+        (256, 256, 8, 3, 1, 2),
+        (256, 512, 4, 3, 1, 1),
+        (512, 512, 4, 3, 1, 2),
+        (512, 512, 2, 3, 1, 3),
+    ],
+    "resnet18": [
+        (3, 64, 32, 3, 1, 1),
+        (64, 64, 32, 3, 1, 4),
+        (64, 128, 32, 3, 2, 1),
+        (64, 128, 32, 1, 2, 1),
+        (128, 128, 16, 3, 1, 3),
+        (128, 256, 16, 3, 2, 1),
+        (128, 256, 16, 1, 2, 1),
+        (256, 256, 8, 3, 1, 3),
+        (256, 512, 8, 3, 2, 1),
+        (256, 512, 8, 1, 2, 1),
+        (512, 512, 4, 3, 1, 3),
+    ],
 }
-LAYERS = {f"{net}:{c_in}-{c_out}@{size}k{kernel}s{stride}": (c_in, c_out, size, kernel, stride)
-          for net, layers in NETWORKS.items() for c_in, c_out, size, kernel, stride, _ in layers}
+LAYERS = {
+    f"{net}:{c_in}-{c_out}@{size}k{kernel}s{stride}": (c_in, c_out, size, kernel, stride)
+    for net, layers in NETWORKS.items()
+    for c_in, c_out, size, kernel, stride, _ in layers
+}
 K, S, TRAINABLE = 4, 5, [3]
 IMPLEMENTATIONS = ["reference", "torch", "triton", "auto", "torch_grouped", "torch_loop"]
 
@@ -49,8 +71,10 @@ class _Conv:
         if gpu:
             x = x.contiguous(memory_format=layout) if shared else x.movedim(2, -1).contiguous().movedim(-1, 2)
         self.x = x.requires_grad_(not shared)
-        self.weight = (torch.randn(K, c_out, c_in, kernel, kernel, device=device, dtype=dtype, generator=gen)
-                       / (c_in * kernel**2) ** 0.5).requires_grad_(True)
+        self.weight = (
+            torch.randn(K, c_out, c_in, kernel, kernel, device=device, dtype=dtype, generator=gen)
+            / (c_in * kernel**2) ** 0.5
+        ).requires_grad_(True)
         self.bias = torch.zeros(K, c_out, device=device, dtype=dtype, requires_grad=True)
         self.coeffs = torch.rand(S, K, device=device, generator=gen)
         self.coeffs /= self.coeffs.sum(-1, keepdim=True)
@@ -59,8 +83,9 @@ class _Conv:
             self.dy = torch.randn_like(self.forward(None))
 
     def forward(self, backend):
-        return simplex_conv2d(self.x, self.weight, self.bias, self.coeffs, **self.conv, trainable=TRAINABLE,
-                              backend=backend)
+        return simplex_conv2d(
+            self.x, self.weight, self.bias, self.coeffs, **self.conv, trainable=TRAINABLE, backend=backend
+        )
 
     def run(self, backend, backward):
         if not backward:

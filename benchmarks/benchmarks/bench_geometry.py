@@ -4,6 +4,7 @@ Each benchmark is parametrised by ``implementation``; ``reference`` is how the p
 research code computes the same quantity (simplexkern.geometry_reference), and
 benchmarks/report.py prints every other implementation as a ratio against it.
 """
+
 import torch
 
 from simplexkern import geometry, geometry_reference

@@ -7,6 +7,7 @@ Shapes (k = 4 vertices, 1 of them trainable, as when SPRO grows one vertex):
 - ``compute_bound``: S = 1 point, 4096 x 4096, batch 8192, bfloat16 (GPU); 1024 x 1024,
   batch 1024, float32 (CPU). ``plain_linear`` is nn.Linear at that size.
 """
+
 import torch
 
 import simplexkern.ops as ops
@@ -55,8 +56,9 @@ class SimplexLinear:
             self.fn = lambda: self.linear(self.x)[None]
         else:
             backend = None if implementation == "auto" else implementation
-            self.fn = lambda: ops.simplex_linear(self.x, self.weight, self.bias, self.coeffs, trainable=[3],
-                                                 backend=backend)
+            self.fn = lambda: ops.simplex_linear(
+                self.x, self.weight, self.bias, self.coeffs, trainable=[3], backend=backend
+            )
 
     def time_forward(self, implementation, device, case):
         with torch.no_grad():

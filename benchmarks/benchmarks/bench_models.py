@@ -10,6 +10,7 @@ VGG16 (no BatchNorm) and ResNet-18 (torchvision, with BatchNorm, per-point stati
 vertices of which 1 trainable (as when SPRO grows a vertex), S = 5 points, one shared input
 batch, cross-entropy loss. GPU: batch 128, float32 (TF32 allowed). CPU: batch 4, float32.
 """
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -17,8 +18,7 @@ import torchvision
 import simplexkern as sk
 
 K, S = 4, 5
-NETWORKS = {"vgg16": lambda: sk.models.create("vgg16"),
-            "resnet18": lambda: torchvision.models.resnet18(num_classes=10)}
+NETWORKS = {"vgg16": lambda: sk.models.create("vgg16"), "resnet18": lambda: torchvision.models.resnet18(num_classes=10)}
 IMPLEMENTATIONS = ["reference", "torch", "triton", "auto", "plain"]
 
 

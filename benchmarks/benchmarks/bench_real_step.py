@@ -16,6 +16,7 @@ replayed), ``reference`` (the same model on the reference backend) and ``plain``
 the plain network's step at batch S x B). ``track_gpu_memory``: the step's peak GPU memory
 in MiB.
 """
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -49,8 +50,12 @@ def graphed(step):
 
 
 class RealStep:
-    params = (["simplex", "compiled", "graphed", "reference", "plain"], ["cpu", "cuda"], ["resnet18", "vgg16_bn"],
-              [2, 1])
+    params = (
+        ["simplex", "compiled", "graphed", "reference", "plain"],
+        ["cpu", "cuda"],
+        ["resnet18", "vgg16_bn"],
+        [2, 1],
+    )
     param_names = ["implementation", "device", "network", "trainable"]
     timeout = 900
 
@@ -115,6 +120,6 @@ class RealStep:
         torch.cuda.reset_peak_memory_stats()
         self.step()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated() / 2**20
 
     track_gpu_memory.unit = "MiB"

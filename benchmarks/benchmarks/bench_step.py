@@ -15,6 +15,7 @@
 CPU: the VGG16 layout at 1/16 width (step, batch 2) and 1/8 width (inference, batch 64,
 J = 1), one thread. GPU: full width, batch 128, J = 8.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -123,6 +124,7 @@ class Inference:
 
             def one(params, buffers, x):
                 return torch.func.functional_call(base, (params, buffers), (x,))
+
             self.forward = torch.func.vmap(one, in_dims=(0, 0, None))
 
     @torch.no_grad()
@@ -141,6 +143,7 @@ class InferenceAtPoints:
     """Eval-mode prediction at M points of one simplex (VGG16 layout, k = 4 vertices, batch 64,
     one CPU thread) against the loop it replaces: per point, every weight combined from the
     vertices and one plain forward."""
+
     params = (["simplex", "loop"], [1, 5, 25], ["1/16", "1/8", "1/4"])
     param_names = ["implementation", "points", "width"]
     timeout = 600
@@ -162,15 +165,21 @@ class InferenceAtPoints:
     def time_predict(self, *params):
         if self.implementation == "simplex":
             return self.model(self.x, self.coeffs)
-        return torch.stack([torch.func.functional_call(
-            self.plain, {n: torch.einsum("k,k...->...", c, v) for n, v in self.vertices.items()}, (self.x,))
-            for c in self.coeffs])
+        return torch.stack(
+            [
+                torch.func.functional_call(
+                    self.plain, {n: torch.einsum("k,k...->...", c, v) for n, v in self.vertices.items()}, (self.x,)
+                )
+                for c in self.coeffs
+            ]
+        )
 
 
 class StepOps:
     """What a training step asks of the host (the ``TrainingStep`` CPU configuration): the aten
     ops it dispatches (forward, backward and optimizer) and the nodes of its autograd graph,
     simplex against the plain network at batch S x B."""
+
     params = (["simplex", "plain"], ["vgg16", "vgg16_bn"])
     param_names = ["implementation", "network"]
 

@@ -1,5 +1,6 @@
 """Data sets: the built-in sets, a user's .npz with every bad case, CIFAR read from a local
 folder without executing code, corruption levels, and models sized for the data."""
+
 import pickle
 
 import numpy as np
@@ -10,11 +11,14 @@ import simplexkern as sk
 from simplexkern.data import sources
 
 
-@pytest.mark.parametrize("name, shape, classes, n_train, n_test", [
-    ("digits", (1, 8, 8), 10, 1200, 597),
-    ("mnist1d", (1, 40), 10, 4000, 1000),
-    ("spirals", (2,), 2, 1000, 1000),
-])
+@pytest.mark.parametrize(
+    "name, shape, classes, n_train, n_test",
+    [
+        ("digits", (1, 8, 8), 10, 1200, 597),
+        ("mnist1d", (1, 40), 10, 4000, 1000),
+        ("spirals", (2,), 2, 1000, 1000),
+    ],
+)
 def test_built_in_sets(name, shape, classes, n_train, n_test):
     d = sk.data.load(name)
     assert d.input_shape == shape and d.n_classes == classes and d.n_outputs == classes
@@ -70,8 +74,9 @@ def test_gaussian_noise_levels(rng):
     clean = sk.data.load("digits", standardize_features=False)
     previous = 0.0
     for level in range(1, 6):
-        noisy = sk.data.load("digits", gaussian_noise=level, split_seed=rng.initial_seed() % 2 ** 31,
-                             standardize_features=False)
+        noisy = sk.data.load(
+            "digits", gaussian_noise=level, split_seed=rng.initial_seed() % 2**31, standardize_features=False
+        )
         diff = noisy.x_test - clean.x_test
         assert float(noisy.x_test.min()) >= 0 and float(noisy.x_test.max()) <= 1  # clipped to the value range
         free = (clean.x_test > 0.3) & (clean.x_test < 0.7)  # far from the clip: the full noise
@@ -93,8 +98,12 @@ def _save(path, **arrays):
 
 def _good(rng):
     g = np.random.default_rng(rng.initial_seed())
-    return dict(x_train=g.normal(size=(20, 3, 4)).astype(np.float32), y_train=np.arange(20) % 3,
-                x_test=g.normal(size=(6, 3, 4)), y_test=np.array([0, 1, 2, 2, 1, 0]))
+    return dict(
+        x_train=g.normal(size=(20, 3, 4)).astype(np.float32),
+        y_train=np.arange(20) % 3,
+        x_test=g.normal(size=(6, 3, 4)),
+        y_test=np.array([0, 1, 2, 2, 1, 0]),
+    )
 
 
 def test_npz_of_any_shape(tmp_path, rng):
@@ -109,21 +118,24 @@ def test_npz_of_any_shape(tmp_path, rng):
     assert reg.task == "regression" and reg.y_train.shape == (20, 1)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.pop("y_test"), "missing array.*y_test"),
-    (lambda a: a.update(y_train=a["y_train"][:-1]), "20 rows but y_train has 19"),
-    (lambda a: a.update(y_test=np.array([0, 1, 2, 3, 1, 0])), "lacks \\[3\\]"),
-    (lambda a: a.update(y_train=a["y_train"] - 1), "label -1"),
-    (lambda a: a.update(y_train=a["y_train"] + 0.5), "integer class labels"),
-    (lambda a: a.update(y_train=np.array(["a"] * 20)), "integer class labels"),
-    (lambda a: a["x_train"].__setitem__((3, 1, 1), np.nan), "x_train contains NaN or inf"),
-    (lambda a: a["x_test"].__setitem__((0, 0, 0), np.inf), "x_test contains NaN or inf"),
-    (lambda a: a.update(x_test=a["x_test"][:0], y_test=a["y_test"][:0]), "test split is empty"),
-    (lambda a: a.update(x_test=a["x_test"][:, :2]), "features of shape"),
-    (lambda a: a.update(y_train=np.zeros(20, dtype=int)), "lacks"),
-    (lambda a: a.update(x_train=np.array(["x"] * 20)), "must hold numbers"),
-    (lambda a: a.update(y_train=a["y_train"][:, None]), "shape \\(N,\\)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.pop("y_test"), "missing array.*y_test"),
+        (lambda a: a.update(y_train=a["y_train"][:-1]), "20 rows but y_train has 19"),
+        (lambda a: a.update(y_test=np.array([0, 1, 2, 3, 1, 0])), "lacks \\[3\\]"),
+        (lambda a: a.update(y_train=a["y_train"] - 1), "label -1"),
+        (lambda a: a.update(y_train=a["y_train"] + 0.5), "integer class labels"),
+        (lambda a: a.update(y_train=np.array(["a"] * 20)), "integer class labels"),
+        (lambda a: a["x_train"].__setitem__((3, 1, 1), np.nan), "x_train contains NaN or inf"),
+        (lambda a: a["x_test"].__setitem__((0, 0, 0), np.inf), "x_test contains NaN or inf"),
+        (lambda a: a.update(x_test=a["x_test"][:0], y_test=a["y_test"][:0]), "test split is empty"),
+        (lambda a: a.update(x_test=a["x_test"][:, :2]), "features of shape"),
+        (lambda a: a.update(y_train=np.zeros(20, dtype=int)), "lacks"),
+        (lambda a: a.update(x_train=np.array(["x"] * 20)), "must hold numbers"),
+        (lambda a: a.update(y_train=a["y_train"][:, None]), "shape \\(N,\\)"),
+    ],
+)
 def test_bad_npz_names_the_file_and_the_problem(tmp_path, rng, change, message):
     arrays = _good(rng)
     change(arrays)
@@ -137,8 +149,13 @@ def test_unreadable_npz_files(tmp_path):
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="text.npz"):
         sk.data.load(tmp_path / "text.npz")
-    np.savez(tmp_path / "objects.npz", x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1),
-             x_test=np.zeros((1, 1)), y_test=np.zeros(1))
+    np.savez(
+        tmp_path / "objects.npz",
+        x_train=np.array([{"a": 1}], dtype=object),
+        y_train=np.zeros(1),
+        x_test=np.zeros((1, 1)),
+        y_test=np.zeros(1),
+    )
     with pytest.raises(ValueError, match="objects.npz"):  # pickled objects are never loaded
         sk.data.load(tmp_path / "objects.npz")
     with pytest.raises(ValueError, match="no such file"):
@@ -214,8 +231,9 @@ def test_models_sized_for_the_data(name, arch):
     model = sk.models.for_data(arch, d)
     assert model(d.x_train[:4]).shape == (4, d.n_outputs)
     assert model.simplexkern_architecture["name"] in ("mlp", "convnet1d", "convnet2d")
-    rebuilt = sk.models.create(**{"name": model.simplexkern_architecture["name"]},
-                               **model.simplexkern_architecture["kwargs"])
+    rebuilt = sk.models.create(
+        **{"name": model.simplexkern_architecture["name"]}, **model.simplexkern_architecture["kwargs"]
+    )
     assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
 
 
@@ -245,14 +263,19 @@ def test_out_of_distribution_inputs_are_standardised_like_the_data(tmp_path, rng
     """Another set's test inputs scaled by the data's own training mean and std (float64 by
     hand); noisy inputs equal the corrupted test split; other shapes are refused."""
     n = int(torch.randint(40, 80, (), generator=rng))
-    arrays = {f"{x}_{split}": (torch.rand(n, 3, 5, generator=rng) * 7 + 2).numpy() if x == "x" else
-              torch.randint(0, 3, (n,), generator=rng).numpy() for x in "xy" for split in ("train", "test")}
+    arrays = {
+        f"{x}_{split}": (torch.rand(n, 3, 5, generator=rng) * 7 + 2).numpy()
+        if x == "x"
+        else torch.randint(0, 3, (n,), generator=rng).numpy()
+        for x in "xy"
+        for split in ("train", "test")
+    }
     np.savez(tmp_path / "own.npz", **arrays)
     other = {**arrays, "x_test": (torch.randn(n, 3, 5, generator=rng) * 4).numpy()}
     np.savez(tmp_path / "other.npz", **other)
     seed = int(torch.randint(0, 100, (), generator=rng))
     got = sk.data.load_ood(tmp_path / "own.npz", ood_data=tmp_path / "other.npz", val_fraction=0.25, split_seed=seed)
-    rows = np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[int(np.ceil(0.25 * n)):].numpy())
+    rows = np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[int(np.ceil(0.25 * n)) :].numpy())
     x = arrays["x_train"][rows].astype(np.float64)  # per channel: over examples and positions
     mean, std = x.mean((0, 2), keepdims=True), x.std((0, 2), ddof=1, keepdims=True)
     np.testing.assert_allclose(got.numpy(), (other["x_test"] - mean[0]) / std[0], rtol=1e-5, atol=1e-5)

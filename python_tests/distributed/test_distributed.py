@@ -2,6 +2,7 @@
 members give the one-process result bit for bit, a killed job resumes without retraining
 finished members, data-parallel SPRO matches one process, and a failing process ends the
 job with a clear error instead of a hang."""
+
 import json
 import os
 import pathlib
@@ -69,8 +70,24 @@ def same_weights(a, b):
 
 def test_members_spread_over_processes_give_the_one_process_result(tmp_path):
     # J = 3 over 2 processes (rank 0 holds two members, rank 1 one), λ chosen on validation
-    args = ["espro", *TINY, "--modes", "3", "--epochs", "3", "--vertices", "2", "--vertex-epochs", "2",
-            "--samples", "3", "--eval-samples", "4", "--reg", "0,10"]
+    args = [
+        "espro",
+        *TINY,
+        "--modes",
+        "3",
+        "--epochs",
+        "3",
+        "--vertices",
+        "2",
+        "--vertex-epochs",
+        "2",
+        "--samples",
+        "3",
+        "--eval-samples",
+        "4",
+        "--reg",
+        "0,10",
+    ]
     simplexkern(*args, "--out", str(tmp_path / "one"))
     simplexkern(*args, "--out", str(tmp_path / "two"), nproc=2)
     env = json.loads((tmp_path / "two" / "report.json").read_text())["environment"]
@@ -104,8 +121,13 @@ def _progress(path):
 def test_a_killed_job_resumes_without_retraining_finished_members(tmp_path):
     args = ["ensemble", *TINY, "--modes", "3", "--epochs", "60", "--batch-size", "32"]
     out = tmp_path / "killed"
-    job = subprocess.Popen(torchrun("-m", "simplexkern", *args, "--out", str(out)), env=ENV,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    job = subprocess.Popen(
+        torchrun("-m", "simplexkern", *args, "--out", str(out)),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     modes, deadline = out / "modes", time.time() + 240
     try:  # kill the whole job once member 0 is finished and rank 0 is in member 2's epochs
         while time.time() < deadline and job.poll() is None:
@@ -161,16 +183,21 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("d.x_test[0] += 1", "data sets differ between processes: rank(s) 1 have other data sets than rank 0"),
-    ("raise ValueError('--data: cannot read /shared/digits.npz')", "cannot read /shared/digits.npz"),
-])
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("d.x_test[0] += 1", "data sets differ between processes: rank(s) 1 have other data sets than rank 0"),
+        ("raise ValueError('--data: cannot read /shared/digits.npz')", "cannot read /shared/digits.npz"),
+    ],
+)
 def test_a_failing_process_ends_the_job_with_its_error(tmp_path, fault, message):
     script = tmp_path / "launch.py"
     script.write_text(LAUNCH.replace("{fault}", fault))
     started = time.time()
-    result = run(torchrun(str(script), "ensemble", *TINY, "--modes", "2", "--epochs", "1", "--out",
-                          str(tmp_path / "out")), timeout=120)
+    result = run(
+        torchrun(str(script), "ensemble", *TINY, "--modes", "2", "--epochs", "1", "--out", str(tmp_path / "out")),
+        timeout=120,
+    )
     assert result.returncode != 0
     assert message in result.stderr
     assert time.time() - started < 60  # no process waited for the --timeout
@@ -183,5 +210,11 @@ def test_distributed_arguments_are_checked():
     with pytest.raises(ValueError, match="distributed must be one of \\(None, 'data'\\)"):
         sk.train.train_mode(torch.nn.Linear(64, 10), sk.data.load("digits"), distributed="members")
     with pytest.raises(ValueError, match="needs an initialised process group"):
-        sk.train.grow_simplex(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), sk.data.load("digits"),
-                              2, vertex_epochs=1, distributed="data", progress=False)
+        sk.train.grow_simplex(
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)),
+            sk.data.load("digits"),
+            2,
+            vertex_epochs=1,
+            distributed="data",
+            progress=False,
+        )

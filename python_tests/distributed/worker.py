@@ -1,6 +1,7 @@
 """Run by ``torchrun`` from test_distributed.py: data-parallel training of one simplex on
 several processes against the same training in one process (rank 0 computes both), and
 what data-parallel processes must not share or must agree on."""
+
 import copy
 import sys
 import tempfile
@@ -31,8 +32,9 @@ def gradients_match(d, world):
     _, ddp = loop._data_parallel(model, d, phase, torch.device("cpu"))
     assert [p is model.store.trainable for p in ddp.parameters() if p.requires_grad] == [True]
     share = distributed.batch_share(len(x), world)
-    (loop.step_loss(model, loss_fn, phase, x[share], y[share], coeffs, ddp) * (len(x[share]) * world.size / len(x))
-     ).backward()
+    (
+        loop.step_loss(model, loss_fn, phase, x[share], y[share], coeffs, ddp) * (len(x[share]) * world.size / len(x))
+    ).backward()
     torch.testing.assert_close(model.store.trainable.grad, reference.store.trainable.grad, rtol=1e-5, atol=1e-7)
     assert model.store.fixed.grad is None
 
@@ -57,8 +59,9 @@ def dropout_masks_differ(d, world):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Dropout(0.5), models.for_data("mlp", d))
     masks = []  # (dropped, input non-zero) of each forward: a zero input shows no mask
-    model[0].register_forward_hook(lambda m, inputs, out: masks.append((out == 0, inputs[0] != 0)) if m.training
-                                   else None)  # training forwards only (not the check that the model fits the data)
+    model[0].register_forward_hook(
+        lambda m, inputs, out: masks.append((out == 0, inputs[0] != 0)) if m.training else None
+    )  # training forwards only (not the check that the model fits the data)
     train.train_mode(model, d, epochs=1, batch_size=64, progress=False, device="cpu", distributed="data")
     (drop0, seen0), (drop1, seen1) = world.objects(masks[0])
     assert drop0.shape == drop1.shape == (32, *d.x_train.shape[1:])
@@ -104,8 +107,16 @@ def choose_reg_alone_and_together(d, world):
     one-process error (no rank in it)."""
     torch.manual_seed(0)
     mode = models.for_data("mlp", d)
-    settings = dict(vertex_epochs=1, n_vertices=2, n_samples=2, batch_size=128, progress=False, device="cpu",
-                    n_points=3, regs=[1.0, 1e12])
+    settings = dict(
+        vertex_epochs=1,
+        n_vertices=2,
+        n_samples=2,
+        batch_size=128,
+        progress=False,
+        device="cpu",
+        n_points=3,
+        regs=[1.0, 1e12],
+    )
     if world.is_main:  # the others are already waiting at the barrier below: a collective here would hang
         reg, _, alone = train.choose_reg([mode], d, **settings)
     world.barrier()

@@ -1,5 +1,6 @@
 """Metrics against hand-computed values and an independent loop, temperature scaling
 against the temperature that generated the labels, and the ensemble-size curve."""
+
 import itertools
 import math
 

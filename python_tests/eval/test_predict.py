@@ -1,6 +1,7 @@
 """Ensemble predictions against plain models evaluated one point at a time, BatchNorm
 statistics recomputed per point (and the model's own put back), and the loss plane against
 weights built explicitly with Gram-Schmidt in float64."""
+
 import numpy as np
 import pytest
 import torch
@@ -17,14 +18,18 @@ def _data(rng, n=40, classes=3):
 
 
 def _net(classes=3, bn=False):
-    layers = [nn.Conv2d(1, 4, 3, padding=1)] + ([nn.BatchNorm2d(4)] if bn else []) + [
-        nn.ReLU(), nn.Flatten(), nn.Linear(144, classes)]
+    layers = (
+        [nn.Conv2d(1, 4, 3, padding=1)]
+        + ([nn.BatchNorm2d(4)] if bn else [])
+        + [nn.ReLU(), nn.Flatten(), nn.Linear(144, classes)]
+    )
     return nn.Sequential(*layers).double()
 
 
 def _double(data):
-    return sk.data.Dataset(data.name, data.task, data.x_train.double(), data.y_train, data.x_test.double(),
-                           data.y_test, data.n_classes)
+    return sk.data.Dataset(
+        data.name, data.task, data.x_train.double(), data.y_train, data.x_test.double(), data.y_test, data.n_classes
+    )
 
 
 def test_plain_members_average_probabilities(rng):
@@ -86,8 +91,9 @@ def test_loss_plane_against_explicit_gram_schmidt(rng):
     coords = np.stack([[(p - centre) @ u, (p - centre) @ v] for p in w])
     np.testing.assert_allclose(plane["points"], coords, rtol=1e-9, atol=1e-9)
     span = coords.max(0) - coords.min(0)
-    np.testing.assert_allclose(plane["x"][[0, -1]], [coords[:, 0].min() - 0.25 * span[0],
-                                                     coords[:, 0].max() + 0.25 * span[0]], rtol=1e-9)
+    np.testing.assert_allclose(
+        plane["x"][[0, -1]], [coords[:, 0].min() - 0.25 * span[0], coords[:, 0].max() + 0.25 * span[0]], rtol=1e-9
+    )
     for iy, ix in ((0, 0), (3, 1), (4, 4)):  # a plain model with the weights c + x u + y v
         weights = torch.from_numpy(centre + plane["x"][ix] * u + plane["y"][iy] * v)
         net = _net()
@@ -112,8 +118,10 @@ def test_curve_profile_and_plane_recompute_batchnorm_per_point(rng):
     curve = sk.train.curve_model(a, b, "bezier", 3)
     profile = sk.eval.curve_profile(curve, data, n_t=3)
     seg_mid = torch.tensor([0.5, 0.0, 0.5], dtype=torch.float64)
-    for name, point in (("curve", curve.sampler.coefficients(torch.tensor(0.5, dtype=torch.float64), curve)),
-                        ("segment", seg_mid)):
+    for name, point in (
+        ("curve", curve.sampler.coefficients(torch.tensor(0.5, dtype=torch.float64), curve)),
+        ("segment", seg_mid),
+    ):
         plain = with_fresh_batchnorm(curve.at(point, bn_stats="fresh"), data.x_train)
         loss = nn.functional.cross_entropy(plain(data.x_test), data.y_test).item()
         assert profile[name]["test_loss"][1] == pytest.approx(loss, rel=1e-9)

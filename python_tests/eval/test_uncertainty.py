@@ -1,5 +1,6 @@
 """Uncertainty metrics against scikit-learn, SciPy and hand-worked examples, on fresh random
 probabilities (rounded, so that ties occur)."""
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -13,7 +14,7 @@ from simplexkern.eval import uncertainty as u
 def _probs(n, c, rng, sharp=3.0, decimals=2):
     """Random probabilities, rounded to ``decimals`` (ties) and renormalised."""
     p = torch.softmax(sharp * torch.randn(n, c, generator=rng, dtype=torch.float64), -1)
-    p = p.mul(10 ** decimals).round().clamp_min(1).div(10 ** decimals)
+    p = p.mul(10**decimals).round().clamp_min(1).div(10**decimals)
     return p / p.sum(1, keepdim=True)
 
 
@@ -60,8 +61,9 @@ def test_ood_detection_matches_scikit_learn(score, rng):
 def test_uncertainty_scores_by_formula(rng):
     p = _probs(50, 6, rng)
     np.testing.assert_allclose(u.uncertainty_score(p, "max_prob").numpy(), 1 - p.max(1).values.numpy())
-    np.testing.assert_allclose(u.uncertainty_score(p, "entropy").numpy(), scipy.stats.entropy(p.numpy(), axis=1),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        u.uncertainty_score(p, "entropy").numpy(), scipy.stats.entropy(p.numpy(), axis=1), rtol=1e-12
+    )
 
 
 def test_disagreement_and_mutual_information(rng):
@@ -85,9 +87,15 @@ def test_reliability_bins_give_the_ece_of_metrics(rng):
     assert np.isnan(r["accuracy"][~filled]).all()
     members = torch.stack([p, _probs(500, 4, rng)])
     s = u.summary(members, y)
-    assert s == pytest.approx({"adaptive_ece": u.adaptive_ece(members.mean(0), y), "aurc": u.aurc(members.mean(0), y),
-                               "disagreement": u.disagreement(members),
-                               "mutual_information": u.mutual_information(members)}, rel=1e-12)
+    assert s == pytest.approx(
+        {
+            "adaptive_ece": u.adaptive_ece(members.mean(0), y),
+            "aurc": u.aurc(members.mean(0), y),
+            "disagreement": u.disagreement(members),
+            "mutual_information": u.mutual_information(members),
+        },
+        rel=1e-12,
+    )
     one = u.summary(p[None], y)
     assert one["disagreement"] is None and one["aurc"] == pytest.approx(u.aurc(p, y), rel=1e-12)
 

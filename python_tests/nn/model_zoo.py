@@ -1,4 +1,5 @@
 """Small models for the simplex-model tests, one of every supported layer."""
+
 import torch
 from torch import nn
 
@@ -53,6 +54,7 @@ class TransformerBlock(nn.Module):
 # Models whose forward code does what the points of a simplex model must not be mixed by:
 # tokens flattened into the batch, tensors made inside forward, sequence-first layouts,
 # per-example indexing, weight ties written in forward, and layers without a fused form.
+
 
 class TokenFlatten(nn.Module):
     """Flattens tokens into the batch before a Linear, as many transformer codebases do."""
@@ -187,14 +189,19 @@ class Pools(nn.Module):
         super().__init__()
         self.conv1, self.conv2 = nn.Conv1d(2, 4, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1)
         self.pool1 = nn.Sequential(nn.MaxPool1d(2), nn.AvgPool1d(2), nn.AdaptiveMaxPool1d(3), nn.AdaptiveAvgPool1d(2))
-        self.pool2 = nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveMaxPool2d(2),
-                                   nn.AdaptiveAvgPool2d(1))
+        self.pool2 = nn.Sequential(
+            nn.MaxPool2d(2), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveMaxPool2d(2), nn.AdaptiveAvgPool2d(1)
+        )
         self.max2 = nn.MaxPool2d(2)
         self.head = nn.Linear(4 * 2 + 4 + 8 * 4 * 4 + 4 * 4 * 4 + 2 * 4 * 4, 3)
 
     def forward(self, x):  # (B, 2, 8, 8)
         h = torch.tanh(self.conv2(x))
-        pooled = [self.pool1(self.conv1(x.flatten(2))).flatten(1), self.pool2(h).flatten(1),
-                  self.max2(torch.cat([h, -h], 1)).flatten(1), self.max2(h[0]).flatten().expand(x.shape[0], -1),
-                  self.max2(x).flatten(1)]
+        pooled = [
+            self.pool1(self.conv1(x.flatten(2))).flatten(1),
+            self.pool2(h).flatten(1),
+            self.max2(torch.cat([h, -h], 1)).flatten(1),
+            self.max2(h[0]).flatten().expand(x.shape[0], -1),
+            self.max2(x).flatten(1),
+        ]
         return self.head(torch.cat(pooled, 1))

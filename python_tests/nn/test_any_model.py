@@ -2,6 +2,7 @@
 the S plain models with each point's weights (``at``), in training and evaluation, whatever
 the model's forward does with its tensors; gradients reach the trainable vertices as the
 plain models' gradients say; every parameter varies per vertex. Float64 throughout."""
+
 import warnings
 
 import pytest
@@ -66,37 +67,77 @@ def _vgg():
 # name -> (a small instance of the family, input shape): every torchvision classification family
 TORCHVISION = {
     "alexnet": (lambda: _shrink_classifier(torchvision.models.alexnet(num_classes=10), 256 * 6 * 6), (2, 3, 64, 64)),
-    "convnext": (lambda: convnext.ConvNeXt([convnext.CNBlockConfig(8, 16, 1), convnext.CNBlockConfig(16, None, 1)],
-                                           num_classes=10), (2, 3, 32, 32)),
+    "convnext": (
+        lambda: convnext.ConvNeXt(
+            [convnext.CNBlockConfig(8, 16, 1), convnext.CNBlockConfig(16, None, 1)], num_classes=10
+        ),
+        (2, 3, 32, 32),
+    ),
     "densenet121": (lambda: torchvision.models.densenet121(num_classes=10), (4, 3, 32, 32)),
     "efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(num_classes=10), (4, 3, 32, 32)),
-    "efficientnet_v2": (lambda: efficientnet.EfficientNet(
-        [efficientnet.FusedMBConvConfig(1, 3, 1, 8, 8, 1), efficientnet.FusedMBConvConfig(4, 3, 2, 8, 16, 1),
-         efficientnet.MBConvConfig(4, 3, 2, 16, 24, 1)], dropout=0.0, last_channel=64, num_classes=10),
-        (4, 3, 32, 32)),
-    "googlenet": (lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False),
-                  (4, 3, 32, 32)),
-    "inception_v3": (lambda: torchvision.models.inception_v3(num_classes=10, aux_logits=False, init_weights=False),
-                     (2, 3, 75, 75)),
-    "maxvit": (lambda: maxvit.MaxVit(input_size=(32, 32), stem_channels=8, partition_size=4, block_channels=[8, 16],
-                                     block_layers=[1, 1], head_dim=4, stochastic_depth_prob=0.0, num_classes=10),
-               (2, 3, 32, 32)),
+    "efficientnet_v2": (
+        lambda: efficientnet.EfficientNet(
+            [
+                efficientnet.FusedMBConvConfig(1, 3, 1, 8, 8, 1),
+                efficientnet.FusedMBConvConfig(4, 3, 2, 8, 16, 1),
+                efficientnet.MBConvConfig(4, 3, 2, 16, 24, 1),
+            ],
+            dropout=0.0,
+            last_channel=64,
+            num_classes=10,
+        ),
+        (4, 3, 32, 32),
+    ),
+    "googlenet": (
+        lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False),
+        (4, 3, 32, 32),
+    ),
+    "inception_v3": (
+        lambda: torchvision.models.inception_v3(num_classes=10, aux_logits=False, init_weights=False),
+        (2, 3, 75, 75),
+    ),
+    "maxvit": (
+        lambda: maxvit.MaxVit(
+            input_size=(32, 32),
+            stem_channels=8,
+            partition_size=4,
+            block_channels=[8, 16],
+            block_layers=[1, 1],
+            head_dim=4,
+            stochastic_depth_prob=0.0,
+            num_classes=10,
+        ),
+        (2, 3, 32, 32),
+    ),
     "mnasnet0_5": (lambda: torchvision.models.mnasnet0_5(num_classes=10), (4, 3, 32, 32)),
     "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10), (4, 3, 32, 32)),
     "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), (4, 3, 32, 32)),
     "regnet_x_400mf": (lambda: torchvision.models.regnet_x_400mf(num_classes=10), (4, 3, 64, 64)),
     "regnet_y_400mf": (lambda: torchvision.models.regnet_y_400mf(num_classes=10), (4, 3, 64, 64)),
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), (4, 3, 32, 32)),
-    "resnext": (lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], num_classes=10, groups=4, width_per_group=8),
-                (4, 3, 32, 32)),
+    "resnext": (
+        lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], num_classes=10, groups=4, width_per_group=8),
+        (4, 3, 32, 32),
+    ),
     "shufflenet_v2_x0_5": (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10), (4, 3, 32, 32)),
     "squeezenet1_0": (lambda: torchvision.models.squeezenet1_0(num_classes=10), (2, 3, 32, 32)),
-    "swin": (lambda: swin_transformer.SwinTransformer([2, 2], 8, [1, 1], [2, 2], [4, 4], num_classes=10),
-             (2, 3, 32, 32)),
-    "swin_v2": (lambda: swin_transformer.SwinTransformer([2, 2], 8, [1, 1], [2, 2], [4, 4], num_classes=10,
-                                                         block=swin_transformer.SwinTransformerBlockV2,
-                                                         downsample_layer=swin_transformer.PatchMergingV2),
-                (2, 3, 32, 32)),
+    "swin": (
+        lambda: swin_transformer.SwinTransformer([2, 2], 8, [1, 1], [2, 2], [4, 4], num_classes=10),
+        (2, 3, 32, 32),
+    ),
+    "swin_v2": (
+        lambda: swin_transformer.SwinTransformer(
+            [2, 2],
+            8,
+            [1, 1],
+            [2, 2],
+            [4, 4],
+            num_classes=10,
+            block=swin_transformer.SwinTransformerBlockV2,
+            downsample_layer=swin_transformer.PatchMergingV2,
+        ),
+        (2, 3, 32, 32),
+    ),
     "vgg_bn": (_vgg, (2, 3, 32, 32)),
     "vit": (lambda: vision_transformer.VisionTransformer(32, 8, 2, 2, 16, 32, num_classes=10), (2, 3, 32, 32)),
 }
@@ -116,10 +157,14 @@ IDIOMS = {
     "tensors made in forward": (MadeInForward, _floats((3, 7, 5))),
     "sequence-first layout, per-example indexing": (SequenceFirst, _floats((3, 5, 8))),
     "MultiheadAttention, mask made in forward, tie in forward": (GPT, _tokens((3, 6), 11)),
-    "nanoGPT (Linear attention, arange positions, tied head)":
-        (lambda: sk.models.Transformer(length=6, vocab_size=13, dim=8, heads=2), _tokens((3, 6), 13)),
-    "transformer on signals": (lambda: sk.models.Transformer(4, length=12, in_channels=2, patch=3, dim=8, heads=2),
-                               _floats((3, 2, 12))),
+    "nanoGPT (Linear attention, arange positions, tied head)": (
+        lambda: sk.models.Transformer(length=6, vocab_size=13, dim=8, heads=2),
+        _tokens((3, 6), 13),
+    ),
+    "transformer on signals": (
+        lambda: sk.models.Transformer(4, length=12, in_channels=2, patch=3, dim=8, heads=2),
+        _floats((3, 2, 12)),
+    ),
     "LSTM and GRU": (Recurrent, _tokens((3, 5), 9)),
     "ConvTranspose decoder": (Decoder, _floats((4, 3))),
     "parameters held by modules": (OwnParameters, _floats((3, 2, 4, 4))),
@@ -178,7 +223,7 @@ def plain_gradients(model, coeffs, x, loss):
         grads = [at.get_parameter(name).grad for name in model.store.slots]
         assert all(g is not None for g in grads), "a vertex parameter the plain model does not use"
         expected = expected + coeffs[s].double().cpu()[:, None] * torch.cat([g.reshape(-1).cpu() for g in grads])
-    return outputs, expected[model.store.order.tolist()[model.store.n_fixed:]]
+    return outputs, expected[model.store.order.tolist()[model.store.n_fixed :]]
 
 
 @pytest.mark.parametrize("name", list(TORCHVISION))
@@ -351,8 +396,10 @@ def _eager_and_compiled(model, x, coeffs, loss):
 
 def test_compiled_forward_and_backward_of_the_generic_path_match_eager(rng):
     torch.manual_seed(rng.initial_seed())
-    for plain, x in ((TokenFlatten(), torch.randn(3, 5, 4, generator=rng)),
-                     (sk.models.Transformer(length=6, vocab_size=13, dim=8, heads=2), torch.randint(0, 13, (3, 6)))):
+    for plain, x in (
+        (TokenFlatten(), torch.randn(3, 5, 4, generator=rng)),
+        (sk.models.Transformer(length=6, vocab_size=13, dim=8, heads=2), torch.randint(0, 13, (3, 6))),
+    ):
         model = sk.simplexify(plain, 3, noise=0.2).train()
         model.fix(0)
         grads = _eager_and_compiled(model, x, _points(4, 3, rng).float(), lambda out: out.square().mean())

@@ -1,4 +1,5 @@
 """Checkpoints: atomic, code-free to load, complete, and checked on load."""
+
 import os
 
 import pytest

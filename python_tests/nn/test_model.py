@@ -1,5 +1,6 @@
 """SimplexModel against plain models: ``at(coeffs)`` gives the plain architecture with the
 combined weights, and one forward over S points equals S plain forwards."""
+
 import pytest
 import torch
 import torchvision
@@ -73,8 +74,11 @@ def test_forward_over_points_equals_separate_plain_forwards(name, mode, rng):
     sm = sk.simplexify(model, k, noise=0.2)
     coeffs = _points(S, k, rng, torch.float64)
     if mode == "eval":
-        batches = [torch.randn(x.shape, generator=rng, dtype=x.dtype) for _ in range(2)] if name != "every_layer" \
+        batches = (
+            [torch.randn(x.shape, generator=rng, dtype=x.dtype) for _ in range(2)]
+            if name != "every_layer"
             else [every_layer_input(4, rng, torch.float64) for _ in range(2)]
+        )
         if sm.bn_points.shape[0]:
             sm.update_bn(batches, coeffs)
         sm.eval()
@@ -130,8 +134,9 @@ def test_training_batchnorm_updates_each_points_statistics_as_a_plain_model(rng,
         mine = sm.at(coeffs[s])
         for name in ("bn1", "bn2"):
             for stat in ("running_mean", "running_var", "num_batches_tracked"):
-                torch.testing.assert_close(getattr(getattr(mine, name), stat), getattr(getattr(plain, name), stat),
-                                           **F64)
+                torch.testing.assert_close(
+                    getattr(getattr(mine, name), stat), getattr(getattr(plain, name), stat), **F64
+                )
 
 
 @pytest.mark.parametrize("fixed", [[1], [0, 2]])
@@ -153,7 +158,7 @@ def test_gradients_reach_free_vertices_only(fixed, rng):
         grads = torch.cat([dict(plain.named_parameters())[name].grad.reshape(-1) for name in sm.store.slots])
         expected += coeffs[s][:, None] * grads
     rows = sm.store.order.tolist()
-    free_vertices = rows[sm.store.n_fixed:]
+    free_vertices = rows[sm.store.n_fixed :]
     torch.testing.assert_close(sm.store.trainable.grad, expected[free_vertices], **F64)
     assert sm.fixed_mask() == [i in fixed for i in range(3)]
 
@@ -189,8 +194,11 @@ def test_gradients_of_weights_that_several_op_calls_use(case, rng):
     one call per point) gets the sum of those calls' gradients; a one-vertex model too."""
     torch.manual_seed(rng.initial_seed())
     twice = nn.Linear(4, 4)
-    plain = nn.Sequential(twice, nn.Tanh(), twice) if case == "a layer applied twice" else \
-        nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    plain = (
+        nn.Sequential(twice, nn.Tanh(), twice)
+        if case == "a layer applied twice"
+        else nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    )
     k = 1 if case == "one vertex" else 3
     sm = sk.simplexify(plain, k, noise=0.3).double().train()
     if k > 1:
@@ -305,7 +313,7 @@ def test_add_vertex_initialisations(rng):
         assert 0.05 < float(d.detach().pow(2).mean().sqrt() / rms) < 0.2
     i = sm.add_vertex("random", noise=0)
     w = sm.store.slot(sm.store.vertices().detach()[i], "net.1.weight")  # nn.Linear's init: U(-1/sqrt(in), 1/sqrt(in))
-    assert float(w.abs().max()) <= 1 / 64 ** 0.5 and float(w.std()) > 0.5 / 64 ** 0.5 / 3 ** 0.5
+    assert float(w.abs().max()) <= 1 / 64**0.5 and float(w.std()) > 0.5 / 64**0.5 / 3**0.5
     assert sm.n_vertices == 6 and sm.fixed_mask() == [False] * 6
     sm.fix(1)
     before = sm.store.vertices().detach().clone()
@@ -327,8 +335,9 @@ def test_log_volume_matches_float64_gram_determinant(rng):
     torch.testing.assert_close(sm.log_volume().detach(), expected, rtol=1e-9, atol=1e-9)
     sub = sm.log_volume([(0, 1, 3), (1, 2)]).detach()
     e = v[[1, 3]] - v[0]
-    torch.testing.assert_close(sub[0], 0.5 * torch.logdet(e @ e.T) - torch.log(torch.tensor(2.0, dtype=torch.float64)),
-                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        sub[0], 0.5 * torch.logdet(e @ e.T) - torch.log(torch.tensor(2.0, dtype=torch.float64)), rtol=1e-9, atol=1e-9
+    )
     torch.testing.assert_close(sub[1], (v[1] - v[2]).norm().log(), rtol=1e-9, atol=1e-9)  # a 1-simplex: its length
     sm.log_volume().backward()
     assert sm.store.trainable.grad is not None and sm.store.trainable.grad.abs().sum() > 0

@@ -1,6 +1,7 @@
 """A refused call leaves everything as it was, and bad input gets a clear error: one test per
 defect found by trying the public API as a new user would, and a property test over the
 stateful methods with failures injected half-way."""
+
 import subprocess
 import sys
 
@@ -13,8 +14,16 @@ from simplexkern.nn import checkpoint
 
 
 def _net():
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 36, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 36, 8),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
+    )
 
 
 def _model(rng):
@@ -29,16 +38,27 @@ def _model(rng):
 def snapshot(sm):
     """Everything a call could change: state (vertices, statistics, tracked points, order),
     fixed mask, sampler, metadata, training mode."""
-    return ({k: v.clone() for k, v in sm.state_dict().items()}, sm.fixed_mask(), sm.sampler.config(), dict(sm.metadata),
-            sm.training, sm.n_vertices)
+    return (
+        {k: v.clone() for k, v in sm.state_dict().items()},
+        sm.fixed_mask(),
+        sm.sampler.config(),
+        dict(sm.metadata),
+        sm.training,
+        sm.n_vertices,
+    )
 
 
 def assert_unchanged(sm, before, x):
     state, fixed, sampler, meta, training, n = before
     now = sm.state_dict()
     assert set(now) == set(state) and all(torch.equal(now[k], state[k]) for k in state)
-    assert (sm.fixed_mask(), sm.sampler.config(), sm.metadata, sm.training, sm.n_vertices) == (fixed, sampler, meta,
-                                                                                          training, n)
+    assert (sm.fixed_mask(), sm.sampler.config(), sm.metadata, sm.training, sm.n_vertices) == (
+        fixed,
+        sampler,
+        meta,
+        training,
+        n,
+    )
     was = sm.training
     sm.eval()
     out = sm(x, torch.tensor([[1.0, 0, 0], [0.2, 0.3, 0.5]]))  # the model still works
@@ -52,11 +72,13 @@ class Boom(Exception):
 
 def _raising(after):
     """An iterable of batches that raises after ``after`` of them."""
+
     def gen(rng):
         for i in range(10):
             if i == after:
                 raise Boom("the data source failed")
             yield torch.randn(4, 1, 6, 6, generator=rng)
+
     return gen
 
 
@@ -65,23 +87,31 @@ FAILURES = {  # name -> call that fails (on a model, with the test's generator a
     "forward with a bad input": lambda sm, rng, mp: sm(torch.randn(2, 2, 6, 6), torch.tensor([1.0, 0, 0])),
     "forward failing inside a layer": lambda sm, rng, mp: (
         mp.setattr(sm.module[2], "forward", lambda x: (_ for _ in ()).throw(Boom("inside"))),
-        sm(torch.randn(2, 1, 6, 6), torch.tensor([1.0, 0, 0]))),
+        sm(torch.randn(2, 1, 6, 6), torch.tensor([1.0, 0, 0])),
+    ),
     "training forward at batch size 1": lambda sm, rng, mp: sm.train()(torch.randn(1, 1, 6, 6), n_samples=2),
     "update_bn with no batches": lambda sm, rng, mp: sm.update_bn([], torch.tensor([0.3, 0.3, 0.4])),
-    "update_bn failing on the second batch": lambda sm, rng, mp: sm.update_bn(_raising(1)(rng),
-                                                                             torch.tensor([0.3, 0.3, 0.4])),
+    "update_bn failing on the second batch": lambda sm, rng, mp: sm.update_bn(
+        _raising(1)(rng), torch.tensor([0.3, 0.3, 0.4])
+    ),
     "add_vertex with a bad init": lambda sm, rng, mp: sm.add_vertex("median"),
     "add_vertex with infinite noise": lambda sm, rng, mp: sm.add_vertex("mean", float("inf")),
     "add_vertex failing half-way": lambda sm, rng, mp: (
-        mp.setattr(torch, "randn", lambda *a, **k: (_ for _ in ()).throw(Boom("randn"))), sm.add_vertex("mean", 0.1)),
+        mp.setattr(torch, "randn", lambda *a, **k: (_ for _ in ()).throw(Boom("randn"))),
+        sm.add_vertex("mean", 0.1),
+    ),
     "set_vertex with a wrong statistic": lambda sm, rng, mp: sm.set_vertex(
-        1, {**_net().state_dict(), "1.running_mean": torch.zeros(5)}),
+        1, {**_net().state_dict(), "1.running_mean": torch.zeros(5)}
+    ),
     "set_vertex with a missing weight": lambda sm, rng, mp: sm.set_vertex(
-        2, {k: v for k, v in _net().state_dict().items() if k != "7.bias"}),
+        2, {k: v for k, v in _net().state_dict().items() if k != "7.bias"}
+    ),
     "set_vertex with a non-tensor": lambda sm, rng, mp: sm.set_vertex(1, {**_net().state_dict(), "7.bias": [0, 0, 0]}),
     "fix of a missing vertex": lambda sm, rng, mp: sm.fix(3),
     "free failing half-way": lambda sm, rng, mp: (
-        mp.setattr(torch, "tensor", lambda *a, **k: (_ for _ in ()).throw(Boom("tensor"))), sm.unfix(0)),
+        mp.setattr(torch, "tensor", lambda *a, **k: (_ for _ in ()).throw(Boom("tensor"))),
+        sm.unfix(0),
+    ),
     "log_volume of no simplexes": lambda sm, rng, mp: sm.log_volume([]),
 }
 
@@ -179,6 +209,10 @@ def test_bad_arguments_name_themselves(rng):
 
 @pytest.mark.parametrize("device", ["cuda:99", "tpu9"])
 def test_command_refuses_a_bad_device_without_a_traceback(device):
-    out = subprocess.run([sys.executable, "-m", "simplexkern", "kernels", "--device", device], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "simplexkern", "kernels", "--device", device],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "--device" in out.stderr and "Traceback" not in out.stderr

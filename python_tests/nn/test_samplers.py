@@ -1,6 +1,7 @@
 """Samplers against the distributions they promise: Dirichlet(1) on the simplex, volume- or
 uniformly weighted simplices of a complex, Bezier / polychain curves at t ~ U(0, 1), fixed
 points; checked with many samples, tolerances a few standard errors wide."""
+
 import json
 import math
 
@@ -108,14 +109,17 @@ def test_simplex_sampler_n_samples_dtype_and_seed(rng):
 # --------------------------------------------------------------------------- ComplexSampler
 
 
-@pytest.mark.parametrize("simplices", [
-    [(0, 1, 2), (1, 2, 3)],  # areas 1 and 3
-    [(3, 2, 1), (0, 1, 2)],  # vertex order inside a simplex does not matter
-    [(0, 1), (0, 2), (2, 3)],  # lengths 1, 2, 3
-    [(0, 1, 2), (0, 1, 4)],  # a degenerate simplex is never picked
-    [(0, 1, 4), (4, 1, 0)],  # all degenerate: uniform
-    [(2, 3)],
-])
+@pytest.mark.parametrize(
+    "simplices",
+    [
+        [(0, 1, 2), (1, 2, 3)],  # areas 1 and 3
+        [(3, 2, 1), (0, 1, 2)],  # vertex order inside a simplex does not matter
+        [(0, 1), (0, 2), (2, 3)],  # lengths 1, 2, 3
+        [(0, 1, 2), (0, 1, 4)],  # a degenerate simplex is never picked
+        [(0, 1, 4), (4, 1, 0)],  # all degenerate: uniform
+        [(2, 3)],
+    ],
+)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_complex_probabilities_are_relative_volumes(simplices, dtype):
     sm = plane_model(dtype=dtype)
@@ -126,8 +130,9 @@ def test_complex_probabilities_are_relative_volumes(simplices, dtype):
     assert p.dtype == torch.float64
     torch.testing.assert_close(p, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-15)
     uniform = samplers.ComplexSampler(simplices, weighting="uniform").probabilities(sm)
-    torch.testing.assert_close(uniform, torch.full((len(simplices),), 1 / len(simplices), dtype=torch.float64),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        uniform, torch.full((len(simplices),), 1 / len(simplices), dtype=torch.float64), rtol=0, atol=0
+    )
 
 
 def test_complex_probabilities_use_vertex_order_with_fixed_vertices():
@@ -148,12 +153,15 @@ def _picks(c, simplices):
     return match.int().argmax(1)
 
 
-@pytest.mark.parametrize("simplices, weighting", [
-    ([(0, 1, 2), (1, 2, 3)], "volume"),
-    ([(0, 1), (0, 2), (2, 3)], "volume"),
-    ([(0, 1, 2), (1, 2, 3)], "uniform"),
-    ([(0, 1, 2), (3, 4)], "uniform"),
-])
+@pytest.mark.parametrize(
+    "simplices, weighting",
+    [
+        ([(0, 1, 2), (1, 2, 3)], "volume"),
+        ([(0, 1), (0, 2), (2, 3)], "volume"),
+        ([(0, 1, 2), (1, 2, 3)], "uniform"),
+        ([(0, 1, 2), (3, 4)], "uniform"),
+    ],
+)
 def test_complex_sampler_picks_by_weight_then_uniform_inside(simplices, weighting, rng):
     sm = plane_model()
     c = samplers.ComplexSampler(simplices, weighting).sample(N, sm, rng)
@@ -192,19 +200,22 @@ def test_complex_sampler_seed_and_n_samples(rng):
     assert s.sample(3, plane_model(dtype=torch.float32), rng).dtype == torch.float32
 
 
-@pytest.mark.parametrize("args, error", [
-    (([(0, 1, 2), (3, 4)],), ValueError),  # mixed dimensions cannot be weighed by volume
-    (([],), ValueError),
-    (([()],), ValueError),
-    (([(0, 1, 1)],), ValueError),
-    (([(0, 1, 2)], "area"), ValueError),
-    (([(0, -1)],), ValueError),
-    ((5,), TypeError),
-    (("012",), TypeError),
-    ((["01"],), TypeError),
-    (([(0, 1.0)],), TypeError),
-    (([(0, True)],), TypeError),
-])
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (([(0, 1, 2), (3, 4)],), ValueError),  # mixed dimensions cannot be weighed by volume
+        (([],), ValueError),
+        (([()],), ValueError),
+        (([(0, 1, 1)],), ValueError),
+        (([(0, 1, 2)], "area"), ValueError),
+        (([(0, -1)],), ValueError),
+        ((5,), TypeError),
+        (("012",), TypeError),
+        ((["01"],), TypeError),
+        (([(0, 1.0)],), TypeError),
+        (([(0, True)],), TypeError),
+    ],
+)
 def test_complex_sampler_rejects_bad_arguments(args, error):
     with pytest.raises(error):
         samplers.ComplexSampler(*args)
@@ -223,14 +234,14 @@ def test_complex_naming_a_missing_vertex_raises_on_sample(simplices, weighting, 
 
 def bernstein(t, k):
     n = k - 1
-    return torch.tensor([[math.comb(n, i) * tt ** i * (1 - tt) ** (n - i) for i in range(k)] for tt in t.tolist()],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [[math.comb(n, i) * tt**i * (1 - tt) ** (n - i) for i in range(k)] for tt in t.tolist()], dtype=torch.float64
+    )
 
 
 def hats(t, k):
     n = k - 1
-    return torch.tensor([[max(0.0, 1 - abs(tt * n - i)) for i in range(k)] for tt in t.tolist()],
-                        dtype=torch.float64)
+    return torch.tensor([[max(0.0, 1 - abs(tt * n - i)) for i in range(k)] for tt in t.tolist()], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
@@ -268,8 +279,9 @@ def test_curve_sampler_draws_t_uniformly(kind, k, rng):
     # both curves reproduce linear functions: sum_i (i / n) c_i(t) = t
     t = c @ torch.arange(k, dtype=torch.float64) / (k - 1)
     assert ((t >= 0) & (t <= 1)).all()
-    torch.testing.assert_close(samplers.CurveSampler(kind).coefficients(t[:2000].clamp(0, 1), sm), c[:2000],
-                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        samplers.CurveSampler(kind).coefficients(t[:2000].clamp(0, 1), sm), c[:2000], rtol=1e-9, atol=1e-9
+    )
     assert_mean(t, 0.5, "mean of t")
     assert_mean((t - 0.5) ** 2, 1 / 12, "variance of t")
     s = torch.tensor([0.1, 0.3, 0.75], dtype=torch.float64)
@@ -440,8 +452,10 @@ def test_model_forward_with_fixed_vertices_samples_in_vertex_order(rng):
     sm.sampler = samplers.ComplexSampler([(0, 1, 2), (2, 3)], weighting="uniform")
     x = torch.randn(3, 3, generator=rng, dtype=torch.float64)
     coeffs = sm.sampler.sample(8, sm, rng)
-    expected = torch.einsum("bi,soi->sbo", x, sm.store.slot(coeffs @ before, "weight")) + \
-        sm.store.slot(coeffs @ before, "bias")[:, None]
+    expected = (
+        torch.einsum("bi,soi->sbo", x, sm.store.slot(coeffs @ before, "weight"))
+        + sm.store.slot(coeffs @ before, "bias")[:, None]
+    )
     torch.testing.assert_close(sm(x, coeffs), expected, rtol=1e-12, atol=1e-12)
     for j in range(4):
         sm.sampler = samplers.FixedSampler(torch.eye(4, dtype=torch.float64)[j])

@@ -1,6 +1,7 @@
 """What the fused-op tests share: devices, tolerances, relative error, and the two sides of
 every comparison — an op run on fresh leaves, and the float64 gradients of an independent
 formula with the fixed vertices' rows zeroed."""
+
 import pytest
 import torch
 
@@ -29,7 +30,7 @@ def typical_sum(formula, x, weight, bias, coeffs, dy, n_terms):
     """The usual size of dcoeffs: the norm of its float64 reference with every term made
     positive, over sqrt(n_terms), the size of a sum of ``n_terms`` terms of random sign."""
     pos = [t.abs() if t is not None else None for t in (x, weight, bias)]
-    return expected(formula, *pos, coeffs, [], dy.abs())[4].norm().item() / n_terms ** 0.5
+    return expected(formula, *pos, coeffs, [], dy.abs())[4].norm().item() / n_terms**0.5
 
 
 def example_major(x):

@@ -1,5 +1,6 @@
 """simplex_conv2d: every backend against an independent float64 im2col formula
 (``F.unfold`` + einsum, no convolution routine) on fresh random data."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,8 +25,9 @@ def exact_float32():
     torch.backends.cudnn.allow_tf32 = before
 
 
-def problem(rng, k, S, shared, B=2, C=4, O=6, hw=(7, 6), kernel=(3, 3), groups=1, bias=True,
-            dtype=torch.float32, device="cpu"):
+def problem(
+    rng, k, S, shared, B=2, C=4, O=6, hw=(7, 6), kernel=(3, 3), groups=1, bias=True, dtype=torch.float32, device="cpu"
+):
     def randn(*shape):
         return torch.randn(*shape, generator=rng, dtype=torch.float64).to(device=device, dtype=dtype)
 
@@ -50,8 +52,10 @@ def im2col_conv(x, weight, bias, coeffs, stride, padding, dilation, groups):
     elif padding == "valid":
         padding = 0
     padding = (padding, padding) if isinstance(padding, int) else padding
-    oh, ow = [(n + 2 * p - d * (kk - 1) - 1) // s + 1
-              for n, kk, s, p, d in zip(xs.shape[-2:], (kh, kw), stride, padding, dilation)]
+    oh, ow = [
+        (n + 2 * p - d * (kk - 1) - 1) // s + 1
+        for n, kk, s, p, d in zip(xs.shape[-2:], (kh, kw), stride, padding, dilation)
+    ]
     patches = F.unfold(xs.flatten(0, 1), (kh, kw), dilation, padding, stride).view(S, B, groups, Cg * kh * kw, -1)
     ws = torch.einsum("si,iok->sok", coeffs, weight.flatten(2)).view(S, groups, O // groups, -1)
     y = torch.einsum("sbgkl,sgok->sbgol", patches, ws).reshape(S, B, O, oh, ow)
@@ -66,8 +70,20 @@ def expected(x, weight, bias, coeffs, trainable, dy, conv):
 
 
 def run(backend, x, weight, bias, coeffs, trainable, dy, conv):
-    return fused_harness.run(ops.simplex_conv2d, x, weight, bias, coeffs, dy, stride=conv[0], padding=conv[1],
-                             dilation=conv[2], groups=conv[3], trainable=trainable, backend=backend)
+    return fused_harness.run(
+        ops.simplex_conv2d,
+        x,
+        weight,
+        bias,
+        coeffs,
+        dy,
+        stride=conv[0],
+        padding=conv[1],
+        dilation=conv[2],
+        groups=conv[3],
+        trainable=trainable,
+        backend=backend,
+    )
 
 
 def check(got, ref, dtype, trainable, k):
@@ -100,24 +116,39 @@ def test_one_trainable_vertex_without_coefficient_gradient(device, backend, shar
     x, weight, bias, coeffs = problem(rng, 3, 2, shared, device=device)
     x = fused_harness.example_major(x) if layout == "example-major" else x
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
-    got = fused_harness.run(ops.simplex_conv2d, x, weight, bias, coeffs, dy, coeffs_grad=False, padding=1,
-                            trainable=[1], backend=backend)
+    got = fused_harness.run(
+        ops.simplex_conv2d, x, weight, bias, coeffs, dy, coeffs_grad=False, padding=1, trainable=[1], backend=backend
+    )
     check(got, (*expected(x, weight, bias, coeffs, [1], dy, conv)[:4], None), torch.float32, [1], 3)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("k, S, shared, trainable", [
-    (1, 1, True, [0]), (2, 3, False, [1]), (3, 5, True, [0, 2]), (4, 2, False, [0, 1, 2, 3]),
-    (8, 8, True, [5]), (5, 4, False, [0, 4]), (6, 3, True, []), (3, 6, False, [2]),
-])
+@pytest.mark.parametrize(
+    "k, S, shared, trainable",
+    [
+        (1, 1, True, [0]),
+        (2, 3, False, [1]),
+        (3, 5, True, [0, 2]),
+        (4, 2, False, [0, 1, 2, 3]),
+        (8, 8, True, [5]),
+        (5, 4, False, [0, 4]),
+        (6, 3, True, []),
+        (3, 6, False, [2]),
+    ],
+)
 def test_vertices_and_points(device, backend, k, S, shared, trainable, rng):
     skip_unless_runnable(device, backend)
     conv = (1, 1, 1, 1)
     x, weight, bias, coeffs = problem(rng, k, S, shared, device=device)
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
-    check(run(backend, x, weight, bias, coeffs, trainable, dy, conv),
-          expected(x, weight, bias, coeffs, trainable, dy, conv), torch.float32, trainable, k)
+    check(
+        run(backend, x, weight, bias, coeffs, trainable, dy, conv),
+        expected(x, weight, bias, coeffs, trainable, dy, conv),
+        torch.float32,
+        trainable,
+        k,
+    )
 
 
 CONVS = [  # (stride, padding, dilation, groups, kernel, C, O, hw)
@@ -140,12 +171,18 @@ CONVS = [  # (stride, padding, dilation, groups, kernel, C, O, hw)
 def test_conv_hyperparameters(device, backend, shared, stride, padding, dilation, groups, kernel, C, O, hw, rng):
     skip_unless_runnable(device, backend)
     conv = (stride, padding, dilation, groups)
-    x, weight, bias, coeffs = problem(rng, 3, 3, shared, B=2, C=C, O=O, hw=hw, kernel=kernel, groups=groups,
-                                      device=device)
+    x, weight, bias, coeffs = problem(
+        rng, 3, 3, shared, B=2, C=C, O=O, hw=hw, kernel=kernel, groups=groups, device=device
+    )
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
     trainable = [1] if shared else [0, 2]  # one trainable vertex (the direct scatter) and several
-    check(run(backend, x, weight, bias, coeffs, trainable, dy, conv),
-          expected(x, weight, bias, coeffs, trainable, dy, conv), torch.float32, trainable, 3)
+    check(
+        run(backend, x, weight, bias, coeffs, trainable, dy, conv),
+        expected(x, weight, bias, coeffs, trainable, dy, conv),
+        torch.float32,
+        trainable,
+        3,
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -157,8 +194,11 @@ def test_channels_last_and_no_bias(device, backend, shared, rng):
     x, weight, _, coeffs = problem(rng, 3, 4, shared, C=5, O=7, bias=False, device=device)
     dy = output_grad(rng, x, weight, None, coeffs, conv)
     ref = expected(x, weight, None, coeffs, [2], dy, conv)
-    x_cl = (x.contiguous(memory_format=torch.channels_last) if shared
-            else x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3))
+    x_cl = (
+        x.contiguous(memory_format=torch.channels_last)
+        if shared
+        else x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    )
     got = run(backend, x_cl, weight, None, coeffs, [2], dy.contiguous(memory_format=torch.channels_last_3d), conv)
     check(got, ref, torch.float32, [2], 3)
 
@@ -207,8 +247,13 @@ def test_shared_input_combines_the_vertices_outputs(stride, padding, dilation, g
     assert conv_torch.combines_products(x, weight, coeffs)
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
     for trainable in ([1], [0, 1], []):
-        check(run("torch", x, weight, bias, coeffs, trainable, dy, conv),
-              expected(x, weight, bias, coeffs, trainable, dy, conv), torch.float32, trainable, 2)
+        check(
+            run("torch", x, weight, bias, coeffs, trainable, dy, conv),
+            expected(x, weight, bias, coeffs, trainable, dy, conv),
+            torch.float32,
+            trainable,
+            2,
+        )
 
 
 @pytest.mark.parametrize("grouped", [True, False])
@@ -220,8 +265,13 @@ def test_torch_backend_cpu_strategies(grouped, shared, k, S, rng, monkeypatch):
     x, weight, bias, coeffs = problem(rng, k, S, shared, C=4, O=6, groups=2)
     assert not conv_torch.combines_products(x, weight, coeffs)
     dy = output_grad(rng, x, weight, bias, coeffs, conv)
-    check(run("torch", x, weight, bias, coeffs, [0, 2], dy, conv),
-          expected(x, weight, bias, coeffs, [0, 2], dy, conv), torch.float32, [0, 2], k)
+    check(
+        run("torch", x, weight, bias, coeffs, [0, 2], dy, conv),
+        expected(x, weight, bias, coeffs, [0, 2], dy, conv),
+        torch.float32,
+        [0, 2],
+        k,
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -303,6 +353,7 @@ def test_under_compile_the_torch_backend_is_plain_ops_with_fixed_rows_masked(sha
     def backend(gm, inputs):
         graphs.append(gm)
         return gm.forward
+
     got = torch.compile(f, backend=backend, fullgraph=True)(x, *leaves)
     assert not any("simplexkern" in str(n.target) for gm in graphs for n in gm.graph.nodes)
     got.backward()
@@ -325,13 +376,22 @@ def test_custom_ops_pass_opcheck(device, backend, shared, rng):
     if not shared:  # each point's input channels-last
         x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     conv = ([2, 1], [1, 0], [1, 2], 2)
-    args = (x.requires_grad_(True), weight.requires_grad_(True), bias.requires_grad_(True),
-            coeffs.requires_grad_(True), *conv, [0, 2], backend)
+    args = (
+        x.requires_grad_(True),
+        weight.requires_grad_(True),
+        bias.requires_grad_(True),
+        coeffs.requires_grad_(True),
+        *conv,
+        [0, 2],
+        backend,
+    )
     torch.library.opcheck(torch.ops.simplexkern.simplex_conv2d.default, args)
     dy = torch.randn_like(torch.ops.simplexkern.simplex_conv2d(*args))
     detached = [t.detach() for t in args[:4]]
-    torch.library.opcheck(torch.ops.simplexkern.simplex_conv2d_backward.default,
-                          (dy, *detached, *conv, [0, 2], backend, [True, True, True, True]))
+    torch.library.opcheck(
+        torch.ops.simplexkern.simplex_conv2d_backward.default,
+        (dy, *detached, *conv, [0, 2], backend, [True, True, True, True]),
+    )
 
 
 @cuda
@@ -372,8 +432,11 @@ BAD = [
     (lambda: ops.simplex_conv2d(X, W, None, C, dilation=1.5), TypeError, "dilation must be an int"),
     (lambda: ops.simplex_conv2d(X[..., :2, :2], W, None, C), ValueError, "smaller than the kernel"),
     (lambda: ops.simplex_conv2d(X.double(), W, None, C), TypeError, "x must have the dtype"),
-    (lambda: ops.simplex_conv2d(X, W, None, torch.tensor([0.5, float("inf"), 0.5])), ValueError,
-     "coeffs must be finite"),
+    (
+        lambda: ops.simplex_conv2d(X, W, None, torch.tensor([0.5, float("inf"), 0.5])),
+        ValueError,
+        "coeffs must be finite",
+    ),
     (lambda: ops.simplex_conv2d(X.long(), W, None, C), TypeError, "x must be a floating"),
     (lambda: ops.simplex_conv2d(X, W, None, C, trainable=[5]), ValueError, "out of range"),
     (lambda: ops.simplex_conv2d(X, W, None, C, backend="cudnn"), ValueError, "backend must be one of"),

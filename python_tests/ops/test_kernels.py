@@ -1,4 +1,5 @@
 """The store-wide Triton kernels against float64 references (interpreter on the CPU)."""
+
 import pytest
 import torch
 
@@ -8,8 +9,10 @@ from simplexkern.ops.triton.pairwise_sqdist import pairwise_sqdist
 
 from conftest import cuda
 
-DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(not _config.INTERPRET, reason="needs TRITON_INTERPRET=1")),
-           pytest.param("cuda", marks=cuda)]
+DEVICES = [
+    pytest.param("cpu", marks=pytest.mark.skipif(not _config.INTERPRET, reason="needs TRITON_INTERPRET=1")),
+    pytest.param("cuda", marks=cuda),
+]
 
 
 @pytest.mark.parametrize("device", DEVICES)

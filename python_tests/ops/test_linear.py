@@ -1,4 +1,5 @@
 """simplex_linear: every backend against an independent float64 formula on fresh random data."""
+
 import pytest
 import torch
 
@@ -39,10 +40,20 @@ def run(backend, x, weight, bias, coeffs, trainable, dy):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
-@pytest.mark.parametrize("k, S, shared, trainable", [
-    (1, 1, True, [0]), (2, 3, False, [1]), (3, 5, True, [0, 2]), (4, 2, False, [0, 1, 2, 3]),
-    (8, 8, True, [5]), (5, 9, False, [0, 4]), (6, 4, True, []), (2, 7, True, [1]), (3, 9, True, []),
-])
+@pytest.mark.parametrize(
+    "k, S, shared, trainable",
+    [
+        (1, 1, True, [0]),
+        (2, 3, False, [1]),
+        (3, 5, True, [0, 2]),
+        (4, 2, False, [0, 1, 2, 3]),
+        (8, 8, True, [5]),
+        (5, 9, False, [0, 4]),
+        (6, 4, True, []),
+        (2, 7, True, [1]),
+        (3, 9, True, []),
+    ],
+)
 def test_forward_and_gradients_float32(device, backend, k, S, shared, trainable, rng):
     skip_unless_runnable(device, backend)
     x, weight, bias, coeffs = problem(rng, k, S, batch=5, n_in=19, n_out=23, shared=shared, device=device)
@@ -72,8 +83,9 @@ def test_one_trainable_vertex_without_coefficient_gradient(device, backend, shar
     x, weight, bias, coeffs = problem(rng, 3, 2, 5, 4, 6, shared, device=device)
     x = fused_harness.example_major(x) if layout == "example-major" else x
     dy = torch.randn(2, x.shape[-2], weight.shape[1], generator=rng, dtype=torch.float64).to(x)
-    got = fused_harness.run(ops.simplex_linear, x, weight, bias, coeffs, dy, coeffs_grad=False, trainable=[1],
-                            backend=backend)
+    got = fused_harness.run(
+        ops.simplex_linear, x, weight, bias, coeffs, dy, coeffs_grad=False, trainable=[1], backend=backend
+    )
     ref = expected(x, weight, bias, coeffs, [1], dy)
     for name, g, r in zip(["y", "dx", "dweight", "dbias"], got, ref):
         assert rel_err(g, r) < RTOL[torch.float32], (name, rel_err(g, r))
@@ -185,15 +197,25 @@ BAD = [
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(0, 3)), ValueError, "with S >= 1"),
     (lambda: ops.simplex_linear(torch.randn(4, 2, 5), W, None, torch.ones(3, 3)), ValueError, "S=3"),
     (lambda: ops.simplex_linear(X.double(), W, None, torch.ones(3)), TypeError, "x must have the dtype"),
-    (lambda: ops.simplex_linear(X, W, None, torch.tensor([0.5, float("nan"), 0.5])), ValueError,
-     "coeffs must be finite"),
+    (
+        lambda: ops.simplex_linear(X, W, None, torch.tensor([0.5, float("nan"), 0.5])),
+        ValueError,
+        "coeffs must be finite",
+    ),
     (lambda: ops.simplex_linear(X, W, None, torch.ones(3, dtype=torch.int64)), TypeError, "coeffs must be a floating"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=[3]), ValueError, "out of range"),
     (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), trainable=[True]), ValueError, "3 entries"),
     (lambda: ops.simplex_linear(X, W, None, torch.ones(3), trainable=["a"]), TypeError, "trainable must be"),
     (lambda: ops.simplex_linear(X, W, None, torch.ones(3), backend="fast"), ValueError, "backend must be one of"),
-    (lambda: ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), backend="triton") if not dispatch.INTERPRET
-     else (_ for _ in ()).throw(ValueError("needs CUDA")), ValueError, "needs CUDA"),
+    (
+        lambda: (
+            ops.simplex_linear(torch.randn(2, 5), W, None, torch.ones(3), backend="triton")
+            if not dispatch.INTERPRET
+            else (_ for _ in ()).throw(ValueError("needs CUDA"))
+        ),
+        ValueError,
+        "needs CUDA",
+    ),
 ]
 
 
@@ -245,7 +267,8 @@ def test_a_shared_input_with_fewer_vertices_than_points_combines_the_vertex_prod
     x, weight, bias, coeffs = problem(rng, 2, 7, batch=5, n_in=19, n_out=23, shared=True)
     assert linear_torch.combines_products(x, weight, coeffs)  # the (2, 7, shared) case above runs this form
     assert not linear_torch.combines_products(x, weight, coeffs[:2]) and not linear_torch.combines_products(
-        x.expand(7, *x.shape), weight, coeffs)
+        x.expand(7, *x.shape), weight, coeffs
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -256,13 +279,21 @@ def test_custom_ops_pass_opcheck(device, backend, shared, k, S, rng):
     skip_unless_runnable(device, backend)
     x, weight, bias, coeffs = problem(rng, k, S, batch=4, n_in=7, n_out=5, shared=shared, device=device)
     trainable = [0, k - 1]
-    args = (x.requires_grad_(True), weight.requires_grad_(True), bias.requires_grad_(True),
-            coeffs.requires_grad_(True), trainable, backend)
+    args = (
+        x.requires_grad_(True),
+        weight.requires_grad_(True),
+        bias.requires_grad_(True),
+        coeffs.requires_grad_(True),
+        trainable,
+        backend,
+    )
     torch.library.opcheck(torch.ops.simplexkern.simplex_linear.default, args)
     dy = torch.randn_like(torch.ops.simplexkern.simplex_linear(*args))
     detached = [t.detach() for t in args[:4]]
-    torch.library.opcheck(torch.ops.simplexkern.simplex_linear_backward.default,
-                          (dy, *detached, trainable, backend, [True, True, True, True]))
+    torch.library.opcheck(
+        torch.ops.simplexkern.simplex_linear_backward.default,
+        (dy, *detached, trainable, backend, [True, True, True, True]),
+    )
 
 
 def test_float64_runs_on_the_torch_backend():
@@ -273,5 +304,10 @@ def test_float64_runs_on_the_torch_backend():
     if dispatch.AVAILABLE:
         assert dispatch.resolve(cuda_device, "auto", dtype=torch.float32) == "triton"
         with pytest.raises(ValueError, match="backend 'triton' runs float32, float16 and bfloat16"):
-            ops.simplex_linear(torch.randn(2, 5, dtype=torch.float64), W.double(), None,
-                               torch.ones(3, dtype=torch.float64), backend="triton")
+            ops.simplex_linear(
+                torch.randn(2, 5, dtype=torch.float64),
+                W.double(),
+                None,
+                torch.ones(3, dtype=torch.float64),
+                backend="triton",
+            )

@@ -23,6 +23,7 @@ of one process per core (SIMPLEXKERN_AOT_JOBS to change), once per session, for 
 tests only: about 2 minutes on 2 cores for all of them.
 ``python python_tests/ops/test_triton_aot.py`` prints the resources of every compile.
 """
+
 import contextlib
 import importlib
 import inspect
@@ -59,6 +60,7 @@ PLAIN_DTYPES = ["float32", "float16", "bfloat16", "float64"]
 # Each case calls a module's launch function as the backends do (simplexkern.ops.linear_triton,
 # conv_triton, vertices.combine, geometry) with GPU-sized, 16-aligned CPU tensors.
 
+
 def _t(*shape, dtype):
     return torch.empty(*shape, dtype=getattr(torch, dtype))
 
@@ -70,8 +72,9 @@ def _linear_forward(dtype, shared, mode, bias, k=3):
     a = _t(M if shared else S * M, K, dtype=dtype)
     weight, c = _t(k, N, K, dtype=dtype), _t(S, k, dtype="float32")
     if mode == "forward":
-        m.launch(a, M, shared, weight, c, m.FORWARD, _t(S, M, N, dtype=dtype),
-                 bias=_t(S, N, dtype=dtype) if bias else None)
+        m.launch(
+            a, M, shared, weight, c, m.FORWARD, _t(S, M, N, dtype=dtype), bias=_t(S, N, dtype=dtype) if bias else None
+        )
     else:  # dY rows, dc float32
         m.launch(a, M, shared, weight, c, m.COEFF_GRAD, _t(S * M, N, dtype=dtype), dc=_t(S, k, dtype="float32"))
 
@@ -92,13 +95,21 @@ def _linear_weight_grad(dtype, shared_x, k=3):
 
     S, M, N, K = 4, 64, 256, 512
     idx = torch.arange(1, k, dtype=torch.int32)
-    m.launch(_t(S * M, N, dtype=dtype), _t(M if shared_x else S * M, K, dtype=dtype), M, _t(S, k, dtype="float32"),
-             idx, _t(k, N, K, dtype=dtype), shared_x)
+    m.launch(
+        _t(S * M, N, dtype=dtype),
+        _t(M if shared_x else S * M, K, dtype=dtype),
+        M,
+        _t(S, k, dtype="float32"),
+        idx,
+        _t(k, N, K, dtype=dtype),
+        shared_x,
+    )
 
 
 def _conv_tensors(dtype, shared, channels_last, k=3, S=4, B=8, C=64, O=64, hw=16):
     """x (B, C, H, W) or (S, B, C, H, W), NCHW or channels-last per point; weight (k, O, C, 3, 3);
     the (stride, padding, dilation, groups) of a 3x3 same convolution; the (S, B, O, H, W) output."""
+
     def act(*shape):
         lead, (ch, h, w) = shape[:-3], shape[-3:]
         return _t(*lead, h, w, ch, dtype=dtype).movedim(-1, -3) if channels_last else _t(*shape, dtype=dtype)
@@ -132,11 +143,29 @@ def _conv_weight_grad(dtype, per_point, shared, channels_last, split, k=3, S=4):
     old, m.PROGRAMS_PER_SM = m.PROGRAMS_PER_SM, m.PROGRAMS_PER_SM * sms
     try:
         if per_point:  # the S per-point gradients G_s
-            m.launch(dy, x, weight, c, torch.arange(S, dtype=torch.int32), _t(S, *weight.shape[1:], dtype="float32"),
-                     conv, S, per_point=True)
+            m.launch(
+                dy,
+                x,
+                weight,
+                c,
+                torch.arange(S, dtype=torch.int32),
+                _t(S, *weight.shape[1:], dtype="float32"),
+                conv,
+                S,
+                per_point=True,
+            )
         else:  # dV_i = sum_s c_si G_s for one trainable vertex, accumulated in float32
-            m.launch(dy, x, weight, c[:, 1:2], torch.zeros(1, dtype=torch.int32),
-                     _t(1, *weight.shape[1:], dtype="float32"), conv, 1, per_point=False)
+            m.launch(
+                dy,
+                x,
+                weight,
+                c[:, 1:2],
+                torch.zeros(1, dtype=torch.int32),
+                _t(1, *weight.shape[1:], dtype="float32"),
+                conv,
+                1,
+                per_point=False,
+            )
     finally:
         m.PROGRAMS_PER_SM = old
 
@@ -177,10 +206,20 @@ KERNELS = {
 CASES = [
     _case("linear_forward", "per_point+forward+bias", lambda d: _linear_forward(d, False, "forward", True), DOT_DTYPES),
     _case("linear_forward", "shared+forward", lambda d: _linear_forward(d, True, "forward", False), DOT_DTYPES, False),
-    _case("linear_forward", "shared+coeff_grad", lambda d: _linear_forward(d, True, "coeff_grad", False), DOT_DTYPES,
-          False),
-    _case("linear_forward", "per_point+coeff_grad", lambda d: _linear_forward(d, False, "coeff_grad", False),
-          DOT_DTYPES, False),
+    _case(
+        "linear_forward",
+        "shared+coeff_grad",
+        lambda d: _linear_forward(d, True, "coeff_grad", False),
+        DOT_DTYPES,
+        False,
+    ),
+    _case(
+        "linear_forward",
+        "per_point+coeff_grad",
+        lambda d: _linear_forward(d, False, "coeff_grad", False),
+        DOT_DTYPES,
+        False,
+    ),
     _case("linear_forward", "k2", lambda d: _linear_forward(d, False, "forward", True, k=2), DOT_DTYPES, False),
     _case("linear_forward", "k8", lambda d: _linear_forward(d, False, "forward", True, k=8), DOT_DTYPES, False),
     _case("linear_input_grad", "scale_rows", lambda d: _linear_input_grad(d, True), DOT_DTYPES),
@@ -191,29 +230,37 @@ CASES = [
     _case("conv_forward", "channels_last+shared", lambda d: _conv_forward(d, True, True, False), DOT_DTYPES, False),
     _case("conv_input_grad", "nchw+per_point", lambda d: _conv_input_grad(d, False, False), DOT_DTYPES),
     _case("conv_input_grad", "channels_last+shared", lambda d: _conv_input_grad(d, True, True), DOT_DTYPES, False),
-    _case("conv_weight_grad", "per_point+nchw", lambda d: _conv_weight_grad(d, True, False, False, False),
-          DOT_DTYPES),
-    _case("conv_weight_grad", "combined+channels_last+split",
-          lambda d: _conv_weight_grad(d, False, True, True, True), DOT_DTYPES, False),
+    _case("conv_weight_grad", "per_point+nchw", lambda d: _conv_weight_grad(d, True, False, False, False), DOT_DTYPES),
+    _case(
+        "conv_weight_grad",
+        "combined+channels_last+split",
+        lambda d: _conv_weight_grad(d, False, True, True, True),
+        DOT_DTYPES,
+        False,
+    ),
     _case("combine", "S8", lambda d: _combine(d, 8), PLAIN_DTYPES),
     _case("combine", "S1", lambda d: _combine(d, 1), PLAIN_DTYPES, False),
     _case("combine", "S8+coeffs_float64", lambda d: _combine(d, 8, "float64"), ["float64"], False),
     _case("pairwise_sqdist", "k3", lambda d: _pairwise_sqdist(d, 3), PLAIN_DTYPES),
     # k vertices -> NV_BLOCK = next_pow2(k): the (NV_BLOCK, NV_BLOCK, BLOCK) float64 differences in registers.
     # Not here, for time: k = 33..64 (NV_BLOCK 64, ~8 s a compile; it spills ~45 KB per thread).
-    *[_case("pairwise_sqdist", f"k{k}", (lambda k: lambda d: _pairwise_sqdist(d, k))(k), ["float32"])
-      for k in (2, 5, 9, 17)],
+    *[
+        _case("pairwise_sqdist", f"k{k}", (lambda k: lambda d: _pairwise_sqdist(d, k))(k), ["float32"])
+        for k in (2, 5, 9, 17)
+    ],
 ]
 
 
 # --------------------------------------------------------------------------- units of work
 
+
 def _config_label(cfg):
     if cfg is None or isinstance(cfg, str):
         return cfg or "launch"
     short = {"BLOCK_M": "M", "BLOCK_N": "N", "BLOCK_K": "K", "BLOCK_R": "R", "BLOCK": "B"}
-    return "_".join([f"{short.get(k, k)}{v}" for k, v in cfg.kwargs.items()]
-                    + [f"w{cfg.num_warps}", f"s{cfg.num_stages}"])
+    return "_".join(
+        [f"{short.get(k, k)}{v}" for k, v in cfg.kwargs.items()] + [f"w{cfg.num_warps}", f"s{cfg.num_stages}"]
+    )
 
 
 def _gpu_configs(kernel):
@@ -233,13 +280,22 @@ def _units():
             for target, arch in TARGETS.items():
                 for i, cfg in configs:
                     uid = f"{case['kernel']}:{case['variant']}-{_config_label(cfg)}-{dtype}-{target}"
-                    units.append({"id": uid, "kernel": case["kernel"], "variant": case["variant"], "dtype": dtype,
-                                  "arch": arch, "config": i})
+                    units.append(
+                        {
+                            "id": uid,
+                            "kernel": case["kernel"],
+                            "variant": case["variant"],
+                            "dtype": dtype,
+                            "arch": arch,
+                            "config": i,
+                        }
+                    )
     return units
 
 
 # --------------------------------------------------------------------------- the compiler side
 # (runs in the worker subprocess, without TRITON_INTERPRET)
+
 
 class _Recorder:
     """Stands in for a kernel: ``kernel[grid](*args, **kwargs)`` records the call."""
@@ -323,17 +379,26 @@ def _compile_unit(unit):
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log):
-            compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=target,
-                                      options=options.__dict__)
+            compiled = triton.compile(
+                ASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__
+            )
     except Exception as err:  # a compile error: this unit's test reports it
-        return {"status": "error", "config": label, "error": f"{type(err).__name__}: {err}"[-4000:],
-                "log": log.getvalue()[-4000:]}
+        return {
+            "status": "error",
+            "config": label,
+            "error": f"{type(err).__name__}: {err}"[-4000:],
+            "log": log.getvalue()[-4000:],
+        }
     ptxas = log.getvalue()
     regs = _PTXAS_REGS.findall(ptxas)
     spills = _PTXAS_SPILLS.findall(ptxas)
     if len(regs) != 1 or len(spills) != 1:
-        return {"status": "error", "config": label, "error": "no (or several) ptxas -v reports in the compile log",
-                "log": ptxas[-4000:]}
+        return {
+            "status": "error",
+            "config": label,
+            "error": "no (or several) ptxas -v reports in the compile log",
+            "log": ptxas[-4000:],
+        }
     cubin = compiled.asm.get("cubin", b"")
     usage = _resource_usage(cubin, os.environ.get("TRITON_CACHE_DIR"))
     return {
@@ -410,10 +475,25 @@ def _run_worker(units, workdir):
     with open(units_path, "w") as f:
         json.dump(units, f)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(TRITON_CACHE_DIR=os.path.join(workdir, "triton-cache"),  # a fresh cache: every unit really compiles
-               SIMPLEXKERN_AUTOTUNE="1")  # the pruner keeps every configuration that fits, as when autotuning
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", units_path, results_path,
-                           str(_jobs()), str(os.getpid())], env=env, capture_output=True, text=True, timeout=1800)
+    env.update(
+        TRITON_CACHE_DIR=os.path.join(workdir, "triton-cache"),  # a fresh cache: every unit really compiles
+        SIMPLEXKERN_AUTOTUNE="1",
+    )  # the pruner keeps every configuration that fits, as when autotuning
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            units_path,
+            results_path,
+            str(_jobs()),
+            str(os.getpid()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"the compile worker failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
     with open(results_path) as f:
@@ -430,8 +510,11 @@ if __name__ != "__main__":
 @pytest.fixture(scope="session")
 def aot_results(request):
     """{unit id: result} for the units of the selected tests, compiled once per session."""
-    selected = {item.callspec.params["unit"]["id"] for item in request.session.items
-                if getattr(item, "function", None) is test_compiles_and_fits}
+    selected = {
+        item.callspec.params["unit"]["id"]
+        for item in request.session.items
+        if getattr(item, "function", None) is test_compiles_and_fits
+    }
     with tempfile.TemporaryDirectory(prefix="triton-aot-") as tmp:  # Triton's cache: ~200 MB of IR
         return _run_worker([u for u in UNITS if u["id"] in selected], tmp)
 
@@ -455,8 +538,11 @@ def test_compiles_and_fits(unit, aot_results):
     regs_per_block = -(-regs // REG_ALLOC_UNIT) * REG_ALLOC_UNIT * threads
     assert regs_per_block <= REGS_PER_SM, f"{where}: {regs} registers x {threads} threads > {REGS_PER_SM}"
     if result["spill_stores"] or result["spill_loads"]:
-        warnings.warn(f"{where}: {regs} registers, spills {result['spill_stores']} B stored / "
-                      f"{result['spill_loads']} B loaded per thread (stack {result['stack']} B)", stacklevel=1)
+        warnings.warn(
+            f"{where}: {regs} registers, spills {result['spill_stores']} B stored / "
+            f"{result['spill_loads']} B loaded per thread (stack {result['stack']} B)",
+            stacklevel=1,
+        )
 
 
 def test_every_kernel_is_covered():
@@ -497,6 +583,8 @@ if __name__ == "__main__":
             if r["status"] != "ok":
                 print(f"{u['id']:<90} {r['status']} {r.get('error', '')[:200]}")
                 continue
-            print(f"{u['id']:<90} {r['config']:<18} regs {r['regs']:>3} "
-                  f"spill {r['spill_stores']:>6}/{r['spill_loads']:<6} "
-                  f"smem {r['dynamic_shared'] + r['static_shared']:>6} {r['seconds']:>5.1f} s")
+            print(
+                f"{u['id']:<90} {r['config']:<18} regs {r['regs']:>3} "
+                f"spill {r['spill_stores']:>6}/{r['spill_loads']:<6} "
+                f"smem {r['dynamic_shared'] + r['static_shared']:>6} {r['seconds']:>5.1f} s"
+            )

@@ -1,6 +1,7 @@
 """The algorithms by their outcome on real data (scikit-learn's digits, an MLP): trained modes
 learn, grown simplexes keep low loss and gain volume, ESPRO ensembles beat single modes in
 NLL, curves bend around the barrier between modes, FGE snapshots sit at the cycle minima."""
+
 import numpy as np
 import pytest
 import torch
@@ -60,8 +61,9 @@ def test_train_mode_leaves_the_model_given_and_repeats_exactly(digits):
 def simplex(digits, modes, tmp_path_factory):
     """A 3-vertex simplex grown from mode 0, in two calls: to 2 vertices, then on to 3."""
     out = tmp_path_factory.mktemp("grow")
-    two = sk.train.grow_simplex(modes[0], digits, 2, reg=10.0, vertex_epochs=30, seed=3, progress=False,
-                                device="cpu", out=out / "two")
+    two = sk.train.grow_simplex(
+        modes[0], digits, 2, reg=10.0, vertex_epochs=30, seed=3, progress=False, device="cpu", out=out / "two"
+    )
     three = sk.train.grow_simplex(two, digits, 3, reg=10.0, vertex_epochs=30, seed=3, progress=False, device="cpu")
     return two, three
 
@@ -113,8 +115,9 @@ def test_espro_ensemble_has_lower_nll_than_its_modes(digits, modes):
 
 
 def test_choose_reg_scores_on_validation_and_survives_divergence(digits, modes):
-    reg, simplexes, rows = sk.train.choose_reg(modes[:1], digits, (0.0, 1e30), n_vertices=2, vertex_epochs=2, seed=0,
-                                               progress=False, device="cpu")
+    reg, simplexes, rows = sk.train.choose_reg(
+        modes[:1], digits, (0.0, 1e30), n_vertices=2, vertex_epochs=2, seed=0, progress=False, device="cpu"
+    )
     assert reg == 0.0 and len(simplexes) == 1 and [r["reg"] for r in rows] == [0.0, 1e30]
     assert rows[1]["diverged"] is not None and rows[1]["val_nll"] == float("inf")
     expected = sk.eval.metrics(sk.eval.predict(simplexes, digits, split="val"), digits.y_val)
@@ -145,8 +148,9 @@ def test_choose_reg_stops_wrecking_and_worse_half_lambdas_without_changing_the_o
     if full_reg != reg:  # the λ stopped after simplex 0 would have won: it must have been the worse-half one
         assert full_reg == alive[2]["reg"]
     again = sk.train.choose_reg(modes[:2], digits, regs, out=tmp_path / "r", **settings)[2]  # resumed: same rows
-    assert [{k: v for k, v in r.items() if k != "train_s"} for r in again] == \
-        [{k: v for k, v in r.items() if k != "train_s"} for r in rows]
+    assert [{k: v for k, v in r.items() if k != "train_s"} for r in again] == [
+        {k: v for k, v in r.items() if k != "train_s"} for r in rows
+    ]
 
 
 def test_choose_reg_grows_each_simplex_once_and_falls_back_when_the_kept_diverge(digits, modes, monkeypatch):
@@ -174,6 +178,7 @@ def test_choose_reg_grows_each_simplex_once_and_falls_back_when_the_kept_diverge
             err.member, err.vertex, err.epoch = 1, 1, 0
             raise err
         return real_espro(members, data, reg=reg, **kw)
+
     regs = (0.1, 0.3, 3.0)
     first = sk.train.choose_reg(modes[:2], digits, regs, stop_early=False, **{**settings, "n_vertices": 2})[2]
     worst = max(first, key=lambda r: spro._nan_last(r["simplex0_val_nll"]))["reg"]
@@ -188,7 +193,7 @@ def test_choose_reg_grows_each_simplex_once_and_falls_back_when_the_kept_diverge
 
 def test_random_complex_normalisation_has_the_papers_scale(digits, modes, rng):
     model = sk.simplexify(modes[0])
-    seed = rng.initial_seed() % 2 ** 31
+    seed = rng.initial_seed() % 2**31
     vertices = spro.random_vertices(model, 3, seed).double().numpy()
     # independent: log V from the Gram determinant of the edge vectors, in float64
     e = vertices[1:] - vertices[0]
@@ -206,8 +211,9 @@ def test_random_complex_normalisation_has_the_papers_scale(digits, modes, rng):
 
 @pytest.mark.parametrize("weighting", ["volume", "uniform"])
 def test_complex_joins_modes_through_low_loss_connectors(digits, modes, weighting):
-    cx = sk.train.spro_complex(modes[:2], digits, 1, reg=3.0, weighting=weighting, vertex_epochs=15, seed=4,
-                               progress=False, device="cpu")
+    cx = sk.train.spro_complex(
+        modes[:2], digits, 1, reg=3.0, weighting=weighting, vertex_epochs=15, seed=4, progress=False, device="cpu"
+    )
     assert cx.n_vertices == 3 and cx.sampler.simplices == [(0, 2), (1, 2)] and cx.sampler.weighting == weighting
     for j in (0, 1):
         assert torch.equal(cx.store.vertices()[j], sk.simplexify(modes[j]).store.vertices()[0])
@@ -217,14 +223,17 @@ def test_complex_joins_modes_through_low_loss_connectors(digits, modes, weightin
     # the straight segment between the two modes is worse than the path through the connector
     mid_segment = torch.tensor([[0.5, 0.5, 0.0]])
     mid_path = torch.tensor([[0.0, 0.0, 1.0]])
-    loss = {name: float(point_metrics(cx, c, digits.x_train, digits.y_train)["loss"])
-            for name, c in (("segment", mid_segment), ("path", mid_path))}
+    loss = {
+        name: float(point_metrics(cx, c, digits.x_train, digits.y_train)["loss"])
+        for name, c in (("segment", mid_segment), ("path", mid_path))
+    }
     assert loss["path"] < loss["segment"]
 
 
 def test_dimensionality_sweep_table(digits, modes):
-    model, rows = sk.train.dimensionality_sweep(modes[:2], digits, 2, n_points=10, reg=3.0, vertex_epochs=6, seed=4,
-                                                progress=False, device="cpu")
+    model, rows = sk.train.dimensionality_sweep(
+        modes[:2], digits, 2, n_points=10, reg=3.0, vertex_epochs=6, seed=4, progress=False, device="cpu"
+    )
     assert [r["connectors"] for r in rows] == [1, 2] and [r["vertices"] for r in rows] == [3, 4]
     for r in rows:
         assert np.isfinite(r["log_volume"]) and r["train_error_max"] < 0.1 and r["test_error_ensemble"] < 0.1
@@ -235,8 +244,9 @@ def test_dimensionality_sweep_table(digits, modes):
 
 @pytest.mark.parametrize("kind", ["bezier", "polychain"])
 def test_curve_midpoint_is_far_below_the_segment(digits, modes, kind):
-    curve = sk.train.train_curve(modes[0], modes[1], digits, kind, n_bends=3, epochs=40, seed=0, progress=False,
-                                 device="cpu")
+    curve = sk.train.train_curve(
+        modes[0], modes[1], digits, kind, n_bends=3, epochs=40, seed=0, progress=False, device="cpu"
+    )
     profile = sk.eval.curve_profile(curve, digits, n_t=5)
     mid_curve, mid_segment = profile["curve"]["train_loss"][2], profile["segment"]["train_loss"][2]
     assert mid_curve < 0.2 * mid_segment
@@ -249,8 +259,9 @@ def test_curve_midpoint_is_far_below_the_segment(digits, modes, kind):
 
 
 def test_fge_snapshots_one_per_cycle_at_the_minimum(digits, modes):
-    snaps = sk.train.fge(modes[0], digits, cycles=3, cycle_epochs=2, lr1=0.05, lr2=0.001, seed=0, progress=False,
-                         device="cpu")
+    snaps = sk.train.fge(
+        modes[0], digits, cycles=3, cycle_epochs=2, lr1=0.05, lr2=0.001, seed=0, progress=False, device="cpu"
+    )
     steps = sk.train.loop.steps_per_epoch(len(digits.x_train), 64)
     assert len(snaps) == 3
     for c, s in enumerate(snaps):
@@ -265,10 +276,11 @@ def test_fge_snapshots_one_per_cycle_at_the_minimum(digits, modes):
 def test_regression_toy_trains_and_predicts_a_gaussian_mixture():
     data = sk.data.load("regression")
     torch.manual_seed(0)
-    members = sk.train.deep_ensemble("mlp", data, 2, epochs=150, batch_size=32, lr=0.001, seed=0, progress=False,
-                                     device="cpu")
+    members = sk.train.deep_ensemble(
+        "mlp", data, 2, epochs=150, batch_size=32, lr=0.001, seed=0, progress=False, device="cpu"
+    )
     mean, var = sk.eval.predict(members, data)
-    assert mean.shape == var.shape == (400, 1) and bool((var >= 0.1 ** 2 - 1e-7).all())
+    assert mean.shape == var.shape == (400, 1) and bool((var >= 0.1**2 - 1e-7).all())
     inside = (data.x_test.abs() < 0.2).flatten()  # near the middle cluster of training inputs (standardised)
     m = sk.eval.regression_metrics(mean[inside], var[inside], data.y_test[inside])
     assert m["rmse"] < 0.3

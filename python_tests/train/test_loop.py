@@ -1,5 +1,6 @@
 """The loop's parts against formulas: learning-rate schedules, batches, the CIFAR crop-and-flip
 augmentation, Phase's argument checks and its cost in gradient evaluations."""
+
 import math
 
 import pytest
@@ -13,7 +14,7 @@ def test_derived_seeds_differ_for_keys_of_different_lengths():
     from simplexkern._seeds import derive_seed
 
     seeds = [derive_seed(*key) for key in [(5,), (5, 0), (5, 0, 0), (5, 0, 0, 0, 0), (0, 5), (5, 1)]]
-    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2 ** 63 for s in seeds)
+    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2**63 for s in seeds)
 
 
 def test_cosine_schedule():
@@ -34,8 +35,8 @@ def test_cyclic_schedule_is_a_triangle_with_its_minimum_in_the_middle(cycle_epoc
         lrs = [p.lr_at(cycle * length + i, n) for i in range(length)]
         assert lrs[0] == pytest.approx(0.05) and lrs[mid] == pytest.approx(0.001, rel=1e-12)
         assert min(lrs) == lrs[mid]
-        assert all(a > b for a, b in zip(lrs[:mid], lrs[1:mid + 1]))  # down to the minimum ...
-        assert all(a < b for a, b in zip(lrs[mid:], lrs[mid + 1:]))  # ... and back up
+        assert all(a > b for a, b in zip(lrs[:mid], lrs[1 : mid + 1]))  # down to the minimum ...
+        assert all(a < b for a, b in zip(lrs[mid:], lrs[mid + 1 :]))  # ... and back up
         assert lrs[-1] == pytest.approx(0.001 + (0.05 - 0.001) * (length - 1 - mid) / (length - mid))
 
 
@@ -91,16 +92,24 @@ def test_crop_flip_takes_shifted_crops_of_the_padded_images(rng):
     flip = torch.rand(16, generator=g) < 0.5
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for i in range(16):
-        crop = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        crop = padded[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
         assert torch.equal(out[i], crop.flip(2) if flip[i] else crop)
     assert augment(x, None, g) is x
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(epochs=0, lr=0.1), dict(epochs=1, lr=0.0), dict(epochs=1, lr=float("nan")), dict(epochs=1, lr=0.1, reg=-1.0),
-    dict(epochs=1, lr=0.1, schedule="step"), dict(epochs=3, lr=0.1, schedule="cyclic", cycle_epochs=2),
-    dict(epochs=1, lr=0.1, n_samples=0), dict(epochs=1, lr=0.1, batch_size=True),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(epochs=0, lr=0.1),
+        dict(epochs=1, lr=0.0),
+        dict(epochs=1, lr=float("nan")),
+        dict(epochs=1, lr=0.1, reg=-1.0),
+        dict(epochs=1, lr=0.1, schedule="step"),
+        dict(epochs=3, lr=0.1, schedule="cyclic", cycle_epochs=2),
+        dict(epochs=1, lr=0.1, n_samples=0),
+        dict(epochs=1, lr=0.1, batch_size=True),
+    ],
+)
 def test_phase_refuses_bad_settings(kwargs):
     with pytest.raises(ValueError):
         Phase(**kwargs)
@@ -120,8 +129,9 @@ def test_the_simplex_loss_with_batchnorm_and_volume_compiles_whole_and_matches_e
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 8 * 8, 10))
+    plain = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)
+    )
     model = sk.simplexify(plain, 1)
     model.fix(0)
     for _ in range(2):

@@ -1,6 +1,7 @@
 """Runs: checkpoints after every epoch, resume after a kill equal to the uninterrupted run,
 a named error on a non-finite loss with the last checkpoint intact, refusal of another run's
 folder, and a loop that reads no tensor on the host per step."""
+
 import copy
 import os
 import signal
@@ -38,8 +39,11 @@ torch.save([s.store.vertices().detach() for s in simplexes], result)
 
 
 def _espro(out, modes, result):
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), *map(str, modes), str(result)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(out), *map(str, modes), str(result)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, digits):
@@ -89,8 +93,9 @@ def test_another_runs_folder_is_refused(tmp_path, digits):
     with pytest.raises(ValueError, match="settings that differ: epochs, lr"):
         sk.train.train_mode(net, digits, epochs=2, lr=0.1, seed=0, progress=False, device="cpu", out=tmp_path)
     with pytest.raises(ValueError, match="other starting weights"):
-        sk.train.train_mode(sk.models.for_data("mlp", digits), digits, epochs=1, seed=0, progress=False,
-                            device="cpu", out=tmp_path)
+        sk.train.train_mode(
+            sk.models.for_data("mlp", digits), digits, epochs=1, seed=0, progress=False, device="cpu", out=tmp_path
+        )
     with pytest.raises(TypeError, match="simplexkern.data.Dataset"):
         sk.train.train_mode(net, "digits", epochs=1, progress=False, device="cpu")
     (tmp_path / "file").write_text("")
@@ -118,14 +123,14 @@ def test_a_non_finite_loss_stops_with_a_named_error_and_keeps_the_last_checkpoin
         sk.train.train_mode(net, digits, epochs=5, progress=False, device="cpu", out=tmp_path)
     meta, state = checkpoint.read_training_state(tmp_path / "mode.pt")
     assert meta["epoch"] == 2 and not meta["done"]
-    fresh = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10 ** 9))
+    fresh = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10**9))
     kept = checkpoint.load_module(tmp_path / "mode.pt", model=fresh)
     assert all(torch.isfinite(p).all() for p in kept.parameters())
     assert all(torch.isfinite(b["momentum_buffer"]).all() for b in state["optimizer"]["state"].values())
 
 
 def test_the_error_names_the_member_and_vertex(digits):
-    healthy = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10 ** 9))
+    healthy = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=10**9))
     sick = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), Poison(after=STEPS + 2))
     message = f"simplex 1, vertex 1: the loss or the weights are not finite .* epoch 2, step 3 of {STEPS}"
     with pytest.raises(FloatingPointError, match=message):
@@ -134,20 +139,23 @@ def test_the_error_names_the_member_and_vertex(digits):
 
 def _count_host_reads(monkeypatch):
     counts = {"n": 0}
-    for owner, name in [(torch.Tensor, n) for n in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__",
-                                                     "nonzero")] + [(torch, "nonzero")]:
+    for owner, name in [
+        (torch.Tensor, n) for n in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero")
+    ] + [(torch, "nonzero")]:
         original = getattr(owner, name)
 
         def counted(*args, _original=original, **kwargs):
             counts["n"] += 1
             return _original(*args, **kwargs)
+
         monkeypatch.setattr(owner, name, counted)
     return counts
 
 
 def _convnet_bn():
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(8 * 64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)
+    )
 
 
 @pytest.mark.parametrize("kind", ["plain", "simplex", "complex", "curve"])
@@ -157,16 +165,19 @@ def test_the_loop_reads_no_tensor_on_the_host_per_step(monkeypatch, digits, kind
     item, tolist, bool, int, float, index or nonzero (one read of the running loss per epoch)."""
     torch.manual_seed(0)
     model = _convnet_bn() if arch == "convnet_bn" else sk.models.for_data(arch, digits)
-    phase = Phase(epochs=2, lr=0.01, read_every=10 ** 6)
+    phase = Phase(epochs=2, lr=0.01, read_every=10**6)
     if kind != "plain":
         model = sk.simplexify(model, 1)
         model.fix(0)
         model.add_vertex("mean", 0.01)
         model.add_vertex("mean", 0.01)
         simplices = [(0, 2), (1, 2)] if kind == "complex" else None
-        model.sampler = {"simplex": sk.nn.SimplexSampler(), "complex": sk.nn.ComplexSampler([(0, 2), (1, 2)]),
-                         "curve": sk.nn.CurveSampler("bezier")}[kind]
-        phase = Phase(epochs=2, lr=0.01, n_samples=3, reg=1.0, reg_simplices=simplices, read_every=10 ** 6)
+        model.sampler = {
+            "simplex": sk.nn.SimplexSampler(),
+            "complex": sk.nn.ComplexSampler([(0, 2), (1, 2)]),
+            "curve": sk.nn.CurveSampler("bezier"),
+        }[kind]
+        phase = Phase(epochs=2, lr=0.01, n_samples=3, reg=1.0, reg_simplices=simplices, read_every=10**6)
     counts = _count_host_reads(monkeypatch)
     run_phase(model, digits, phase, key=(0,), device=torch.device("cpu"))
     assert counts["n"] == 2  # one read of the running loss per epoch, nothing per step
@@ -178,16 +189,20 @@ def test_a_compiled_training_step_trains_as_the_eager_one():
     torch.manual_seed(0)
     x, y = torch.randn(96, 1, 8, 8), torch.randint(0, 4, (96,))
     data = sk.data.Dataset("toy", "classification", x, y, x[:10], y[:10], 4)
-    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(256, 4))
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(256, 4))
     model = sk.simplexify(plain, 1)
     model.fix(0)
     model.add_vertex("mean", 0.05)
     runs = []
     for compiled in (False, True):
         m = copy.deepcopy(model)
-        run_phase(m, data, Phase(epochs=2, lr=0.05, n_samples=3, reg=0.5, batch_size=32, compile=compiled), key=(0,),
-                  device=torch.device("cpu"))
+        run_phase(
+            m,
+            data,
+            Phase(epochs=2, lr=0.05, n_samples=3, reg=0.5, batch_size=32, compile=compiled),
+            key=(0,),
+            device=torch.device("cpu"),
+        )
         runs.append(m)
     torch.testing.assert_close(runs[1].store.trainable, runs[0].store.trainable, rtol=1e-5, atol=1e-6)
     for a, b in zip(runs[1].buffers(), runs[0].buffers()):
@@ -200,8 +215,9 @@ def test_the_whole_step_compiles_with_compiled_autograd():
     autograd, the optimizer's deliberate breaks), none in simplexkern's forward or in the
     backward of its C++ geometry ops; three steps end at the eager weights."""
     torch.manual_seed(0)
-    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 8 * 8, 10))
+    plain = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
+    )
     model = sk.simplexify(plain)
     for _ in range(2):
         model.add_vertex("mean", noise=0.05)
@@ -220,6 +236,7 @@ def test_the_whole_step_compiles_with_compiled_autograd():
             loss.backward()
             optimizer.step()
             return loss
+
         return step
 
     eager_model, compiled_model = model, copy.deepcopy(model)
@@ -280,12 +297,16 @@ def test_checkpoint_after_every_epoch(tmp_path, digits, monkeypatch):
     def recording(model, path, metadata=None, training_state=None):
         saved.append((path.name, metadata.get("epoch"), metadata.get("done"), training_state is not None))
         return original(model, path, metadata, training_state)
+
     monkeypatch.setattr(checkpoint, "save", recording)
     torch.manual_seed(0)
-    sk.train.train_mode(sk.models.for_data("mlp", digits), digits, epochs=3, progress=False, device="cpu",
-                        out=tmp_path)
-    assert saved == [("mode.pt", 1, False, True), ("mode.pt", 2, False, True), ("mode.pt", 3, False, True),
-                     ("mode.pt", 3, True, False)]
+    sk.train.train_mode(sk.models.for_data("mlp", digits), digits, epochs=3, progress=False, device="cpu", out=tmp_path)
+    assert saved == [
+        ("mode.pt", 1, False, True),
+        ("mode.pt", 2, False, True),
+        ("mode.pt", 3, False, True),
+        ("mode.pt", 3, True, False),
+    ]
 
 
 def _interrupted(monkeypatch, after, fn):
@@ -300,6 +321,7 @@ def _interrupted(monkeypatch, after, fn):
         if calls["n"] > after:
             raise KeyboardInterrupt
         return original(self, loss, params)
+
     with monkeypatch.context() as mp:
         mp.setattr(loop.Progress, "add", add)
         with pytest.raises(KeyboardInterrupt):

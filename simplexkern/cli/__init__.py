@@ -6,6 +6,7 @@ Each subcommand is a thin shell over ``simplexkern.train`` / ``eval`` / ``data``
 spelling, by every subcommand that takes them. Bad flags, files and combinations exit with
 status 2 and one line naming the problem.
 """
+
 import argparse
 import errno
 import functools
@@ -19,8 +20,10 @@ from simplexkern import _checks
 from simplexkern.cli import folder as run_folder
 from simplexkern.cli import report as reports
 
-DATA_HELP = ("a data set name (digits, mnist1d, spirals, cifar10, cifar100) or the path of a .npz file with x_train, "
-             "y_train, x_test, y_test (features of any shape, integer labels)")
+DATA_HELP = (
+    "a data set name (digits, mnist1d, spirals, cifar10, cifar100) or the path of a .npz file with x_train, "
+    "y_train, x_test, y_test (features of any shape, integer labels)"
+)
 
 
 def _positive(text):
@@ -39,6 +42,7 @@ def _at_least(minimum):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -48,6 +52,7 @@ def _between(low, high):
         if value > high:
             raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
+
     return parse
 
 
@@ -56,6 +61,7 @@ MAX_GRID = 1000  # a plane of 1000 x 1000 points is a million evaluations of the
 
 def _number(low, high=None, *, strict=True):
     """A finite float in (low, high) (or [low, ...) when not ``strict``)."""
+
     def parse(text):
         try:
             value = float(text)
@@ -67,6 +73,7 @@ def _number(low, high=None, *, strict=True):
             bounds = f"{'>' if strict else '>='} {low}" + (f" and < {high}" if high is not None else "")
             raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
         return value
+
     return parse
 
 
@@ -117,106 +124,224 @@ def _device(text):
 FLAGS = {
     "source": ("source", dict(help="an earlier output folder (--out of any command) or a checkpoint file")),
     "data": ("--data", dict(default="digits", help=DATA_HELP)),
-    "val_fraction": ("--val-fraction", dict(type=_number(0, 1, strict=False), default=0.2,
-                                            help="part of the training split held out for validation (choosing λ, "
-                                                 "fitting a temperature)")),
-    "gaussian_noise": ("--gaussian-noise", dict(type=int, choices=range(1, 6), default=None,
-                                                help="corrupt the test inputs with Gaussian noise of CIFAR-10-C "
-                                                     "severity 1-5")),
-    "model": ("--model", dict(default="mlp", help="architecture, sized for the data's input shape and classes: mlp, "
-                                                 "convnet, lenet5, vgg16, vgg16_bn, preresnet110, preresnet164, "
-                                                 "wrn28_10, transformer (signals and token ids) or "
-                                                 "torchvision.<name> (any torchvision classification model)")),
+    "val_fraction": (
+        "--val-fraction",
+        dict(
+            type=_number(0, 1, strict=False),
+            default=0.2,
+            help="part of the training split held out for validation (choosing λ, fitting a temperature)",
+        ),
+    ),
+    "gaussian_noise": (
+        "--gaussian-noise",
+        dict(
+            type=int,
+            choices=range(1, 6),
+            default=None,
+            help="corrupt the test inputs with Gaussian noise of CIFAR-10-C severity 1-5",
+        ),
+    ),
+    "model": (
+        "--model",
+        dict(
+            default="mlp",
+            help="architecture, sized for the data's input shape and classes: mlp, "
+            "convnet, lenet5, vgg16, vgg16_bn, preresnet110, preresnet164, "
+            "wrn28_10, transformer (signals and token ids) or "
+            "torchvision.<name> (any torchvision classification model)",
+        ),
+    ),
     "modes": ("--modes", dict(type=_positive, default=3, help="J, the number of independently trained modes")),
     "vertices": ("--vertices", dict(type=_positive, default=2, help="vertices added to each mode's simplex")),
     "epochs": ("--epochs", dict(type=_positive, default=40, help="training epochs per mode")),
     "vertex_epochs": ("--vertex-epochs", dict(type=_positive, default=30, help="training epochs per added vertex")),
     "curve_epochs": ("--curve-epochs", dict(type=_positive, default=30, help="training epochs of the curve")),
-    "lr": ("--lr", dict(type=_number(0), default=0.05, help="learning rate (SGD, momentum 0.9, weight decay 5e-4, "
-                                                            "cosine schedule)")),
+    "lr": (
+        "--lr",
+        dict(
+            type=_number(0), default=0.05, help="learning rate (SGD, momentum 0.9, weight decay 5e-4, cosine schedule)"
+        ),
+    ),
     "batch_size": ("--batch-size", dict(type=_positive, default=64, help="training batch size")),
     "samples": ("--samples", dict(type=_positive, default=5, help="H, points sampled per training step")),
-    "eval_samples": ("--eval-samples", dict(type=_positive, default=25, help="M, points per simplex / complex / "
-                                                                             "curve when predicting")),
-    "reg": ("--reg", dict(type=_regs, default="0.1,0.3,1,3",
-                          help="λ >= 0 of the volume regulariser -λ log V; several comma-separated values: the one "
-                               "with the lowest validation NLL is used")),
-    "reg_scale": ("--reg-scale", dict(choices=("none", "random"), default="none",
-                                      help="none: λ as given; random: λ / log V of a random-init simplex (the "
-                                           "paper's rule)")),
+    "eval_samples": (
+        "--eval-samples",
+        dict(type=_positive, default=25, help="M, points per simplex / complex / curve when predicting"),
+    ),
+    "reg": (
+        "--reg",
+        dict(
+            type=_regs,
+            default="0.1,0.3,1,3",
+            help="λ >= 0 of the volume regulariser -λ log V; several comma-separated values: the one "
+            "with the lowest validation NLL is used",
+        ),
+    ),
+    "reg_scale": (
+        "--reg-scale",
+        dict(
+            choices=("none", "random"),
+            default="none",
+            help="none: λ as given; random: λ / log V of a random-init simplex (the paper's rule)",
+        ),
+    ),
     "kind": ("--kind", dict(choices=("bezier", "polychain"), default="bezier", help="the curve's form")),
     "bends": ("--bends", dict(type=_at_least(3), default=3, help="control points of the curve, both ends included")),
     "cycles": ("--cycles", dict(type=_positive, default=4, help="FGE cycles (one snapshot each)")),
     "cycle_epochs": ("--cycle-epochs", dict(type=_positive, default=2, help="epochs per FGE cycle")),
     "lr_max": ("--lr-max", dict(type=_number(0), default=0.05, help="FGE's learning rate at a cycle's ends")),
-    "lr_min": ("--lr-min", dict(type=_number(0), default=0.0005, help="FGE's learning rate at a cycle's middle, "
-                                                                     "where the snapshot is taken")),
-    "points": ("--points", dict(type=_three_indices, default="0,1,2",
-                                help="the three vertices (of a simplex or complex) or members (of an ensemble) the "
-                                     "plane passes through; a curve's plane passes through its ends and midpoint")),
+    "lr_min": (
+        "--lr-min",
+        dict(
+            type=_number(0), default=0.0005, help="FGE's learning rate at a cycle's middle, where the snapshot is taken"
+        ),
+    ),
+    "points": (
+        "--points",
+        dict(
+            type=_three_indices,
+            default="0,1,2",
+            help="the three vertices (of a simplex or complex) or members (of an ensemble) the "
+            "plane passes through; a curve's plane passes through its ends and midpoint",
+        ),
+    ),
     "member": ("--member", dict(type=_at_least(0), default=0, help="which simplex of an ESPRO run")),
     "grid": ("--grid", dict(type=_between(2, MAX_GRID), default=21, help="grid points per side of the plane")),
-    "margin": ("--margin", dict(type=_number(0, 100, strict=False), default=0.2,
-                                help="the plane's extent beyond the three points, as a fraction of theirs")),
-    "seed": ("--seed", dict(type=_at_least(0), default=0,
-                            help="seed of initialisations, data order, points and the validation split")),
-    "seeds": ("--seeds", dict(type=_seeds, default="0,1,2",
-                              help="comma-separated seeds, each a replicate of the whole protocol (its own "
-                                   "initialisations, data order and validation split)")),
+    "margin": (
+        "--margin",
+        dict(
+            type=_number(0, 100, strict=False),
+            default=0.2,
+            help="the plane's extent beyond the three points, as a fraction of theirs",
+        ),
+    ),
+    "seed": (
+        "--seed",
+        dict(type=_at_least(0), default=0, help="seed of initialisations, data order, points and the validation split"),
+    ),
+    "seeds": (
+        "--seeds",
+        dict(
+            type=_seeds,
+            default="0,1,2",
+            help="comma-separated seeds, each a replicate of the whole protocol (its own "
+            "initialisations, data order and validation split)",
+        ),
+    ),
     "connectors": ("--connectors", dict(type=_positive, default=3, help="connectors of the SPRO complex")),
-    "complex_reg": ("--complex-reg", dict(type=_number(0, strict=False), default=1.0,
-                                          help="λ of the SPRO complex")),
-    "equal_compute": ("--equal-compute", dict(action="store_true",
-                                              help="also train the deep ensemble of as many modes as ESPRO's "
-                                                   "gradient evaluations buy (with and without the λ search)")),
-    "ood_data": ("--ood-data", dict(default=None, help="out-of-distribution detection against the test inputs of "
-                                                       "this data set (a name or .npz with inputs of the same shape)")),
-    "ood_gaussian_noise": ("--ood-gaussian-noise", dict(type=int, choices=range(1, 6), default=None,
-                                                        help="out-of-distribution detection against the test inputs "
-                                                             "with Gaussian noise of CIFAR-10-C severity 1-5")),
+    "complex_reg": ("--complex-reg", dict(type=_number(0, strict=False), default=1.0, help="λ of the SPRO complex")),
+    "equal_compute": (
+        "--equal-compute",
+        dict(
+            action="store_true",
+            help="also train the deep ensemble of as many modes as ESPRO's "
+            "gradient evaluations buy (with and without the λ search)",
+        ),
+    ),
+    "ood_data": (
+        "--ood-data",
+        dict(
+            default=None,
+            help="out-of-distribution detection against the test inputs of "
+            "this data set (a name or .npz with inputs of the same shape)",
+        ),
+    ),
+    "ood_gaussian_noise": (
+        "--ood-gaussian-noise",
+        dict(
+            type=int,
+            choices=range(1, 6),
+            default=None,
+            help="out-of-distribution detection against the test inputs with Gaussian noise of CIFAR-10-C severity 1-5",
+        ),
+    ),
 }
 RUNTIME = {  # how to run, not what: not recorded
     "device": ("--device", dict(type=_device, default="auto", help="cpu, cuda, cuda:N or auto (the GPU if any)")),
-    "backend": ("--backend", dict(choices=("auto", "triton", "torch", "reference"), default="auto",
-                                  help="backend of the fused simplex ops")),
+    "backend": (
+        "--backend",
+        dict(choices=("auto", "triton", "torch", "reference"), default="auto", help="backend of the fused simplex ops"),
+    ),
     "quiet": ("--quiet", dict(action="store_true", help="no progress bars")),
-    "compile": ("--compile", dict(action="store_true", help="run each training step's loss under torch.compile "
-                                                            "(pays off on long runs; compiling takes minutes)")),
-    "resume": ("--resume", dict(action="store_true", help="continue the run in --out with the settings recorded "
-                                                          "there (running the same command again does the same)")),
-    "data_parallel": ("--data-parallel", dict(action="store_true",
-                                              help="under torchrun: train every model with all processes together, "
-                                                   "one after another (default: the independent members spread over "
-                                                   "the processes)")),
-    "timeout": ("--timeout", dict(type=_number(0), default=1440.0,
-                                  help="under torchrun: minutes a process waits for the others (while they train "
-                                       "more members or one model) before the job fails")),
+    "compile": (
+        "--compile",
+        dict(
+            action="store_true",
+            help="run each training step's loss under torch.compile (pays off on long runs; compiling takes minutes)",
+        ),
+    ),
+    "resume": (
+        "--resume",
+        dict(
+            action="store_true",
+            help="continue the run in --out with the settings recorded "
+            "there (running the same command again does the same)",
+        ),
+    ),
+    "data_parallel": (
+        "--data-parallel",
+        dict(
+            action="store_true",
+            help="under torchrun: train every model with all processes together, "
+            "one after another (default: the independent members spread over "
+            "the processes)",
+        ),
+    ),
+    "timeout": (
+        "--timeout",
+        dict(
+            type=_number(0),
+            default=1440.0,
+            help="under torchrun: minutes a process waits for the others (while they train "
+            "more members or one model) before the job fails",
+        ),
+    ),
 }
 OOD = ["ood_data", "ood_gaussian_noise"]
 MODE = ["data", "val_fraction", "model", "epochs", "lr", "batch_size", *OOD]
 SIMPLEX = ["modes", "vertices", "vertex_epochs", "samples", "reg", "reg_scale", "eval_samples"]
 FGE = ["cycles", "cycle_epochs", "lr_max", "lr_min"]
 COMMANDS = {  # name -> (help, settings, default overrides)
-    "demo": ("ESPRO against the deep ensemble of the same modes, on digits by default (espro with its own --out)",
-             MODE + SIMPLEX + ["equal_compute"], {"out": "runs/demo"}),
+    "demo": (
+        "ESPRO against the deep ensemble of the same modes, on digits by default (espro with its own --out)",
+        MODE + SIMPLEX + ["equal_compute"],
+        {"out": "runs/demo"},
+    ),
     "train": ("train one mode (an ordinary network)", MODE, {}),
     "ensemble": ("the deep-ensemble baseline: J independently trained modes", MODE + ["modes"], {}),
-    "espro": ("ESPRO: a simplex grown around each of J modes, ensembled (λ chosen on validation NLL)",
-              MODE + SIMPLEX + ["equal_compute"], {}),
-    "spro": ("SPRO: a simplicial complex of J modes and --vertices connectors, with the dimensionality sweep "
-             "(J = 1: a simplex grown around one mode)", MODE + SIMPLEX, {"modes": 2, "vertices": 3, "reg": "1"}),
-    "curve": ("a Bezier or polygonal-chain curve of low loss between two modes, with its profile",
-              MODE + ["kind", "bends", "curve_epochs", "samples", "eval_samples"], {}),
+    "espro": (
+        "ESPRO: a simplex grown around each of J modes, ensembled (λ chosen on validation NLL)",
+        MODE + SIMPLEX + ["equal_compute"],
+        {},
+    ),
+    "spro": (
+        "SPRO: a simplicial complex of J modes and --vertices connectors, with the dimensionality sweep "
+        "(J = 1: a simplex grown around one mode)",
+        MODE + SIMPLEX,
+        {"modes": 2, "vertices": 3, "reg": "1"},
+    ),
+    "curve": (
+        "a Bezier or polygonal-chain curve of low loss between two modes, with its profile",
+        MODE + ["kind", "bends", "curve_epochs", "samples", "eval_samples"],
+        {},
+    ),
     "fge": ("Fast Geometric Ensembling: snapshots of cyclic-learning-rate training from a mode", MODE + FGE, {}),
-    "compare": ("deep ensembles, ESPRO, FGE and an SPRO complex at equal training cost, over several seeds: test "
-                "metrics against gradient evaluations, and the best method at each budget",
-                MODE + SIMPLEX + FGE + ["connectors", "complex_reg", "seeds"], {}),
-    "evaluate": ("evaluate an earlier output folder or checkpoint on any data (default: the data it was trained on)",
-                 ["source", "data", "val_fraction", "gaussian_noise", *OOD, "eval_samples"], {"data": None,
-                                                                                        "val_fraction": None}),
-    "surface": ("the loss plane through three points: vertices of a simplex, a curve's ends and midpoint, or three "
-                "members", ["source", "data", "val_fraction", "points", "member", "grid", "margin"],
-                {"data": None, "val_fraction": None}),
+    "compare": (
+        "deep ensembles, ESPRO, FGE and an SPRO complex at equal training cost, over several seeds: test "
+        "metrics against gradient evaluations, and the best method at each budget",
+        MODE + SIMPLEX + FGE + ["connectors", "complex_reg", "seeds"],
+        {},
+    ),
+    "evaluate": (
+        "evaluate an earlier output folder or checkpoint on any data (default: the data it was trained on)",
+        ["source", "data", "val_fraction", "gaussian_noise", *OOD, "eval_samples"],
+        {"data": None, "val_fraction": None},
+    ),
+    "surface": (
+        "the loss plane through three points: vertices of a simplex, a curve's ends and midpoint, or three members",
+        ["source", "data", "val_fraction", "points", "member", "grid", "margin"],
+        {"data": None, "val_fraction": None},
+    ),
 }
 USES_SIMPLEX_OPS = ("demo", "espro", "spro", "curve", "evaluate", "surface", "compare")
 
@@ -247,10 +372,13 @@ def build_parser(suppress=False):
     sub.add_parser("info", help="versions, extension build and GPU")
     for name, (text, settings, overrides) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
-        names = setting_names(name) + (["device"] + (["backend"] if name in USES_SIMPLEX_OPS else [])
-                                       + (["compile"] if "epochs" in settings else [])
-                                       + (["data_parallel"] if "epochs" in settings and name != "compare" else [])
-                                       + ["timeout"])
+        names = setting_names(name) + (
+            ["device"]
+            + (["backend"] if name in USES_SIMPLEX_OPS else [])
+            + (["compile"] if "epochs" in settings else [])
+            + (["data_parallel"] if "epochs" in settings and name != "compare" else [])
+            + ["timeout"]
+        )
         for dest in names:
             flag, kw = {**FLAGS, **RUNTIME}[dest]
             kw = dict(kw)
@@ -267,8 +395,11 @@ def build_parser(suppress=False):
             if dest == "vertices" and name == "spro":
                 kw["help"] = "connectors added to the complex (J = 1: vertices added to the simplex)"
             p.add_argument(flag, **kw)
-        p.add_argument("--out", default=argparse.SUPPRESS if suppress else overrides.get("out", f"runs/{name}"),
-                       help="output folder: report.json, checkpoints, plots (the same command again resumes there)")
+        p.add_argument(
+            "--out",
+            default=argparse.SUPPRESS if suppress else overrides.get("out", f"runs/{name}"),
+            help="output folder: report.json, checkpoints, plots (the same command again resumes there)",
+        )
         for dest in ("quiet", "resume"):
             flag, kw = RUNTIME[dest]
             p.add_argument(flag, **({**kw, "default": argparse.SUPPRESS} if suppress else kw))
@@ -294,8 +425,10 @@ def _settings(args, argv):
             settings["source"] = os.path.abspath(settings["source"])
         clash = [k for k in names if k in given and run_folder.plain(settings[k]) != recorded.get(k)]
         if clash:
-            raise ValueError("--resume continues with the settings recorded in --out; these flags differ from them: "
-                             + ", ".join(f"{FLAGS[k][0]} (recorded: {recorded.get(k)})" for k in clash))
+            raise ValueError(
+                "--resume continues with the settings recorded in --out; these flags differ from them: "
+                + ", ".join(f"{FLAGS[k][0]} (recorded: {recorded.get(k)})" for k in clash)
+            )
         settings = _checked_record(recorded, names, args.out)
     return settings
 
@@ -326,13 +459,17 @@ def _checked_record(recorded, names, out):
             raise ValueError(f"{record}: the recorded {flag} {value!r}: {err}") from None
         if "choices" in kw and parsed not in kw["choices"]:
             raise ValueError(f"{record}: the recorded {flag} {value!r} is not one of {list(kw['choices'])}")
-        if parsed != value and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                    and parsed == value):
+        if parsed != value and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and parsed == value
+        ):
             raise ValueError(f"{record}: the recorded {flag} {value!r} does not read back as {parsed!r}")
         settings[name] = value
     if "split_seed" in recorded:
-        if isinstance(recorded["split_seed"], bool) or not isinstance(recorded["split_seed"], int) \
-                or recorded["split_seed"] < 0:
+        if (
+            isinstance(recorded["split_seed"], bool)
+            or not isinstance(recorded["split_seed"], int)
+            or recorded["split_seed"] < 0
+        ):
             raise ValueError(f"{record}: the recorded split seed {recorded['split_seed']!r} is not an int >= 0")
         settings["split_seed"] = recorded["split_seed"]
     return settings
@@ -382,8 +519,10 @@ def run(args, argv, echo=True):
     if settings.get("ood_data") is not None and settings.get("ood_gaussian_noise") is not None:
         raise ValueError("--ood-data and --ood-gaussian-noise: give one of them")
     if args.command == "compare" and distributed.launched():
-        raise ValueError("compare runs in one process: launch it without torchrun (espro, ensemble and the other "
-                         "training commands spread over processes)")
+        raise ValueError(
+            "compare runs in one process: launch it without torchrun (espro, ensemble and the other "
+            "training commands spread over processes)"
+        )
     data_parallel = getattr(args, "data_parallel", False)
     if data_parallel and not distributed.launched():
         raise ValueError("--data-parallel trains with several processes: launch the command with torchrun")
@@ -424,8 +563,10 @@ def run(args, argv, echo=True):
         try:
             table = reports.format_table(report, folder.report_path)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:  # a report edited by hand
-            raise ValueError(f"{folder.report_path} is not a complete simplexkern report (at {err!r}); remove it and "
-                             "run the same command again to rebuild it") from None
+            raise ValueError(
+                f"{folder.report_path} is not a complete simplexkern report (at {err!r}); remove it and "
+                "run the same command again to rebuild it"
+            ) from None
         print(table)
     return report if world.is_main else None
 
@@ -489,18 +630,25 @@ def main(argv=None):
         print(f"simplexkern {args.command}: training diverged: {err} (try a smaller --lr or --reg)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nsimplexkern {args.command}: interrupted; the same command resumes from the last checkpoint",
-              file=sys.stderr)
+        print(
+            f"\nsimplexkern {args.command}: interrupted; the same command resumes from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     except Exception as err:
         os_err = _os_error(err)
         if os_err is not None:
-            print(f"simplexkern {args.command}: error: {_describe_os_error(os_err, getattr(args, 'out', None))}",
-                  file=sys.stderr)
+            print(
+                f"simplexkern {args.command}: error: {_describe_os_error(os_err, getattr(args, 'out', None))}",
+                file=sys.stderr,
+            )
             return 2
-        print(f"simplexkern {args.command}: internal error, a bug in simplexkern ({type(err).__name__}: "
-              f"{_checks.reason(err)}); "
-              f"the traceback is in {_log_bug(args.command)}", file=sys.stderr)
+        print(
+            f"simplexkern {args.command}: internal error, a bug in simplexkern ({type(err).__name__}: "
+            f"{_checks.reason(err)}); "
+            f"the traceback is in {_log_bug(args.command)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

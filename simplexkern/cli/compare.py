@@ -12,6 +12,7 @@ budget any method used, so each method meets a deep ensemble of equal compute: e
 is also compared, within its seed (the same training data), with the deep ensemble of as
 many modes as its cost buys.
 """
+
 import math
 
 import numpy as np
@@ -41,7 +42,7 @@ class SeedFolder:
 
     @property
     def phases(self):
-        return {k[len(self.tag) + 2:]: v for k, v in self.folder.phases.items() if k.startswith(self.tag + ": ")}
+        return {k[len(self.tag) + 2 :]: v for k, v in self.folder.phases.items() if k.startswith(self.tag + ": ")}
 
 
 def _metrics(probs, y):
@@ -58,21 +59,55 @@ def _train_seed(s, d, folder, how):
     """Modes (at least 2), ESPRO, FGE and the complex of one seed: what scoring needs."""
     n_modes = max(2, s["modes"])
     modes = jobs._modes(s, d, folder, how, n_modes)
-    reg, simplexes, rows, vertices_s = jobs.train_espro(s, d, folder, how, modes[:s["modes"]])
+    reg, simplexes, rows, vertices_s = jobs.train_espro(s, d, folder, how, modes[: s["modes"]])
     with folder.phase("fge"):
-        snapshots = train.fge(modes[0], d, s["cycles"], s["cycle_epochs"], s["lr_max"], s["lr_min"],
-                              batch_size=s["batch_size"], seed=s["seed"], device=how.device, out=folder.sub("fge"),
-                              progress=how.progress, compile=how.compile)
+        snapshots = train.fge(
+            modes[0],
+            d,
+            s["cycles"],
+            s["cycle_epochs"],
+            s["lr_max"],
+            s["lr_min"],
+            batch_size=s["batch_size"],
+            seed=s["seed"],
+            device=how.device,
+            out=folder.sub("fge"),
+            progress=how.progress,
+            compile=how.compile,
+        )
     with folder.phase("complex"):
-        complex_ = train.spro_complex(modes[:2], d, s["connectors"], reg=s["complex_reg"],
-                                      vertex_epochs=s["vertex_epochs"], lr=s["lr"], n_samples=s["samples"],
-                                      batch_size=s["batch_size"], seed=s["seed"], device=how.device,
-                                      out=folder.sub("spro"), progress=how.progress, compile=how.compile)
+        complex_ = train.spro_complex(
+            modes[:2],
+            d,
+            s["connectors"],
+            reg=s["complex_reg"],
+            vertex_epochs=s["vertex_epochs"],
+            lr=s["lr"],
+            n_samples=s["samples"],
+            batch_size=s["batch_size"],
+            seed=s["seed"],
+            device=how.device,
+            out=folder.sub("spro"),
+            progress=how.progress,
+            compile=how.compile,
+        )
     m = jobs.mode_cost(s, d)
-    costs = {"mode": m, "espro": jobs.espro_costs(s, d, rows), "fge": m + jobs.fge_cost(s, d),
-             "complex": 2 * m + jobs.simplex_cost(s, d, s["connectors"])}
-    return {"reg": reg, "reg_rows": rows, "simplexes": simplexes, "snapshots": snapshots, "complex": complex_,
-            "vertices_s": vertices_s, "n_modes": n_modes, "costs": costs}
+    costs = {
+        "mode": m,
+        "espro": jobs.espro_costs(s, d, rows),
+        "fge": m + jobs.fge_cost(s, d),
+        "complex": 2 * m + jobs.simplex_cost(s, d, s["connectors"]),
+    }
+    return {
+        "reg": reg,
+        "reg_rows": rows,
+        "simplexes": simplexes,
+        "snapshots": snapshots,
+        "complex": complex_,
+        "vertices_s": vertices_s,
+        "n_modes": n_modes,
+        "costs": costs,
+    }
 
 
 def _budget(trained):
@@ -87,25 +122,53 @@ def _score_seed(s, d, folder, how, t, n_de):
     ood = jobs.ood_inputs(s, d)
     with folder.phase("predict"):
         modes = jobs._modes(s, d, folder, how, n_de)  # trained: loaded
-        de, es, fge, cx = (jobs.score(members, d, points, s["seed"], how.device, ood=ood, validation=False)
-                           for members, points in ((modes, 1), (t["simplexes"], s["eval_samples"]),
-                                                   (t["snapshots"], 1), ([t["complex"]], s["eval_samples"])))
+        de, es, fge, cx = (
+            jobs.score(members, d, points, s["seed"], how.device, ood=ood, validation=False)
+            for members, points in (
+                (modes, 1),
+                (t["simplexes"], s["eval_samples"]),
+                (t["snapshots"], 1),
+                ([t["complex"]], s["eval_samples"]),
+            )
+        )
     y = d.y_test
-    per_mode_s = (folder.seconds("modes") + (folder.seconds("more modes") if "more modes" in folder.phases else 0)) \
-        / n_de
+    per_mode_s = (
+        folder.seconds("modes") + (folder.seconds("more modes") if "more modes" in folder.phases else 0)
+    ) / n_de
     simplex_s = t["vertices_s"] / j
     cycle = jobs.fge_cost(s, d, 1)
     lines = {
-        "deep ensemble": [dict(row, gradient_evaluations=k * m, forward_passes=k, train_s=k * per_mode_s)
-                          for k, row in enumerate(evaluation.ensemble_size_curve(de["probs"], y), 1)],
-        "ESPRO": [dict(row, gradient_evaluations=k * (m + jobs.simplex_cost(s, d, s["vertices"])),
-                       forward_passes=k * s["eval_samples"], train_s=k * (per_mode_s + simplex_s))
-                  for k, row in enumerate(evaluation.ensemble_size_curve(es["probs"], y), 1)],
-        "FGE": [dict(row, gradient_evaluations=m + k * cycle, forward_passes=k,
-                     train_s=per_mode_s + folder.seconds("fge") * k / s["cycles"])
-                for k, row in enumerate(_prefix_curve(fge["probs"], y), 1)],
-        "SPRO complex": [{"members": 1, **_metrics(cx["probs"].mean(0), y), "gradient_evaluations": c["complex"],
-                          "forward_passes": s["eval_samples"], "train_s": 2 * per_mode_s + folder.seconds("complex")}],
+        "deep ensemble": [
+            dict(row, gradient_evaluations=k * m, forward_passes=k, train_s=k * per_mode_s)
+            for k, row in enumerate(evaluation.ensemble_size_curve(de["probs"], y), 1)
+        ],
+        "ESPRO": [
+            dict(
+                row,
+                gradient_evaluations=k * (m + jobs.simplex_cost(s, d, s["vertices"])),
+                forward_passes=k * s["eval_samples"],
+                train_s=k * (per_mode_s + simplex_s),
+            )
+            for k, row in enumerate(evaluation.ensemble_size_curve(es["probs"], y), 1)
+        ],
+        "FGE": [
+            dict(
+                row,
+                gradient_evaluations=m + k * cycle,
+                forward_passes=k,
+                train_s=per_mode_s + folder.seconds("fge") * k / s["cycles"],
+            )
+            for k, row in enumerate(_prefix_curve(fge["probs"], y), 1)
+        ],
+        "SPRO complex": [
+            {
+                "members": 1,
+                **_metrics(cx["probs"].mean(0), y),
+                "gradient_evaluations": c["complex"],
+                "forward_passes": s["eval_samples"],
+                "train_s": 2 * per_mode_s + folder.seconds("complex"),
+            }
+        ],
     }
     de_line = lines["deep ensemble"]
     for line in lines.values():  # paired with this seed's deep ensemble of the same budget
@@ -113,10 +176,19 @@ def _score_seed(s, d, folder, how, t, n_de):
             same = de_line[min(len(de_line), max(1, p["gradient_evaluations"] // m)) - 1]
             p.update(nll_vs_de=p["nll"] - same["nll"], error_vs_de=p["error"] - same["error"])
     scores = {"deep ensemble": de, "ESPRO": es, "FGE": fge, "SPRO complex": cx}
-    out = {name: {"line": line, "uncertainty": scores[name]["uncertainty"], "predict_s": scores[name]["predict_s"],
-                  "probs": scores[name]["probs"]} for name, line in lines.items()}
-    out["ESPRO"]["with_search"] = {"gradient_evaluations": c["espro"]["with_search"],
-                                   "train_s": j * per_mode_s + folder.seconds("vertices")}
+    out = {
+        name: {
+            "line": line,
+            "uncertainty": scores[name]["uncertainty"],
+            "predict_s": scores[name]["predict_s"],
+            "probs": scores[name]["probs"],
+        }
+        for name, line in lines.items()
+    }
+    out["ESPRO"]["with_search"] = {
+        "gradient_evaluations": c["espro"]["with_search"],
+        "train_s": j * per_mode_s + folder.seconds("vertices"),
+    }
     return out
 
 
@@ -148,19 +220,29 @@ def best_at_budgets(lines, mode_cost, search_cost):
     ensemble of as many modes as it buys."""
     points = [(name, p) for name, line in lines.items() for p in line]
     n_de = len(lines["deep ensemble"])
-    budgets = sorted({line[-1]["gradient_evaluations"] for line in lines.values()} | {search_cost} | {
-        2 ** i * mode_cost for i in range(n_de.bit_length()) if 2 ** i <= n_de})
+    budgets = sorted(
+        {line[-1]["gradient_evaluations"] for line in lines.values()}
+        | {search_cost}
+        | {2**i * mode_cost for i in range(n_de.bit_length()) if 2**i <= n_de}
+    )
     rows = []
     for b in budgets:
         affordable = [(n, p) for n, p in points if p["gradient_evaluations"] <= b]
         name, best = min(affordable, key=lambda point: point[1]["nll"])
         by_error = min(affordable, key=lambda point: point[1]["error"])
         de = lines["deep ensemble"][min(len(lines["deep ensemble"]), int(b // mode_cost)) - 1]
-        rows.append({"budget": b, "modes_worth": b / mode_cost, "best": name, "members": best["members"],
-                     "nll": best["nll"], "error": best["error"],
-                     "best_error": {"method": by_error[0], "members": by_error[1]["members"],
-                                    "error": by_error[1]["error"]},
-                     "deep_ensemble": {"members": de["members"], "nll": de["nll"], "error": de["error"]}})
+        rows.append(
+            {
+                "budget": b,
+                "modes_worth": b / mode_cost,
+                "best": name,
+                "members": best["members"],
+                "nll": best["nll"],
+                "error": best["error"],
+                "best_error": {"method": by_error[0], "members": by_error[1]["members"], "error": by_error[1]["error"]},
+                "deep_ensemble": {"members": de["members"], "nll": de["nll"], "error": de["error"]},
+            }
+        )
     return rows
 
 
@@ -178,29 +260,64 @@ def run_compare(s, d, folder, how):
     per_seed = [_score_seed({**s, "seed": seed}, data[seed], parts[seed], how, trained[seed], n_de) for seed in seeds]
     lines = _aggregate(per_seed)
     search = [p["ESPRO"]["with_search"] for p in per_seed]
-    espro_search = {"gradient_evaluations": _spread([x["gradient_evaluations"] for x in search])[0],
-                    "train_s": _spread([x["train_s"] for x in search])[0]}
+    espro_search = {
+        "gradient_evaluations": _spread([x["gradient_evaluations"] for x in search])[0],
+        "train_s": _spread([x["train_s"] for x in search])[0],
+    }
     budgets = best_at_budgets(lines, m, espro_search["gradient_evaluations"])
     methods = []
     for name, line in lines.items():
         p = line[-1]
         size = f"{p['members']} members" if name != "SPRO complex" else f"{s['eval_samples']} points"
         predict_s = _spread([ps[name]["predict_s"] for ps in per_seed])[0]
-        methods.append({"name": f"{name} ({size})", "test": {k: p[k] for k in KEYS[:4]},
-                        "test_std": {k: p[f"{k}_std"] for k in KEYS[:4]}, "train_s": p["train_s"],
-                        "predict_s": predict_s, "gradient_evaluations": p["gradient_evaluations"],
-                        "forward_passes": p["forward_passes"],
-                        "vs_deep_ensemble": {k: p[k] for k in ("nll_vs_de", "nll_vs_de_std", "error_vs_de",
-                                                               "error_vs_de_std", "seeds_below_de")}})
+        methods.append(
+            {
+                "name": f"{name} ({size})",
+                "test": {k: p[k] for k in KEYS[:4]},
+                "test_std": {k: p[f"{k}_std"] for k in KEYS[:4]},
+                "train_s": p["train_s"],
+                "predict_s": predict_s,
+                "gradient_evaluations": p["gradient_evaluations"],
+                "forward_passes": p["forward_passes"],
+                "vs_deep_ensemble": {
+                    k: p[k] for k in ("nll_vs_de", "nll_vs_de_std", "error_vs_de", "error_vs_de_std", "seeds_below_de")
+                },
+            }
+        )
     title = f"{s['model']} on {d.name}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-    files = [plots.cost_curves(lines, espro_search, m, folder.sub("cost.png"), title),
-             jobs.uncertainty_plot(folder, d, {name: part["probs"] for name, part in per_seed[0].items()},
-                                   f"{title}: seed {seeds[0]}, every method's whole ensemble")]
+    files = [
+        plots.cost_curves(lines, espro_search, m, folder.sub("cost.png"), title),
+        jobs.uncertainty_plot(
+            folder,
+            d,
+            {name: part["probs"] for name, part in per_seed[0].items()},
+            f"{title}: seed {seeds[0]}, every method's whole ensemble",
+        ),
+    ]
     details = {
-        "seeds": seeds, "mode_cost": m, "deep_ensemble_modes": n_de, "lines": lines, "espro_with_search": espro_search,
+        "seeds": seeds,
+        "mode_cost": m,
+        "deep_ensemble_modes": n_de,
+        "lines": lines,
+        "espro_with_search": espro_search,
         "best_at_budget": budgets,
-        "per_seed": [{"seed": seed, "reg": trained[seed]["reg"], "reg_rows": trained[seed]["reg_rows"],
-                      "uncertainty": {name: ps[name]["uncertainty"] for name in ps}}
-                     for seed, ps in zip(seeds, per_seed)]}
-    return {"test": None, "val": None, "uncertainty": None, "temperature": None, "members": [], "methods": methods,
-            "details": details, "plots": files}
+        "per_seed": [
+            {
+                "seed": seed,
+                "reg": trained[seed]["reg"],
+                "reg_rows": trained[seed]["reg_rows"],
+                "uncertainty": {name: ps[name]["uncertainty"] for name in ps},
+            }
+            for seed, ps in zip(seeds, per_seed)
+        ],
+    }
+    return {
+        "test": None,
+        "val": None,
+        "uncertainty": None,
+        "temperature": None,
+        "members": [],
+        "methods": methods,
+        "details": details,
+        "plots": files,
+    }

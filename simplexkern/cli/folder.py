@@ -5,6 +5,7 @@ Running a command again with the same folder and settings resumes it (a finished
 not redone); a folder holding another run, or files that are not a run, is refused. In a
 run of several processes, rank 0 creates and writes the folder's records; the others open
 it after rank 0 and write their own checkpoints only."""
+
 import contextlib
 import json
 import math
@@ -42,11 +43,29 @@ def write_json(path, obj):
         f.write("\n")
 
 
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "true or false", type(None): "null"}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
 RUN_FIELDS = {"command": str, "settings": dict, "phases": dict}
-REPORT_FIELDS = {"schema": str, "command": str, "settings": dict, "data": dict, "members": list, "methods": list,
-                 "details": dict, "times": dict, "environment": dict, "plots": list, "resumed": bool}
+REPORT_FIELDS = {
+    "schema": str,
+    "command": str,
+    "settings": dict,
+    "data": dict,
+    "members": list,
+    "methods": list,
+    "details": dict,
+    "times": dict,
+    "environment": dict,
+    "plots": list,
+    "resumed": bool,
+}
 
 
 def read_json(path, what, fields=None):
@@ -62,8 +81,10 @@ def read_json(path, what, fields=None):
         if key not in obj:
             raise ValueError(f"{path} is not a {what}: it has no {key!r}")
         if not isinstance(obj[key], kind) or (kind is int and isinstance(obj[key], bool)):
-            raise ValueError(f"{path} is not a {what}: its {key!r} is {_JSON_TYPES.get(type(obj[key]), 'a value')}, "
-                             f"not {_JSON_TYPES[kind]}")
+            raise ValueError(
+                f"{path} is not a {what}: its {key!r} is {_JSON_TYPES.get(type(obj[key]), 'a value')}, "
+                f"not {_JSON_TYPES[kind]}"
+            )
     return obj
 
 
@@ -71,10 +92,15 @@ def read_run(path):
     """The checked run record ``path`` (run.json)."""
     run = read_json(path, "simplexkern run record", RUN_FIELDS)
     for name, phase in run["phases"].items():
-        if not (isinstance(phase, dict) and isinstance(phase.get("seconds"), (int, float))
-                and isinstance(phase.get("done"), bool)):
-            raise ValueError(f"{path} is not a simplexkern run record: its phase {name!r} is not "
-                             '{"seconds": number, "done": true or false}')
+        if not (
+            isinstance(phase, dict)
+            and isinstance(phase.get("seconds"), (int, float))
+            and isinstance(phase.get("done"), bool)
+        ):
+            raise ValueError(
+                f"{path} is not a simplexkern run record: its phase {name!r} is not "
+                '{"seconds": number, "done": true or false}'
+            )
     return run
 
 
@@ -83,10 +109,14 @@ def read_report(path):
     members with a name and a checkpoint path."""
     report = read_json(path, "simplexkern report", REPORT_FIELDS)
     for m in report["members"]:
-        if not (isinstance(m, dict) and isinstance(m.get("name"), str)
-                and isinstance(m.get("checkpoint"), (str, type(None)))):
-            raise ValueError(f"{path} is not a simplexkern report: a member is not "
-                             '{"name": string, "checkpoint": string, ...}')
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("name"), str)
+            and isinstance(m.get("checkpoint"), (str, type(None)))
+        ):
+            raise ValueError(
+                f'{path} is not a simplexkern report: a member is not {{"name": string, "checkpoint": string, ...}}'
+            )
     return report
 
 
@@ -125,16 +155,21 @@ class RunFolder:
             theirs = run["settings"]
             if run["command"] != self.command or theirs != self.settings:
                 differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
-                what = (f"a '{run['command']}' run" if run["command"] != self.command else
-                        "a run with other settings: " + ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (now "
-                                                                  f"{self.settings.get(k)})" for k in differ))
-                raise ValueError(f"--out {self.path} holds {what}; use another --out, or remove the folder to start "
-                                 "over")
+                what = (
+                    f"a '{run['command']}' run"
+                    if run["command"] != self.command
+                    else "a run with other settings: "
+                    + ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (now {self.settings.get(k)})" for k in differ)
+                )
+                raise ValueError(
+                    f"--out {self.path} holds {what}; use another --out, or remove the folder to start over"
+                )
             self.phases = run["phases"]
         else:
             if self.path.exists() and any(self.path.iterdir()):
-                raise ValueError(f"--out {self.path} is a folder of other files (no run.json); use an empty or new "
-                                 "folder")
+                raise ValueError(
+                    f"--out {self.path} is a folder of other files (no run.json); use an empty or new folder"
+                )
             self.phases = {}
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
@@ -145,8 +180,7 @@ class RunFolder:
     def _write_record(self):
         if not self.writes:
             return
-        write_json(self.path / "run.json", {"command": self.command, "settings": self.settings,
-                                            "phases": self.phases})
+        write_json(self.path / "run.json", {"command": self.command, "settings": self.settings, "phases": self.phases})
 
     def sub(self, name):
         """The path of ``name`` inside the folder, as a string."""

@@ -1,5 +1,6 @@
 """``simplexkern kernels`` and ``simplexkern info``: the compiled geometry core and the fused
 ops at work, against NumPy and the per-point reference loop."""
+
 import time
 
 import numpy as np
@@ -32,8 +33,13 @@ def info():
 
 def run(args):
     info()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     gen = torch.Generator(device=device).manual_seed(args.seed)
     n, batch = args.vertices, args.batch
     print(f"\n1. log-volumes of {batch:,} random {n - 1}-simplexes ({n} Gaussian vertices in R^{2 * n}) on {device}")
@@ -52,20 +58,25 @@ def run(args):
     p = 1_000_000
     centre = torch.randn(1, p, generator=gen, device=device)
     print(f"   {p:,} parameters; vertices = centre + spread * noise; log V vs spread (exact: +{n - 1} per e-fold)")
-    print("   float32 inner products: |a|^2 + |b|^2 - 2<a, b> of the vertices as they are (uncentred; nan where "
-          "rounding left distances no simplex has), and of the vertices minus their mean (centred)")
+    print(
+        "   float32 inner products: |a|^2 + |b|^2 - 2<a, b> of the vertices as they are (uncentred; nan where "
+        "rounding left distances no simplex has), and of the vertices minus their mean (centred)"
+    )
     for spread in (1e-1, 1e-2, 1e-3):
         v = centre + spread * torch.randn(n, p, generator=gen, device=device)
         exact = geometry.simplex_log_volume(v).item()
         uncentred, centred = (_inner_product_log_volume(u) for u in (v, v - v.mean(0)))
-        print(f"   spread {spread:6.0e}: log V = {exact:10.3f} exact, {uncentred:10.3f} uncentred, {centred:10.3f} "
-              "centred")
+        print(
+            f"   spread {spread:6.0e}: log V = {exact:10.3f} exact, {uncentred:10.3f} uncentred, {centred:10.3f} "
+            "centred"
+        )
 
     print("\n3. curve coefficients: the point at t on a 3-point Bezier curve / polygonal chain")
     t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
     for name, fn in (("Bezier", geometry.bezier_coefficients), ("polychain", geometry.polychain_coefficients)):
-        rows = ", ".join("t=%.2f: [%s]" % (ti, " ".join(f"{c:.3f}" for c in row))
-                         for ti, row in zip(t.tolist(), fn(t, 3).tolist()))
+        rows = ", ".join(
+            "t=%.2f: [%s]" % (ti, " ".join(f"{c:.3f}" for c in row)) for ti, row in zip(t.tolist(), fn(t, 3).tolist())
+        )
         print(f"   {name:9s} {rows}")
 
     coeffs = geometry.sample_simplex(5, 4, generator=gen).to(device)
@@ -73,15 +84,19 @@ def run(args):
     x = torch.randn(64, 1024, generator=gen, device=device)
     _compare_backends(
         "4. simplex_linear: 5 sampled points of a 4-vertex 1024 x 1024 layer, batch 64, forward+backward",
-        lambda backend: ops.simplex_linear(x, layer, None, coeffs, trainable=[3], backend=backend), layer, device)
+        lambda backend: ops.simplex_linear(x, layer, None, coeffs, trainable=[3], backend=backend),
+        layer,
+        device,
+    )
     filters = torch.randn(4, 64, 64, 3, 3, generator=gen, device=device) / 24
     images = torch.randn(5, 16, 64, 16, 16, generator=gen, device=device)
     _compare_backends(
         "5. simplex_conv2d: 5 sampled points of a 4-vertex 3x3 convolution, 64 -> 64 channels, one 16 x 16\n"
         "   input per point, batch 16, forward+backward",
         lambda backend: ops.simplex_conv2d(images, filters, None, coeffs, padding=1, trainable=[3], backend=backend),
-        filters, device)
-
+        filters,
+        device,
+    )
 
 
 def _inner_product_log_volume(v):
@@ -101,15 +116,18 @@ def _compare_backends(title, op, store, device):
     store.requires_grad_(True)
     results = {}
     for backend in ("reference", "torch") + (("triton",) if device.type == "cuda" and TRITON else ()):
+
         def step():
             store.grad = None
             y = op(backend)
             y.square().mean().backward()
             return y.detach(), store.grad
+
         results[backend] = _timed(step, repeat=3)
     t_ref, (y_ref, g_ref) = results["reference"]
     for backend, (t, (y, grad)) in results.items():
         err = max((y - y_ref).abs().max().item(), (grad - g_ref).abs().max().item())
-        print(f"   {backend:10s} {1e3 * t:9.2f} ms   ({t_ref / t:4.1f}x the per-point loop)   "
-              f"max |difference| {err:.1e}")
+        print(
+            f"   {backend:10s} {1e3 * t:9.2f} ms   ({t_ref / t:4.1f}x the per-point loop)   max |difference| {err:.1e}"
+        )
     print(f"   fixed vertices' gradient: {g_ref[:3].abs().max().item():.1f} (exactly zero)")

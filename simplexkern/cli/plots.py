@@ -1,5 +1,6 @@
 """The PNG figures of the ``simplexkern`` command, drawn with matplotlib's object API (no
 pyplot, no display: it works headless) and written atomically."""
+
 import pathlib
 
 import numpy as np
@@ -49,11 +50,26 @@ def cost_curves(lines, search, mode_cost, path, title):
             drawn = ax.plot(x, [scale * p[key] for p in line], "o-", markersize=3, label=label, color=color)
             color = drawn[0].get_color()
             if label == "ESPRO":
-                ax.plot([search["gradient_evaluations"] / mode_cost], [scale * line[-1][key]], "o", mfc="none",
-                        color=color, markersize=8, label="ESPRO, λ search counted")
+                ax.plot(
+                    [search["gradient_evaluations"] / mode_cost],
+                    [scale * line[-1][key]],
+                    "o",
+                    mfc="none",
+                    color=color,
+                    markersize=8,
+                    label="ESPRO, λ search counted",
+                )
         if label != "deep ensemble":
-            axes[2].errorbar(x, [p["nll_vs_de"] for p in line], yerr=[p["nll_vs_de_std"] for p in line], fmt="o-",
-                             markersize=3, capsize=2, color=color, label=label)
+            axes[2].errorbar(
+                x,
+                [p["nll_vs_de"] for p in line],
+                yerr=[p["nll_vs_de_std"] for p in line],
+                fmt="o-",
+                markersize=3,
+                capsize=2,
+                color=color,
+                label=label,
+            )
     axes[2].axhline(0, color="0.5", linestyle=":")
     for ax, name in zip(axes, ("test NLL", "test error (%)", "NLL minus the deep ensemble's\nof the same cost")):
         ax.set_xscale("log")
@@ -96,8 +112,14 @@ def reg_choice(rows, chosen, path):
     ok = [r for r in rows if r.get("diverged") is None and r.get("stopped") is None]
     first = [r for r in rows if r.get("simplex0_val_nll") is not None and np.isfinite(r["simplex0_val_nll"])]
     ax.plot([r["reg"] for r in ok], [r["val_nll"] for r in ok], "o-", label="ensemble")
-    ax.plot([r["reg"] for r in first], [r["simplex0_val_nll"] for r in first], "s:", color="0.5", markersize=4,
-            label="simplex 0")
+    ax.plot(
+        [r["reg"] for r in first],
+        [r["simplex0_val_nll"] for r in first],
+        "s:",
+        color="0.5",
+        markersize=4,
+        label="simplex 0",
+    )
     best = next(r for r in ok if r["reg"] == chosen)
     ax.plot([best["reg"]], [best["val_nll"]], "r*", markersize=14, label=f"chosen λ = {chosen:g}")
     ax.set_xscale("symlog", linthresh=1)
@@ -132,8 +154,10 @@ def loss_plane(plane, names, path, title):
     axes = fig.subplots(1, 2)
     x, y, pts = plane["x"], plane["y"], np.asarray(plane["points"])
     loss = np.log10(np.maximum(plane["train_loss"], 1e-8))
-    for ax, values, label in ((axes[0], loss, "log10 train loss"), (axes[1], 100 * plane["test_error"],
-                                                                     "test error (%)")):
+    for ax, values, label in (
+        (axes[0], loss, "log10 train loss"),
+        (axes[1], 100 * plane["test_error"], "test error (%)"),
+    ):
         filled = ax.contourf(x, y, values, levels=20, cmap="viridis")
         fig.colorbar(filled, ax=ax, label=label)
         ax.plot(pts[:, 0], pts[:, 1], "wo", markeredgecolor="k")
@@ -151,10 +175,12 @@ def dimensionality(rows, path, title):
     fig = Figure(figsize=(8, 3.2), layout="constrained")
     axes = fig.subplots(1, 2)
     c = [r["connectors"] for r in rows]
-    for key, label in (("train_error", "train error (mean of the points)"), ("train_error_max", "train error "
-                                                                              "(worst point)"),
-                       ("test_error", "test error (mean of the points)"),
-                       ("test_error_ensemble", "test error (the points' ensemble)")):
+    for key, label in (
+        ("train_error", "train error (mean of the points)"),
+        ("train_error_max", "train error (worst point)"),
+        ("test_error", "test error (mean of the points)"),
+        ("test_error_ensemble", "test error (the points' ensemble)"),
+    ):
         axes[0].plot(c, [100 * r[key] for r in rows], "o-", label=label)
     axes[0].set_ylabel("error (%)")
     axes[0].legend(fontsize=7)

@@ -6,6 +6,7 @@ locally), ``spirals``, ``regression`` (the 1-D toy of the simplex paper, section
 ``cifar10`` / ``cifar100`` (from a local folder), or the path of a ``.npz`` file with
 ``x_train``, ``y_train``, ``x_test``, ``y_test``.
 """
+
 import os
 
 import torch
@@ -17,8 +18,16 @@ from simplexkern.data.dataset import GAUSSIAN_NOISE, Dataset, corrupt, hold_out,
 NAMES = ("digits", "mnist1d", "spirals", "regression", "cifar10", "cifar100")
 
 
-def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float = 0.0, split_seed: int = 0,
-         gaussian_noise: int | None = None, task: str | None = None, standardize_features: bool = True) -> Dataset:
+def load(
+    name: Path = "digits",
+    *,
+    root: Path | None = None,
+    val_fraction: float = 0.0,
+    split_seed: int = 0,
+    gaussian_noise: int | None = None,
+    task: str | None = None,
+    standardize_features: bool = True,
+) -> Dataset:
     """The data set ``name`` (one of ``NAMES``) or the ``.npz`` file at that path.
 
     - ``root``: the folder CIFAR is read from (default ``$SIMPLEXKERN_DATA``).
@@ -63,15 +72,31 @@ def load(name: Path = "digits", *, root: Path | None = None, val_fraction: float
         lo, hi = float(x_train.min()), float(x_train.max())
         x_test = corrupt(x_test, gaussian_noise, (lo, hi), torch.Generator().manual_seed(split_seed))
         label = f"{label} (gaussian noise {gaussian_noise})"
-    data = Dataset(label, task, x_train, y_train, x_test, y_test, n_classes,
-                   noise_std=sources.REGRESSION_NOISE if text == "regression" else None,
-                   augment="crop_flip" if text.startswith("cifar") else None, vocab_size=vocab_size)
+    data = Dataset(
+        label,
+        task,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        n_classes,
+        noise_std=sources.REGRESSION_NOISE if text == "regression" else None,
+        augment="crop_flip" if text.startswith("cifar") else None,
+        vocab_size=vocab_size,
+    )
     data = hold_out(data, val_fraction, split_seed)
     return standardize(data) if standardize_features and vocab_size is None else data
 
 
-def load_ood(name: Path, *, ood_data: Path | None = None, gaussian_noise: int | None = None, root: Path | None = None,
-             val_fraction: float = 0.0, split_seed: int = 0) -> torch.Tensor:
+def load_ood(
+    name: Path,
+    *,
+    ood_data: Path | None = None,
+    gaussian_noise: int | None = None,
+    root: Path | None = None,
+    val_fraction: float = 0.0,
+    split_seed: int = 0,
+) -> torch.Tensor:
     """Inputs out of the distribution of data set ``name`` (loaded as ``load`` loads it with
     these settings), for out-of-distribution detection: the test inputs of ``ood_data`` (a
     name or ``.npz``), or ``name``'s own test inputs corrupted with Gaussian noise of level
@@ -80,19 +105,24 @@ def load_ood(name: Path, *, ood_data: Path | None = None, gaussian_noise: int | 
     if (ood_data is None) == (gaussian_noise is None):
         raise ValueError("give exactly one of ood_data (a data set) and gaussian_noise (a level 1-5)")
     if gaussian_noise is not None:
-        return load(name, root=root, val_fraction=val_fraction, split_seed=split_seed,
-                    gaussian_noise=gaussian_noise).x_test
+        return load(
+            name, root=root, val_fraction=val_fraction, split_seed=split_seed, gaussian_noise=gaussian_noise
+        ).x_test
     own = load(name, root=root, val_fraction=val_fraction, split_seed=split_seed, standardize_features=False)
     other = load(ood_data, root=root, standardize_features=False)
     if other.input_shape != own.input_shape:
-        raise ValueError(f"ood_data {other.name} has inputs of shape {tuple(other.input_shape)}, {own.name} of "
-                         f"{tuple(own.input_shape)}: a model of one cannot read the other")
+        raise ValueError(
+            f"ood_data {other.name} has inputs of shape {tuple(other.input_shape)}, {own.name} of "
+            f"{tuple(own.input_shape)}: a model of one cannot read the other"
+        )
     if (own.vocab_size is None) != (other.vocab_size is None):
         raise ValueError(f"ood_data {other.name} and {own.name} must both hold token ids or both features")
     if own.vocab_size is not None:
         if other.vocab_size > own.vocab_size:
-            raise ValueError(f"ood_data {other.name} holds token ids up to {other.vocab_size - 1}, beyond the "
-                             f"{own.vocab_size} of {own.name}")
+            raise ValueError(
+                f"ood_data {other.name} holds token ids up to {other.vocab_size - 1}, beyond the "
+                f"{own.vocab_size} of {own.name}"
+            )
         return other.x_test
     return scaler(own.x_train)(other.x_test)
 

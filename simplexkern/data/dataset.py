@@ -1,5 +1,6 @@
 """``Dataset``: the train / test (and optional validation) tensors of one task, with what a
 model needs to be built for it, and the checks every source of data goes through."""
+
 import dataclasses
 import math
 from typing import Optional
@@ -29,6 +30,7 @@ class Dataset:
     for CIFAR, else None). ``vocab_size``: when the features are token ids (whole numbers
     0..vocab_size-1, stored as float32), how many ids there are, else None.
     """
+
     name: str
     task: str
     x_train: torch.Tensor
@@ -72,20 +74,29 @@ class Dataset:
     def describe(self) -> str:
         val = f", {len(self.x_val)} validation" if self.x_val is not None else ""
         kind = f"{self.n_classes} classes" if self.task == "classification" else "regression"
-        return (f"{self.name}: {len(self.x_train)} train{val}, {len(self.x_test)} test; input "
-                f"{'x'.join(map(str, self.input_shape))}, {kind}")
+        return (
+            f"{self.name}: {len(self.x_train)} train{val}, {len(self.x_test)} test; input "
+            f"{'x'.join(map(str, self.input_shape))}, {kind}"
+        )
 
 
 def check_dataset(data: object, name: str = "data") -> Dataset:
     """Raises TypeError unless ``data`` is a ``Dataset``; returns it."""
     if not isinstance(data, Dataset):
-        raise TypeError(f"{name} must be a simplexkern.data.Dataset (from simplexkern.data.load), got "
-                        f"{type(data).__name__}")
+        raise TypeError(
+            f"{name} must be a simplexkern.data.Dataset (from simplexkern.data.load), got {type(data).__name__}"
+        )
     return data
 
 
-def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: ArrayLike,
-                 task: str = "classification") -> Arrays:
+def check_arrays(
+    source: str,
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    x_test: ArrayLike,
+    y_test: ArrayLike,
+    task: str = "classification",
+) -> Arrays:
     """Checks raw arrays and returns them as (float32 x, int64 or float32 y) tensors, and
     the number of classes. ``source`` names the file or data set in every error."""
     out = []
@@ -112,8 +123,7 @@ def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Ar
         x = x32
         out.append((x, y))
     if out[0][0].shape[1:] != out[1][0].shape[1:]:
-        raise ValueError(f"{source}: x_train has features of shape {out[0][0].shape[1:]}, x_test "
-                         f"{out[1][0].shape[1:]}")
+        raise ValueError(f"{source}: x_train has features of shape {out[0][0].shape[1:]}, x_test {out[1][0].shape[1:]}")
     if task == "regression":
         tensors = []
         for split, (x, y) in zip(("train", "test"), out):
@@ -135,8 +145,10 @@ def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Ar
         missing = sorted(set(range(min(n_classes, len(present) + 10))) - set(present.tolist()))
         if not missing:
             missing = [int(present.max()) + 1]
-        raise ValueError(f"{source}: labels must be 0..C-1 with every class in y_train; y_train lacks "
-                         f"{missing[:10]} (C={n_classes} from the largest label)")
+        raise ValueError(
+            f"{source}: labels must be 0..C-1 with every class in y_train; y_train lacks "
+            f"{missing[:10]} (C={n_classes} from the largest label)"
+        )
     if n_classes < 2:
         raise ValueError(f"{source}: a classification task needs at least 2 classes, got {n_classes}")
     tensors = []
@@ -145,8 +157,9 @@ def check_arrays(source: str, x_train: ArrayLike, y_train: ArrayLike, x_test: Ar
     return (*tensors, n_classes)
 
 
-def corrupt(x: torch.Tensor, level: int, value_range: tuple[float, float],
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def corrupt(
+    x: torch.Tensor, level: int, value_range: tuple[float, float], generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Gaussian-noise corruption at ``level`` 1-5 (the CIFAR-10-C severities): noise of
     standard deviation ``GAUSSIAN_NOISE[level - 1] * (hi - lo)`` added to raw features in
     ``value_range = (lo, hi)``, then clipped to that range."""
@@ -174,6 +187,7 @@ def scaler(x_train: torch.Tensor):
 
     def scale(t):
         return None if t is None else ((t.double() - mean[0]) / std[0]).float()
+
     return scale
 
 
@@ -189,5 +203,6 @@ def hold_out(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
         raise ValueError(f"val_fraction={fraction} leaves no training data out of {n} rows")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
-    return dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
-                               x_val=data.x_train[val], y_val=data.y_train[val])
+    return dataclasses.replace(
+        data, x_train=data.x_train[train], y_train=data.y_train[train], x_val=data.x_train[val], y_val=data.y_train[val]
+    )

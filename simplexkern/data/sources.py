@@ -1,5 +1,6 @@
 """Where data comes from: the embedded and generated sets, a user's ``.npz``, CIFAR from a
 local folder. Each returns raw arrays (before standardisation) through ``check_arrays``."""
+
 import os
 import pathlib
 import pickle
@@ -51,6 +52,7 @@ def spirals(n_train: int = 1000, n_test: int = 1000, noise: float = 0.05) -> Arr
         angle = 4 * np.pi * t + np.pi * label
         x = np.stack([t * np.cos(angle), t * np.sin(angle)], 1) + noise * rng.randn(n, 2)
         return x, label
+
     return check_arrays("spirals", *draw(n_train), *draw(n_test))
 
 
@@ -79,7 +81,7 @@ def regression(n_per_interval: int = 40, n_test: int = 400) -> Arrays:
 
 
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-MAX_TOKEN_ID = 2 ** 24  # integer features below it are token ids (exact in float32); larger ones are numbers
+MAX_TOKEN_ID = 2**24  # integer features below it are token ids (exact in float32); larger ones are numbers
 
 
 def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
@@ -93,8 +95,10 @@ def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
         magic = f.read(4)
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
         what = "an empty file" if not magic else ("a single .npy array" if magic == b"\x93NUM" else "not a zip archive")
-        raise ValueError(f"{path}: not an .npz file ({what}); an .npz data set is a zip of .npy arrays "
-                         f"{', '.join(NPZ_ARRAYS)} (numpy.savez)")
+        raise ValueError(
+            f"{path}: not an .npz file ({what}); an .npz data set is a zip of .npy arrays "
+            f"{', '.join(NPZ_ARRAYS)} (numpy.savez)"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -102,8 +106,10 @@ def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
         with loaded as f:
             missing = [a for a in NPZ_ARRAYS if a not in f.files]
             if missing:
-                raise ValueError(f"{path}: missing array(s) {', '.join(missing)}; an .npz data set holds "
-                                 f"{', '.join(NPZ_ARRAYS)} (found: {', '.join(f.files) or 'none'})")
+                raise ValueError(
+                    f"{path}: missing array(s) {', '.join(missing)}; an .npz data set holds "
+                    f"{', '.join(NPZ_ARRAYS)} (found: {', '.join(f.files) or 'none'})"
+                )
             arrays = [f[a] for a in NPZ_ARRAYS]
     except ValueError as err:
         if str(err).startswith(str(path)):
@@ -113,8 +119,12 @@ def npz(path: Path, task: str = "classification") -> tuple[Arrays, int | None]:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
     checked = check_arrays(str(path), *arrays, task=task)
     x_train, x_test = arrays[0], arrays[2]
-    tokens = (x_train.dtype.kind in "iu" and x_test.dtype.kind in "iu" and min(x_train.min(), x_test.min()) >= 0
-              and max(x_train.max(), x_test.max()) < MAX_TOKEN_ID)
+    tokens = (
+        x_train.dtype.kind in "iu"
+        and x_test.dtype.kind in "iu"
+        and min(x_train.min(), x_test.min()) >= 0
+        and max(x_train.max(), x_test.max()) < MAX_TOKEN_ID
+    )
     return checked, int(max(x_train.max(), x_test.max())) + 1 if tokens else None
 
 
@@ -127,8 +137,14 @@ CIFAR = {  # name -> (folder, train files, test file, label key, classes)
 class _ArraysOnly(pickle.Unpickler):
     """Reads CIFAR's pickled batches without executing code: only NumPy arrays, dtypes and
     builtin containers may be rebuilt."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes")}
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "bytes"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
@@ -156,15 +172,19 @@ def cifar(name: str, root: Path | None) -> Arrays:
     elif not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be the path of a folder, got {type(root).__name__}")
     if root is None:
-        raise ValueError(f"{name} is read from a local folder: pass root= (or set $SIMPLEXKERN_DATA) to the folder "
-                         f"holding {folder}/ with {', '.join(train_files)} and {test_file}")
+        raise ValueError(
+            f"{name} is read from a local folder: pass root= (or set $SIMPLEXKERN_DATA) to the folder "
+            f"holding {folder}/ with {', '.join(train_files)} and {test_file}"
+        )
     root = pathlib.Path(root)
     base = root / folder if (root / folder).is_dir() else root
     expected = train_files + [test_file]
     missing = [f for f in expected if not (base / f).is_file()]
     if missing:
-        raise ValueError(f"{name}: {base} does not hold the CIFAR python batches: missing {', '.join(missing)} "
-                         f"(expected {folder}/ with {', '.join(expected)}; no download is attempted)")
+        raise ValueError(
+            f"{name}: {base} does not hold the CIFAR python batches: missing {', '.join(missing)} "
+            f"(expected {folder}/ with {', '.join(expected)}; no download is attempted)"
+        )
     try:
         parts = [_batch(base / f, label_key) for f in train_files]
         x_test, y_test = _batch(base / test_file, label_key)

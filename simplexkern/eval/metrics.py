@@ -1,5 +1,6 @@
 """Metrics of a predictive distribution (SPEC §8): accuracy, NLL, ECE, Brier score;
 temperature scaling fitted on held-out data; metrics against the number of ensemble members."""
+
 import itertools
 import math
 import warnings
@@ -57,11 +58,14 @@ def metrics(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> dic
 
 def regression_metrics(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """RMSE of the predictive mean and the Gaussian NLL of ``targets`` under N(mean, var)."""
-    mean, var, y = (_checks.floating(t, n).detach().cpu().double().reshape(-1)
-                    for t, n in ((mean, "mean"), (var, "var"), (targets, "targets")))
+    mean, var, y = (
+        _checks.floating(t, n).detach().cpu().double().reshape(-1)
+        for t, n in ((mean, "mean"), (var, "var"), (targets, "targets"))
+    )
     if not (len(mean) == len(var) == len(y)) or len(y) == 0:
-        raise ValueError(f"mean, var and targets must have the same non-zero length, got {len(mean)}, {len(var)}, "
-                         f"{len(y)}")
+        raise ValueError(
+            f"mean, var and targets must have the same non-zero length, got {len(mean)}, {len(var)}, {len(y)}"
+        )
     if bool((var <= 0).any()):
         raise ValueError("var must be positive")
     nll = 0.5 * ((y - mean).pow(2) / var + var.log() + math.log(2 * math.pi))
@@ -91,12 +95,15 @@ def temperature_fit(probs: torch.Tensor, targets: torch.Tensor) -> tuple[float, 
     def nll(log_t):
         z = logp / math.exp(log_t)
         return (torch.logsumexp(z, 1) - z[torch.arange(len(y)), y]).mean().item()
+
     lo, hi = (math.log(b) for b in TEMPERATURE_BOUNDS)
     res = scipy.optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
     t = math.exp(res.x)
     if bool((p.argmax(1) == y).all()):
-        return t, (f"every validation example ({len(y)}) is classified correctly, so the NLL falls without bound "
-                   "as T -> 0 and no temperature can be fitted")
+        return t, (
+            f"every validation example ({len(y)}) is classified correctly, so the NLL falls without bound "
+            "as T -> 0 and no temperature can be fitted"
+        )
     if min(res.x - lo, hi - res.x) < 1e-3:
         return t, f"the validation NLL is still falling at the bound T = {t:.3g} of the search"
     return t, None
@@ -113,8 +120,9 @@ def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
     return t
 
 
-def ensemble_size_curve(member_probs: torch.Tensor, targets: torch.Tensor, max_subsets: int = 50,
-                        seed: int = 0) -> list[dict[str, float]]:
+def ensemble_size_curve(
+    member_probs: torch.Tensor, targets: torch.Tensor, max_subsets: int = 50, seed: int = 0
+) -> list[dict[str, float]]:
     """Metrics against the number of members (paper Fig. 8): for each size j = 1..J, the
     metrics of the averaged probabilities of size-j subsets of the members (all subsets when
     there are at most ``max_subsets``, else that many drawn at random), averaged over the

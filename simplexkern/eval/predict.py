@@ -5,6 +5,7 @@ batch; before that, its BatchNorm statistics are recomputed for exactly those po
 the training inputs (the model's own statistics are put back afterwards). Probabilities,
 never logits, are averaged: over the M points of a member, then over the members.
 """
+
 import contextlib
 import copy
 import itertools
@@ -44,7 +45,7 @@ def restored_batchnorm(model):
 
 def _chunks(x, batch_size, device):
     for start in range(0, len(x), batch_size):
-        yield x[start:start + batch_size].to(device, non_blocking=True)
+        yield x[start : start + batch_size].to(device, non_blocking=True)
 
 
 def _statistics_batches(x, batch_size, device):
@@ -90,8 +91,10 @@ def evaluated_at(model, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0):
                 raise ValueError("a simplex model is evaluated at given points: pass coeffs (S, k)")
             bn = has_batchnorm(model)
             if bn and bn_inputs is None:
-                raise ValueError("this simplex model has BatchNorm: its statistics must be recomputed for the points "
-                                 "evaluated; pass the training inputs (bn_inputs / a Dataset)")
+                raise ValueError(
+                    "this simplex model has BatchNorm: its statistics must be recomputed for the points "
+                    "evaluated; pass the training inputs (bn_inputs / a Dataset)"
+                )
             with restored_batchnorm(model) if bn else contextlib.nullcontext():
                 if bn:
                     with seeded(seed):
@@ -102,8 +105,11 @@ def evaluated_at(model, coeffs=None, *, bn_inputs=None, batch_size=256, seed=0):
                 finally:
                     model.train(was_training)
             return
-        plain = with_fresh_batchnorm(model, bn_inputs, batch_size, seed) \
-            if bn_inputs is not None and has_batchnorm(model) else model
+        plain = (
+            with_fresh_batchnorm(model, bn_inputs, batch_size, seed)
+            if bn_inputs is not None and has_batchnorm(model)
+            else model
+        )
         plain.eval()
         try:
             yield lambda x: plain(x)[None]
@@ -117,9 +123,15 @@ def _batches_of(forward, x, batch_size, device):
         yield start, forward(xb)
 
 
-def outputs_at(model: nn.Module, x: torch.Tensor, coeffs: torch.Tensor | None = None, *,
-               bn_inputs: torch.Tensor | None = None, batch_size: int = 256,
-               seed: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+def outputs_at(
+    model: nn.Module,
+    x: torch.Tensor,
+    coeffs: torch.Tensor | None = None,
+    *,
+    bn_inputs: torch.Tensor | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields (start row, outputs (S, B, ...)) over ``x`` in batches, the model evaluated as
     ``evaluated_at`` says."""
     _checks.tensor(x, "x")
@@ -165,15 +177,27 @@ def _checked(batches, x, batch_size, name):
     for start, out in itertools.chain([(start, out)], batches):
         rows = min(batch_size, len(x) - start)
         if out.dim() < 2 or out.shape[1] != rows:
-            raise ValueError(f"{name} gave outputs of shape {tuple(out.shape[1:])} for {rows} inputs: not one row "
-                             f"per input (inputs must have shape (N, *input_shape), got {tuple(x.shape)})")
+            raise ValueError(
+                f"{name} gave outputs of shape {tuple(out.shape[1:])} for {rows} inputs: not one row "
+                f"per input (inputs must have shape (N, *input_shape), got {tuple(x.shape)})"
+            )
         yield start, out
 
 
-def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tensor, *, split: str = "test",
-            n_points: int = 25, bn_data: torch.Tensor | None = None, batch_size: int = 256, seed: int = 0,
-            per_member: bool = False, task: str | None = None, noise_std: float | None = None,
-            distributed: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    members: nn.Module | Sequence[nn.Module],
+    data: Dataset | torch.Tensor,
+    *,
+    split: str = "test",
+    n_points: int = 25,
+    bn_data: torch.Tensor | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    per_member: bool = False,
+    task: str | None = None,
+    noise_std: float | None = None,
+    distributed: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The predictive distribution of an ensemble on ``data``'s ``split`` (a ``Dataset``) or
     on inputs ``data`` (a tensor).
 
@@ -217,8 +241,12 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
             _checks.parameters_match(model, x, f"members[{j}]")
         coeffs = member_points(model, n_points, seed, j)
         m1 = m2 = None
-        for start, out in _checked(outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size,
-                                              seed=derive_seed(seed, j, 1)), x, batch_size, f"members[{j}]"):
+        for start, out in _checked(
+            outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=derive_seed(seed, j, 1)),
+            x,
+            batch_size,
+            f"members[{j}]",
+        ):
             out = out.float()
             if task == "classification":
                 part = torch.softmax(out, -1).mean(0).cpu()
@@ -226,10 +254,10 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
                 part = out.mean(0).cpu()
                 if m2 is None:
                     m2 = torch.empty(len(x), *out.shape[2:])
-                m2[start:start + len(part)] = out.pow(2).mean(0).cpu()
+                m2[start : start + len(part)] = out.pow(2).mean(0).cpu()
             if m1 is None:
                 m1 = torch.empty(len(x), *part.shape[1:])
-            m1[start:start + len(part)] = part
+            m1[start : start + len(part)] = part
         width = None if m1 is None else m1.shape[1:]
         expected = (data.n_outputs,) if isinstance(data, Dataset) else (first[0].shape[1:] if first else width)
         if width is not None and width != expected:
@@ -242,13 +270,21 @@ def predict(members: nn.Module | Sequence[nn.Module], data: Dataset | torch.Tens
         return first if per_member else first.mean(0)
     second = world.gather_members(second, n_members)
     if per_member:
-        return first, sigma ** 2 + (second - first.pow(2)).clamp_min(0)
+        return first, sigma**2 + (second - first.pow(2)).clamp_min(0)
     mean = first.mean(0)
-    return mean, sigma ** 2 + (second.mean(0) - mean.pow(2)).clamp_min(0)
+    return mean, sigma**2 + (second.mean(0) - mean.pow(2)).clamp_min(0)
 
 
-def point_probabilities(model: nn.Module, data: Dataset, *, split: str = "test", n_points: int = 25, seed: int = 0,
-                        member: int = 0, batch_size: int = 256) -> torch.Tensor:
+def point_probabilities(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    split: str = "test",
+    n_points: int = 25,
+    seed: int = 0,
+    member: int = 0,
+    batch_size: int = 256,
+) -> torch.Tensor:
     """(M, N, C) class probabilities at each of the M points ``predict`` evaluates member
     ``member`` of an ensemble at (the same points, BatchNorm statistics and dropout draws),
     on ``data``'s ``split``; (1, N, C) for a plain model."""
@@ -257,44 +293,75 @@ def point_probabilities(model: nn.Module, data: Dataset, *, split: str = "test",
     if task != "classification":
         raise ValueError("point_probabilities needs a classification data set")
     coeffs = member_points(model, n_points, seed, member)
-    parts = [torch.softmax(out.float(), -1).cpu() for _, out in outputs_at(
-        model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=derive_seed(seed, member, 1))]
+    parts = [
+        torch.softmax(out.float(), -1).cpu()
+        for _, out in outputs_at(
+            model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=derive_seed(seed, member, 1)
+        )
+    ]
     return torch.cat(parts, 1)
 
 
-def point_metrics(model: nn.Module, coeffs: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, *,
-                  task: str = "classification", noise_std: float = 1.0, bn_inputs: torch.Tensor | None = None,
-                  batch_size: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
+def point_metrics(
+    model: nn.Module,
+    coeffs: torch.Tensor | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task: str = "classification",
+    noise_std: float = 1.0,
+    bn_inputs: torch.Tensor | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Loss and error of each of the S points ``coeffs`` (S, k) of a simplex model (or of a
     plain model: S = 1) on (x, y): a dict of (S,) float64 tensors "loss" (the training
     objective: mean cross-entropy, or the Gaussian negative log likelihood with standard
     deviation ``noise_std`` for regression) and "error" (classification)."""
-    return split_metrics(model, coeffs, {"": (x, y)}, task=task, noise_std=noise_std, bn_inputs=bn_inputs,
-                         batch_size=batch_size, seed=seed)[""]
+    return split_metrics(
+        model,
+        coeffs,
+        {"": (x, y)},
+        task=task,
+        noise_std=noise_std,
+        bn_inputs=bn_inputs,
+        batch_size=batch_size,
+        seed=seed,
+    )[""]
 
 
-def split_metrics(model: nn.Module, coeffs: torch.Tensor | None, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                  *, task: str = "classification", noise_std: float = 1.0, bn_inputs: torch.Tensor | None = None,
-                  batch_size: int = 256, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+def split_metrics(
+    model: nn.Module,
+    coeffs: torch.Tensor | None,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    task: str = "classification",
+    noise_std: float = 1.0,
+    bn_inputs: torch.Tensor | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, dict[str, torch.Tensor]]:
     """``point_metrics`` on each of several splits (name -> (x, y)), with the BatchNorm
     statistics of the points computed once for all of them."""
     with evaluated_at(model, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=seed) as forward:
-        return {name: _losses(forward, x, y, task, noise_std, batch_size, model_device(model))
-                for name, (x, y) in splits.items()}
+        return {
+            name: _losses(forward, x, y, task, noise_std, batch_size, model_device(model))
+            for name, (x, y) in splits.items()
+        }
 
 
 def _losses(forward, x, y, task, noise_std, batch_size, device):
     _checks.tensor(x, "x")
     loss = err = None
     for start, out in _batches_of(forward, x, batch_size, device):
-        yb = y[start:start + out.shape[1]].to(out.device)
+        yb = y[start : start + out.shape[1]].to(out.device)
         if task == "classification":
             logp = torch.log_softmax(out.double(), -1)
             nll = -logp.gather(-1, yb[None, :, None].expand(out.shape[0], -1, 1)).squeeze(-1).sum(1)
             wrong = (out.argmax(-1) != yb).double().sum(1)
         else:
             z = (out.double() - yb.double()) / noise_std
-            nll = (0.5 * z.pow(2) + math.log(noise_std) + 0.5 * math.log(2 * math.pi))
+            nll = 0.5 * z.pow(2) + math.log(noise_std) + 0.5 * math.log(2 * math.pi)
             nll = nll.reshape(out.shape[0], out.shape[1], -1).mean(-1).sum(1)
             wrong = torch.zeros_like(nll)
         loss = nll if loss is None else loss + nll

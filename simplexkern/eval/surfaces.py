@@ -2,6 +2,7 @@
 segment between its ends), and the loss / error on the plane through three points (SPEC
 §6, §8). Every point of a profile or a plane is a coefficient vector over the model's
 vertices, so many points are evaluated in one multi-point forward."""
+
 import math
 from typing import Any
 
@@ -17,8 +18,9 @@ from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
 
 
-def metrics_at(model: SimplexModel, coeffs: torch.Tensor, data: Dataset, *, batch_size: int = 256,
-               points_per_pass: int = 64) -> dict[str, np.ndarray]:
+def metrics_at(
+    model: SimplexModel, coeffs: torch.Tensor, data: Dataset, *, batch_size: int = 256, points_per_pass: int = 64
+) -> dict[str, np.ndarray]:
     """Train and test loss / error of each point ``coeffs`` (S, k) of a simplex model on
     ``data``: a dict of (S,) NumPy arrays "train_loss", "train_error", "test_loss",
     "test_error" (BatchNorm statistics recomputed per point from the training inputs)."""
@@ -26,9 +28,15 @@ def metrics_at(model: SimplexModel, coeffs: torch.Tensor, data: Dataset, *, batc
     out = {}
     splits = {split: (getattr(data, f"x_{split}"), getattr(data, f"y_{split}")) for split in ("train", "test")}
     for start in range(0, len(coeffs), points_per_pass):
-        values = split_metrics(model, coeffs[start:start + points_per_pass], splits, task=data.task,
-                               bn_inputs=data.x_train, batch_size=batch_size,
-                               noise_std=data.observation_noise if data.task == "regression" else 1.0)
+        values = split_metrics(
+            model,
+            coeffs[start : start + points_per_pass],
+            splits,
+            task=data.task,
+            bn_inputs=data.x_train,
+            batch_size=batch_size,
+            noise_std=data.observation_noise if data.task == "regression" else 1.0,
+        )
         for split, m in values.items():
             for name, v in m.items():
                 out.setdefault(f"{split}_{name}", []).append(v.numpy())
@@ -40,8 +48,12 @@ def _summary(values, lengths):
     rule over the grid's segments of lengths ``lengths``)."""
     mids = (values[1:] + values[:-1]) / 2
     weighted = float((mids * lengths).sum() / lengths.sum()) if lengths.sum() > 0 else float(values.mean())
-    return {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
-            "length_weighted": weighted}
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "length_weighted": weighted,
+    }
 
 
 def _sqnorms(model, deltas):
@@ -105,15 +117,21 @@ def plane_basis(model: SimplexModel, points: torch.Tensor) -> np.ndarray:
     a = points.detach().double().cpu()
     d01, d02, d12 = (float(v) for v in _sqnorms(model, torch.stack([a[1] - a[0], a[2] - a[0], a[2] - a[1]])))
     g12 = (d01 + d02 - d12) / 2
-    h2 = d02 - g12 ** 2 / d01 if d01 > 0 else 0.0
+    h2 = d02 - g12**2 / d01 if d01 > 0 else 0.0
     if d01 <= 0 or h2 <= 1e-12 * max(d01, d02):
         raise ValueError("the three points are (nearly) on one line: they span no plane")
     return np.array([[math.sqrt(d01), g12 / math.sqrt(d01)], [0.0, math.sqrt(h2)]])
 
 
-def loss_plane(points: list[torch.nn.Module] | tuple[torch.nn.Module, ...] | torch.Tensor | ArrayLike,
-               data: Dataset, *, model: SimplexModel | None = None, grid: int = 21, margin: float = 0.2,
-               batch_size: int = 256) -> dict[str, Any]:
+def loss_plane(
+    points: list[torch.nn.Module] | tuple[torch.nn.Module, ...] | torch.Tensor | ArrayLike,
+    data: Dataset,
+    *,
+    model: SimplexModel | None = None,
+    grid: int = 21,
+    margin: float = 0.2,
+    batch_size: int = 256,
+) -> dict[str, Any]:
     """Loss and error on the plane through three weight vectors (SPEC §8): centre c of the
     three points, Gram-Schmidt basis u, v, grid c + x u + y v over the points' extent
     widened by ``margin`` on each side.
@@ -141,8 +159,9 @@ def loss_plane(points: list[torch.nn.Module] | tuple[torch.nn.Module, ...] | tor
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"points must be 3 coefficient vectors of numbers, got {type(points).__name__}") from None
         if coeffs.shape != (3, model.n_vertices):
-            raise ValueError(f"points must be 3 coefficient vectors, shape (3, {model.n_vertices}), got "
-                             f"{tuple(coeffs.shape)}")
+            raise ValueError(
+                f"points must be 3 coefficient vectors, shape (3, {model.n_vertices}), got {tuple(coeffs.shape)}"
+            )
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
         raise ValueError(f"grid must be an int >= 2, got {grid!r}")
     basis = plane_basis(model, coeffs)

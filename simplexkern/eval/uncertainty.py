@@ -2,6 +2,7 @@
 selective classification (risk-coverage, AURC), out-of-distribution detection (AUROC, AUPR,
 FPR at 95% TPR) and ensemble diversity (disagreement, mutual information). Probabilities,
 never logits; everything in float64 on the CPU."""
+
 import itertools
 
 import numpy as np
@@ -64,9 +65,12 @@ def summary(member_probs: torch.Tensor, targets: torch.Tensor) -> dict[str, floa
     p = _probabilities(member_probs, "member_probs", dims=3)
     mean = p.mean(0)
     several = p.shape[0] > 1
-    return {"adaptive_ece": adaptive_ece(mean, targets), "aurc": aurc(mean, targets),
-            "disagreement": disagreement(p) if several else None,
-            "mutual_information": mutual_information(p) if several else None}
+    return {
+        "adaptive_ece": adaptive_ece(mean, targets),
+        "aurc": aurc(mean, targets),
+        "disagreement": disagreement(p) if several else None,
+        "mutual_information": mutual_information(p) if several else None,
+    }
 
 
 def risk_coverage(probs: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +109,9 @@ def ood_detection(probs_in: torch.Tensor, probs_out: torch.Tensor, score: str = 
     s_in = uncertainty_score(probs_in, score).numpy()
     s_out = uncertainty_score(_probabilities(probs_out, "probs_out"), score).numpy()
     if probs_out.shape[1] != probs_in.shape[1]:
-        raise ValueError(f"probs_in and probs_out must have as many classes, got {probs_in.shape[1]} and "
-                         f"{probs_out.shape[1]}")
+        raise ValueError(
+            f"probs_in and probs_out must have as many classes, got {probs_in.shape[1]} and {probs_out.shape[1]}"
+        )
     n_in, n_out = len(s_in), len(s_out)
     scores = np.concatenate([s_out, s_in])
     positive = np.r_[np.ones(n_out), np.zeros(n_in)]

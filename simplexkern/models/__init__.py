@@ -4,6 +4,7 @@
 model (``simplexkern_architecture``), so a checkpoint can rebuild it. Names starting with
 ``torchvision.`` build ``torchvision.models.<name>(weights=None, **kwargs)``.
 """
+
 import math
 from typing import Any
 
@@ -47,10 +48,12 @@ def check_name(name: str, sized: bool = False) -> str:
     if name.startswith("torchvision."):
         import torchvision
 
-        arch = name[len("torchvision."):]
+        arch = name[len("torchvision.") :]
         if arch not in torchvision.models.list_models(module=torchvision.models):
-            raise ValueError(f"unknown architecture {name!r}: torchvision has no classification model {arch!r} "
-                             "(e.g. torchvision.resnet18)")
+            raise ValueError(
+                f"unknown architecture {name!r}: torchvision has no classification model {arch!r} "
+                "(e.g. torchvision.resnet18)"
+            )
     elif name not in _REGISTRY and not (sized and name == "convnet"):
         known = names() + (["convnet"] if sized else [])
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(known))} or 'torchvision.<name>'")
@@ -63,7 +66,7 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     if name.startswith("torchvision."):
         import torchvision
 
-        model = torchvision.models.get_model(name[len("torchvision."):], weights=None, **kwargs)
+        model = torchvision.models.get_model(name[len("torchvision.") :], weights=None, **kwargs)
     else:
         model = _REGISTRY[name](**kwargs)
     model.simplexkern_architecture = {"name": name, "kwargs": dict(kwargs)}
@@ -82,13 +85,17 @@ def _sizes(name, shape, n_outputs, vocab_size):
             return name, {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1], "patch": patch}
         if len(shape) == 1 and vocab_size is not None:
             return name, {"num_classes": n_outputs, "vocab_size": vocab_size, "length": shape[0]}
-        raise ValueError(f"transformer takes (C, L) signals or (L,) token ids (an .npz of integers >= 0); the "
-                         f"data's inputs have shape {shape}")
+        raise ValueError(
+            f"transformer takes (C, L) signals or (L,) token ids (an .npz of integers >= 0); the "
+            f"data's inputs have shape {shape}"
+        )
     if len(shape) == 2 and name in ("convnet", "convnet1d"):
         return "convnet1d", {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1]}
     if len(shape) != 3:
-        raise ValueError(f"{name} takes images (C, H, W); the data's inputs have shape {shape} "
-                         f"(use 'mlp'{', or convnet for (C, L) signals' if len(shape) < 3 else ''})")
+        raise ValueError(
+            f"{name} takes images (C, H, W); the data's inputs have shape {shape} "
+            f"(use 'mlp'{', or convnet for (C, L) signals' if len(shape) < 3 else ''})"
+        )
     c, h, w = shape
     if name in ("convnet", "convnet2d"):
         return "convnet2d", {"num_classes": n_outputs, "in_channels": c}
@@ -105,7 +112,7 @@ def _sizes(name, shape, n_outputs, vocab_size):
     if name.startswith("torchvision."):
         if c != 3:
             raise ValueError(f"{name} takes 3-channel images, the data's have {c}")
-        arch, kwargs = name[len("torchvision."):], {"num_classes": n_outputs}
+        arch, kwargs = name[len("torchvision.") :], {"num_classes": n_outputs}
         if arch.startswith("vit_"):  # position embeddings sized for the images
             if h != w:
                 raise ValueError(f"{name} takes square images, the data's are {h}x{w}")
@@ -140,5 +147,18 @@ def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
     return model.train()
 
 
-__all__ = ["create", "check_name", "for_data", "names", "VGG16", "PreResNet", "WideResNet", "LeNet5", "MLP", "ConvNet",
-           "DigitsConvNet", "ConvNet1d", "Transformer"]
+__all__ = [
+    "create",
+    "check_name",
+    "for_data",
+    "names",
+    "VGG16",
+    "PreResNet",
+    "WideResNet",
+    "LeNet5",
+    "MLP",
+    "ConvNet",
+    "DigitsConvNet",
+    "ConvNet1d",
+    "Transformer",
+]

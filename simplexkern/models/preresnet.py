@@ -1,6 +1,7 @@
 """Pre-activation ResNets for 32x32 inputs (He et al. 2016), as in the curve-finding
 paper's code: depth >= 44 uses bottleneck blocks (depth = 9n + 2: PreResNet-110 and -164),
 shallower ones basic blocks (depth = 6n + 2)."""
+
 import torch
 from torch import nn
 
@@ -13,7 +14,7 @@ class _Basic(nn.Module):
         self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c, 3, stride, 1, bias=False)
         self.bn2, self.conv2 = nn.BatchNorm2d(c), nn.Conv2d(c, c, 3, 1, 1, bias=False)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = (nn.Conv2d(c_in, c, 1, stride, bias=False) if stride != 1 or c_in != c else None)
+        self.shortcut = nn.Conv2d(c_in, c, 1, stride, bias=False) if stride != 1 or c_in != c else None
 
     def forward(self, x):
         out = self.relu(self.bn1(x))
@@ -32,7 +33,7 @@ class _Bottleneck(nn.Module):
         self.bn2, self.conv2 = nn.BatchNorm2d(c), nn.Conv2d(c, c, 3, stride, 1, bias=False)
         self.bn3, self.conv3 = nn.BatchNorm2d(c), nn.Conv2d(c, c * 4, 1, bias=False)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = (nn.Conv2d(c_in, c * 4, 1, stride, bias=False) if stride != 1 or c_in != c * 4 else None)
+        self.shortcut = nn.Conv2d(c_in, c * 4, 1, stride, bias=False) if stride != 1 or c_in != c * 4 else None
 
     def forward(self, x):
         out = self.relu(self.bn1(x))

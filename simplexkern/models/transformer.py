@@ -3,6 +3,7 @@
 Attention is written with ``nn.Linear`` and ``F.scaled_dot_product_attention``; positions are
 learned and looked up with ``torch.arange`` inside the forward.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,8 +21,9 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.qkv(x).split(C, 2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, heads, T, C / heads)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, heads, T, C / heads)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -30,8 +32,9 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, heads, causal, dropout)
         self.ln2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -48,9 +51,19 @@ class Transformer(nn.Module):
     with causal attention, as nanoGPT.
     """
 
-    def __init__(self, num_classes: int | None = None, *, length: int, vocab_size: int | None = None,
-                 in_channels: int | None = None, patch: int = 1, dim: int = 64, depth: int = 2, heads: int = 4,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        *,
+        length: int,
+        vocab_size: int | None = None,
+        in_channels: int | None = None,
+        patch: int = 1,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if (vocab_size is None) == (in_channels is None):
             raise ValueError("give vocab_size (token ids) or in_channels (signals), not both")

@@ -1,5 +1,6 @@
 """VGG16 for 32x32 inputs (CIFAR), with or without BatchNorm, as in the curve-finding and
 simplex papers' experiments."""
+
 import torch
 from torch import nn
 
@@ -7,8 +8,9 @@ _CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 5
 
 
 class VGG16(nn.Module):
-    def __init__(self, num_classes: int = 10, batch_norm: bool = False, in_channels: int = 3,
-                 width: float = 1.0) -> None:
+    def __init__(
+        self, num_classes: int = 10, batch_norm: bool = False, in_channels: int = 3, width: float = 1.0
+    ) -> None:
         """``width`` scales every layer's channels (at least 1 each): 1/16, 1/8, ... for small
         versions of the same layout."""
         super().__init__()
@@ -28,9 +30,14 @@ class VGG16(nn.Module):
         self.features = nn.Sequential(*layers)
         hidden = max(1, round(512 * width))
         self.classifier = nn.Sequential(
-            nn.Dropout(), nn.Linear(c, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_classes))
+            nn.Dropout(),
+            nn.Linear(c, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,4 +1,5 @@
 """Wide ResNet for 32x32 inputs (Zagoruyko & Komodakis 2016); WRN-28-10 by default."""
+
 import torch
 from torch import nn
 
@@ -19,8 +20,9 @@ class _WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, dropout: float = 0.0,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4, got {depth}")
@@ -28,8 +30,11 @@ class WideResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1)
         stages, c_in = [], 16
         for i, c in enumerate(widths):
-            stages.append(nn.Sequential(*[_WideBlock(c_in if j == 0 else c, c, 2 if i and not j else 1, dropout)
-                                          for j in range(n)]))
+            stages.append(
+                nn.Sequential(
+                    *[_WideBlock(c_in if j == 0 else c, c, 2 if i and not j else 1, dropout) for j in range(n)]
+                )
+            )
             c_in = c
         self.layer1, self.layer2, self.layer3 = stages
         self.bn, self.relu = nn.BatchNorm2d(c_in), nn.ReLU()

@@ -8,6 +8,7 @@ a trained torchvision model) loads as vertex 0. Plain modules are saved the same
 (``kind: "plain"``) and read back with ``load_module``. A checkpoint may also carry a
 training state (optimizer state and other tensors) for resuming: ``read_training_state``.
 """
+
 import itertools
 import json
 import os
@@ -45,8 +46,12 @@ def _detached(obj):
     return obj
 
 
-def save(model: torch.nn.Module, path: Path, metadata: dict[str, Any] | None = None,
-         training_state: dict[str, Any] | None = None) -> None:
+def save(
+    model: torch.nn.Module,
+    path: Path,
+    metadata: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> None:
     """Writes ``model`` (a SimplexModel or a plain ``nn.Module``) to ``path`` atomically (a
     temporary file in the same folder, then a rename): the file is either the old one or
     the complete new one. ``metadata``: a JSON-serialisable dict (epochs, learning rates,
@@ -62,22 +67,28 @@ def save(model: torch.nn.Module, path: Path, metadata: dict[str, Any] | None = N
         meta_json = json.dumps(meta)
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": meta_json,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "training_state": _detached(training_state)}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "metadata": meta_json,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "training_state": _detached(training_state),
+    }
     if isinstance(model, SimplexModel):
         sampler = model.sampler.config()
-        payload.update({
-            "kind": "simplex",
-            "architecture": model.architecture,
-            "n_vertices": model.n_vertices,
-            "fixed": model.fixed_mask(),
-            "sampler": sampler,
-            "complex": sampler.get("simplices"),
-            "shared": list(model.shared),
-            "slots": [[name, list(shape)] for name, (_, shape) in model.store.slots.items()],
-            "dtype": str(model.dtype).replace("torch.", ""),
-        })
+        payload.update(
+            {
+                "kind": "simplex",
+                "architecture": model.architecture,
+                "n_vertices": model.n_vertices,
+                "fixed": model.fixed_mask(),
+                "sampler": sampler,
+                "complex": sampler.get("simplices"),
+                "shared": list(model.shared),
+                "slots": [[name, list(shape)] for name, (_, shape) in model.store.slots.items()],
+                "dtype": str(model.dtype).replace("torch.", ""),
+            }
+        )
     else:
         payload.update({"kind": "plain", "architecture": getattr(model, "simplexkern_architecture", None)})
     if not path.parent.is_dir():
@@ -93,18 +104,23 @@ def _plain_model(model, architecture):
 
     if model is None:
         if architecture is None:
-            raise ValueError("the checkpoint records no architecture (the model was simplexified from a module "
-                             "built outside simplexkern.models); pass model= with a fresh instance of it")
+            raise ValueError(
+                "the checkpoint records no architecture (the model was simplexified from a module "
+                "built outside simplexkern.models); pass model= with a fresh instance of it"
+            )
         try:
             return models.create(architecture["name"], **architecture["kwargs"])
         except (TypeError, ValueError) as err:
-            raise ValueError(f"the checkpoint's architecture {architecture['name']!r} with arguments "
-                             f"{architecture['kwargs']} cannot be built: {err}") from None
+            raise ValueError(
+                f"the checkpoint's architecture {architecture['name']!r} with arguments "
+                f"{architecture['kwargs']} cannot be built: {err}"
+            ) from None
     if isinstance(model, str):
         return models.create(model)
     if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a plain torch.nn.Module, an architecture name or None, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"model must be a plain torch.nn.Module, an architecture name or None, got {type(model).__name__}"
+        )
     own = getattr(model, "simplexkern_architecture", None)
     if architecture is not None and own is not None and own != architecture:
         raise ValueError(f"the checkpoint's architecture is {architecture}, the model given is {own}")
@@ -112,9 +128,18 @@ def _plain_model(model, architecture):
 
 
 _FIELDS = {  # kind -> fields a checkpoint of that kind must have, with their types
-    "simplex": {"architecture": (dict, type(None)), "n_vertices": int, "fixed": list, "sampler": dict,
-                "complex": (list, type(None)), "shared": list, "slots": list, "dtype": str, "metadata": str,
-                "state_dict": dict},
+    "simplex": {
+        "architecture": (dict, type(None)),
+        "n_vertices": int,
+        "fixed": list,
+        "sampler": dict,
+        "complex": (list, type(None)),
+        "shared": list,
+        "slots": list,
+        "dtype": str,
+        "metadata": str,
+        "state_dict": dict,
+    },
     "plain": {"architecture": (dict, type(None)), "metadata": str, "state_dict": dict},
 }
 
@@ -144,9 +169,15 @@ def _read(path, map_location="cpu"):
         raise ValueError(f"{path} is neither a simplexkern checkpoint nor a plain state dict")
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format version {version}; this simplexkern reads version "
-                         f"{FORMAT_VERSION}" + (" (it was written by a newer simplexkern)"
-                                                if isinstance(version, int) and version > FORMAT_VERSION else ""))
+        raise ValueError(
+            f"{path} has checkpoint format version {version}; this simplexkern reads version "
+            f"{FORMAT_VERSION}"
+            + (
+                " (it was written by a newer simplexkern)"
+                if isinstance(version, int) and version > FORMAT_VERSION
+                else ""
+            )
+        )
     kind = obj.setdefault("kind", "simplex")
     if kind not in _FIELDS:
         raise ValueError(f"{path} is a checkpoint of unknown kind {kind!r}")
@@ -174,8 +205,9 @@ def read_training_state(path: Path) -> tuple[dict[str, Any], dict[str, Any] | No
     return obj["metadata"], obj.get("training_state")
 
 
-def load_module(path: Path, model: torch.nn.Module | str | None = None, *,
-                map_location: torch.device | str = "cpu") -> torch.nn.Module:
+def load_module(
+    path: Path, model: torch.nn.Module | str | None = None, *, map_location: torch.device | str = "cpu"
+) -> torch.nn.Module:
     """Reads a plain ``nn.Module`` saved by ``save`` (or a plain state dict file) from
     ``path``. ``model``: None (rebuild the recorded architecture), an architecture name, or
     a fresh instance of the architecture, into which the weights are loaded."""
@@ -192,21 +224,26 @@ def _module(obj, path, model):
     architecture = None if state_dict_file else obj["architecture"]
     if model is None and architecture is None:
         what = "a plain state dict, which" if state_dict_file else "a module that"
-        raise ValueError(f"{path} is {what} records no architecture; pass model= (a fresh instance of the "
-                         "architecture or its simplexkern.models name)")
+        raise ValueError(
+            f"{path} is {what} records no architecture; pass model= (a fresh instance of the "
+            "architecture or its simplexkern.models name)"
+        )
     plain = _plain_model(model, architecture)
     own = plain.state_dict()  # checked in full first: a mismatch leaves the model given untouched
     missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
     shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(f"the state in {path} does not match the model: missing {missing[:5]}, unexpected "
-                         f"{unexpected[:5]}, other shapes {shapes[:5]}")
+        raise ValueError(
+            f"the state in {path} does not match the model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, other shapes {shapes[:5]}"
+        )
     plain.load_state_dict(state)
     return plain
 
 
-def load(path: Path, model: torch.nn.Module | str | None = None, *,
-         map_location: torch.device | str = "cpu") -> SimplexModel:
+def load(
+    path: Path, model: torch.nn.Module | str | None = None, *, map_location: torch.device | str = "cpu"
+) -> SimplexModel:
     """Reads a SimplexModel from ``path``.
 
     ``model``: None (rebuild the recorded architecture), an architecture name, or a fresh
@@ -238,15 +275,20 @@ def _simplex(obj, path, model):
     mine = [[name, list(shape)] for name, (_, shape) in sm.store.slots.items()]
     if mine != obj["slots"]:
         diff = next((a, b) for a, b in itertools.zip_longest(obj["slots"], mine) if a != b)
-        raise ValueError(f"the checkpoint's layers do not match the model's: the checkpoint has {diff[0]}, the "
-                         f"model {diff[1]} (layer name and shape)")
+        raise ValueError(
+            f"the checkpoint's layers do not match the model's: the checkpoint has {diff[0]}, the "
+            f"model {diff[1]} (layer name and shape)"
+        )
     missing, unexpected = sm.load_state_dict(obj["state_dict"], strict=False)
     if missing or unexpected:
-        raise ValueError(f"the checkpoint's state does not match the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"the checkpoint's state does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     if sm.n_vertices != obj["n_vertices"] or sm.fixed_mask() != obj["fixed"]:
-        raise ValueError(f"{path} is inconsistent: it records {obj['n_vertices']} vertices with fixed mask "
-                         f"{obj['fixed']}, its store holds {sm.n_vertices} with {sm.fixed_mask()}")
+        raise ValueError(
+            f"{path} is inconsistent: it records {obj['n_vertices']} vertices with fixed mask "
+            f"{obj['fixed']}, its store holds {sm.n_vertices} with {sm.fixed_mask()}"
+        )
     sm.sampler = samplers.from_config(obj["sampler"])
     if obj["complex"] is not None and max(max(s) for s in obj["complex"]) >= sm.n_vertices:
         raise ValueError(f"{path}: the complex names vertices beyond the {sm.n_vertices} stored")

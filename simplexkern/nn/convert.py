@@ -1,4 +1,5 @@
 """``simplexify``: any PyTorch model as a SimplexModel whose vertex 0 holds its weights."""
+
 import copy
 import math
 from typing import Any
@@ -31,18 +32,28 @@ def _refuse(module, path):
     cannot follow."""
     where = f"{path or 'the model'} ({type(module).__name__})"
     if isinstance(module, nn.modules.batchnorm._NormBase) and module.running_mean is not None:
-        raise TypeError(f"{where} keeps running statistics, which every point would share; per-point statistics "
-                        "are kept for BatchNorm1d/2d/3d (with their own forward); set track_running_stats=False or "
-                        f"list {path!r} in shared=")
+        raise TypeError(
+            f"{where} keeps running statistics, which every point would share; per-point statistics "
+            "are kept for BatchNorm1d/2d/3d (with their own forward); set track_running_stats=False or "
+            f"list {path!r} in shared="
+        )
     if isinstance(module, nn.Embedding) and (module.max_norm is not None or module.sparse):
-        raise ValueError(f"{where}: an embedding with max_norm (which rescales its weight in place) or sparse "
-                         f"gradients cannot be a combination of vertices; list {path!r} in shared= to keep it as one "
-                         "shared copy")
+        raise ValueError(
+            f"{where}: an embedding with max_norm (which rescales its weight in place) or sparse "
+            f"gradients cannot be a combination of vertices; list {path!r} in shared= to keep it as one "
+            "shared copy"
+        )
 
 
-def simplexify(model: nn.Module, n_vertices: int = 1, *,
-               shared: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] = (), init: str = "mean",
-               noise: float = 0.01, architecture: dict[str, Any] | None = None) -> SimplexModel:
+def simplexify(
+    model: nn.Module,
+    n_vertices: int = 1,
+    *,
+    shared: str | list[str] | tuple[str, ...] | set[str] | frozenset[str] = (),
+    init: str = "mean",
+    noise: float = 0.01,
+    architecture: dict[str, Any] | None = None,
+) -> SimplexModel:
     """Converts ``model`` (any ``nn.Module``) into a ``SimplexModel`` whose vertex 0 holds the
     model's current weights; further vertices come from ``add_vertex(init, noise)``. The
     model itself is not changed.
@@ -69,8 +80,9 @@ def simplexify(model: nn.Module, n_vertices: int = 1, *,
     paths = dict(model.named_modules())
     for s in shared:
         if s not in paths or s == "":
-            raise ValueError(f"shared lists {s!r}, which is not a submodule path of the model (the whole model "
-                             "cannot be shared)")
+            raise ValueError(
+                f"shared lists {s!r}, which is not a submodule path of the model (the whole model cannot be shared)"
+            )
     module = copy.deepcopy(model)
     evaluation = Evaluation()
     tensors, slot_of, aliases = {}, {}, {}  # slot -> tensor; id(tensor) -> slot; tied parameter path -> slot
@@ -82,8 +94,10 @@ def simplexify(model: nn.Module, n_vertices: int = 1, *,
             aliases[path] = slot_of[id(t)]
             return slot_of[id(t)]
         if not t.requires_grad:
-            raise ValueError(f"{path} has requires_grad=False: vertices are trained, so a frozen parameter cannot be "
-                             f"one; list {prefix[:-1]!r} in shared= to keep it as one frozen copy")
+            raise ValueError(
+                f"{path} has requires_grad=False: vertices are trained, so a frozen parameter cannot be "
+                f"one; list {prefix[:-1]!r} in shared= to keep it as one frozen copy"
+            )
         slot_of[id(t)] = path
         tensors[path] = t
         return path
@@ -106,8 +120,10 @@ def simplexify(model: nn.Module, n_vertices: int = 1, *,
     for s in sorted(shared):
         for n, t in module.get_submodule(s).named_parameters():
             if id(t) in slot_of:
-                raise ValueError(f"{s}.{n} is tied to {slot_of[id(t)]}, which is a vertex parameter: a tie cannot be "
-                                 "both; list both modules in shared= or neither")
+                raise ValueError(
+                    f"{s}.{n} is tied to {slot_of[id(t)]}, which is a vertex parameter: a tie cannot be "
+                    "both; list both modules in shared= or neither"
+                )
     dtypes = {(t.dtype, t.device) for t in tensors.values()}
     if len(dtypes) > 1:
         raise TypeError(f"all vertex parameters must share one dtype and device, got {sorted(map(str, dtypes))}")

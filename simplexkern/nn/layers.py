@@ -10,6 +10,7 @@ point (``plain``), so a converted model can always be baked out. Reading a param
 layer during a forward (``self.out_proj.weight`` in ``nn.MultiheadAttention``, a head tied
 to an embedding in forward code) gives its value at the point.
 """
+
 import copy
 import functools
 
@@ -33,8 +34,10 @@ class SimplexLayer(nn.Module):
     def __init__(self, plain: nn.Module, evaluation: Evaluation, prefix: str, slots: dict[str, str]) -> None:
         super().__init__()
         skeleton = copy.copy(plain)  # the plain module's settings, without its tensors
-        skeleton._parameters = {n: None if t is None else nn.Parameter(t.detach().to("meta"), t.requires_grad)
-                                for n, t in plain._parameters.items()}
+        skeleton._parameters = {
+            n: None if t is None else nn.Parameter(t.detach().to("meta"), t.requires_grad)
+            for n, t in plain._parameters.items()
+        }
         skeleton._buffers = {n: None if t is None else t.detach().to("meta") for n, t in plain._buffers.items()}
         skeleton._modules = {}
         object.__setattr__(self, "_skeleton", skeleton)  # not a submodule: no parameters, no state
@@ -48,11 +51,15 @@ class SimplexLayer(nn.Module):
         """Whether this layer computes what ``plain`` computes: one of ``plain_types`` or a
         subclass with its forward and parameters, no hooks and no parametrization."""
         base = next((t for t in cls.plain_types if isinstance(plain, t)), None)
-        return (base is not None and type(plain).forward is base.forward
-                and set(plain._parameters) == set(cls.plain_parameters_of(plain))
-                and not parametrize.is_parametrized(plain)
-                and not (plain._forward_hooks or plain._forward_pre_hooks or plain._backward_hooks
-                         or plain._backward_pre_hooks))
+        return (
+            base is not None
+            and type(plain).forward is base.forward
+            and set(plain._parameters) == set(cls.plain_parameters_of(plain))
+            and not parametrize.is_parametrized(plain)
+            and not (
+                plain._forward_hooks or plain._forward_pre_hooks or plain._backward_hooks or plain._backward_pre_hooks
+            )
+        )
 
     @classmethod
     def plain_parameters_of(cls, plain: nn.Module) -> frozenset[str]:
@@ -96,8 +103,10 @@ class SimplexLayer(nn.Module):
             if name not in self.__dict__.get("slots", ()):
                 raise
         if self._evaluation.current is None:
-            raise AttributeError(f"{self.where()}: its {name} is a combination of vertices and exists only at a "
-                                 "point: during the SimplexModel's forward, or in model.at(coeffs)")
+            raise AttributeError(
+                f"{self.where()}: its {name} is a combination of vertices and exists only at a "
+                "point: during the SimplexModel's forward, or in model.at(coeffs)"
+            )
         return self.combine_param(name)
 
     def plain_buffers(self, row: int | None) -> dict[str, torch.Tensor]:
@@ -135,8 +144,9 @@ class SimplexConv2d(SimplexLayer):
     def accepts(cls, plain: nn.Module) -> bool:
         return super().accepts(plain) and plain.padding_mode == "zeros"
 
-    def __init__(self, plain: nn.Conv1d | nn.Conv2d, evaluation: Evaluation, prefix: str,
-                 slots: dict[str, str]) -> None:
+    def __init__(
+        self, plain: nn.Conv1d | nn.Conv2d, evaluation: Evaluation, prefix: str, slots: dict[str, str]
+    ) -> None:
         super().__init__(plain, evaluation, prefix, slots)
         # the convolution's arguments, checked once: each call checks only the input's shape
         self._arguments = conv_arguments(*self._conv_args(), plain.groups)
@@ -168,6 +178,7 @@ class SimplexConv2d(SimplexLayer):
 
 class SimplexConv1d(SimplexConv2d):
     """A 1-D convolution as a 2-D one of height 1."""
+
     plain_types = (nn.Conv1d,)
 
     def _conv_args(self):
@@ -191,10 +202,12 @@ class SimplexBatchNorm(SimplexLayer):
     model's ``bn_points``) and updated only when the forward's points are exactly the tracked
     ones; evaluation uses the row of each point and refuses points that have none.
     """
+
     plain_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
-    def __init__(self, plain: nn.modules.batchnorm._BatchNorm, evaluation: Evaluation, prefix: str,
-                 slots: dict[str, str]) -> None:
+    def __init__(
+        self, plain: nn.modules.batchnorm._BatchNorm, evaluation: Evaluation, prefix: str, slots: dict[str, str]
+    ) -> None:
         super().__init__(plain, evaluation, prefix, slots)
         self.eps, self.momentum = plain.eps, plain.momentum
         self.track_running_stats = plain.track_running_stats
@@ -255,8 +268,9 @@ class SimplexBatchNorm(SimplexLayer):
         weights = [self.store_weight(n) for n in ("weight", "bias")]
         interpreter = _vmap.innermost()
         if interpreter is not None:  # all points as one native batch norm over S x C channels
-            return _vmap.call_unbatched(interpreter, functools.partial(self._at_points, update), x, p.coeffs,
-                                        *weights, *stats)
+            return _vmap.call_unbatched(
+                interpreter, functools.partial(self._at_points, update), x, p.coeffs, *weights, *stats
+            )
         w, b = (None if t is None else self.combine_param(n) for n, t in zip(("weight", "bias"), weights))
         return self._normalise(x, w, b, *stats, update)
 
@@ -308,21 +322,27 @@ class SimplexBatchNorm(SimplexLayer):
             return {}
         if row is None:  # fresh statistics, as a new nn.BatchNorm has
             c = self.running_mean.shape[1]
-            return {"running_mean": self.running_mean.new_zeros(c), "running_var": self.running_var.new_ones(c),
-                    "num_batches_tracked": self.num_batches_tracked.new_zeros(())}
-        return {"running_mean": self.running_mean[row].clone(), "running_var": self.running_var[row].clone(),
-                "num_batches_tracked": self.num_batches_tracked[row].clone()}
+            return {
+                "running_mean": self.running_mean.new_zeros(c),
+                "running_var": self.running_var.new_ones(c),
+                "num_batches_tracked": self.num_batches_tracked.new_zeros(()),
+            }
+        return {
+            "running_mean": self.running_mean[row].clone(),
+            "running_var": self.running_var[row].clone(),
+            "num_batches_tracked": self.num_batches_tracked[row].clone(),
+        }
 
 
 class SimplexEmbedding(SimplexLayer):
     """Gathers the rows of the k vertices, then combines them: the S tables are never made."""
+
     plain_types = (nn.Embedding,)
     plain_parameters = frozenset({"weight"})
 
     @classmethod
     def accepts(cls, plain: nn.Module) -> bool:
-        return (super().accepts(plain) and plain.max_norm is None and not plain.scale_grad_by_freq
-                and not plain.sparse)
+        return super().accepts(plain) and plain.max_norm is None and not plain.scale_grad_by_freq and not plain.sparse
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         p = self._points()
@@ -340,6 +360,7 @@ class SimplexEmbedding(SimplexLayer):
 class SimplexRecurrent(SimplexLayer):
     """RNN, LSTM and GRU: torch.func.vmap has no batching rule for them, so the plain layer
     runs once per point with that point's weights (the rest of the model stays batched)."""
+
     plain_types = (nn.RNN, nn.LSTM, nn.GRU)
 
     @classmethod
@@ -367,8 +388,17 @@ class SimplexPool(SimplexLayer):
     they lie in memory: vmap's own rule moves the points in front of the batch, a copy when
     the points lie example-major (as the fused convolutions leave them), and computes max
     pooling's indices even when no gradient is needed."""
-    plain_types = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                   nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+
+    plain_types = (
+        nn.MaxPool1d,
+        nn.MaxPool2d,
+        nn.AvgPool1d,
+        nn.AvgPool2d,
+        nn.AdaptiveAvgPool1d,
+        nn.AdaptiveAvgPool2d,
+        nn.AdaptiveMaxPool1d,
+        nn.AdaptiveMaxPool2d,
+    )
     plain_parameters = frozenset()
 
     @classmethod
@@ -394,8 +424,16 @@ class SimplexPool(SimplexLayer):
         x = x.transpose(0, 1)
         return pool(x.flatten(0, 1)).unflatten(0, x.shape[:2]), 0
 
-LAYERS = (SimplexLinear, SimplexConv2d, SimplexConv1d, SimplexBatchNorm, SimplexEmbedding, SimplexRecurrent,
-          SimplexPool)
+
+LAYERS = (
+    SimplexLinear,
+    SimplexConv2d,
+    SimplexConv1d,
+    SimplexBatchNorm,
+    SimplexEmbedding,
+    SimplexRecurrent,
+    SimplexPool,
+)
 
 
 def simplex_layer_for(module: nn.Module) -> type[SimplexLayer] | None:

@@ -9,6 +9,7 @@ modules (where the plain model has them) for the forward. The forward runs under
 unchanged and the points never mix; what vmap cannot batch is found at the first forward,
 and the model then evaluates its points one at a time (``point_evaluation``).
 """
+
 import copy
 import functools
 import math
@@ -48,9 +49,17 @@ class SimplexModel(nn.Module):
     cannot follow on).
     """
 
-    def __init__(self, module: nn.Module, store: VertexStore, evaluation: Evaluation, shared: Iterable[str] = (),
-                 architecture: dict[str, Any] | None = None, *, generic: Sequence[tuple[str, str, str]] = (),
-                 aliases: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        store: VertexStore,
+        evaluation: Evaluation,
+        shared: Iterable[str] = (),
+        architecture: dict[str, Any] | None = None,
+        *,
+        generic: Sequence[tuple[str, str, str]] = (),
+        aliases: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.module = module
         self.store = store
@@ -74,8 +83,9 @@ class SimplexModel(nn.Module):
         self._fused_slots = {slot for m in layers for slot in m.slots.values()}
         self._batchnorms = [m for m in layers if isinstance(m, SimplexBatchNorm)]
         tracked = bool(self._tracked_norms())
-        self.register_buffer("bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.trainable.dtype,
-                                                     device=store.trainable.device))
+        self.register_buffer(
+            "bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.trainable.dtype, device=store.trainable.device)
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -99,8 +109,9 @@ class SimplexModel(nn.Module):
 
     def _tracked_norms(self):
         """(path, layer) of the BatchNorm layers that keep running statistics."""
-        return [(name, m) for name, m in self.simplex_layers()
-                if isinstance(m, SimplexBatchNorm) and m.track_running_stats]
+        return [
+            (name, m) for name, m in self.simplex_layers() if isinstance(m, SimplexBatchNorm) and m.track_running_stats
+        ]
 
     def _one_hot(self, i):
         point = torch.zeros(self.n_vertices, dtype=self.dtype, device=self.device)
@@ -121,8 +132,15 @@ class SimplexModel(nn.Module):
         self.store.set_fixed(i, False)
 
     @torch.no_grad()
-    def add_vertex(self, init: str = "mean", noise: float = 0.01, *, source: int | Iterable[int] | None = None,
-                   fixed: bool = False, generator: torch.Generator | None = None) -> int:
+    def add_vertex(
+        self,
+        init: str = "mean",
+        noise: float = 0.01,
+        *,
+        source: int | Iterable[int] | None = None,
+        fixed: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> int:
         """Adds a vertex and returns its index.
 
         ``init``: "mean" of the existing vertices (SPRO; ``source``, a list of vertex indices,
@@ -140,15 +158,20 @@ class SimplexModel(nn.Module):
             rows = range(self.n_vertices) if source is None else samplers._vertex_tuple(source, "source")
             new = self.store.mean([self._vertex_index(i, "source") for i in rows])
         elif init == "copy":
-            new = self.store.vertex(self._vertex_index(self.n_vertices - 1 if source is None else source,
-                                                       "source")).clone()
+            new = self.store.vertex(
+                self._vertex_index(self.n_vertices - 1 if source is None else source, "source")
+            ).clone()
         else:
             new = self._random_vertex(self.store.vertex(0))
         if noise:
             for name in self.store.slots:
                 part = self.store.slot(new, name)
-                eps = torch.randn(part.shape, generator=generator, device=new.device if generator is None
-                                  else generator.device, dtype=new.dtype).to(new.device)
+                eps = torch.randn(
+                    part.shape,
+                    generator=generator,
+                    device=new.device if generator is None else generator.device,
+                    dtype=new.dtype,
+                ).to(new.device)
                 part.add_(noise * self.store.rms(name) * eps)  # a view into new
         bn_points = torch.cat([self.bn_points, self.bn_points.new_zeros(len(self.bn_points), 1)], 1)
         self.store.append(new, fixed)
@@ -182,8 +205,9 @@ class SimplexModel(nn.Module):
             raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
         bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
         if bad:
-            raise TypeError(f"state_dict must map names to tensors; {bad[0]!r} is a "
-                            f"{type(state_dict[bad[0]]).__name__}")
+            raise TypeError(
+                f"state_dict must map names to tensors; {bad[0]!r} is a {type(state_dict[bad[0]]).__name__}"
+            )
         flat = torch.empty(self.store.n_columns, dtype=self.dtype, device=self.device)
         for name, (offset, shape) in self.store.slots.items():
             if name not in state_dict:
@@ -194,22 +218,33 @@ class SimplexModel(nn.Module):
             self.store.slot(flat, name).copy_(t)
         for alias, slot in self._aliases.items():
             if alias in state_dict and not torch.equal(state_dict[alias], state_dict[slot]):
-                raise ValueError(f"state_dict[{alias!r}] differs from state_dict[{slot!r}], the parameter this model "
-                                 "ties it to")
+                raise ValueError(
+                    f"state_dict[{alias!r}] differs from state_dict[{slot!r}], the parameter this model ties it to"
+                )
         norms = dict(self._tracked_norms())
         stats_keys = {f"{n}.{b}" for n in norms for b in ("running_mean", "running_var", "num_batches_tracked")}
-        shared = {k: v for k, v in state_dict.items()
-                  if k not in self.store.slots and k not in self._aliases and k not in stats_keys}
+        shared = {
+            k: v
+            for k, v in state_dict.items()
+            if k not in self.store.slots and k not in self._aliases and k not in stats_keys
+        }
         own = dict(self.module.state_dict())
         unknown = [k for k in shared if k not in own]
         if unknown:
             raise ValueError(f"state_dict has keys this model does not have: {unknown[:5]}")
         wrong = [k for k in (shared if i == 0 else ()) if shared[k].shape != own[k].shape]
-        wrong += [k for k in stats_keys if k in state_dict and not k.endswith("num_batches_tracked")
-                  and state_dict[k].shape != norms[k.rsplit(".", 1)[0]].running_mean.shape[1:]]
+        wrong += [
+            k
+            for k in stats_keys
+            if k in state_dict
+            and not k.endswith("num_batches_tracked")
+            and state_dict[k].shape != norms[k.rsplit(".", 1)[0]].running_mean.shape[1:]
+        ]
         if wrong:
-            raise ValueError(f"state_dict[{wrong[0]!r}] has shape {tuple(state_dict[wrong[0]].shape)}, which the "
-                             "model's does not match")
+            raise ValueError(
+                f"state_dict[{wrong[0]!r}] has shape {tuple(state_dict[wrong[0]].shape)}, which the "
+                "model's does not match"
+            )
         self.store.set_vertex(i, flat)
         if i == 0 and shared:
             self.module.load_state_dict(shared, strict=False)
@@ -242,17 +277,23 @@ class SimplexModel(nn.Module):
         if self.training:  # the update is masked on the device: no host read in a training step
             return rows, valid
         if torch.compiler.is_compiling():
-            torch._assert_async(valid, "no running BatchNorm statistics for the points being evaluated; "
-                                       "compute them with model.update_bn(batches, coeffs)")
+            torch._assert_async(
+                valid,
+                "no running BatchNorm statistics for the points being evaluated; "
+                "compute them with model.update_bn(batches, coeffs)",
+            )
             return rows, valid
         if bool(valid):
             return rows, None
-        raise ValueError("no running BatchNorm statistics for the points being evaluated; evaluate at tracked "
-                         "points (model.bn_points) or compute them first with model.update_bn(batches, coeffs)")
+        raise ValueError(
+            "no running BatchNorm statistics for the points being evaluated; evaluate at tracked "
+            "points (model.bn_points) or compute them first with model.update_bn(batches, coeffs)"
+        )
 
     @torch.no_grad()
-    def update_bn(self, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]],
-                  coeffs: torch.Tensor) -> None:
+    def update_bn(
+        self, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]], coeffs: torch.Tensor
+    ) -> None:
         """Recomputes the BatchNorm running statistics of the points ``coeffs`` ((k,) or
         (T, k)) from a pass over ``batches`` (an iterable of inputs or of (input, target)
         pairs): the cumulative average of each point's batch statistics, as the papers do
@@ -301,8 +342,9 @@ class SimplexModel(nn.Module):
         _checks.floating(coeffs, name)
         k = self.n_vertices
         if coeffs.dim() not in (1, 2) or coeffs.shape[-1] != k or (coeffs.dim() == 2 and coeffs.shape[0] == 0):
-            raise ValueError(f"{name} must have shape ({k},) or (S, {k}) for this model's {k} vertices, "
-                             f"got {tuple(coeffs.shape)}")
+            raise ValueError(
+                f"{name} must have shape ({k},) or (S, {k}) for this model's {k} vertices, got {tuple(coeffs.shape)}"
+            )
         if coeffs.dtype != self.dtype:
             raise TypeError(f"{name} must have the model's dtype {self.dtype}, got {coeffs.dtype}")
         if coeffs.device != self.device:
@@ -310,8 +352,15 @@ class SimplexModel(nn.Module):
         _checks.finite(coeffs, name)
         return coeffs.reshape(-1, k), coeffs.dim() == 1
 
-    def forward(self, x: torch.Tensor, coeffs: torch.Tensor | None = None, n_samples: int | None = None, *,
-                per_point_input: bool = False, generator: torch.Generator | None = None) -> Any:
+    def forward(
+        self,
+        x: torch.Tensor,
+        coeffs: torch.Tensor | None = None,
+        n_samples: int | None = None,
+        *,
+        per_point_input: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Any:
         """Evaluates the model at S points in one pass.
 
         - ``coeffs``: (k,) for one point -> output (B, ...); (S, k) -> (S, B, ...). When None,
@@ -340,14 +389,19 @@ class SimplexModel(nn.Module):
         rows, valid = self._stats_rows(coeffs) if norms else (None, None)
         c = _checks.known_finite(coeffs[:, self.store.order])  # checked once, not per layer
         trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.trainable.requires_grad else []
-        frame = {"weights": self.store.layer_weights(self._fused_slots), "trainable": trainable,
-                 "backend": self.backend, "updated": set()}
+        frame = {
+            "weights": self.store.layer_weights(self._fused_slots),
+            "trainable": trainable,
+            "backend": self.backend,
+            "updated": set(),
+        }
         params = {}
         if self._generic:  # the S values of every generic parameter, from one product with the store
             flat = self.store.combine_columns(c, self._generic_start)
             params = {slot: self.store.slot(flat, slot, self._generic_start) for *_, slot in self._generic}
-        stats, out = self._evaluate(frame, c, params, lambda: {m.prefix: m.point_statistics(rows) for m in norms},
-                                    x, per_point_input)
+        stats, out = self._evaluate(
+            frame, c, params, lambda: {m.prefix: m.point_statistics(rows) for m in norms}, x, per_point_input
+        )
         for m in norms:
             if m.prefix in frame["updated"]:
                 m.store(rows, valid, stats[m.prefix])
@@ -373,8 +427,11 @@ class SimplexModel(nn.Module):
         while mode == "vmap" or (mode == "auto" and self._loop_reason is None):
             stats = point_statistics()  # fresh copies: a failed pass may have changed them
             frame["updated"].clear()
-            batched = torch.func.vmap(functools.partial(self._at_point, frame), randomness=self._randomness,
-                                      in_dims=(0, 0, 0, 0 if per_point else None))
+            batched = torch.func.vmap(
+                functools.partial(self._at_point, frame),
+                randomness=self._randomness,
+                in_dims=(0, 0, 0, 0 if per_point else None),
+            )
             if torch.compiler.is_compiling():
                 return stats, batched(coeffs, params, stats, x)
             try:
@@ -387,22 +444,30 @@ class SimplexModel(nn.Module):
                 where = self._failing_module(err)
                 if self._randomness == "different" and "randomness" in str(err):
                     self._randomness = "same"
-                    warnings.warn(f"torch.func.vmap cannot draw random numbers per point {where}; from now on the "
-                                  "random draws of a forward (dropout masks, stochastic depth) are the same at all "
-                                  "its points", stacklevel=3)
+                    warnings.warn(
+                        f"torch.func.vmap cannot draw random numbers per point {where}; from now on the "
+                        "random draws of a forward (dropout masks, stochastic depth) are the same at all "
+                        "its points",
+                        stacklevel=3,
+                    )
                     continue
                 if mode == "vmap":
-                    raise type(err)(f"torch.func.vmap cannot evaluate the points of this model together "
-                                    f"({where}): {err}; set model.point_evaluation = 'loop' to evaluate them one "
-                                    "at a time") from err
+                    raise type(err)(
+                        f"torch.func.vmap cannot evaluate the points of this model together "
+                        f"({where}): {err}; set model.point_evaluation = 'loop' to evaluate them one "
+                        "at a time"
+                    ) from err
                 reason = f"{str(err).splitlines()[0]} ({where})"
             frame["updated"].clear()
             stats = point_statistics()
             out = self._loop(frame, coeffs, params, stats, x, per_point)  # raises the model's own errors, if any
             self._loop_reason = reason
-            warnings.warn(f"torch.func.vmap cannot evaluate the points of this model together: {reason}. From now "
-                          "on the model evaluates its points one at a time: the same results, more slowly (set "
-                          "model.point_evaluation = 'loop' to skip this trial)", stacklevel=3)
+            warnings.warn(
+                f"torch.func.vmap cannot evaluate the points of this model together: {reason}. From now "
+                "on the model evaluates its points one at a time: the same results, more slowly (set "
+                "model.point_evaluation = 'loop' to skip this trial)",
+                stacklevel=3,
+            )
             return stats, out
         stats = point_statistics()
         return stats, self._loop(frame, coeffs, params, stats, x, per_point)
@@ -412,21 +477,34 @@ class SimplexModel(nn.Module):
         other than per-point BatchNorm statistics (the points would share that state), and
         puts them back first."""
         buffers = self._buffers_now()
-        outs = [self._at_point(frame, coeffs[s], {slot: v[s] for slot, v in params.items()},
-                               {key: tuple(t[s] for t in v) for key, v in stats.items()}, x[s] if per_point else x)
-                for s in range(coeffs.shape[0])]
+        outs = [
+            self._at_point(
+                frame,
+                coeffs[s],
+                {slot: v[s] for slot, v in params.items()},
+                {key: tuple(t[s] for t in v) for key, v in stats.items()},
+                x[s] if per_point else x,
+            )
+            for s in range(coeffs.shape[0])
+        ]
         changed = self._put_back(buffers)
         if changed:
-            raise TypeError(f"the model's forward changes its buffer {changed[0]!r}, which all points would share; "
-                            "only BatchNorm1d/2d/3d keep statistics per point (turn off running statistics there, "
-                            "e.g. track_running_stats=False)")
+            raise TypeError(
+                f"the model's forward changes its buffer {changed[0]!r}, which all points would share; "
+                "only BatchNorm1d/2d/3d keep statistics per point (turn off running statistics there, "
+                "e.g. track_running_stats=False)"
+            )
         return pytree.tree_map(lambda *ys: torch.stack(ys), *outs)
 
     def _buffers_now(self):
         """(name, buffer, version, copy) of the buffers outside the simplex layers."""
-        return [(f"{path}.{n}" if path else n, b, b._version, b.detach().clone())
-                for path, m in self.module.named_modules() if not isinstance(m, SimplexLayer)
-                for n, b in m._buffers.items() if b is not None]
+        return [
+            (f"{path}.{n}" if path else n, b, b._version, b.detach().clone())
+            for path, m in self.module.named_modules()
+            if not isinstance(m, SimplexLayer)
+            for n, b in m._buffers.items()
+            if b is not None
+        ]
 
     @torch.no_grad()
     def _put_back(self, buffers):
@@ -467,8 +545,10 @@ class SimplexModel(nn.Module):
             raise ValueError(f"coeffs must be one point of shape ({self.n_vertices},), got {tuple(coeffs.shape)}")
         row = self._stats_row(coeffs[0])
         if bn_stats == "tracked" and row is None and self._has_tracked_norms():
-            raise ValueError("no BatchNorm statistics are tracked at this point; compute them with "
-                             "model.update_bn(batches, coeffs) or pass bn_stats='fresh'")
+            raise ValueError(
+                "no BatchNorm statistics are tracked at this point; compute them with "
+                "model.update_bn(batches, coeffs) or pass bn_stats='fresh'"
+            )
         return self._plain(coeffs[0] @ self.store.vertices(), row)
 
     def _plain(self, flat, row):
@@ -480,8 +560,9 @@ class SimplexModel(nn.Module):
         for name, layer in list(module.named_modules(remove_duplicate=False)):
             if isinstance(layer, SimplexLayer):
                 if id(layer) not in plains:
-                    plains[id(layer)] = layer.plain({n: params[slot] for n, slot in layer.slots.items()},
-                                                    layer.plain_buffers(row))
+                    plains[id(layer)] = layer.plain(
+                        {n: params[slot] for n, slot in layer.slots.items()}, layer.plain_buffers(row)
+                    )
                 if not name:
                     return plains[id(layer)]
                 _replace_submodule(module, name, plains[id(layer)])
@@ -496,8 +577,9 @@ class SimplexModel(nn.Module):
         vertices. ``check=False`` skips the validation of the distances (no host
         synchronisation, as a training step needs): a non-finite vertex then gives a
         non-finite result instead of an error."""
-        if simplices is not None and (isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__len__")
-                                      or not len(simplices)):
+        if simplices is not None and (
+            isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__len__") or not len(simplices)
+        ):
             raise ValueError(f"simplices must be a non-empty list of vertex-index tuples, got {simplices!r}")
         tuples = None if simplices is None else [samplers._vertex_tuple(s, "each simplex") for s in simplices]
         for s in tuples or ():
@@ -528,4 +610,3 @@ class SimplexModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_vertices={self.n_vertices}, fixed={self.fixed_mask()}, sampler={self.sampler.config()}"
-

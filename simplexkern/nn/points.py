@@ -8,6 +8,7 @@ own code sees one point's tensors, so whatever it does with them (reshapes that 
 batch with other dimensions, ``torch.arange``, indexing) is what the plain model does, and
 points cannot mix. The fused ops see all S points in one call through their vmap rules.
 """
+
 import dataclasses
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 class Points:
     """The point a forward evaluates, as every simplex layer of the model may read it. Under
     the model's vmap the tensors marked "batched" hold all S points."""
+
     coeffs: torch.Tensor  # (k,) in store row order, checked finite; batched
     weights: dict[str, torch.Tensor]  # slot name -> (k, *shape) in store row order: the fused layers' vertices
     trainable: list[int]  # store rows that receive gradients
@@ -37,6 +39,8 @@ class Evaluation:
 
     def points(self, layer: nn.Module) -> Points:
         if self.current is None:
-            raise RuntimeError(f"{type(layer).__name__} runs inside a SimplexModel's forward, which supplies the "
-                               "points to evaluate; call the SimplexModel, not its inner module")
+            raise RuntimeError(
+                f"{type(layer).__name__} runs inside a SimplexModel's forward, which supplies the "
+                "points to evaluate; call the SimplexModel, not its inner module"
+            )
         return self.current

@@ -1,5 +1,6 @@
 """Calls that ``torch.func.vmap`` cannot batch (recurrent layers: ``aten::lstm`` and ``aten::gru``
 have no batching rule), run once per point inside a SimplexModel's batched forward."""
+
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from torch.utils import _pytree as pytree
 class _Output:
     """Where the vmap rule leaves the structure of ``fn``'s output (an object, not a container:
     functorch flattens containers among the arguments)."""
+
     spec = None
 
 

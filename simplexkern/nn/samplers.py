@@ -4,6 +4,7 @@ A sampler maps ``(n_samples, model)`` to coefficients ``(n_samples, k)`` over th
 vertices (vertex order). Simplexes, complexes and curves all share the one model; only the
 sampler differs. ``config()`` / ``from_config`` make samplers part of a checkpoint.
 """
+
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,9 @@ def _vertex_tuple(simplex, name):
 class Sampler:
     name = None
 
-    def sample(self, n_samples: int | None, model: "SimplexModel",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -44,10 +46,12 @@ class Sampler:
 
 class SimplexSampler(Sampler):
     """Uniform on the simplex of all the model's vertices (Dirichlet(1))."""
+
     name = "simplex"
 
-    def sample(self, n_samples: int | None, model: "SimplexModel",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         return geometry.sample_simplex(n, k, generator, device=model.device, dtype=model.dtype)
 
@@ -57,6 +61,7 @@ class ComplexSampler(Sampler):
     a simplex, proportional to its volume (``weighting="volume"``, a uniform distribution over
     the complex; all must have the same dimension) or uniformly (``"uniform"``), then a uniform
     point inside it."""
+
     name = "complex"
 
     def __init__(self, simplices: Iterable[Iterable[int]], weighting: str = "volume") -> None:
@@ -68,8 +73,10 @@ class ComplexSampler(Sampler):
         if weighting not in ("volume", "uniform"):
             raise ValueError(f"weighting must be 'volume' or 'uniform', got {weighting!r}")
         if weighting == "volume" and len({len(s) for s in self.simplices}) > 1:
-            raise ValueError("weighting='volume' needs simplices of one dimension (volumes of different "
-                             "dimensions do not compare); use weighting='uniform'")
+            raise ValueError(
+                "weighting='volume' needs simplices of one dimension (volumes of different "
+                "dimensions do not compare); use weighting='uniform'"
+            )
         self.weighting = weighting
 
     def config(self) -> dict[str, Any]:
@@ -97,8 +104,9 @@ class ComplexSampler(Sampler):
             self._membership = key, m.to(model.device)
         return self._membership[1]
 
-    def sample(self, n_samples: int | None, model: "SimplexModel",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         if max(max(s) for s in self.simplices) >= k:
             raise ValueError(f"the complex names vertex {max(max(s) for s in self.simplices)}, but the model has {k}")
@@ -113,6 +121,7 @@ class ComplexSampler(Sampler):
 class CurveSampler(Sampler):
     """A curve over all the model's vertices as control points (in vertex order), at
     ``t ~ U(0, 1)``: ``kind="bezier"`` (Bernstein weights) or ``"polychain"`` (hat functions)."""
+
     name = "curve"
 
     def __init__(self, kind: str = "bezier") -> None:
@@ -127,11 +136,16 @@ class CurveSampler(Sampler):
         fn = geometry.bezier_coefficients if self.kind == "bezier" else geometry.polychain_coefficients
         return fn(t, model.n_vertices).to(model.device, model.dtype)
 
-    def sample(self, n_samples: int | None, model: "SimplexModel",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         n, k = self._out(model, n_samples)
-        t = torch.rand(n, generator=generator, dtype=torch.float64,
-                       device=generator.device if generator is not None else model.device)
+        t = torch.rand(
+            n,
+            generator=generator,
+            dtype=torch.float64,
+            device=generator.device if generator is not None else model.device,
+        )
         # t is in [0, 1) by construction: the formulas without the checks (no host read)
         fn = geometry.bernstein if self.kind == "bezier" else geometry.hat_functions
         return fn(t, k).to(model.device, model.dtype)
@@ -139,6 +153,7 @@ class CurveSampler(Sampler):
 
 class FixedSampler(Sampler):
     """Always the given point(s): ``coeffs`` (k,) or (S, k)."""
+
     name = "fixed"
 
     def __init__(self, coeffs: torch.Tensor | ArrayLike) -> None:
@@ -152,11 +167,13 @@ class FixedSampler(Sampler):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "coeffs": self.coeffs.tolist()}
 
-    def sample(self, n_samples: int | None, model: "SimplexModel",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         if self.coeffs.shape[1] != model.n_vertices:
-            raise ValueError(f"the fixed point has {self.coeffs.shape[1]} coefficients, the model "
-                             f"{model.n_vertices} vertices")
+            raise ValueError(
+                f"the fixed point has {self.coeffs.shape[1]} coefficients, the model {model.n_vertices} vertices"
+            )
         if n_samples is not None and _checks.count(n_samples, "n_samples") != len(self.coeffs):
             if len(self.coeffs) != 1:
                 raise ValueError(f"this fixed sampler holds {len(self.coeffs)} points; n_samples={n_samples}")

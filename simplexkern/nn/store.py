@@ -9,6 +9,7 @@ Both are views of one (k, P) block of memory, fixed rows first, so that a layer'
 are a view of it too (``layer_weights``): a forward copies no part of the store. Whatever
 separates them (``Module.to``, loading a state) is undone at the next use (``_packed``).
 """
+
 import math
 from collections.abc import Collection, Mapping
 
@@ -55,9 +56,14 @@ class VertexStore(nn.Module):
         """The (k, P) block that ``fixed`` and ``trainable`` are views of; first re-lays them
         into one when they are not (one copy, after ``Module.to`` or a load)."""
         block, fixed, trainable = self.__dict__.get("_block"), self.fixed, self.trainable
-        if not (block is not None and block.shape == (self.n_vertices, self.n_columns)
-                and block.dtype == trainable.dtype and block.device == trainable.device
-                and _is_rows(fixed, block, 0) and _is_rows(trainable, block, self.n_fixed)):
+        if not (
+            block is not None
+            and block.shape == (self.n_vertices, self.n_columns)
+            and block.dtype == trainable.dtype
+            and block.device == trainable.device
+            and _is_rows(fixed, block, 0)
+            and _is_rows(trainable, block, self.n_fixed)
+        ):
             self._pack(fixed, trainable.data)
         return self._block
 
@@ -67,7 +73,7 @@ class VertexStore(nn.Module):
         is under torch.inference_mode)."""
         with torch.inference_mode(False):
             self._block = torch.cat([fixed, trainable])
-            self.fixed, self.trainable.data = self._block[: len(fixed)], self._block[len(fixed):]
+            self.fixed, self.trainable.data = self._block[: len(fixed)], self._block[len(fixed) :]
 
     def vertices(self) -> torch.Tensor:
         """(k, P) in vertex order (differentiable w.r.t. ``trainable``)."""
@@ -87,13 +93,14 @@ class VertexStore(nn.Module):
             parts = [torch.cat(p) if len(stores) > 1 else p[0].contiguous() for p in zip(*stores)]
         else:  # without gradients (no_grad, frozen vertices) the same views, no graph
             parts = _Views.apply(self.trainable, self._packed(), self.n_fixed, self._sizes)
-        return {name: w.view(w.shape[0], *shape) for w, (name, shape) in zip(parts, items)
-                if names is None or name in names}
+        return {
+            name: w.view(w.shape[0], *shape) for w, (name, shape) in zip(parts, items) if names is None or name in names
+        }
 
     def combine_columns(self, coeffs: torch.Tensor, start: int) -> torch.Tensor:
         """``coeffs`` (S, k) in row order times columns ``start:`` of the store -> (S, P - start),
         one GEMM per part of the store (no copy of it); differentiable w.r.t. ``trainable``."""
-        parts = [(coeffs[:, :self.n_fixed], self.fixed), (coeffs[:, self.n_fixed:], self.trainable)]
+        parts = [(coeffs[:, : self.n_fixed], self.fixed), (coeffs[:, self.n_fixed :], self.trainable)]
         out = None
         for c, rows in parts:
             if rows.shape[0]:
@@ -105,7 +112,7 @@ class VertexStore(nn.Module):
         may hold the columns from ``start`` on only."""
         offset, shape = self.slots[name]
         offset -= start
-        return flat[..., offset: offset + math.prod(shape)].reshape(*flat.shape[:-1], *shape)
+        return flat[..., offset : offset + math.prod(shape)].reshape(*flat.shape[:-1], *shape)
 
     # ------------------------------------------------------------------ changes
     def _check_vertex(self, i, name="i"):
@@ -166,29 +173,36 @@ class VertexStore(nn.Module):
         """The root-mean-square of slot ``name`` over all vertices, in one pass over views."""
         offset, shape = self.slots[name]
         n = math.prod(shape)
-        square = sum(torch.linalg.vector_norm(t.detach()[:, offset: offset + n]).square()
-                     for t in (self.fixed, self.trainable) if t.shape[0])
+        square = sum(
+            torch.linalg.vector_norm(t.detach()[:, offset : offset + n]).square()
+            for t in (self.fixed, self.trainable)
+            if t.shape[0]
+        )
         return (square / (self.n_vertices * n)).sqrt()
 
     @torch.no_grad()
     def set_vertex(self, i: int, vertex: torch.Tensor) -> None:
         self.vertex(i).copy_(vertex.reshape(-1))
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         if prefix + "free" in state_dict and prefix + "trainable" not in state_dict:  # its name in earlier checkpoints
             state_dict[prefix + "trainable"] = state_dict.pop(prefix + "free")
         # The vertex count and fixed mask come with the state: take the saved shapes first.
         fixed, trainable, order = (state_dict.get(prefix + n) for n in ("fixed", "trainable", "order"))
         if fixed is not None and trainable is not None and order is not None:
             if fixed.shape[1:] != (self.n_columns,) or trainable.shape[1:] != (self.n_columns,):
-                error_msgs.append(f"vertex store: the saved vertices have {trainable.shape[1]} values each, this "
-                                  f"model has {self.n_columns}")
+                error_msgs.append(
+                    f"vertex store: the saved vertices have {trainable.shape[1]} values each, this "
+                    f"model has {self.n_columns}"
+                )
                 return
             self._pack(self.fixed.new_empty(fixed.shape), self.trainable.data.new_empty(trainable.shape))
             self.order = self.order.new_empty(order.shape)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 def _is_rows(t, block, start):
@@ -216,8 +230,9 @@ class _Views(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        trainable, = ctx.saved_tensors  # autograd's check that it has not changed since the forward
+        (trainable,) = ctx.saved_tensors  # autograd's check that it has not changed since the forward
         n = ctx.n_fixed
-        parts = [g[n:] if g is not None else trainable.new_zeros(len(trainable), size)
-                 for g, size in zip(grads, ctx.sizes)]
+        parts = [
+            g[n:] if g is not None else trainable.new_zeros(len(trainable), size) for g, size in zip(grads, ctx.sizes)
+        ]
         return torch.cat(parts, 1), None, None, None

@@ -4,6 +4,7 @@ Backends: ``triton`` (fused kernels), ``torch`` (materialised weights + cuBLAS /
 ``reference`` (per-point loop); choose per call, with ``use_backend(...)`` or with
 $SIMPLEXKERN_BACKEND.
 """
+
 from simplexkern.ops.conv import simplex_conv2d
 from simplexkern.ops.dispatch import BACKENDS, use_backend
 from simplexkern.ops.linear import simplex_linear

@@ -1,5 +1,6 @@
 """What the fused ops share: ``FusedOp``, which builds an op's compiled and eager faces from
 its backend functions; the ``trainable`` argument; and the checks of the public boundary."""
+
 from collections.abc import Callable
 
 import torch
@@ -30,21 +31,28 @@ class FusedOp:
 
     Calling the FusedOp runs the face that fits; it checks nothing (the public op does)."""
 
-    def __init__(self, name: str, schema: str, forward: Callable, backward: Callable, output_shape: Callable,
-                 shared_dims: int):
+    def __init__(
+        self, name: str, schema: str, forward: Callable, backward: Callable, output_shape: Callable, shared_dims: int
+    ):
         # outputs detached: not views of intermediates, so in-place ops on them are allowed
-        self.op = torch.library.custom_op(f"simplexkern::{name}", lambda *a: forward(*a).contiguous().detach(),
-                                          mutates_args=(), schema=f"({TENSORS}, {schema}) -> Tensor")
-        self.op.register_fake(lambda x, weight, bias, coeffs, *args:
-                              x.new_empty(output_shape(x, weight, coeffs, *args)))
+        self.op = torch.library.custom_op(
+            f"simplexkern::{name}",
+            lambda *a: forward(*a).contiguous().detach(),
+            mutates_args=(),
+            schema=f"({TENSORS}, {schema}) -> Tensor",
+        )
+        self.op.register_fake(
+            lambda x, weight, bias, coeffs, *args: x.new_empty(output_shape(x, weight, coeffs, *args))
+        )
         # the backward op returns tensors only: an empty tensor stands for "not needed"
         self.backward_op = torch.library.custom_op(
             f"simplexkern::{name}_backward",
             lambda dy, *a: [g.contiguous() if g is not None else dy.new_empty(0) for g in backward(dy, *a)],
-            mutates_args=(), schema=f"(Tensor dy, {TENSORS}, {schema}, bool[] needs) -> Tensor[]")
+            mutates_args=(),
+            schema=f"(Tensor dy, {TENSORS}, {schema}, bool[] needs) -> Tensor[]",
+        )
         self.backward_op.register_fake(_fake_grads)
-        self.op.register_autograd(lambda ctx, dy: self._backward(ctx, dy, self.backward_op),
-                                  setup_context=_save)
+        self.op.register_autograd(lambda ctx, dy: self._backward(ctx, dy, self.backward_op), setup_context=_save)
         self.op.register_vmap(lambda info, in_dims, *a: self._vmap(self.op, info.batch_size, in_dims, *a))
         self.shared_dims = shared_dims
         fused = self
@@ -66,8 +74,9 @@ class FusedOp:
     def __call__(self, *inputs):
         interpreter = _vmap.innermost()
         if interpreter is not None:  # eager under vmap: the vmap rule without the custom op's per-call cost
-            return _vmap.call_unbatched(interpreter, lambda n, dims, *t: self._vmap(self, n, dims, *t, *inputs[4:]),
-                                        *inputs[:4])
+            return _vmap.call_unbatched(
+                interpreter, lambda n, dims, *t: self._vmap(self, n, dims, *t, *inputs[4:]), *inputs[:4]
+            )
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             return self.op(*inputs)  # the face with a vmap rule
         return self.eager.apply(*inputs)
@@ -77,20 +86,27 @@ class FusedOp:
         vmap (a SimplexModel's points) one call of the op with the (S, k) coefficients."""
         interpreter = _vmap.innermost()
         if interpreter is not None:
-            return _vmap.call_unbatched(interpreter, lambda n, dims, *t: self._point_vmap(n, dims, *t, *args),
-                                        x, weight, bias, coeffs)
+            return _vmap.call_unbatched(
+                interpreter, lambda n, dims, *t: self._point_vmap(n, dims, *t, *args), x, weight, bias, coeffs
+            )
         return self(x, weight, bias, coeffs[None], *args)[0]
 
     def _point_vmap(self, n, in_dims, x, weight, bias, coeffs, *args):
         x_dim, weight_dim, bias_dim, coeffs_dim = in_dims
         if coeffs_dim is not None and weight_dim is None and bias_dim is None:  # the points: coeffs (n, k)
-            return self(x if x_dim is None else x.movedim(x_dim, 0), weight, bias, coeffs.movedim(coeffs_dim, 0),
-                        *args), 0
+            return self(
+                x if x_dim is None else x.movedim(x_dim, 0), weight, bias, coeffs.movedim(coeffs_dim, 0), *args
+            ), 0
 
         def element(t, d, i):
             return t if d is None else t.select(d, i)
-        return torch.stack([self.point(*(element(t, d, i) for t, d in zip((x, weight, bias, coeffs), in_dims)),
-                                       *args) for i in range(n)]), 0
+
+        return torch.stack(
+            [
+                self.point(*(element(t, d, i) for t, d in zip((x, weight, bias, coeffs), in_dims)), *args)
+                for i in range(n)
+            ]
+        ), 0
 
     def _vmap(self, call, n, in_dims, x, weight, bias, coeffs, *args):
         """The vmap rule, by ``call`` (the custom op or the FusedOp). Points batched by vmap: coeffs
@@ -100,10 +116,13 @@ class FusedOp:
         if all(d is None for d in in_dims[:4]):
             return call(x, weight, bias, coeffs, *args), None
         if coeffs_dim is None or weight_dim is not None or bias_dim is not None:
+
             def element(t, d, i):
                 return t if d is None else t.select(d, i)
-            return torch.stack([call(*(element(t, d, i) for t, d in zip((x, weight, bias, coeffs), in_dims)), *args)
-                                for i in range(n)]), 0
+
+            return torch.stack(
+                [call(*(element(t, d, i) for t, d in zip((x, weight, bias, coeffs), in_dims)), *args) for i in range(n)]
+            ), 0
         c = coeffs.movedim(coeffs_dim, 0)  # (n, S', k)
         points = c.shape[1]
         shared = x.dim() - (x_dim is not None) == self.shared_dims
@@ -136,8 +155,10 @@ def _save(ctx, inputs, output):
 
 def _fake_grads(dy, x, weight, bias, coeffs, *args):
     needs = args[-1]
-    return [t.new_empty(t.shape) if need and t is not None else dy.new_empty(0)
-            for t, need in zip((x, weight, bias, coeffs), needs)]
+    return [
+        t.new_empty(t.shape) if need and t is not None else dy.new_empty(0)
+        for t, need in zip((x, weight, bias, coeffs), needs)
+    ]
 
 
 def trainable_indices(trainable, k, weight, bias):
@@ -150,8 +171,10 @@ def trainable_indices(trainable, k, weight, bias):
                 raise ValueError(f"trainable as a boolean mask must have shape ({k},), got {tuple(trainable.shape)}")
             return [int(i) for i in torch.nonzero(trainable.cpu()).flatten()]
         if trainable.dim() != 1:
-            raise TypeError(f"trainable must be a boolean mask or a list of vertex indices, got a tensor of shape "
-                            f"{tuple(trainable.shape)}")
+            raise TypeError(
+                f"trainable must be a boolean mask or a list of vertex indices, got a tensor of shape "
+                f"{tuple(trainable.shape)}"
+            )
         trainable = trainable.tolist()
     if isinstance(trainable, (str, bytes)) or not hasattr(trainable, "__iter__"):
         raise TypeError(f"trainable must be a boolean mask or a list of vertex indices, got {trainable!r}")
@@ -184,8 +207,10 @@ def check_operands(x, weight, bias, coeffs, weight_dims, weight_desc):
     if bias is not None and bias.shape != (k, out):
         raise ValueError(f"bias must have shape (k, out) = ({k}, {out}), got {tuple(bias.shape)}")
     if coeffs.dim() not in (1, 2) or coeffs.shape[-1] != k or coeffs.numel() == 0:
-        raise ValueError(f"coeffs must have shape ({k},) or (S, {k}) with S >= 1 for weight with k={k} vertices, "
-                         f"got {tuple(coeffs.shape)}")
+        raise ValueError(
+            f"coeffs must have shape ({k},) or (S, {k}) with S >= 1 for weight with k={k} vertices, "
+            f"got {tuple(coeffs.shape)}"
+        )
     for t, name in ((x, "x"), (bias, "bias")):
         if t is not None and t.dtype != weight.dtype:
             raise TypeError(f"{name} must have the dtype of weight ({weight.dtype}), got {t.dtype}")
@@ -198,8 +223,9 @@ def check_operands(x, weight, bias, coeffs, weight_dims, weight_desc):
 
 def output_size(in_hw, kernel_hw, stride, padding, dilation):
     """A convolution's output height and width."""
-    return [(n + 2 * p - d * (kk - 1) - 1) // s + 1
-            for n, kk, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation)]
+    return [
+        (n + 2 * p - d * (kk - 1) - 1) // s + 1 for n, kk, s, p, d in zip(in_hw, kernel_hw, stride, padding, dilation)
+    ]
 
 
 def gradient_rows(t, trainable):

@@ -1,5 +1,6 @@
 """``simplex_conv2d``: a 2-D convolution whose filters are a combination of k vertices, for
 one point or S points in one call."""
+
 import numbers
 from collections.abc import Iterable
 
@@ -23,17 +24,28 @@ def _forward(x, weight, bias, coeffs, stride, padding, dilation, groups, trainab
 
 
 def _backward(dy, x, weight, bias, coeffs, stride, padding, dilation, groups, trainable, backend, needs):
-    return _backend(backend).conv_backward(dy, x, weight, bias, coeffs, (stride, padding, dilation, groups),
-                                           trainable, *needs)
+    return _backend(backend).conv_backward(
+        dy, x, weight, bias, coeffs, (stride, padding, dilation, groups), trainable, *needs
+    )
 
 
 def _output_shape(x, weight, coeffs, stride, padding, dilation, *_):
-    return (coeffs.shape[0], x.shape[-4], weight.shape[1],
-            *_fused.output_size(x.shape[-2:], weight.shape[-2:], stride, padding, dilation))
+    return (
+        coeffs.shape[0],
+        x.shape[-4],
+        weight.shape[1],
+        *_fused.output_size(x.shape[-2:], weight.shape[-2:], stride, padding, dilation),
+    )
 
 
-_op = _fused.FusedOp("simplex_conv2d", "int[] stride, int[] padding, int[] dilation, int groups, int[] trainable, "
-                     "str backend", _forward, _backward, _output_shape, shared_dims=4)
+_op = _fused.FusedOp(
+    "simplex_conv2d",
+    "int[] stride, int[] padding, int[] dilation, int groups, int[] trainable, str backend",
+    _forward,
+    _backward,
+    _output_shape,
+    shared_dims=4,
+)
 
 
 def _pair(value, name, minimum):
@@ -74,21 +86,33 @@ def _canonical(x, weight, bias, coeffs, groups):
     single = coeffs.dim() == 1
     S = 1 if single else coeffs.shape[0]
     if x.dim() == 5 and not single and x.shape[0] != S:
-        raise ValueError(f"x of shape (S, B, C, H, W) must have S={S} points, as coeffs {tuple(coeffs.shape)}; "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"x of shape (S, B, C, H, W) must have S={S} points, as coeffs {tuple(coeffs.shape)}; got {tuple(x.shape)}"
+        )
     if x.dim() != 4 and (single or x.dim() != 5):
         expected = "(B, C, H, W)" if single else f"(B, C, H, W) shared by all points or (S={S}, B, C, H, W)"
         raise ValueError(f"x must have shape {expected}, got {tuple(x.shape)}")
     if x.shape[-3] != in_per_group * groups:
-        raise ValueError(f"x must have {in_per_group * groups} channels (weight's in / groups = {in_per_group}, "
-                         f"groups={groups}), got {x.shape[-3]}")
+        raise ValueError(
+            f"x must have {in_per_group * groups} channels (weight's in / groups = {in_per_group}, "
+            f"groups={groups}), got {x.shape[-3]}"
+        )
     return x, (coeffs[None] if single else coeffs), single
 
 
-def simplex_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor,
-                   stride: int | tuple[int, int] | list[int] = 1, padding: int | tuple[int, int] | list[int] | str = 0,
-                   dilation: int | tuple[int, int] | list[int] = 1, groups: int = 1, *,
-                   trainable: torch.Tensor | Iterable[int] | None = None, backend: str | None = None) -> torch.Tensor:
+def simplex_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    coeffs: torch.Tensor,
+    stride: int | tuple[int, int] | list[int] = 1,
+    padding: int | tuple[int, int] | list[int] | str = 0,
+    dilation: int | tuple[int, int] | list[int] = 1,
+    groups: int = 1,
+    *,
+    trainable: torch.Tensor | Iterable[int] | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
     """2-D convolution at the points ``W_s = sum_i coeffs[s, i] weight[i]``, ``b_s = sum_i coeffs[s, i] bias[i]``.
 
     - ``weight`` (k, out, in / groups, kh, kw); ``bias`` (k, out) or None; ``coeffs`` (k,)
@@ -122,9 +146,15 @@ def conv_arguments(stride, padding, dilation, kernel_hw, groups):
     return (stride, padding, dilation, int(groups)), extra
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor,
-           conv: tuple[list[int], list[int], list[int], int], trainable: list[int],
-           backend: str | None = None) -> torch.Tensor:
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    coeffs: torch.Tensor,
+    conv: tuple[list[int], list[int], list[int], int],
+    trainable: list[int],
+    backend: str | None = None,
+) -> torch.Tensor:
     """``simplex_conv2d`` without its checks, for callers that made its operands valid (the
     simplex layers): ``x`` (B, C, H, W) shared or (S, B, C, H, W), ``coeffs`` (S, k)
     finite, ``weight`` and ``bias`` dense per vertex (a store's views), ``conv`` from
@@ -133,8 +163,10 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coe
     stride, padding, dilation, _ = conv
     kernel_hw = weight.shape[-2:]
     if min(_fused.output_size(x.shape[-2:], kernel_hw, stride, padding, dilation)) < 1:
-        raise ValueError(f"the input of size {tuple(x.shape[-2:])} (padded by {padding}) is smaller than the "
-                         f"kernel {tuple(kernel_hw)} at dilation {dilation}")
+        raise ValueError(
+            f"the input of size {tuple(x.shape[-2:])} (padded by {padding}) is smaller than the "
+            f"kernel {tuple(kernel_hw)} at dilation {dilation}"
+        )
     name = dispatch.resolve(weight.device, backend, gpu_auto="torch", dtype=weight.dtype)
     if name != "reference" and not (torch.compiler.is_compiling() and name == "torch"):
         return (_op.point if coeffs.dim() == 1 else _op)(x, weight, bias, coeffs, *conv, trainable, name)
@@ -143,6 +175,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coe
     if name == "reference":
         y = reference.simplex_conv2d(x, weight, bias, c, conv, trainable)
     else:  # compiling: plain aten ops, which the compiler sees and fuses
-        y = conv_torch.conv_forward(x, _fused.gradient_rows(weight, trainable), _fused.gradient_rows(bias, trainable),
-                                    c, conv)
+        y = conv_torch.conv_forward(
+            x, _fused.gradient_rows(weight, trainable), _fused.gradient_rows(bias, trainable), c, conv
+        )
     return y[0] if single else y

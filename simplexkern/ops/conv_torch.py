@@ -7,6 +7,7 @@ of channels; for an input shared by all points, one convolution with S times the
 channels) or as a loop of S convolutions. The grouped form is one launch and always wins on
 a GPU; on the CPU neither wins everywhere, and ``grouped_on_cpu`` picks from measurements.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -104,20 +105,29 @@ def conv_forward(x, weight, bias, coeffs, conv):
     if S == 1:  # one point: no copy into a points dimension
         return F.conv2d(x if shared else x[0], w[0], b[0] if b is not None else None, *conv)[None]
     if not _grouped(x, weight, conv):
-        return torch.stack([F.conv2d(x if shared else x[s], w[s], b[s] if b is not None else None, *conv)
-                            for s in range(S)], 1).transpose(0, 1)  # example-major underneath
+        return torch.stack(
+            [F.conv2d(x if shared else x[s], w[s], b[s] if b is not None else None, *conv) for s in range(S)], 1
+        ).transpose(0, 1)  # example-major underneath
     if shared:  # one convolution with the S points' filters side by side in each group
         bg = b.unflatten(1, (g, O // g)).transpose(0, 1).reshape(-1) if b is not None else None
         return _from_grouped(F.conv2d(x, _shared_filters(w, g), bg, stride, padding, dilation, g), g, S)
-    y = F.conv2d(_points_as_channels(x), w.flatten(0, 1), b.reshape(-1) if b is not None else None,
-                 stride, padding, dilation, S * g)
+    y = F.conv2d(
+        _points_as_channels(x),
+        w.flatten(0, 1),
+        b.reshape(-1) if b is not None else None,
+        stride,
+        padding,
+        dilation,
+        S * g,
+    )
     return y.unflatten(1, (S, O)).transpose(0, 1)
 
 
 def _conv_backward(dy, x, w, conv, groups, need_dx, need_g):
     stride, padding, dilation, _ = conv
-    return torch.ops.aten.convolution_backward(dy, x, w, None, stride, padding, dilation, False, [0, 0], groups,
-                                               [need_dx, need_g, False])[:2]
+    return torch.ops.aten.convolution_backward(
+        dy, x, w, None, stride, padding, dilation, False, [0, 0], groups, [need_dx, need_g, False]
+    )[:2]
 
 
 def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw, need_db, need_dc):
@@ -145,8 +155,9 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
             dx, gw = _conv_backward(_as_grouped(dy, g), x, _shared_filters(w, g), conv, g, need_dx, need_g)
             gw = _from_shared_filters(gw, g, S).reshape(S, -1) if need_g else None
         else:
-            dxg, gw = _conv_backward(_points_as_channels(dy), _points_as_channels(x), w.flatten(0, 1), conv, S * g,
-                                     need_dx, need_g)
+            dxg, gw = _conv_backward(
+                _points_as_channels(dy), _points_as_channels(x), w.flatten(0, 1), conv, S * g, need_dx, need_g
+            )
             dx = dxg.unflatten(1, (S, x.shape[2])).transpose(0, 1) if need_dx else None
             gw = gw.reshape(S, -1) if need_g else None
         if need_g:

@@ -8,6 +8,7 @@ filter-gradient kernel writes dV_i = sum_s c_si G_s directly. Otherwise it produ
 per-point gradients G_s once and one GEMM over the store gives every trainable dV_i and
 dc_si = <G_s, V_i> (k trainable vertices would otherwise cost k passes).
 """
+
 import torch
 
 from simplexkern.ops.triton import conv_forward as forward_kernel
@@ -63,7 +64,7 @@ def conv_backward(dy, x, weight, bias, coeffs, conv, trainable, need_dx, need_dw
             out = dw if direct else torch.zeros(1, *weight.shape[1:], device=dev, dtype=torch.float32)
             if B:  # an empty batch leaves the gradient zero
                 rows = torch.full((1,), i if direct else 0, device=dev, dtype=torch.int32)  # made on the device
-                weight_grad_kernel.launch(dy, x, weight, c[:, i:i + 1], rows, out, conv, 1, per_point=False)
+                weight_grad_kernel.launch(dy, x, weight, c[:, i : i + 1], rows, out, conv, 1, per_point=False)
             if not direct:
                 dw[i] = out[0]
     db, dc = bias_grads(dy, bias, c, trainable, need_db, need_dc, dc, sum_dims=(1, 3, 4))

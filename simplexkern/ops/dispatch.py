@@ -4,6 +4,7 @@
 itself picks fused kernels or materialised weights by rows per point; ``torch`` for
 simplex_conv2d until its GPU measurements exist; ``torch`` for float64). Shape-dependent
 choices within a backend are the backend's own."""
+
 import contextlib
 import contextvars
 import os
@@ -16,6 +17,7 @@ from simplexkern.ops.triton._config import AVAILABLE, INTERPRET
 BACKENDS = ("triton", "torch", "reference")
 ENV_VAR = "SIMPLEXKERN_BACKEND"
 _context = contextvars.ContextVar("simplexkern_backend", default=None)
+
 
 def _check_name(name, what):
     if name not in BACKENDS + ("auto",):
@@ -42,8 +44,9 @@ def requested_backend(backend: str | None = None) -> str:
     return _check_name(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
 
 
-def resolve(device: torch.device, backend: str | None = None, gpu_auto: str = "triton",
-            dtype: torch.dtype | None = None) -> str:
+def resolve(
+    device: torch.device, backend: str | None = None, gpu_auto: str = "triton", dtype: torch.dtype | None = None
+) -> str:
     """The backend that runs a fused op on ``device`` with weights of ``dtype`` (shape choices
     are the backend's own); "auto" is ``gpu_auto`` on a GPU, ``torch`` on the CPU and for
     float64, which the Triton kernels do not run (they accumulate in float32)."""
@@ -51,11 +54,15 @@ def resolve(device: torch.device, backend: str | None = None, gpu_auto: str = "t
     if name == "auto":
         name = gpu_auto if device.type == "cuda" and AVAILABLE and dtype != torch.float64 else "torch"
     if name == "triton" and dtype == torch.float64:
-        raise ValueError("backend 'triton' runs float32, float16 and bfloat16 (its kernels accumulate in float32); "
-                         "float64 runs on the 'torch' backend")
+        raise ValueError(
+            "backend 'triton' runs float32, float16 and bfloat16 (its kernels accumulate in float32); "
+            "float64 runs on the 'torch' backend"
+        )
     if name == "triton" and not AVAILABLE:
-        raise ValueError("backend 'triton' needs the triton package, which is not installed (pip install triton, or "
-                         "simplexkern[triton]); the 'torch' and 'reference' backends work without it")
+        raise ValueError(
+            "backend 'triton' needs the triton package, which is not installed (pip install triton, or "
+            "simplexkern[triton]); the 'torch' and 'reference' backends work without it"
+        )
     if name == "triton" and device.type != "cuda" and not INTERPRET:
         raise ValueError(f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got tensors on {device}")
     return name

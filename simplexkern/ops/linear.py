@@ -1,5 +1,6 @@
 """``simplex_linear``: a linear layer whose weights are a combination of k vertices, for
 one point or S points in one call."""
+
 from collections.abc import Iterable
 
 import torch
@@ -24,8 +25,14 @@ def _backward(dy, x, weight, bias, coeffs, trainable, backend, needs):
     return _backend(backend).linear_backward(dy.contiguous(), x, weight, bias, coeffs, trainable, *needs)
 
 
-_op = _fused.FusedOp("simplex_linear", "int[] trainable, str backend", _forward, _backward,
-                     lambda x, weight, coeffs, *_: (coeffs.shape[0], x.shape[-2], weight.shape[1]), shared_dims=2)
+_op = _fused.FusedOp(
+    "simplex_linear",
+    "int[] trainable, str backend",
+    _forward,
+    _backward,
+    lambda x, weight, coeffs, *_: (coeffs.shape[0], x.shape[-2], weight.shape[1]),
+    shared_dims=2,
+)
 
 
 def _canonical(x, weight, bias, coeffs):
@@ -41,13 +48,22 @@ def _canonical(x, weight, bias, coeffs):
     if x.dim() == 2:
         return x, coeffs, (S, x.shape[0], out_features), False
     if x.dim() < 3 or x.shape[0] != S:
-        raise ValueError(f"with coeffs of shape (S, k) = {tuple(coeffs.shape)}, x must be (B, in) shared by all "
-                         f"points or (S, ..., in) with S={S}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"with coeffs of shape (S, k) = {tuple(coeffs.shape)}, x must be (B, in) shared by all "
+            f"points or (S, ..., in) with S={S}, got {tuple(x.shape)}"
+        )
     return x.reshape(S, -1, in_features), coeffs, (*x.shape[:-1], out_features), False
 
 
-def simplex_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor, *,
-                   trainable: torch.Tensor | Iterable[int] | None = None, backend: str | None = None) -> torch.Tensor:
+def simplex_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    coeffs: torch.Tensor,
+    *,
+    trainable: torch.Tensor | Iterable[int] | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
     """Linear layer at the points ``W_s = sum_i coeffs[s, i] weight[i]``, ``b_s = sum_i coeffs[s, i] bias[i]``.
 
     - ``weight`` (k, out, in); ``bias`` (k, out) or None; ``coeffs`` (k,) for one point or
@@ -68,8 +84,14 @@ def simplex_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return y[0].reshape(out_shape) if single else y.reshape(out_shape)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coeffs: torch.Tensor,
-           trainable: list[int], backend: str | None = None) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    coeffs: torch.Tensor,
+    trainable: list[int],
+    backend: str | None = None,
+) -> torch.Tensor:
     """``simplex_linear`` without its checks, for callers that made its operands valid (the
     simplex layers): ``x`` (M, in) shared or (S, M, in), ``coeffs`` (S, k) finite,
     ``weight`` and ``bias`` dense per vertex (a store's views), ``trainable`` a sorted index
@@ -83,6 +105,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, coe
     if name == "reference":
         y = reference.simplex_linear(x, weight, bias, c, trainable)
     else:  # compiling: plain aten ops, which the compiler sees and fuses
-        y = linear_torch.linear_forward(x, _fused.gradient_rows(weight, trainable),
-                                        _fused.gradient_rows(bias, trainable), c)
+        y = linear_torch.linear_forward(
+            x, _fused.gradient_rows(weight, trainable), _fused.gradient_rows(bias, trainable), c
+        )
     return y[0] if single else y

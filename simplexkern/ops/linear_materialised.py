@@ -4,6 +4,7 @@ the store by ``combine2d`` (a GEMM in the ``torch`` backend, the Triton combine 
 gradients scattered back to the trainable vertices by ``combine2d`` too. A shared input with
 fewer vertices than points is instead multiplied by the k vertices and the k products
 combined (``combines_products``)."""
+
 import torch
 import torch.nn.functional as F
 

@@ -1,5 +1,6 @@
 """The ``torch`` backend of simplex_linear: the materialised form with one GEMM over the
 vertices as the combination; the strong unfused baseline."""
+
 from simplexkern.ops import linear_materialised
 from simplexkern.ops.linear_materialised import combines_products
 from simplexkern.ops.vertices import matmul_combine
@@ -10,8 +11,9 @@ def linear_forward(x, weight, bias, coeffs):
 
 
 def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc):
-    return linear_materialised.backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc,
-                                        matmul_combine)
+    return linear_materialised.backward(
+        dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc, matmul_combine
+    )
 
 
 __all__ = ["linear_forward", "linear_backward", "combines_products"]

@@ -9,6 +9,7 @@ and the fused forms would do k times their arithmetic) the S weights are materia
 Triton combine kernel, one pass over the store, and cuBLAS runs the GEMMs.
 The caller (simplexkern.ops.linear) passes a contiguous weight.
 """
+
 import torch
 
 from simplexkern.ops import linear_materialised, vertices
@@ -46,8 +47,9 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
     weight = weight.contiguous()  # the kernels walk a dense store (a model's store slots are views)
     S, k = coeffs.shape
     if x.shape[-2] > FUSED_MAX_ROWS:
-        return linear_materialised.backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db,
-                                            need_dc, _triton_combine)
+        return linear_materialised.backward(
+            dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, need_db, need_dc, _triton_combine
+        )
     c = coeffs.float().contiguous()
     shared = x.dim() == 2
     a, M = _rows(x, S)
@@ -63,8 +65,11 @@ def linear_backward(dy, x, weight, bias, coeffs, trainable, need_dx, need_dw, ne
     if need_dw:
         dw, idx = vertices.rows_out(weight, trainable)
         if idx is not None:
-            idx = (torch.arange(idx.start, idx.stop, device=weight.device, dtype=torch.int32)  # made on the device
-                   if isinstance(idx, slice) else idx.to(torch.int32))
+            idx = (
+                torch.arange(idx.start, idx.stop, device=weight.device, dtype=torch.int32)  # made on the device
+                if isinstance(idx, slice)
+                else idx.to(torch.int32)
+            )
             weight_grad_kernel.launch(dy_rows, a, M, c, idx, dw, shared)
     if need_dc:
         dc = torch.zeros(S, k, device=dy.device, dtype=torch.float32)

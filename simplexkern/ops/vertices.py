@@ -3,6 +3,7 @@ points' weights, sum_i c_si V_i (``combine``: public and checked; ``matmul_combi
 ``combine_vertices``: the unchecked forms the backends use), and turning per-point weight
 gradients G_s into the vertices' gradients dV_i = sum_s c_si G_s (trainable rows only) and
 the coefficients' dc_si = <G_s, V_i>."""
+
 import torch
 
 from simplexkern import _checks
@@ -45,8 +46,11 @@ def rows_out(t, trainable):
     if not trainable:
         return out.zero_(), None
     idx = rows(trainable, t.device)
-    left_out = [out[: idx.start], out[idx.stop:]] if isinstance(idx, slice) else \
-        [out[i] for i in range(len(out)) if i not in trainable]  # one memset each, not an element-wise scatter
+    left_out = (
+        [out[: idx.start], out[idx.stop :]]
+        if isinstance(idx, slice)
+        else [out[i] for i in range(len(out)) if i not in trainable]
+    )  # one memset each, not an element-wise scatter
     for part in left_out:
         if part.numel():
             part.zero_()
@@ -103,6 +107,7 @@ def bias_grads(dy, bias, coeffs, trainable, need_db, need_dc, dc, sum_dims=(1,))
         dc = gb @ bias.to(acc).T + (dc if dc is not None else 0)
     return db, dc
 
+
 def combine(coeffs: torch.Tensor, store: torch.Tensor) -> torch.Tensor:
     """The S points ``coeffs @ store`` of a store of k vertices: ``coeffs`` (S, k), ``store``
     (k, P) -> (S, P) in the store's dtype, accumulated in float32 (float64 for a float64
@@ -114,8 +119,9 @@ def combine(coeffs: torch.Tensor, store: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"store must have shape (k, P) with k >= 1 vertices, got {tuple(store.shape)}")
     k = store.shape[0]
     if coeffs.dim() != 2 or coeffs.shape[1] != k or coeffs.shape[0] < 1:
-        raise ValueError(f"coeffs must have shape (S, {k}) with S >= 1 for a store of {k} vertices, got "
-                         f"{tuple(coeffs.shape)}")
+        raise ValueError(
+            f"coeffs must have shape (S, {k}) with S >= 1 for a store of {k} vertices, got {tuple(coeffs.shape)}"
+        )
     if coeffs.device != store.device:
         raise ValueError(f"coeffs is on {coeffs.device} but store is on {store.device}")
     _checks.finite(coeffs, "coeffs")

@@ -2,10 +2,23 @@
 ESPRO, curves and FGE, all on one training loop (``simplexkern.train.loop``). Every
 algorithm is deterministic under its ``seed``, shows a progress bar (``progress=False``
 hides it), checkpoints into ``out`` after every epoch and resumes from there."""
+
 from simplexkern.train.curves import curve_model, fge, train_curve
 from simplexkern.train.loop import Phase, run_phase
 from simplexkern.train.modes import deep_ensemble, train_mode
 from simplexkern.train.spro import choose_reg, dimensionality_sweep, espro, grow_simplex, spro_complex
 
-__all__ = ["train_mode", "deep_ensemble", "grow_simplex", "espro", "choose_reg", "spro_complex", "dimensionality_sweep",
-           "train_curve", "curve_model", "fge", "Phase", "run_phase"]
+__all__ = [
+    "train_mode",
+    "deep_ensemble",
+    "grow_simplex",
+    "espro",
+    "choose_reg",
+    "spro_complex",
+    "dimensionality_sweep",
+    "train_curve",
+    "curve_model",
+    "fge",
+    "Phase",
+    "run_phase",
+]

@@ -1,5 +1,6 @@
 """Curves of low loss between two trained models, and Fast Geometric Ensembling (Garipov et
 al., 2018; SPEC §6)."""
+
 import copy
 
 import torch
@@ -45,11 +46,26 @@ def curve_model(a: nn.Module, b: nn.Module, kind: str = "bezier", n_bends: int =
     return model
 
 
-def train_curve(a: ModelOrPath, b: ModelOrPath, data: Dataset, kind: str = "bezier", n_bends: int = 3, *,
-                epochs: int = 50, lr: float = 0.05, weight_decay: float = 5e-4, momentum: float = 0.9,
-                n_samples: int = 5, batch_size: int = 64, seed: int = 0, device: Device = None,
-                out: Path | None = None, progress: bool = True, compile: bool = False,
-                distributed: Distributed = None) -> SimplexModel:
+def train_curve(
+    a: ModelOrPath,
+    b: ModelOrPath,
+    data: Dataset,
+    kind: str = "bezier",
+    n_bends: int = 3,
+    *,
+    epochs: int = 50,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    n_samples: int = 5,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Device = None,
+    out: Path | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    distributed: Distributed = None,
+) -> SimplexModel:
     """Trains a Bezier or polygonal-chain curve between the trained models ``a`` and ``b``
     (plain models or their checkpoints' paths): the endpoints stay fixed, the
     ``n_bends - 2`` interior control points (initialised on the segment) minimise
@@ -67,11 +83,23 @@ def train_curve(a: ModelOrPath, b: ModelOrPath, data: Dataset, kind: str = "bezi
     check_fits(a, data, "a")
     check_fits(b, data, "b")
     model = curve_model(a, b, kind, n_bends)
-    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
-                  n_samples=n_samples, compile=compile)
+    phase = Phase(
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        batch_size=batch_size,
+        n_samples=n_samples,
+        compile=compile,
+    )
     parallel = distributed == "data"
-    run = Run(out, "train_curve", {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed}, data,
-              data_parallel=parallel)
+    run = Run(
+        out,
+        "train_curve",
+        {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed},
+        data,
+        data_parallel=parallel,
+    )
     start = fingerprint(a) + ":" + fingerprint(b)
     device = device_of(device)
     meta, first, optimizer_state = run.resume("curve", start)
@@ -79,19 +107,45 @@ def train_curve(a: ModelOrPath, b: ModelOrPath, data: Dataset, kind: str = "bezi
         model = checkpoint.load(run.path("curve"), model=copy.deepcopy(a))
     model.to(device)
     if meta is None or not meta["done"]:
-        train_phase(model, data, phase, run=run, name="curve", start=start, key=member_key(seed, "train_curve", 0),
-                    device=device, progress=progress, describe=f"{kind} curve", first_epoch=first,
-                    optimizer_state=optimizer_state, data_parallel=parallel)
+        train_phase(
+            model,
+            data,
+            phase,
+            run=run,
+            name="curve",
+            start=start,
+            key=member_key(seed, "train_curve", 0),
+            device=device,
+            progress=progress,
+            describe=f"{kind} curve",
+            first_epoch=first,
+            optimizer_state=optimizer_state,
+            data_parallel=parallel,
+        )
         for i in range(1, n_bends - 1):
             model.fix(i)
         run.save("curve", model, start, {"epoch": epochs, "done": True})
     return model.eval()
 
 
-def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 2, lr1: float = 0.05,
-        lr2: float = 0.0005, *, weight_decay: float = 5e-4, momentum: float = 0.9, batch_size: int = 64, seed: int = 0,
-        device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
-        distributed: Distributed = None) -> list[nn.Module]:
+def fge(
+    model: ModelOrPath,
+    data: Dataset,
+    cycles: int = 4,
+    cycle_epochs: int = 2,
+    lr1: float = 0.05,
+    lr2: float = 0.0005,
+    *,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Device = None,
+    out: Path | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    distributed: Distributed = None,
+) -> list[nn.Module]:
     """Fast Geometric Ensembling: from the trained ``model`` (plain, or its checkpoint's
     path), ``cycles`` cycles of ``cycle_epochs`` epochs with a triangular learning rate
     lr1 -> lr2 -> lr1, and a snapshot at each cycle's minimum (the step run at lr2, the
@@ -107,19 +161,29 @@ def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 
     for name, value in (("cycles", cycles), ("cycle_epochs", cycle_epochs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    phase = Phase(epochs=cycles * cycle_epochs, lr=lr1, lr_min=lr2, schedule="cyclic", cycle_epochs=cycle_epochs,
-                  weight_decay=weight_decay, momentum=momentum, batch_size=batch_size, compile=compile)
+    phase = Phase(
+        epochs=cycles * cycle_epochs,
+        lr=lr1,
+        lr_min=lr2,
+        schedule="cyclic",
+        cycle_epochs=cycle_epochs,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        batch_size=batch_size,
+        compile=compile,
+    )
     if not lr2 < lr1:
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
     check_fits(model, data)
     n = steps_per_epoch(len(data.x_train), batch_size)
     per_cycle, middle = cycle_epochs * n, phase.cycle_minimum(n)
     if middle < 1:
-        raise ValueError(f"a cycle of {per_cycle} step(s) has no middle step to snapshot: use more cycle_epochs or a "
-                         "smaller batch_size")
+        raise ValueError(
+            f"a cycle of {per_cycle} step(s) has no middle step to snapshot: use more cycle_epochs or a "
+            "smaller batch_size"
+        )
     parallel = distributed == "data"
-    run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data,
-              data_parallel=parallel)
+    run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data, data_parallel=parallel)
     start = fingerprint(model)
     device = device_of(device)
     meta, first, optimizer_state = run.resume("fge", start)
@@ -139,9 +203,22 @@ def fge(model: ModelOrPath, data: Dataset, cycles: int = 4, cycle_epochs: int = 
             run.save(f"fge_snapshot_{c}", snap, start, {**info, "done": True})
 
     if meta is None or not meta["done"]:
-        train_phase(model, data, phase, run=run, name="fge", start=start, key=member_key(seed, "fge", 0),
-                    device=device, progress=progress, describe="fge", first_epoch=first,
-                    optimizer_state=optimizer_state, on_step=snapshot, data_parallel=parallel)
+        train_phase(
+            model,
+            data,
+            phase,
+            run=run,
+            name="fge",
+            start=start,
+            key=member_key(seed, "fge", 0),
+            device=device,
+            progress=progress,
+            describe="fge",
+            first_epoch=first,
+            optimizer_state=optimizer_state,
+            on_step=snapshot,
+            data_parallel=parallel,
+        )
         run.save("fge", model, start, {"epoch": phase.epochs, "done": True})
     for c in range(cycles):
         if c not in snapshots:  # taken before a resume: read back from its checkpoint

@@ -11,6 +11,7 @@ at each epoch's end). All randomness of an epoch (data order, sampled points,
 augmentation) comes from generators seeded by (seed, member, stage, epoch), so a run
 resumed from an epoch checkpoint repeats the uninterrupted run exactly.
 """
+
 import dataclasses
 import math
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from simplexkern.nn.layers import SimplexBatchNorm
 from simplexkern.nn.model import SimplexModel
 
 SCHEDULES = ("cosine", "constant", "cyclic")
-INIT = 2 ** 31 - 1  # the stage of a key that seeds initialisations (random vertices, fresh models)
+INIT = 2**31 - 1  # the stage of a key that seeds initialisations (random vertices, fresh models)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Phase:
     """One optimisation run. ``schedule``: "cosine" (lr -> lr_min over the phase),
     "constant", or "cyclic" (FGE's triangle: lr -> lr_min -> lr every ``cycle_epochs``,
     reaching lr_min exactly at the middle step of each cycle)."""
+
     epochs: int
     lr: float
     schedule: str = "cosine"
@@ -73,8 +75,11 @@ class Phase:
 
     def settings(self) -> dict:
         """The fields a run records (λ and the complex are recorded by the algorithm)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("reg", "reg_simplices", "read_every", "compile")}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("reg", "reg_simplices", "read_every", "compile")
+        }
 
     def gradient_evaluations(self, n_train: int, epochs: int | None = None) -> int:
         """The phase's cost in gradient evaluations, the same on any machine: training
@@ -121,6 +126,7 @@ def loss_function(data):
 
     def gaussian_nll(out, y):
         return 0.5 * ((out - y) / sigma).pow(2).mean() + math.log(sigma) + 0.5 * math.log(2 * math.pi)
+
     return gaussian_nll
 
 
@@ -158,7 +164,7 @@ def batches(x, y, batch_size, device, generator=None):
     copies."""
     n = len(x)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    rows = [order[i:i + batch_size] for i in range(0, n, batch_size)][:epoch_batches(n, batch_size)[0]]
+    rows = [order[i : i + batch_size] for i in range(0, n, batch_size)][: epoch_batches(n, batch_size)[0]]
     if device.type == "cuda" and x.device.type == "cpu":
         loader = torch.utils.data.DataLoader(_Rows(x, y), sampler=rows, batch_size=None, pin_memory=True)
         for xb, yb in loader:
@@ -270,17 +276,29 @@ def _step(model, optimizer, loss_of, phase, x, y, generator, simplex, world):
 
 def _diverged(describe, epoch, step, n_steps):
     """The FloatingPointError of a non-finite step; ``epoch`` (0-based) says where."""
-    err = FloatingPointError(f"{describe}: the loss or the weights are not finite (NaN or inf) at epoch {epoch + 1}, "
-                             f"step {step + 1} of {n_steps}; the last checkpoint (if any) is the last good state")
+    err = FloatingPointError(
+        f"{describe}: the loss or the weights are not finite (NaN or inf) at epoch {epoch + 1}, "
+        f"step {step + 1} of {n_steps}; the last checkpoint (if any) is the last good state"
+    )
     err.epoch = epoch
     return err
 
 
-def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple[int, ...], device: torch.device,
-              start_epoch: int = 0, optimizer_state: dict | None = None,
-              on_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None,
-              on_step: Callable[[int], None] | None = None, bar=None, describe: str = "training",
-              data_parallel: bool = False) -> torch.optim.Optimizer:
+def run_phase(
+    model: torch.nn.Module,
+    data: Dataset,
+    phase: Phase,
+    *,
+    key: tuple[int, ...],
+    device: torch.device,
+    start_epoch: int = 0,
+    optimizer_state: dict | None = None,
+    on_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    bar=None,
+    describe: str = "training",
+    data_parallel: bool = False,
+) -> torch.optim.Optimizer:
     """Trains ``model`` (plain or SimplexModel, already on ``device``) on ``data`` for the
     epochs of ``phase`` from ``start_epoch``; returns the optimizer.
 
@@ -319,6 +337,7 @@ def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple
 
     def loss_of(x, y, coeffs):
         return compute(model, loss_fn, phase, x, y, coeffs, forward)
+
     n_steps = steps_per_epoch(len(data.x_train), phase.batch_size)
     model.train()
     for epoch in range(start_epoch, phase.epochs):
@@ -326,8 +345,23 @@ def run_phase(model: torch.nn.Module, data: Dataset, phase: Phase, *, key: tuple
         # dropout and other users of torch's global generators; data-parallel processes draw
         # their own masks for their own rows (the same draw would repeat a mask on each share)
         with seeded(seed if world.size == 1 else derive_seed(seed, world.rank)):
-            _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step,
-                   bar, describe, world)
+            _epoch(
+                model,
+                data,
+                phase,
+                epoch,
+                seed,
+                device,
+                optimizer,
+                loss_of,
+                params,
+                simplex,
+                n_steps,
+                on_step,
+                bar,
+                describe,
+                world,
+            )
         if on_epoch is not None:
             on_epoch(epoch, optimizer)
     return optimizer
@@ -337,8 +371,10 @@ def _data_parallel(model, data, phase, device):
     """(world, the DistributedDataParallel wrapper of ``model`` that runs its forward)."""
     world = dist.world()
     if world.size == 1:
-        raise ValueError("data_parallel needs an initialised process group of several processes (launch with "
-                         "torchrun; see simplexkern.distributed)")
+        raise ValueError(
+            "data_parallel needs an initialised process group of several processes (launch with "
+            "torchrun; see simplexkern.distributed)"
+        )
     if phase.compile:
         raise ValueError("data-parallel training runs eagerly: compile=True is not supported with it")
     n, b = len(data.x_train), phase.batch_size
@@ -346,9 +382,11 @@ def _data_parallel(model, data, phase, device):
     smallest = examples - (n_batches - 1) * b  # the last batch (a lone last row is dropped)
     rows = 2 if _has_batch_norm(model) else 1  # BatchNorm normalises each share: one row has no variance
     if smallest < rows * world.size:
-        raise ValueError(f"data-parallel training over {world.size} processes needs every batch to have at least "
-                         f"{rows * world.size} rows ({rows} per process{' with BatchNorm' if rows > 1 else ''}): "
-                         f"batch_size {b} with {n} training examples gives a batch of {smallest}")
+        raise ValueError(
+            f"data-parallel training over {world.size} processes needs every batch to have at least "
+            f"{rows * world.size} rows ({rows} per process{' with BatchNorm' if rows > 1 else ''}): "
+            f"batch_size {b} with {n} training examples gives a batch of {smallest}"
+        )
     from torch.nn.parallel import DistributedDataParallel
 
     buffers = [name for name, _ in model.named_buffers()]  # fixed vertices, BatchNorm statistics: never sent
@@ -361,8 +399,9 @@ def _has_batch_norm(model):
     return any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, SimplexBatchNorm)) for m in model.modules())
 
 
-def _epoch(model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step, bar,
-           describe, world):
+def _epoch(
+    model, data, phase, epoch, seed, device, optimizer, loss_of, params, simplex, n_steps, on_step, bar, describe, world
+):
     """One epoch of ``run_phase``: reads the device once per progress update."""
     order = torch.Generator().manual_seed(seed)
     points = torch.Generator(device).manual_seed(seed)

@@ -1,5 +1,6 @@
 """Ordinary training of plain models: one mode (``train_mode``) and the deep-ensemble
 baseline (``deep_ensemble``), J independently initialised and trained models."""
+
 import copy
 from collections.abc import Callable
 
@@ -15,10 +16,22 @@ from simplexkern.train.loop import INIT, Phase
 from simplexkern.train.runs import Run, check_fits, check_plain, device_of, fingerprint, member_key, train_phase
 
 
-def train_mode(model: nn.Module, data: Dataset, *, epochs: int = 100, lr: float = 0.05, weight_decay: float = 5e-4,
-               momentum: float = 0.9, batch_size: int = 64, seed: int = 0, device: Device = None,
-               out: Path | None = None, progress: bool = True, compile: bool = False,
-               distributed: Distributed = None) -> nn.Module:
+def train_mode(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    epochs: int = 100,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Device = None,
+    out: Path | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    distributed: Distributed = None,
+) -> nn.Module:
     """Ordinary training of the plain ``model`` on ``data`` (a ``simplexkern.data.Dataset``):
     SGD with momentum, weight decay and a cosine schedule from ``lr`` to 0 (SPEC defaults:
     lr 0.05, weight decay 5e-4). Returns the trained model, a copy on ``device`` (default:
@@ -33,12 +46,23 @@ def train_mode(model: nn.Module, data: Dataset, *, epochs: int = 100, lr: float 
     check_plain(model, "model")
     dist.check_mode(distributed, (None, "data"))
     check_fits(model, data)
-    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
-                  compile=compile)
+    phase = Phase(
+        epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size, compile=compile
+    )
     parallel = distributed == "data"
     run = Run(out, "train_mode", {**phase.settings(), "seed": seed}, data, data_parallel=parallel)
-    return _train(model, data, phase, run, "mode", member_key(seed, "train_mode", 0), device_of(device), progress,
-                  "mode", parallel)
+    return _train(
+        model,
+        data,
+        phase,
+        run,
+        "mode",
+        member_key(seed, "train_mode", 0),
+        device_of(device),
+        progress,
+        "mode",
+        parallel,
+    )
 
 
 def _train(model, data, phase, run, name, key, device, progress, describe, data_parallel=False):
@@ -50,16 +74,42 @@ def _train(model, data, phase, run, name, key, device, progress, describe, data_
         model.to(device)
         if meta.get("done"):
             return model.eval()
-    train_phase(model, data, phase, run=run, name=name, start=start, key=key, device=device, progress=progress,
-                describe=describe, first_epoch=first, optimizer_state=optimizer_state, data_parallel=data_parallel)
+    train_phase(
+        model,
+        data,
+        phase,
+        run=run,
+        name=name,
+        start=start,
+        key=key,
+        device=device,
+        progress=progress,
+        describe=describe,
+        first_epoch=first,
+        optimizer_state=optimizer_state,
+        data_parallel=data_parallel,
+    )
     run.save(name, model, start, {"epoch": phase.epochs, "done": True})
     return model.eval()
 
 
-def deep_ensemble(architecture: str | Callable[[], nn.Module], data: Dataset, n_models: int = 3, *, epochs: int = 100,
-                  lr: float = 0.05, weight_decay: float = 5e-4, momentum: float = 0.9, batch_size: int = 64,
-                  seed: int = 0, device: Device = None, out: Path | None = None, progress: bool = True,
-                  compile: bool = False, distributed: Distributed = None) -> list[nn.Module]:
+def deep_ensemble(
+    architecture: str | Callable[[], nn.Module],
+    data: Dataset,
+    n_models: int = 3,
+    *,
+    epochs: int = 100,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Device = None,
+    out: Path | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    distributed: Distributed = None,
+) -> list[nn.Module]:
     """The deep-ensemble baseline: ``n_models`` (J) models, each initialised from its own
     seed and trained as ``train_mode`` does. ``architecture``: a ``simplexkern.models``
     name (sized for ``data`` by ``models.for_data``) or a function returning a fresh model.
@@ -74,22 +124,24 @@ def deep_ensemble(architecture: str | Callable[[], nn.Module], data: Dataset, n_
     if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
         raise ValueError(f"n_models must be an int >= 1, got {n_models!r}")
     if isinstance(architecture, str):
+
         def factory():
             return models.for_data(architecture, data)
     elif callable(architecture):
         factory = architecture
     else:
-        raise TypeError(f"architecture must be a model name or a function returning a model, got "
-                        f"{type(architecture).__name__}")
+        raise TypeError(
+            f"architecture must be a model name or a function returning a model, got {type(architecture).__name__}"
+        )
     world = dist.check_mode(distributed)
-    phase = Phase(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
-                  compile=compile)
+    phase = Phase(
+        epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size, compile=compile
+    )
     parallel = distributed == "data"
-    run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed}, data,
-              data_parallel=parallel)
+    run = Run(out, "deep_ensemble", {**phase.settings(), "seed": seed}, data, data_parallel=parallel)
     device = device_of(device)
     members = []
-    for j in (world.members(n_models) if distributed == "members" else range(n_models)):
+    for j in world.members(n_models) if distributed == "members" else range(n_models):
         key = member_key(seed, "deep_ensemble", j)
         with seeded(derive_seed(*key, INIT)):  # the initialisation comes from the member's own seed
             model = factory()

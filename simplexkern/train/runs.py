@@ -2,6 +2,7 @@
 every epoch and every finished vertex / member, each recording the algorithm, its settings,
 what it started from and how far it got; calling an algorithm again with the same folder
 resumes from there."""
+
 import hashlib
 import json
 import os
@@ -63,8 +64,15 @@ def data_fingerprint(data, all_splits=False):
     """SHA-256 of a data set's training split (a run resumes only on the data it started on),
     or of all its splits."""
     names = ("train", "val", "test") if all_splits else ("train",)
-    return _digest([(f"{xy}_{split}", getattr(data, f"{xy}_{split}")) for split in names for xy in "xy"
-                    if getattr(data, f"{xy}_{split}") is not None], data.task)
+    return _digest(
+        [
+            (f"{xy}_{split}", getattr(data, f"{xy}_{split}"))
+            for split in names
+            for xy in "xy"
+            if getattr(data, f"{xy}_{split}") is not None
+        ],
+        data.task,
+    )
 
 
 _MEMBER_COUNTS = ("n_models", "n_modes")  # recorded by earlier ensembles; their members do not depend on them
@@ -104,17 +112,23 @@ class Run:
         if path is None or not path.exists():
             return None, None
         meta, state = checkpoint.read_training_state(path)
-        recorded = {k: v for k, v in (meta.get("settings") or {}).items()
-                    if k in self.settings or k not in _MEMBER_COUNTS}
+        recorded = {
+            k: v for k, v in (meta.get("settings") or {}).items() if k in self.settings or k not in _MEMBER_COUNTS
+        }
         theirs = meta.get("algorithm"), recorded
         if theirs != (self.algorithm, self.settings):
-            changed = sorted(k for k in set(self.settings) | set(theirs[1] or {})
-                             if (theirs[1] or {}).get(k) != self.settings.get(k))
-            raise ValueError(f"{path} belongs to another run ({theirs[0]}; settings that differ: "
-                             f"{', '.join(changed) or 'none'}); use another out folder, or remove it to start over")
+            changed = sorted(
+                k for k in set(self.settings) | set(theirs[1] or {}) if (theirs[1] or {}).get(k) != self.settings.get(k)
+            )
+            raise ValueError(
+                f"{path} belongs to another run ({theirs[0]}; settings that differ: "
+                f"{', '.join(changed) or 'none'}); use another out folder, or remove it to start over"
+            )
         if meta.get("start") != start:
-            raise ValueError(f"{path} was trained from other starting weights than the model given; use another out "
-                             "folder, or remove it to start over")
+            raise ValueError(
+                f"{path} was trained from other starting weights than the model given; use another out "
+                "folder, or remove it to start over"
+            )
         return meta, state
 
     def resume(self, name, start):
@@ -176,8 +190,25 @@ def as_plain(model, name):
     return check_plain(model, name, "a plain torch.nn.Module or the path of its checkpoint")
 
 
-def train_phase(model, data, phase, *, run, name, start, key, device, progress, describe, first_epoch=0,
-                optimizer_state=None, record=None, on_step=None, data_parallel=False, check=None):
+def train_phase(
+    model,
+    data,
+    phase,
+    *,
+    run,
+    name,
+    start,
+    key,
+    device,
+    progress,
+    describe,
+    first_epoch=0,
+    optimizer_state=None,
+    record=None,
+    on_step=None,
+    data_parallel=False,
+    check=None,
+):
     """``run_phase`` with a progress bar and a checkpoint after every epoch; ``record`` (a
     JSON dict) goes into every checkpoint's progress metadata; ``check(epoch)``, when given,
     runs before each epoch's checkpoint is written (an exception it raises stops the phase
@@ -191,12 +222,31 @@ def train_phase(model, data, phase, *, run, name, start, key, device, progress, 
         progress = False
     elif world.size > 1 and not data_parallel:  # one line per process
         label, position = f"rank {world.rank}: {describe}", world.rank
-    with tqdm(total=phase.epochs * n, initial=first_epoch * n, desc=label, disable=not progress,
-              unit="step", position=position) as bar:
+    with tqdm(
+        total=phase.epochs * n,
+        initial=first_epoch * n,
+        desc=label,
+        disable=not progress,
+        unit="step",
+        position=position,
+    ) as bar:
+
         def on_epoch(epoch, optimizer):
             if check is not None:
                 check(epoch)
             run.save(name, model, start, {**(record or {}), "epoch": epoch + 1, "done": False}, optimizer)
-        return run_phase(model, data, phase, key=key, device=device, start_epoch=first_epoch,
-                         optimizer_state=optimizer_state, on_epoch=on_epoch, on_step=on_step, bar=bar,
-                         describe=describe, data_parallel=data_parallel)
+
+        return run_phase(
+            model,
+            data,
+            phase,
+            key=key,
+            device=device,
+            start_epoch=first_epoch,
+            optimizer_state=optimizer_state,
+            on_epoch=on_epoch,
+            on_step=on_step,
+            bar=bar,
+            describe=describe,
+            data_parallel=data_parallel,
+        )

@@ -24,6 +24,7 @@ volume. ``reg_scale`` sets λ_v from ``reg`` = λ:
   and raises ValueError when log V(K̃_v) <= 0 (the published max(λ_v, 1e-8) silently turns
   the regulariser off there).
 """
+
 import copy
 import dataclasses
 import inspect
@@ -53,8 +54,15 @@ REG_SCALES = ("none", "random")
 
 
 def _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile):
-    return Phase(epochs=vertex_epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
-                 n_samples=n_samples, compile=compile)
+    return Phase(
+        epochs=vertex_epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        batch_size=batch_size,
+        n_samples=n_samples,
+        compile=compile,
+    )
 
 
 def _check_growth(reg, reg_scale, noise):
@@ -63,8 +71,9 @@ def _check_growth(reg, reg_scale, noise):
     if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not reg >= 0:
         raise ValueError(f"reg (λ) must be a number >= 0, got {reg!r}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise > 0:
-        raise ValueError(f"noise must be a number > 0 (a new vertex at the mean of the others spans no volume), "
-                         f"got {noise!r}")
+        raise ValueError(
+            f"noise must be a number > 0 (a new vertex at the mean of the others spans no volume), got {noise!r}"
+        )
 
 
 def fix_all(model):
@@ -104,13 +113,35 @@ def reg_for_vertex(model, reg, reg_scale, n_vertices, simplices, seed):
         return float(reg)
     log_v = random_log_volume(model, n_vertices, simplices, seed)
     if not log_v > 0:
-        raise ValueError(f"reg_scale='random': a random complex of this architecture with {n_vertices} vertices has "
-                         f"log V = {log_v:.3g} <= 0, so λ / log V would not reward volume; use reg_scale='none'")
+        raise ValueError(
+            f"reg_scale='random': a random complex of this architecture with {n_vertices} vertices has "
+            f"log V = {log_v:.3g} <= 0, so λ / log V would not reward volume; use reg_scale='none'"
+        )
     return reg / log_v
 
 
-def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, weighting, run, name, start, template,
-          key, device, progress, describe, data_parallel=False, check=None):
+def _grow(
+    model,
+    data,
+    phase,
+    *,
+    n_modes,
+    n_vertices,
+    noise,
+    reg,
+    reg_scale,
+    weighting,
+    run,
+    name,
+    start,
+    template,
+    key,
+    device,
+    progress,
+    describe,
+    data_parallel=False,
+    check=None,
+):
     """Adds vertices to ``model`` (a SimplexModel whose first ``n_modes`` vertices are the
     modes) up to ``n_vertices``, one at a time, checkpointing ``name`` in ``run``;
     ``check(model, vertex, epoch)`` runs after every epoch (``train_phase``). A
@@ -129,19 +160,32 @@ def _grow(model, data, phase, *, n_modes, n_vertices, noise, reg, reg_scale, wei
             # the mean of a simplex's vertices, or of a complex's connectors (their shared face,
             # inside every simplex of the complex; the modes' mean is not) once there are any
             around = None if n_modes == 1 or v == n_modes else list(range(n_modes, v))
-            model.add_vertex("mean", noise, source=around,
-                             generator=torch.Generator().manual_seed(derive_seed(*key, v, INIT)))
+            model.add_vertex(
+                "mean", noise, source=around, generator=torch.Generator().manual_seed(derive_seed(*key, v, INIT))
+            )
             first, optimizer_state = 0, None
         simplices = complex_simplices(n_modes, v + 1)
         model.sampler = SimplexSampler() if simplices is None else ComplexSampler(simplices, weighting)
         reg_v = reg_for_vertex(model, reg, reg_scale, v + 1, simplices, derive_seed(*key, v, INIT, 1))
         vertex_phase = dataclasses.replace(phase, reg=reg_v, reg_simplices=simplices)
         try:
-            train_phase(model, data, vertex_phase, run=run, name=name, start=start, key=(*key, v), device=device,
-                        progress=progress, describe=f"{describe}, vertex {v}", first_epoch=first,
-                        optimizer_state=optimizer_state, record={"vertices_done": v, "history": history},
-                        data_parallel=data_parallel,
-                        check=None if check is None else lambda epoch, v=v: check(model, v, epoch))
+            train_phase(
+                model,
+                data,
+                vertex_phase,
+                run=run,
+                name=name,
+                start=start,
+                key=(*key, v),
+                device=device,
+                progress=progress,
+                describe=f"{describe}, vertex {v}",
+                first_epoch=first,
+                optimizer_state=optimizer_state,
+                record={"vertices_done": v, "history": history},
+                data_parallel=data_parallel,
+                check=None if check is None else lambda epoch, v=v: check(model, v, epoch),
+            )
         except FloatingPointError as err:
             err.vertex = v
             raise
@@ -164,11 +208,27 @@ def _start_model(model):
     return simplexify(plain), copy.deepcopy(plain), fingerprint(plain)
 
 
-def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: int = 3, *, reg: float = 0.1,
-                 reg_scale: str = "none", vertex_epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
-                 momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5, batch_size: int = 64, seed: int = 0,
-                 device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
-                 distributed: Distributed = None) -> SimplexModel:
+def grow_simplex(
+    model: ModelOrPath | SimplexModel,
+    data: Dataset,
+    n_vertices: int = 3,
+    *,
+    reg: float = 0.1,
+    reg_scale: str = "none",
+    vertex_epochs: int = 30,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    noise: float = 0.01,
+    n_samples: int = 5,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Device = None,
+    out: Path | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    distributed: Distributed = None,
+) -> SimplexModel:
     """SPRO on one simplex: grows ``model`` (a trained plain model, its checkpoint's path,
     or a SimplexModel to extend) into a simplex of ``n_vertices`` vertices (the mode
     included), adding one vertex at a time and training it for ``vertex_epochs`` epochs
@@ -189,19 +249,58 @@ def grow_simplex(model: ModelOrPath | SimplexModel, data: Dataset, n_vertices: i
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, int) or n_vertices < sm.n_vertices:
         raise ValueError(f"n_vertices must be an int >= the model's {sm.n_vertices} vertices, got {n_vertices!r}")
     parallel = distributed == "data"
-    run = Run(out, "grow_simplex", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale,
-                                        noise=noise, seed=seed), data, data_parallel=parallel)
-    return _grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg, reg_scale=reg_scale,
-                 weighting="volume", run=run, name="simplex", start=start, template=template,
-                 key=member_key(seed, "grow_simplex", 0), device=device_of(device), progress=progress,
-                 describe="simplex", data_parallel=parallel)
+    run = Run(
+        out,
+        "grow_simplex",
+        dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise, seed=seed),
+        data,
+        data_parallel=parallel,
+    )
+    return _grow(
+        sm,
+        data,
+        phase,
+        n_modes=1,
+        n_vertices=n_vertices,
+        noise=noise,
+        reg=reg,
+        reg_scale=reg_scale,
+        weighting="volume",
+        run=run,
+        name="simplex",
+        start=start,
+        template=template,
+        key=member_key(seed, "grow_simplex", 0),
+        device=device_of(device),
+        progress=progress,
+        describe="simplex",
+        data_parallel=parallel,
+    )
 
 
-def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, reg: float = 0.1,
-          reg_scale: str = "none", vertex_epochs: int = 30, lr: float = 0.05, weight_decay: float = 5e-4,
-          momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5, batch_size: int = 64, seed: int = 0,
-          device: Device = None, out: Path | None = None, progress: bool = True, compile: bool = False,
-          distributed: Distributed = None, _screen=None, _grown=()) -> list[SimplexModel]:
+def espro(
+    modes: Sequence[ModelOrPath],
+    data: Dataset,
+    n_vertices: int = 3,
+    *,
+    reg: float = 0.1,
+    reg_scale: str = "none",
+    vertex_epochs: int = 30,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    noise: float = 0.01,
+    n_samples: int = 5,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Device = None,
+    out: Path | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    distributed: Distributed = None,
+    _screen=None,
+    _grown=(),
+) -> list[SimplexModel]:
     """ESPRO: J independent simplexes, one grown from each trained mode in ``modes`` (plain
     models or paths of their checkpoints) by ``grow_simplex`` with these settings. Simplex
     j depends only on (mode j, seed, j). With ``out``, simplex j is checkpointed in
@@ -227,8 +326,13 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
     indices = world.members(n_modes) if members else range(n_modes)
     plains = [check_fits(as_plain(mode, f"modes[{j}]"), data, f"modes[{j}]") for j, mode in zip(indices, modes)]
     parallel = distributed == "data"
-    run = Run(out, "espro", dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise,
-                                 seed=seed), data, data_parallel=parallel)
+    run = Run(
+        out,
+        "espro",
+        dict(phase.settings(), n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise, seed=seed),
+        data,
+        data_parallel=parallel,
+    )
     device = device_of(device)
     simplexes = []
     for i, (j, plain) in enumerate(zip(indices, plains)):
@@ -239,10 +343,29 @@ def espro(modes: Sequence[ModelOrPath], data: Dataset, n_vertices: int = 3, *, r
         screen = _screen if j == 0 and not members else None  # choose_reg's early stop
         check = None if screen is None else _first_epoch_check(screen)
         try:
-            simplexes.append(_grow(sm, data, phase, n_modes=1, n_vertices=n_vertices, noise=noise, reg=reg,
-                                   reg_scale=reg_scale, weighting="volume", run=run, name=f"simplex_{j}",
-                                   start=start, template=template, key=member_key(seed, "espro", j), device=device,
-                                   progress=progress, describe=f"simplex {j}", data_parallel=parallel, check=check))
+            simplexes.append(
+                _grow(
+                    sm,
+                    data,
+                    phase,
+                    n_modes=1,
+                    n_vertices=n_vertices,
+                    noise=noise,
+                    reg=reg,
+                    reg_scale=reg_scale,
+                    weighting="volume",
+                    run=run,
+                    name=f"simplex_{j}",
+                    start=start,
+                    template=template,
+                    key=member_key(seed, "espro", j),
+                    device=device,
+                    progress=progress,
+                    describe=f"simplex {j}",
+                    data_parallel=parallel,
+                    check=check,
+                )
+            )
         except FloatingPointError as err:
             err.member = j  # which simplex diverged (choose_reg reports the lowest over processes)
             raise
@@ -253,11 +376,15 @@ def _first_epoch_check(screen):
     def check(model, vertex, epoch):
         if vertex == 1 and epoch == 0:
             screen(model)
+
     return check
 
 
-_ESPRO_DEFAULTS = {k: p.default for k, p in inspect.signature(espro).parameters.items()
-                   if p.default is not inspect.Parameter.empty and not k.startswith("_")}
+_ESPRO_DEFAULTS = {
+    k: p.default
+    for k, p in inspect.signature(espro).parameters.items()
+    if p.default is not inspect.Parameter.empty and not k.startswith("_")
+}
 
 
 def _complex_start(modes, data):
@@ -275,11 +402,28 @@ def _complex_start(modes, data):
     return model, copy.deepcopy(plain[0]), ":".join(fingerprint(p) for p in plain)
 
 
-def spro_complex(modes: Sequence[ModelOrPath], data: Dataset, n_connectors: int = 2, *, reg: float = 1.0,
-                 reg_scale: str = "none", weighting: str = "volume", vertex_epochs: int = 30, lr: float = 0.05,
-                 weight_decay: float = 5e-4, momentum: float = 0.9, noise: float = 0.01, n_samples: int = 5,
-                 batch_size: int = 64, seed: int = 0, device: Device = None, out: Path | None = None,
-                 progress: bool = True, compile: bool = False, distributed: Distributed = None) -> SimplexModel:
+def spro_complex(
+    modes: Sequence[ModelOrPath],
+    data: Dataset,
+    n_connectors: int = 2,
+    *,
+    reg: float = 1.0,
+    reg_scale: str = "none",
+    weighting: str = "volume",
+    vertex_epochs: int = 30,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    noise: float = 0.01,
+    n_samples: int = 5,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Device = None,
+    out: Path | None = None,
+    progress: bool = True,
+    compile: bool = False,
+    distributed: Distributed = None,
+) -> SimplexModel:
     """SPRO on a simplicial complex: the m trained ``modes`` (fixed) joined through
     ``n_connectors`` shared connector vertices, K = {S(w_j, θ_0..θ_c) : j < m}, trained one
     at a time as ``grow_simplex`` trains a vertex, with points drawn from the whole complex
@@ -300,19 +444,55 @@ def spro_complex(modes: Sequence[ModelOrPath], data: Dataset, n_connectors: int 
     phase = _vertex_phase(vertex_epochs, lr, weight_decay, momentum, batch_size, n_samples, compile)
     model, template, start = _complex_start(modes, data)
     parallel = distributed == "data"
-    run = Run(out, "spro_complex", dict(phase.settings(), n_connectors=n_connectors, reg=reg, reg_scale=reg_scale,
-                                        weighting=weighting, noise=noise, seed=seed, n_modes=len(modes)), data,
-              data_parallel=parallel)
+    run = Run(
+        out,
+        "spro_complex",
+        dict(
+            phase.settings(),
+            n_connectors=n_connectors,
+            reg=reg,
+            reg_scale=reg_scale,
+            weighting=weighting,
+            noise=noise,
+            seed=seed,
+            n_modes=len(modes),
+        ),
+        data,
+        data_parallel=parallel,
+    )
     m = len(modes)
-    return _grow(model, data, phase, n_modes=m, n_vertices=m + n_connectors, noise=noise, reg=reg,
-                 reg_scale=reg_scale, weighting=weighting, run=run, name="complex", start=start, template=template,
-                 key=member_key(seed, "spro_complex", 0), device=device_of(device), progress=progress,
-                 describe="complex", data_parallel=parallel)
+    return _grow(
+        model,
+        data,
+        phase,
+        n_modes=m,
+        n_vertices=m + n_connectors,
+        noise=noise,
+        reg=reg,
+        reg_scale=reg_scale,
+        weighting=weighting,
+        run=run,
+        name="complex",
+        start=start,
+        template=template,
+        key=member_key(seed, "spro_complex", 0),
+        device=device_of(device),
+        progress=progress,
+        describe="complex",
+        data_parallel=parallel,
+    )
 
 
-def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float] = (0.1, 0.3, 1.0, 3.0), *,
-               n_points: int = 25, out: Path | None = None, stop_early: bool = True,
-               **settings) -> tuple[float, list[SimplexModel], list[dict]]:
+def choose_reg(
+    modes: Sequence[ModelOrPath],
+    data: Dataset,
+    regs: Sequence[float] = (0.1, 0.3, 1.0, 3.0),
+    *,
+    n_points: int = 25,
+    out: Path | None = None,
+    stop_early: bool = True,
+    **settings,
+) -> tuple[float, list[SimplexModel], list[dict]]:
     """ESPRO with each λ in ``regs`` (other settings as ``espro``'s ``settings``), scored by
     the NLL of the ensemble's prediction on ``data``'s validation split (never the test
     split; load the data with ``val_fraction=``). Returns (best λ, its simplexes, rows).
@@ -363,8 +543,9 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
     if len(set(regs)) != len(regs):
         raise ValueError(f"regs lists a λ more than once: {list(regs)}")
     if data.task != "classification":
-        raise ValueError("choose_reg ranks λ by the validation NLL of class probabilities: it needs a classification "
-                         "data set")
+        raise ValueError(
+            "choose_reg ranks λ by the validation NLL of class probabilities: it needs a classification data set"
+        )
     search = _RegSearch(modes, data, n_points, settings, out, world, together)
     halving = stop_early and search.cost.n_modes > 1 and len(regs) > 1
     first = modes[:1] if halving else modes
@@ -375,13 +556,25 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
         wanted, done = math.ceil(len(alive) / 2), 0
         for reg in alive:
             if done < wanted:
-                rows[reg] = search.run(reg, modes, None, rows[reg]["train_s"], grown=search.simplexes.pop(reg),
-                                       simplex0_nll=rows[reg]["simplex0_val_nll"])
+                rows[reg] = search.run(
+                    reg,
+                    modes,
+                    None,
+                    rows[reg]["train_s"],
+                    grown=search.simplexes.pop(reg),
+                    simplex0_nll=rows[reg]["simplex0_val_nll"],
+                )
                 done += _finished(rows[reg])
             else:
-                rows[reg] = {**rows[reg], **search.stopped(f"stopped after simplex 0: its validation NLL "
-                                                           f"{rows[reg]['simplex0_val_nll']:.4f} is in the worse half "
-                                                           "of the λ", search.cost.first_simplexes())}
+                rows[reg] = {
+                    **rows[reg],
+                    **search.stopped(
+                        f"stopped after simplex 0: its validation NLL "
+                        f"{rows[reg]['simplex0_val_nll']:.4f} is in the worse half "
+                        "of the λ",
+                        search.cost.first_simplexes(),
+                    ),
+                }
     best = {}
     for reg in regs:  # the best of the saturated and of the other λ, kept apart
         row = rows[reg]
@@ -390,8 +583,9 @@ def choose_reg(modes: Sequence[ModelOrPath], data: Dataset, regs: Sequence[float
             if kind not in best or row["val_nll"] < best[kind][0]:
                 best[kind] = (row["val_nll"], reg)
     if not best:
-        raise FloatingPointError(f"every λ in {list(regs)} diverged or wrecked the model in its first vertex epoch; "
-                                 "try smaller values")
+        raise FloatingPointError(
+            f"every λ in {list(regs)} diverged or wrecked the model in its first vertex epoch; try smaller values"
+        )
     _, reg = best.get(False, best.get(True))
     return reg, search.simplexes[reg], [rows[r] for r in regs]
 
@@ -427,8 +621,9 @@ class _RegSearch:
         together, and known to every process."""
         nll = None
         if not self.together or self.world.is_main:
-            nll = metrics(predict(members, self.data, split="val", n_points=self.n_points, seed=self.seed),
-                          self.data.y_val)["nll"]
+            nll = metrics(
+                predict(members, self.data, split="val", n_points=self.n_points, seed=self.seed), self.data.y_val
+            )["nll"]
         return self.world.from_main(nll) if self.together else nll
 
     def wreck_check(self, mode):
@@ -442,14 +637,24 @@ class _RegSearch:
         def screen(model):
             nll = self._val_nll([model])
             if not nll <= limit:  # NaN included
-                raise _Stopped(f"stopped after the first vertex epoch: simplex 0's validation NLL {nll:.4f} is above "
-                               f"{limit:.4f}, half the way from its mode's {reference:.4f} to a uniform guess's "
-                               f"{uniform:.4f}")
+                raise _Stopped(
+                    f"stopped after the first vertex epoch: simplex 0's validation NLL {nll:.4f} is above "
+                    f"{limit:.4f}, half the way from its mode's {reference:.4f} to a uniform guess's "
+                    f"{uniform:.4f}"
+                )
+
         return screen
 
     def stopped(self, why, evaluations):
-        return {"val_nll": math.inf, "val_accuracy": math.nan, "stopped": why, "gradient_evaluations": evaluations,
-                "saturated": False, "near_hard": False, "zero_val_error": False}
+        return {
+            "val_nll": math.inf,
+            "val_accuracy": math.nan,
+            "stopped": why,
+            "gradient_evaluations": evaluations,
+            "saturated": False,
+            "near_hard": False,
+            "zero_val_error": False,
+        }
 
     def run(self, reg, modes, screen, seconds=0.0, grown=(), simplex0_nll=None, score=True):
         """The row of λ ``reg`` after ``espro`` on ``modes`` (a prefix of choose_reg's, or all
@@ -478,19 +683,29 @@ class _RegSearch:
                 torch.cuda.synchronize(device)
             if self.together:
                 self.world.barrier()
-            whole = self.cost.n_modes == (self.world.total(len(modes), "modes") if self.mode == "members"
-                                          else len(modes))
+            whole = self.cost.n_modes == (
+                self.world.total(len(modes), "modes") if self.mode == "members" else len(modes)
+            )
             main = self.mode != "data" or self.world.is_main  # data-parallel processes hold the same simplexes
             if score and main:
-                val = predict(simplexes, self.data, split="val", n_points=self.n_points, seed=self.seed,
-                              distributed=self.together and self.mode == "members")
+                val = predict(
+                    simplexes,
+                    self.data,
+                    split="val",
+                    n_points=self.n_points,
+                    seed=self.seed,
+                    distributed=self.together and self.mode == "members",
+                )
                 m, top = metrics(val, self.data.y_val), val.max(1).values
-                row.update(val_nll=m["nll"], val_accuracy=m["accuracy"], saturated=bool((top >= SATURATED).all()),
-                           near_hard=bool((top >= NEAR_HARD).double().mean() >= 0.95),
-                           zero_val_error=m["accuracy"] == 1.0)
+                row.update(
+                    val_nll=m["nll"],
+                    val_accuracy=m["accuracy"],
+                    saturated=bool((top >= SATURATED).all()),
+                    near_hard=bool((top >= NEAR_HARD).double().mean() >= 0.95),
+                    zero_val_error=m["accuracy"] == 1.0,
+                )
             if simplex0_nll is None:  # one simplex in all: the ensemble's (rank 0's row is the one kept)
-                simplex0_nll = row.get("val_nll") if score and self.cost.n_modes == 1 else \
-                    self._val_nll(simplexes[:1])
+                simplex0_nll = row.get("val_nll") if score and self.cost.n_modes == 1 else self._val_nll(simplexes[:1])
             row.update(simplex0_val_nll=simplex0_nll, log_volume=_last_log_volume(simplexes))
             row["gradient_evaluations"] = self.cost.whole() if whole else self.cost.first_simplexes()
             self.simplexes[reg] = simplexes
@@ -505,8 +720,15 @@ class _EsproCost:
 
     def __init__(self, modes, data, settings, world):
         given = {**_ESPRO_DEFAULTS, **settings}
-        self.phase = _vertex_phase(given["vertex_epochs"], given["lr"], given["weight_decay"], given["momentum"],
-                                   given["batch_size"], given["n_samples"], False)
+        self.phase = _vertex_phase(
+            given["vertex_epochs"],
+            given["lr"],
+            given["weight_decay"],
+            given["momentum"],
+            given["batch_size"],
+            given["n_samples"],
+            False,
+        )
         self.n_added = given["n_vertices"] - 1
         self.n_modes = world.total(len(modes), "modes") if world.size > 1 else len(modes)
         self.n_train, self.processes = len(data.x_train), world.size
@@ -531,16 +753,21 @@ class _EsproCost:
         return vertices * self.epochs(self.phase.epochs) + self.epochs(getattr(err, "epoch", 0) + 1)
 
 
-
-
 def _last_log_volume(simplexes):
     """log V of simplex 0 when this process holds it (rank 0 does), else NaN."""
     history = simplexes[0].metadata["history"] if simplexes else []
     return history[-1]["log_volume"] if history else math.nan
 
 
-def dimensionality_sweep(modes: ModelOrPath | Sequence[ModelOrPath], data: Dataset, max_connectors: int = 4, *,
-                         n_points: int = 25, seed: int = 0, **settings) -> tuple[SimplexModel, list[dict]]:
+def dimensionality_sweep(
+    modes: ModelOrPath | Sequence[ModelOrPath],
+    data: Dataset,
+    max_connectors: int = 4,
+    *,
+    n_points: int = 25,
+    seed: int = 0,
+    **settings,
+) -> tuple[SimplexModel, list[dict]]:
     """The dimensionality of the low-loss region (paper §4.3): trains ``spro_complex(modes,
     data, max_connectors, seed=seed, **settings)`` (for one mode: a simplex grown vertex by
     vertex) and, for each number of connectors c = 1..max_connectors, evaluates the
@@ -562,16 +789,24 @@ def dimensionality_sweep(modes: ModelOrPath | Sequence[ModelOrPath], data: Datas
             generator = torch.Generator(model.device).manual_seed(derive_seed(seed, c))
             points = ComplexSampler(simplices).sample(n_points, model, generator)
             values = metrics_at(model, points, data)
-            probs = torch.cat([torch.softmax(out.float(), -1).mean(0).cpu()
-                               for _, out in outputs_at(model, data.x_test, points, bn_inputs=data.x_train)])
-            rows.append({
-                "connectors": c, "vertices": m + c,
-                "log_volume": float(log_volume(model, simplices)),
-                "train_loss": float(values["train_loss"].mean()), "train_error": float(values["train_error"].mean()),
-                "train_error_max": float(values["train_error"].max()),
-                "test_error": float(values["test_error"].mean()),
-                "test_error_ensemble": 1 - metrics(probs, data.y_test)["accuracy"],
-            })
+            probs = torch.cat(
+                [
+                    torch.softmax(out.float(), -1).mean(0).cpu()
+                    for _, out in outputs_at(model, data.x_test, points, bn_inputs=data.x_train)
+                ]
+            )
+            rows.append(
+                {
+                    "connectors": c,
+                    "vertices": m + c,
+                    "log_volume": float(log_volume(model, simplices)),
+                    "train_loss": float(values["train_loss"].mean()),
+                    "train_error": float(values["train_error"].mean()),
+                    "train_error_max": float(values["train_error"].max()),
+                    "test_error": float(values["test_error"].mean()),
+                    "test_error_ensemble": 1 - metrics(probs, data.y_test)["accuracy"],
+                }
+            )
     return model, rows
 
 

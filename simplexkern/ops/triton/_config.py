@@ -1,4 +1,5 @@
 """What the Triton kernels share: interpreter detection, dot precision, autotune lists."""
+
 import importlib.util
 import os
 
@@ -34,12 +35,14 @@ def smem_pruner(tile_words):
     tiles, ``tile_words(config kwargs, kernel args)`` words per stage, would not fit in shared
     memory, and keeps only the first survivor when autotuning is off. A config holds
     ``num_stages`` copies of its tiles (sm_90 allocates all of them; sm_80 one fewer)."""
+
     def prune(configs_, named_args, **kwargs):
         args = {**named_args, **kwargs}
         elem = next(v.element_size() for v in args.values() if hasattr(v, "element_size"))
         fits = [c for c in configs_ if tile_words(c.kwargs, args) * elem * max(c.num_stages, 1) <= SMEM_BUDGET]
         fits = fits or configs_[-1:]
         return fits if AUTOTUNE else fits[:1]
+
     return prune
 
 

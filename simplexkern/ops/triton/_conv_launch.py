@@ -1,5 +1,6 @@
 """Host-side helpers of the convolution kernels' launches: the problem's sizes, point strides
 and the dot precision."""
+
 import torch
 
 from simplexkern.ops._fused import output_size

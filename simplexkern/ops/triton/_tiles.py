@@ -1,4 +1,5 @@
 """Tile helpers shared by the implicit-GEMM convolution kernels."""
+
 import triton
 import triton.language as tl
 

@@ -1,5 +1,6 @@
 """Whole-store combination: (S, k) coefficients x (k, P) vertices -> (S, P) points, one pass
 over the store with float32 accumulation (float64 for a float64 store)."""
+
 import torch
 import triton
 import triton.language as tl
@@ -11,8 +12,21 @@ _GPU_CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w) for b, w in [(512, 4), 
 
 @triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK": 64}), key=["P", "NV", "S_BLOCK"])
 @triton.jit
-def _combine_kernel(c_ptr, v_ptr, out_ptr, S, P, NV, stride_cs, stride_ci, stride_vi, stride_os,
-                    S_BLOCK: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _combine_kernel(
+    c_ptr,
+    v_ptr,
+    out_ptr,
+    S,
+    P,
+    NV,
+    stride_cs,
+    stride_ci,
+    stride_vi,
+    stride_os,
+    S_BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
+):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     offs_s = tl.arange(0, S_BLOCK)
     mask_s = offs_s < S
@@ -21,8 +35,11 @@ def _combine_kernel(c_ptr, v_ptr, out_ptr, S, P, NV, stride_cs, stride_ci, strid
         v = tl.load(v_ptr + i * stride_vi + offs, mask=offs < P, other=0.0).to(ACC)
         c = tl.load(c_ptr + offs_s * stride_cs + i * stride_ci, mask=mask_s, other=0.0).to(ACC)
         acc += c[:, None] * v[None, :]
-    tl.store(out_ptr + offs_s[:, None] * stride_os + offs[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=mask_s[:, None] & (offs[None, :] < P))
+    tl.store(
+        out_ptr + offs_s[:, None] * stride_os + offs[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=mask_s[:, None] & (offs[None, :] < P),
+    )
 
 
 def combine(coeffs, store):
@@ -35,6 +52,18 @@ def combine(coeffs, store):
         c = coeffs[s0 : s0 + MAX_POINTS_PER_PROGRAM]
         o = out[s0 : s0 + MAX_POINTS_PER_PROGRAM]
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK"]),)
-        _combine_kernel[grid](c, store, o, c.shape[0], P, NV, c.stride(0), c.stride(1), store.stride(0), o.stride(0),
-                              S_BLOCK=next_pow2(c.shape[0]), ACC=acc)
+        _combine_kernel[grid](
+            c,
+            store,
+            o,
+            c.shape[0],
+            P,
+            NV,
+            c.stride(0),
+            c.stride(1),
+            store.stride(0),
+            o.stride(0),
+            S_BLOCK=next_pow2(c.shape[0]),
+            ACC=acc,
+        )
     return out

@@ -10,6 +10,7 @@ and reduces over the rows (point, b, oh, ow), each dY row scaled by C[s, j] as i
 The reduction is split into SPLIT chunks of ROWS_PER_SPLIT rows (per point with PER_POINT),
 accumulated atomically into a float32 ``out``, when the tile grid alone would leave the GPU idle.
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -21,24 +22,69 @@ from simplexkern.ops.triton._tiles import pixel_coords
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_R": br, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
     for br, bn, bk, w, st in [
-        (64, 64, 64, 4, 3), (32, 64, 64, 4, 4), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4), (32, 128, 128, 8, 3),
+        (64, 64, 64, 4, 3),
+        (32, 64, 64, 4, 4),
+        (64, 128, 64, 8, 3),
+        (64, 64, 32, 4, 4),
+        (32, 128, 128, 8, 3),
     ]
 ]
 
 
-@triton.autotune(configs=configs(_GPU_CONFIGS, {"BLOCK_R": 128, "BLOCK_N": 32, "BLOCK_K": 32}),
-                 key=["R", "Og", "Cg", "KH", "KW", "G", "SPLIT", "PER_POINT", "stride_h", "stride_w"],
-                 reset_to_zero=["out_ptr"],
-                 prune_configs_by={"early_config_prune": smem_pruner(
-                     lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))})
+@triton.autotune(
+    configs=configs(_GPU_CONFIGS, {"BLOCK_R": 128, "BLOCK_N": 32, "BLOCK_K": 32}),
+    key=["R", "Og", "Cg", "KH", "KW", "G", "SPLIT", "PER_POINT", "stride_h", "stride_w"],
+    reset_to_zero=["out_ptr"],
+    prune_configs_by={"early_config_prune": smem_pruner(lambda c, a: c["BLOCK_R"] * (c["BLOCK_N"] + c["BLOCK_K"]))},
+)
 @triton.jit
 def _conv_weight_grad_kernel(
-    dy_ptr, x_ptr, cmat_ptr, rows_ptr, out_ptr,
-    R, M, H, W, OH, OW, Cg, Og, G, KH, KW, SPLIT, ROWS_PER_SPLIT,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    sys, syb, syo, syh, syw, sxs, sxb, sxc, sxh, sxw, scs, scj, soj, soo, soc, soh, sow,
-    PER_POINT: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    dy_ptr,
+    x_ptr,
+    cmat_ptr,
+    rows_ptr,
+    out_ptr,
+    R,
+    M,
+    H,
+    W,
+    OH,
+    OW,
+    Cg,
+    Og,
+    G,
+    KH,
+    KW,
+    SPLIT,
+    ROWS_PER_SPLIT,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    sys,
+    syb,
+    syo,
+    syh,
+    syw,
+    sxs,
+    sxb,
+    sxc,
+    sxh,
+    sxw,
+    scs,
+    scj,
+    soj,
+    soo,
+    soc,
+    soh,
+    sow,
+    PER_POINT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     # axis 0: (output j, group, chunk); axis 1: (kernel position, input-channel block); axis 2: output-channel block
     n_cblocks = tl.cdiv(Cg, BLOCK_K)
@@ -66,16 +112,22 @@ def _conv_weight_grad_kernel(
         mask_r = rows < end
         s = (rows // M).to(tl.int64)
         b, oh, ow = pixel_coords(rows % M, OH, OW)
-        dy = tl.load(dy_ptr + (s * sys + b * syb + oh * syh + ow * syw)[None, :] + o[:, None] * syo,
-                     mask=mask_r[None, :] & mask_n[:, None], other=0.0)
+        dy = tl.load(
+            dy_ptr + (s * sys + b * syb + oh * syh + ow * syw)[None, :] + o[:, None] * syo,
+            mask=mask_r[None, :] & mask_n[:, None],
+            other=0.0,
+        )
         if not PER_POINT:
             coef = tl.load(cmat_ptr + s * scs + j * scj, mask=mask_r, other=0.0)
             dy = (dy.to(tl.float32) * coef[None, :]).to(x_ptr.dtype.element_ty)
         ih = oh * stride_h - pad_h + r * dil_h
         iw = ow * stride_w - pad_w + t * dil_w
         valid = mask_r & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        x = tl.load(x_ptr + (s * sxs + b * sxb + ih * sxh + iw * sxw)[:, None] + (g * Cg + offs_c)[None, :] * sxc,
-                    mask=valid[:, None] & mask_c[None, :], other=0.0)
+        x = tl.load(
+            x_ptr + (s * sxs + b * sxb + ih * sxh + iw * sxw)[:, None] + (g * Cg + offs_c)[None, :] * sxc,
+            mask=valid[:, None] & mask_c[None, :],
+            other=0.0,
+        )
         acc = tl.dot(dy, x, acc, input_precision=PRECISION)
     row = tl.load(rows_ptr + j)
     out = out_ptr + row * soj + o[:, None] * soo + offs_c[None, :] * soc + r * soh + t * sow
@@ -110,10 +162,34 @@ def launch(dy, x, weight, cmat, rows, out, conv, n_out, per_point):
     split = _split(M if per_point else S * M, tiles, weight.device)
     if split[0] > 1 and out.dtype != torch.float32:
         raise AssertionError("a split filter-gradient reduction accumulates into float32")
-    grid = lambda meta: (n_out * G * split[0], KH * KW * triton.cdiv(Cg, meta["BLOCK_K"]),
-                         triton.cdiv(Og, meta["BLOCK_N"]))
+    grid = lambda meta: (
+        n_out * G * split[0],
+        KH * KW * triton.cdiv(Cg, meta["BLOCK_K"]),
+        triton.cdiv(Og, meta["BLOCK_N"]),
+    )
     _conv_weight_grad_kernel[grid](
-        dy, x, cmat, rows, out,
-        S * M, M, H, W, OH, OW, Cg, Og, G, KH, KW, *split, *hyper,
-        *dy.stride(), *point_strides(x), *cmat.stride(), *out.stride(),
-        PER_POINT=per_point, PRECISION=precision(x.dtype))
+        dy,
+        x,
+        cmat,
+        rows,
+        out,
+        S * M,
+        M,
+        H,
+        W,
+        OH,
+        OW,
+        Cg,
+        Og,
+        G,
+        KH,
+        KW,
+        *split,
+        *hyper,
+        *dy.stride(),
+        *point_strides(x),
+        *cmat.stride(),
+        *out.stride(),
+        PER_POINT=per_point,
+        PRECISION=precision(x.dtype),
+    )
