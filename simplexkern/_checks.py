@@ -1,5 +1,10 @@
-"""Argument checks shared by the public functions: each error names the argument."""
+"""Argument checks shared by the public functions: each error names the argument.
 
+One policy: a value of the wrong type raises ``TypeError``, a value of the right type outside
+what is allowed raises ``ValueError``. ``bool`` is never accepted as a number.
+"""
+
+import math
 import numbers
 import weakref
 
@@ -60,11 +65,36 @@ def finite(x, name):
 
 
 def count(value, name, minimum=1):
+    """An int (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def number(value, name, *, minimum=None, above=None, maximum=None, below=None):
+    """A finite real number (int or float, not a bool) within the given bounds; returned as given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    for bound, holds, words in (
+        (minimum, lambda b: value >= b, ">="),
+        (above, lambda b: value > b, ">"),
+        (maximum, lambda b: value <= b, "<="),
+        (below, lambda b: value < b, "<"),
+    ):
+        if bound is not None and not holds(bound):
+            raise ValueError(f"{name} must be {words} {bound}, got {value}")
+    return value
+
+
+def flag(value, name):
+    """A bool (not 0 / 1)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
 
 
 def cuda_kernels(x, name):
