@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import simplexkern as sk
-from simplexkern.train.loop import Phase, augment, batches, epoch_batches, run_phase, steps_per_epoch
+from simplexkern.data.batches import batch_bounds, batches, epoch_batches, steps_per_epoch
+from simplexkern.train.loop import Phase, augment, run_phase
 
 
 def test_derived_seeds_differ_for_keys_of_different_lengths():
@@ -58,6 +59,18 @@ def test_epoch_batches_count_what_batches_yields(rng):
             got = [len(xb) for xb, _ in batches(torch.zeros(n, 1), torch.zeros(n), b, torch.device("cpu"))]
             assert epoch_batches(n, b) == (len(got), sum(got)), (n, b)
             assert all(size > 1 for size in got) or len(got) == 1 or b == 1, (n, b, got)
+
+
+def test_a_statistics_pass_joins_a_lone_last_row_to_the_batch_before(rng):
+    for n in [1, 2, 3, 33, 64, 65, *torch.randint(1, 300, (10,), generator=rng).tolist()]:
+        for b in [1, 2, 5, 32]:
+            merged = batch_bounds(n, b, lone_row="merge")
+            assert [start for start, _ in merged] == [0, *[end for _, end in merged[:-1]]] and merged[-1][1] == n
+            lone = n % b == 1 and n > b > 1
+            sizes = [end - start for start, end in merged]
+            assert sizes == [b] * (n // b - 1) + [b + 1] if lone else sizes == [b] * (n // b) + [n % b] * (n % b > 0)
+    with pytest.raises(ValueError, match="lone_row"):
+        batch_bounds(10, 3, lone_row="keep")
 
 
 def _data(n, rng):

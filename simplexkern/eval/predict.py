@@ -9,7 +9,6 @@ never logits, are averaged: over the M points of a member, then over the members
 import contextlib
 import copy
 import itertools
-import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -19,6 +18,8 @@ from simplexkern import _checks
 from simplexkern import distributed as dist
 from simplexkern._seeds import derive_seed, seeded
 from simplexkern.data import Dataset
+from simplexkern.data.batches import batch_bounds
+from simplexkern.eval.metrics import gaussian_nll
 from simplexkern.nn.model import SimplexModel
 
 
@@ -49,12 +50,8 @@ def _chunks(x, batch_size, device):
 
 
 def _statistics_batches(x, batch_size, device):
-    """Batches for a BatchNorm statistics pass: a last batch of one example joins the one
-    before (a single example has no batch statistics)."""
-    bounds = list(range(0, len(x), batch_size)) + [len(x)]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-        del bounds[-2]
-    for start, end in zip(bounds, bounds[1:]):
+    """Batches for a BatchNorm statistics pass (a lone last row joins the batch before)."""
+    for start, end in batch_bounds(len(x), batch_size, lone_row="merge"):
         yield x[start:end].to(device, non_blocking=True)
 
 
@@ -360,8 +357,7 @@ def _losses(forward, x, y, task, noise_std, batch_size, device):
             nll = -logp.gather(-1, yb[None, :, None].expand(out.shape[0], -1, 1)).squeeze(-1).sum(1)
             wrong = (out.argmax(-1) != yb).double().sum(1)
         else:
-            z = (out.double() - yb.double()) / noise_std
-            nll = 0.5 * z.pow(2) + math.log(noise_std) + 0.5 * math.log(2 * math.pi)
+            nll = gaussian_nll(yb.double(), out.double(), noise_std**2)
             nll = nll.reshape(out.shape[0], out.shape[1], -1).mean(-1).sum(1)
             wrong = torch.zeros_like(nll)
         loss = nll if loss is None else loss + nll

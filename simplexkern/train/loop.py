@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from simplexkern import _checks
 from simplexkern import distributed as dist
 from simplexkern._seeds import derive_seed, seeded
+from simplexkern.data.batches import batches, epoch_batches, steps_per_epoch
 from simplexkern.data.dataset import Dataset, check_dataset
+from simplexkern.eval.metrics import gaussian_nll
 from simplexkern.nn.layers import SimplexBatchNorm
 from simplexkern.nn.model import SimplexModel
 
@@ -122,56 +124,8 @@ def loss_function(data):
     likelihood with the data set's fixed observation noise."""
     if data.task == "classification":
         return F.cross_entropy
-    sigma = data.observation_noise
-
-    def gaussian_nll(out, y):
-        return 0.5 * ((out - y) / sigma).pow(2).mean() + math.log(sigma) + 0.5 * math.log(2 * math.pi)
-
-    return gaussian_nll
-
-
-def epoch_batches(n, batch_size):
-    """(batches, examples) of an epoch over ``n`` examples in batches of ``batch_size``: a
-    last batch of a single example after full ones is dropped (BatchNorm cannot normalise
-    one example)."""
-    full, rest = divmod(n, batch_size)
-    if rest == 1 and full:
-        return full, n - 1
-    return full + (1 if rest else 0), n
-
-
-def steps_per_epoch(n, batch_size):
-    """Optimisation steps per epoch over ``n`` examples (``epoch_batches``)."""
-    return epoch_batches(n, batch_size)[0]
-
-
-class _Rows(torch.utils.data.Dataset):
-    """Indexed by a tensor of rows: one fetch per batch, not per example."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, rows):
-        return self.x[rows], self.y[rows]
-
-
-def batches(x, y, batch_size, device, generator=None):
-    """(x, y) batches on ``device`` in an order drawn from ``generator`` (None: in order).
-    Data in host memory reach a GPU through a pinned-memory DataLoader and non-blocking
-    copies."""
-    n = len(x)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    rows = [order[i : i + batch_size] for i in range(0, n, batch_size)][: epoch_batches(n, batch_size)[0]]
-    if device.type == "cuda" and x.device.type == "cpu":
-        loader = torch.utils.data.DataLoader(_Rows(x, y), sampler=rows, batch_size=None, pin_memory=True)
-        for xb, yb in loader:
-            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-    else:
-        for r in rows:
-            yield x[r].to(device), y[r].to(device)
+    var = data.observation_noise**2
+    return lambda out, y: gaussian_nll(y, out, var).mean()
 
 
 def augment(x, kind, generator):
