@@ -110,3 +110,15 @@ def test_regression_metrics():
     per_example = [0.5 * (1 / 1 + math.log(1) + math.log(2 * math.pi)), 0.5 * (0 + math.log(4) + math.log(2 * math.pi))]
     expected = sum(per_example) / 2
     assert m["nll"] == pytest.approx(expected, rel=1e-7)
+
+
+@pytest.mark.parametrize("tensor_var", [True, False])
+def test_gaussian_nll_is_the_normal_log_density(tensor_var, rng):
+    from scipy.stats import norm
+
+    from simplexkern.eval.metrics import gaussian_nll
+
+    y, mean = torch.randn(2, 50, generator=rng, dtype=torch.float64)
+    var = torch.rand(50, generator=rng, dtype=torch.float64) + 0.1 if tensor_var else 0.37
+    scale = np.sqrt(var.numpy()) if tensor_var else math.sqrt(var)
+    assert np.allclose(gaussian_nll(y, mean, var).numpy(), -norm.logpdf(y.numpy(), mean.numpy(), scale), rtol=1e-12)

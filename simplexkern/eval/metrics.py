@@ -56,6 +56,13 @@ def metrics(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> dic
     }
 
 
+def gaussian_nll(y, mean, var):
+    """Per-element negative log density of ``y`` under N(``mean``, ``var``); ``var`` a tensor
+    or a number."""
+    log_var = var.log() if isinstance(var, torch.Tensor) else math.log(var)
+    return 0.5 * ((y - mean).pow(2) / var + log_var + math.log(2 * math.pi))
+
+
 def regression_metrics(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """RMSE of the predictive mean and the Gaussian NLL of ``targets`` under N(mean, var)."""
     mean, var, y = (
@@ -68,8 +75,7 @@ def regression_metrics(mean: torch.Tensor, var: torch.Tensor, targets: torch.Ten
         )
     if bool((var <= 0).any()):
         raise ValueError("var must be positive")
-    nll = 0.5 * ((y - mean).pow(2) / var + var.log() + math.log(2 * math.pi))
-    return {"rmse": (y - mean).pow(2).mean().sqrt().item(), "nll": nll.mean().item()}
+    return {"rmse": (y - mean).pow(2).mean().sqrt().item(), "nll": gaussian_nll(y, mean, var).mean().item()}
 
 
 def apply_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:
