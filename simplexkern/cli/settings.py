@@ -1,0 +1,92 @@
+"""The settings of a run of the ``simplexkern`` command: from its flags, or with ``--resume``
+from the run recorded in ``--out``; and those ``evaluate`` and ``surface`` take from their
+source."""
+
+import argparse
+import os
+
+from simplexkern.cli import flags
+from simplexkern.cli import folder as run_folder
+
+
+def settings_of(args, argv):
+    """The run's settings: from the flags, or with --resume from the run recorded in --out
+    (flags given that contradict the record are an error)."""
+    names = flags.setting_names(args.command)
+    settings = {k: getattr(args, k) for k in names}
+    if args.resume:
+        command, recorded = run_folder.recorded_settings(args.out)
+        if command != args.command:
+            raise ValueError(f"--resume: --out {args.out} holds a '{command}' run, not '{args.command}'")
+        given = vars(flags.build_parser(suppress=True).parse_args(argv))
+        if "source" in settings:  # compared as recorded: an absolute path
+            settings["source"] = os.path.abspath(settings["source"])
+        clash = [k for k in names if k in given and run_folder.plain(settings[k]) != recorded.get(k)]
+        if clash:
+            raise ValueError(
+                "--resume continues with the settings recorded in --out; these flags differ from them: "
+                + ", ".join(f"{flags.FLAGS[k][0]} (recorded: {recorded.get(k)})" for k in clash)
+            )
+        settings = checked_record(recorded, names, args.out)
+    return settings
+
+
+def checked_record(recorded, names, out):
+    """The settings recorded in ``out``'s run.json, each parsed again as its flag would be."""
+    record = os.path.join(out, "run.json")
+    settings = {}
+    for name in names:
+        flag, kw = flags.FLAGS[name]
+        if name not in recorded:
+            raise ValueError(f"{record}: the recorded settings lack {flag}")
+        value = recorded[name]
+        if value is None and kw.get("default") is None and flag.startswith("--"):
+            settings[name] = None
+            continue
+        if kw.get("action") == "store_true":
+            if not isinstance(value, bool):
+                raise ValueError(f"{record}: the recorded {flag} {value!r} is not true or false")
+            settings[name] = value
+            continue
+        if isinstance(value, (dict, bool)) or (isinstance(value, list) and name not in ("reg", "points", "seeds")):
+            raise ValueError(f"{record}: the recorded {flag} {value!r} is not a value of {flag}")
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        try:
+            parsed = kw["type"](text) if "type" in kw else text
+        except (argparse.ArgumentTypeError, ValueError) as err:
+            raise ValueError(f"{record}: the recorded {flag} {value!r}: {err}") from None
+        if "choices" in kw and parsed not in kw["choices"]:
+            raise ValueError(f"{record}: the recorded {flag} {value!r} is not one of {list(kw['choices'])}")
+        if parsed != value and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and parsed == value
+        ):
+            raise ValueError(f"{record}: the recorded {flag} {value!r} does not read back as {parsed!r}")
+        settings[name] = value
+    if "split_seed" in recorded:
+        if (
+            isinstance(recorded["split_seed"], bool)
+            or not isinstance(recorded["split_seed"], int)
+            or recorded["split_seed"] < 0
+        ):
+            raise ValueError(f"{record}: the recorded split seed {recorded['split_seed']!r} is not an int >= 0")
+        settings["split_seed"] = recorded["split_seed"]
+    return settings
+
+
+def source_members(settings, fill):
+    """[(name, checkpoint path)] of evaluate's / surface's source, read once; with ``fill``,
+    the data settings left unset are filled from the source run's."""
+    from simplexkern.cli import jobs
+
+    settings["source"] = os.path.abspath(settings["source"])
+    _, members, theirs = jobs.read_source(settings["source"])
+    if not fill:
+        return members
+    if settings["data"] is None:
+        if "data" not in theirs:
+            raise ValueError("--data is needed: the source is a checkpoint file, which does not record its data")
+        settings["data"] = theirs["data"]
+    if settings["val_fraction"] is None:
+        settings["val_fraction"] = theirs.get("val_fraction", 0.2)
+    settings["split_seed"] = theirs.get("seed", 0)  # the source's validation split, never its training rows
+    return members
