@@ -4,6 +4,7 @@ run's folder, and one-line errors with exit status 2."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,8 @@ import torch
 
 import simplexkern as sk
 from simplexkern import cli
+from simplexkern.cli.details import DETAILS
+from simplexkern.cli.report import Report
 
 TINY = ["--quiet", "--device", "cpu", "--epochs", "2", "--batch-size", "128"]
 SIMPLEX = ["--vertex-epochs", "2", "--eval-samples", "4", "--samples", "3"]
@@ -39,7 +42,30 @@ def check_png(path):
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0.01
 
 
+def check_typed_report(obj):
+    """The typed report reads report.json ``obj`` field for field and writes it back unchanged."""
+    report = Report.from_json(obj)
+    assert Report.from_json(report.to_json()) == report and report.to_json() == obj
+    part = report.part
+    assert type(part.details) is DETAILS[obj["command"]] and report.settings == obj["settings"]
+    assert report.data.n_test == obj["data"]["n_test"] and report.times == obj["times"]
+    assert report.environment.torch == obj["environment"]["torch"] and part.plots == obj["plots"]
+    assert [(m.name, m.checkpoint, m.test.nll) for m in part.members] == [
+        (m["name"], m["checkpoint"], m["test"]["nll"]) for m in obj["members"]
+    ]
+    assert [(r.name, r.test.accuracy, r.gradient_evaluations) for r in part.methods] == [
+        (r["name"], r["test"]["accuracy"], r["gradient_evaluations"]) for r in obj["methods"]
+    ]
+    if obj["test"] is not None:
+        assert (part.test.nll, part.val.ece) == (obj["test"]["nll"], obj["val"]["ece"])
+        assert part.uncertainty.aurc == obj["uncertainty"]["aurc"]
+        assert part.temperature.value == obj["temperature"]["value"]
+        assert part.temperature.test.brier == obj["temperature"]["test"]["brier"]
+    return report
+
+
 def check_report(report, folder, command_):
+    check_typed_report(report)
     assert report["schema"] == "simplexkern.report/1" and report["command"] == command_
     for key in ("settings", "data", "members", "methods", "details", "times", "environment", "plots", "created"):
         assert key in report
@@ -91,6 +117,48 @@ def test_every_training_subcommand_writes_a_checked_report(runs):
     assert reports["espro"]["details"]["reg"] in (0, 3) and len(reports["espro"]["details"]["reg_rows"]) == 2
     assert [r["connectors"] for r in reports["spro"]["details"]["sweep"]] == [1, 2]
     assert len(reports["fge"]["members"]) == 2
+
+
+def test_the_typed_reports_hold_each_commands_details(runs):
+    _, reports = runs
+    typed = {name: Report.from_json(obj) for name, obj in reports.items()}
+    espro, obj = typed["espro"].part.details, reports["espro"]["details"]
+    assert (espro.reg, espro.reg_rows, espro.log_volume) == (obj["reg"], obj["reg_rows"], obj["log_volume"])
+    assert espro.cost.with_search == obj["cost"]["with_search"] > espro.cost.espro == obj["cost"]["espro"]
+    assert espro.deep_ensemble.members[2].nll == obj["deep_ensemble"]["members"][2]["nll"]
+    assert typed["ensemble"].part.details.ensemble_size["deep ensemble"][-1]["members"] == 3
+    assert [row["connectors"] for row in typed["spro"].part.details.sweep] == [1, 2]
+    assert typed["curve"].part.details.midpoint == reports["curve"]["details"]["midpoint"]
+    fge = typed["fge"].part.details
+    assert fge.start.accuracy == reports["fge"]["details"]["start"]["accuracy"] and len(fge.snapshots) == 2
+    assert typed["train"].part.details.to_json() == {} and typed["train"].part.members[0].name == "mode 0"
+    assert typed["espro"].part.methods[-1].test_std is None and "test_std" not in reports["espro"]["methods"][-1]
+
+
+def test_a_report_of_an_earlier_version_still_prints_and_evaluates(runs, tmp_path, capsys):
+    """report.json as written before costs, the points' disagreement, OOD detection and the
+    processes were recorded."""
+    root, reports = runs
+    shutil.copytree(root / "espro", tmp_path / "old")
+    old = json.loads(json.dumps(reports["espro"]))
+    for key in ("cost", "equal_compute_modes", "vertices_train_s", "log_volume"):
+        del old["details"][key]
+    for key in ("point_disagreement", "ood"):
+        del old["uncertainty"][key]
+    for row in old["methods"] + old["details"]["reg_rows"]:
+        del row["gradient_evaluations"]
+    del old["environment"]["processes"], old["environment"]["data_parallel"]
+    (tmp_path / "old" / "report.json").write_text(json.dumps(old))
+    assert cli.main(["espro", *TINY, *SIMPLEX, "--reg", "0,3", "--out", str(tmp_path / "old")]) == 0
+    out = capsys.readouterr().out
+    assert "λ chosen on the validation split" in out and "ESPRO (3 simplexes of 3 vertices)" in out
+    assert "points' disagreement" not in out and "training cost" not in out
+    typed = Report.from_json(old)
+    assert typed.part.details.cost is None and typed.part.methods[0].gradient_evaluations is None
+    evaluated = run_ok(
+        "evaluate", str(tmp_path / "old"), "--eval-samples", "4", "--device", "cpu", "--out", str(tmp_path / "e")
+    )
+    assert evaluated["test"] == pytest.approx(reports["espro"]["test"], rel=1e-6)
 
 
 def test_ensemble_report_matches_its_checkpoints(runs):
@@ -390,6 +458,8 @@ def test_demo_prints_the_comparison_and_writes_its_plots(tmp_path):
     assert re.search(r"λ = (0|1)\s+NLL [0-9.]+ .*<- chosen", out.stdout)
     for name in ("ensemble_size.png", "reg_choice.png"):
         check_png(tmp_path / "demo" / name)
+    report = check_typed_report(json.loads((tmp_path / "demo" / "report.json").read_text()))
+    assert report.command == "demo" and report.part.details.reg in (0, 1)
 
 
 def test_info():
@@ -527,6 +597,12 @@ def test_compare_puts_every_method_on_one_cost_axis(tmp_path, capsys):
     ]
     report = run_ok("compare", *flags)
     text = capsys.readouterr().out
+    typed = check_typed_report(report)
+    assert typed.part.details.method_lines == report["details"]["lines"] and typed.part.test is None
+    assert [row.forward_passes for row in typed.part.methods] == [5, 6, 1, 2]
+    espro_row = typed.part.methods[1]
+    assert espro_row.test_std.nll == report["methods"][1]["test_std"]["nll"]
+    assert espro_row.vs_deep_ensemble.nll_vs_de == report["methods"][1]["vs_deep_ensemble"]["nll_vs_de"]
     assert "the best at each training budget" in text and "mean ± std over seeds" in text
     d, m = report["details"], 2 * 960
     assert d["mode_cost"] == m and d["deep_ensemble_modes"] == 5

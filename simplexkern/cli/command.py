@@ -69,25 +69,30 @@ def run(args, argv, echo=True):
         job = functools.partial(job, source=source)
     jobs.check_settings(args.command, settings, d, source)
     folder = run_folder.RunFolder(args.out, args.command, settings, world)
-    report = folder.finished_report()
-    if report is None:
+    report_json, report = folder.finished_report(), None
+    if report_json is None:
         with dispatch.use_backend(backend):
             how = jobs.How(device, not args.quiet, getattr(args, "compile", False), world, data_parallel)
             part = job(folder.settings, d, folder, how)
         if not world.is_main:
             return None
-        report = reports.build(args.command, settings, d, part, folder, device, backend, world.size, data_parallel)
-        folder.write_report(report)
+        report = reports.build(args.command, d, part, folder, device, backend, world.size, data_parallel)
+        report_json = report.to_json()
+        folder.write_report(report_json)
     if echo and world.is_main:
-        try:
-            table = reports.format_table(report, folder.report_path)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:  # a report edited by hand
-            raise ValueError(
-                f"{folder.report_path} is not a complete simplexkern report (at {err!r}); remove it and "
-                "run the same command again to rebuild it"
-            ) from None
-        print(table)
-    return report if world.is_main else None
+        print(_table(report, report_json, folder.report_path))
+    return report_json if world.is_main else None
+
+
+def _table(report, report_json, path):
+    """The table of ``report``, or of the finished run's ``report_json`` read back."""
+    try:
+        return reports.format_table(report or reports.Report.from_json(report_json), path)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:  # a report edited by hand
+        raise ValueError(
+            f"{path} is not a complete simplexkern report (at {err!r}); remove it and "
+            "run the same command again to rebuild it"
+        ) from None
 
 
 def _flag(flag, check, *args):

@@ -20,6 +20,9 @@ import numpy as np
 from simplexkern import eval as evaluation
 from simplexkern import train
 from simplexkern.cli import jobs, plots
+from simplexkern.cli.details import CompareDetails
+from simplexkern.cli.records import MethodRow, Metrics, VersusDeepEnsemble
+from simplexkern.cli.report import ReportPart
 
 KEYS = ("accuracy", "nll", "ece", "brier", "error")
 
@@ -140,7 +143,7 @@ def _score_seed(s, d, folder, how, t, n_de):
     lines = {
         "deep ensemble": [
             dict(row, gradient_evaluations=k * m, forward_passes=k, train_s=k * per_mode_s)
-            for k, row in enumerate(evaluation.ensemble_size_curve(de["probs"], y), 1)
+            for k, row in enumerate(evaluation.ensemble_size_curve(de.probs, y), 1)
         ],
         "ESPRO": [
             dict(
@@ -149,7 +152,7 @@ def _score_seed(s, d, folder, how, t, n_de):
                 forward_passes=k * s["eval_samples"],
                 train_s=k * (per_mode_s + simplex_s),
             )
-            for k, row in enumerate(evaluation.ensemble_size_curve(es["probs"], y), 1)
+            for k, row in enumerate(evaluation.ensemble_size_curve(es.probs, y), 1)
         ],
         "FGE": [
             dict(
@@ -158,12 +161,12 @@ def _score_seed(s, d, folder, how, t, n_de):
                 forward_passes=k,
                 train_s=per_mode_s + folder.seconds("fge") * k / s["cycles"],
             )
-            for k, row in enumerate(_prefix_curve(fge["probs"], y), 1)
+            for k, row in enumerate(_prefix_curve(fge.probs, y), 1)
         ],
         "SPRO complex": [
             {
                 "members": 1,
-                **_metrics(cx["probs"].mean(0), y),
+                **_metrics(cx.probs.mean(0), y),
                 "gradient_evaluations": c["complex"],
                 "forward_passes": s["eval_samples"],
                 "train_s": 2 * per_mode_s + folder.seconds("complex"),
@@ -179,9 +182,9 @@ def _score_seed(s, d, folder, how, t, n_de):
     out = {
         name: {
             "line": line,
-            "uncertainty": scores[name]["uncertainty"],
-            "predict_s": scores[name]["predict_s"],
-            "probs": scores[name]["probs"],
+            "uncertainty": scores[name].uncertainty,
+            "predict_s": scores[name].predict_s,
+            "probs": scores[name].probs,
         }
         for name, line in lines.items()
     }
@@ -271,18 +274,16 @@ def run_compare(s, d, folder, how):
         size = f"{p['members']} members" if name != "SPRO complex" else f"{s['eval_samples']} points"
         predict_s = _spread([ps[name]["predict_s"] for ps in per_seed])[0]
         methods.append(
-            {
-                "name": f"{name} ({size})",
-                "test": {k: p[k] for k in KEYS[:4]},
-                "test_std": {k: p[f"{k}_std"] for k in KEYS[:4]},
-                "train_s": p["train_s"],
-                "predict_s": predict_s,
-                "gradient_evaluations": p["gradient_evaluations"],
-                "forward_passes": p["forward_passes"],
-                "vs_deep_ensemble": {
-                    k: p[k] for k in ("nll_vs_de", "nll_vs_de_std", "error_vs_de", "error_vs_de_std", "seeds_below_de")
-                },
-            }
+            MethodRow(
+                name=f"{name} ({size})",
+                test=Metrics.from_json(p),
+                test_std=Metrics(**{k: p[f"{k}_std"] for k in KEYS[:4]}),
+                train_s=p["train_s"],
+                predict_s=predict_s,
+                gradient_evaluations=p["gradient_evaluations"],
+                forward_passes=p["forward_passes"],
+                vs_deep_ensemble=VersusDeepEnsemble.from_json(p),
+            )
         )
     title = f"{s['model']} on {d.name}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     files = [
@@ -294,30 +295,30 @@ def run_compare(s, d, folder, how):
             f"{title}: seed {seeds[0]}, every method's whole ensemble",
         ),
     ]
-    details = {
-        "seeds": seeds,
-        "mode_cost": m,
-        "deep_ensemble_modes": n_de,
-        "lines": lines,
-        "espro_with_search": espro_search,
-        "best_at_budget": budgets,
-        "per_seed": [
+    details = CompareDetails(
+        seeds=seeds,
+        mode_cost=m,
+        deep_ensemble_modes=n_de,
+        method_lines=lines,
+        espro_with_search=espro_search,
+        best_at_budget=budgets,
+        per_seed=[
             {
                 "seed": seed,
                 "reg": trained[seed]["reg"],
                 "reg_rows": trained[seed]["reg_rows"],
-                "uncertainty": {name: ps[name]["uncertainty"] for name in ps},
+                "uncertainty": {name: ps[name]["uncertainty"].to_json() for name in ps},
             }
             for seed, ps in zip(seeds, per_seed)
         ],
-    }
-    return {
-        "test": None,
-        "val": None,
-        "uncertainty": None,
-        "temperature": None,
-        "members": [],
-        "methods": methods,
-        "details": details,
-        "plots": files,
-    }
+    )
+    return ReportPart(
+        test=None,
+        val=None,
+        uncertainty=None,
+        temperature=None,
+        members=[],
+        methods=methods,
+        details=details,
+        plots=files,
+    )

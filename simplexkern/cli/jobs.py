@@ -26,8 +26,11 @@ import torch
 from simplexkern import _checks, distributed, train
 from simplexkern import data as datasets
 from simplexkern import eval as evaluation
+from simplexkern.cli import details as report_details
 from simplexkern.cli import plots
 from simplexkern.cli.folder import read_report
+from simplexkern.cli.records import Member, MethodRow, Metrics, OodDetection, Temperature, Uncertainty
+from simplexkern.cli.report import ReportPart
 from simplexkern.eval.predict import member_points, outputs_at
 from simplexkern.eval.surfaces import _three_point_model, plane_basis
 from simplexkern.nn import checkpoint
@@ -172,6 +175,19 @@ def ood_inputs(s, d):
     )
 
 
+@dataclasses.dataclass
+class Scores:
+    """What ``score`` finds for an ensemble."""
+
+    probs: torch.Tensor  # the members' test probabilities (J, N, C)
+    predict_s: float  # wall seconds of predicting the test split
+    test: Metrics  # of the ensemble: the members' probabilities averaged
+    per_member: list[Metrics]
+    val: Metrics | None  # on the validation split (None without one, or not asked for)
+    temperature: Temperature | None  # fitted on the validation split
+    uncertainty: Uncertainty
+
+
 def score(members, d, n_points, seed, device, world=distributed.World(), ood=None, validation=True):
     """Test metrics of the ensemble of ``members`` and of each member, the members'
     probabilities, prediction time, uncertainty metrics (with ``ood`` inputs, how well the
@@ -187,34 +203,35 @@ def score(members, d, n_points, seed, device, world=distributed.World(), ood=Non
     if probs.shape[-1] != d.n_classes:
         raise ValueError(f"the models predict {probs.shape[-1]} classes, the data has {d.n_classes}")
     y = d.y_test
-    out = {
-        "probs": probs,
-        "predict_s": seconds,
-        "test": evaluation.metrics(probs.mean(0), y),
-        "per_member": [evaluation.metrics(p, y) for p in probs],
-        "val": None,
-        "temperature": None,
-        "uncertainty": {**evaluation.uncertainty.summary(probs, y), "ood": None},
-    }
-    out["uncertainty"]["point_disagreement"] = _point_disagreement(members, d, n_points, seed, world)
+    out = Scores(
+        probs=probs,
+        predict_s=seconds,
+        test=Metrics.of(probs.mean(0), y),
+        per_member=[Metrics.of(p, y) for p in probs],
+        val=None,
+        temperature=None,
+        uncertainty=Uncertainty(
+            **evaluation.uncertainty.summary(probs, y),
+            ood=None,
+            point_disagreement=_point_disagreement(members, d, n_points, seed, world),
+        ),
+    )
     if ood is not None:
         away = evaluation.predict(members, ood, n_points=n_points, seed=seed, bn_data=d.x_train, distributed=spread)
-        out["uncertainty"]["ood"] = {
-            name: evaluation.uncertainty.ood_detection(probs.mean(0), away, name)
+        out.uncertainty.ood = {
+            name: OodDetection.from_json(evaluation.uncertainty.ood_detection(probs.mean(0), away, name))
             for name in evaluation.uncertainty.SCORES
         }
     if validation and d.x_val is not None:
         val = evaluation.predict(members, d, split="val", n_points=n_points, seed=seed, distributed=spread)
-        out["val"] = evaluation.metrics(val, d.y_val)
+        out.val = Metrics.of(val, d.y_val)
         t, problem = evaluation.temperature_fit(val, d.y_val)
         if problem:  # a degenerate fit: T = 1, and the report says why
-            out["temperature"] = {"value": 1.0, "test": out["test"], "note": problem}
+            out.temperature = Temperature(value=1.0, test=out.test, note=problem)
         else:
-            out["temperature"] = {
-                "value": t,
-                "test": evaluation.metrics(evaluation.apply_temperature(probs.mean(0), t), y),
-                "note": None,
-            }
+            out.temperature = Temperature(
+                value=t, test=Metrics.of(evaluation.apply_temperature(probs.mean(0), t), y), note=None
+            )
     return out
 
 
@@ -239,19 +256,19 @@ def _point_disagreement(members, d, n_points, seed, world):
 
 
 def _row(name, metrics, train_s, predict_s, cost=None):
-    return {"name": name, "test": metrics, "train_s": train_s, "predict_s": predict_s, "gradient_evaluations": cost}
+    return MethodRow(name=name, test=metrics, train_s=train_s, predict_s=predict_s, gradient_evaluations=cost)
 
 
 def _rows(name, sc, train_s, cost=None):
     """Table rows of one method: as is, and temperature-scaled where there was a validation split."""
-    rows = [_row(name, sc["test"], train_s, sc["predict_s"], cost)]
-    if sc["temperature"] is not None and sc["temperature"]["note"] is None:
+    rows = [_row(name, sc.test, train_s, sc.predict_s, cost)]
+    if sc.temperature is not None and sc.temperature.note is None:
         rows.append(
             _row(
-                f"{name}, temperature {sc['temperature']['value']:.2f}",
-                sc["temperature"]["test"],
+                f"{name}, temperature {sc.temperature.value:.2f}",
+                sc.temperature.test,
                 train_s,
-                sc["predict_s"],
+                sc.predict_s,
                 cost,
             )
         )
@@ -264,33 +281,36 @@ def _table(first, *groups):
 
 
 def _single_mode_row(sc, n_modes, train_s, cost=None):
-    mean = {k: float(np.mean([m[k] for m in sc["per_member"]])) for k in sc["per_member"][0]}
+    mean = Metrics(
+        **{
+            field.name: float(np.mean([getattr(m, field.name) for m in sc.per_member]))
+            for field in dataclasses.fields(Metrics)
+        }
+    )
     return _row(
         f"single mode (mean of the {n_modes})" if n_modes > 1 else "single mode",
         mean,
         train_s / n_modes,
-        sc["predict_s"] / n_modes,
+        sc.predict_s / n_modes,
         cost,
     )
 
 
 def _members(folder, names, paths, sc):
-    return [{"name": n, "checkpoint": folder.relative(p), "test": m} for n, p, m in zip(names, paths, sc["per_member"])]
+    return [Member(name=n, checkpoint=folder.relative(p), test=m) for n, p, m in zip(names, paths, sc.per_member)]
 
 
 def _main(sc, members, methods, details=None, plot_files=()):
-    return {
-        "test": sc["test"],
-        "val": sc["val"],
-        "uncertainty": sc["uncertainty"],
-        "temperature": None
-        if sc["temperature"] is None
-        else {k: sc["temperature"][k] for k in ("value", "test", "note")},
-        "members": members,
-        "methods": methods,
-        "details": details or {},
-        "plots": list(plot_files),
-    }
+    return ReportPart(
+        test=sc.test,
+        val=sc.val,
+        uncertainty=sc.uncertainty,
+        temperature=sc.temperature,
+        members=members,
+        methods=methods,
+        details=details or report_details.Details(),
+        plots=list(plot_files),
+    )
 
 
 def uncertainty_plot(folder, d, probs, title):
@@ -315,7 +335,7 @@ def run_train(s, d, folder, how):
     if not how.world.is_main:
         return None
     methods = _rows("mode", sc, folder.seconds("modes"), mode_cost(s, d))
-    files = [uncertainty_plot(folder, d, {"mode": sc["probs"]}, f"one mode on {d.name}")]
+    files = [uncertainty_plot(folder, d, {"mode": sc.probs}, f"one mode on {d.name}")]
     return _main(sc, _members(folder, ["mode 0"], _mode_paths(folder, 1), sc), methods, plot_files=files)
 
 
@@ -327,16 +347,16 @@ def run_ensemble(s, d, folder, how):
         return None
     t, m = folder.seconds("modes"), mode_cost(s, d)
     methods = [_single_mode_row(sc, j, t, m), *_rows(f"deep ensemble ({j} modes)", sc, t, j * m)]
-    sizes = _size_curves({"deep ensemble": sc["probs"]}, d)
+    sizes = _size_curves({"deep ensemble": sc.probs}, d)
     files = [
         plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"deep ensemble on {d.name}"),
-        uncertainty_plot(folder, d, {"deep ensemble": sc["probs"]}, f"deep ensemble on {d.name}"),
+        uncertainty_plot(folder, d, {"deep ensemble": sc.probs}, f"deep ensemble on {d.name}"),
     ]
     return _main(
         sc,
         _members(folder, [f"mode {i}" for i in range(j)], _mode_paths(folder, j), sc),
         methods,
-        {"ensemble_size": sizes},
+        report_details.EnsembleDetails(ensemble_size=sizes),
         files,
     )
 
@@ -438,7 +458,7 @@ def run_espro(s, d, folder, how):
     es_rows = _rows(f"ESPRO ({j} simplexes of {1 + s['vertices']} vertices)", es, t_modes + vertices_s, cost["espro"])
     methods = _table([_single_mode_row(de, j, t_modes, m)], de_rows, es_rows)
     if s["equal_compute"]:
-        n_all = len(more["per_member"])
+        n_all = len(more.per_member)
         seconds = (t_modes + folder.seconds("equal-compute modes") if n_all > j else t_modes) / n_all
         buys = [("espro", "ESPRO's training")] + (
             [("with_search", "ESPRO's training and λ search")] if n_equal["with_search"] != n_equal["espro"] else []
@@ -448,13 +468,13 @@ def run_espro(s, d, folder, how):
             methods.append(
                 _row(
                     f"deep ensemble of {n} modes: the compute of {what}",
-                    evaluation.metrics(more["probs"][:n].mean(0), d.y_test),
+                    Metrics.of(more.probs[:n].mean(0), d.y_test),
                     seconds * n,
-                    more["predict_s"] * n / n_all,
+                    more.predict_s * n / n_all,
                     n * m,
                 )
             )
-    sizes = _size_curves({"deep ensemble": more["probs"], "ESPRO": es["probs"]}, d)
+    sizes = _size_curves({"deep ensemble": more.probs, "ESPRO": es.probs}, d)
     files = [
         plots.ensemble_size(
             sizes, folder.sub("ensemble_size.png"), f"ESPRO and the deep ensemble of its modes on {d.name}"
@@ -464,22 +484,22 @@ def run_espro(s, d, folder, how):
         uncertainty_plot(
             folder,
             d,
-            {"deep ensemble": de["probs"], "ESPRO": es["probs"]},
+            {"deep ensemble": de.probs, "ESPRO": es.probs},
             f"ESPRO and the deep ensemble of its modes on {d.name}",
         )
     )
     if reg_rows:
         files.append(plots.reg_choice(reg_rows, reg, folder.sub("reg_choice.png")))
-    details = {
-        "reg": reg,
-        "reg_rows": reg_rows,
-        "ensemble_size": sizes,
-        "vertices_train_s": vertices_s,
-        "log_volume": log_volumes,
-        "cost": cost,
-        "equal_compute_modes": n_equal,
-        "deep_ensemble": {"test": de["test"], "members": de["per_member"]},
-    }
+    details = report_details.EsproDetails(
+        reg=reg,
+        reg_rows=reg_rows,
+        ensemble_size=sizes,
+        vertices_train_s=vertices_s,
+        log_volume=log_volumes,
+        cost=report_details.EsproCost(**cost),
+        equal_compute_modes=n_equal,
+        deep_ensemble=report_details.DeepEnsembleScores(test=de.test, members=de.per_member),
+    )
     paths = [folder.sub(f"{'espro' if not reg_rows else f'espro/reg_{reg:g}'}/simplex_{i}.pt") for i in range(j)]
     return _main(es, _members(folder, [f"simplex {i}" for i in range(j)], paths, es), methods, details, files)
 
@@ -524,11 +544,13 @@ def run_spro(s, d, folder, how):
     files = [
         plots.dimensionality(sweep, folder.sub("dimensionality.png"), f"SPRO {what} on {d.name}"),
         uncertainty_plot(
-            folder, d, {**({"deep ensemble": de["probs"]} if j > 1 else {}), what: cx["probs"]}, f"SPRO on {d.name}"
+            folder, d, {**({"deep ensemble": de.probs} if j > 1 else {}), what: cx.probs}, f"SPRO on {d.name}"
         ),
     ]
     path = folder.sub("spro/complex.pt" if j > 1 else "spro/simplex.pt")
-    details = {"sweep": sweep, "deep_ensemble": {"test": de["test"], "members": de["per_member"]}}
+    details = report_details.SproDetails(
+        sweep=sweep, deep_ensemble=report_details.DeepEnsembleScores(test=de.test, members=de.per_member)
+    )
     return _main(cx, _members(folder, [what], [path], cx), methods, details, files)
 
 
@@ -563,8 +585,7 @@ def run_curve(s, d, folder, how):
     t_modes, m = folder.seconds("modes"), mode_cost(s, d)
     curve_phase = Phase(epochs=s["curve_epochs"], lr=s["lr"], batch_size=s["batch_size"], n_samples=s["samples"])
     methods = [
-        _row(f"endpoint {i}", metrics, t_modes / 2, ends["predict_s"] / 2, m)
-        for i, metrics in enumerate(ends["per_member"])
+        _row(f"endpoint {i}", metrics, t_modes / 2, ends.predict_s / 2, m) for i, metrics in enumerate(ends.per_member)
     ]
     curve_rows = _rows(
         f"{s['kind']} curve (M = {s['eval_samples']} points)",
@@ -580,11 +601,11 @@ def run_curve(s, d, folder, how):
         uncertainty_plot(
             folder,
             d,
-            {"ensemble of the endpoints": ends["probs"], f"{s['kind']} curve": cv["probs"]},
+            {"ensemble of the endpoints": ends.probs, f"{s['kind']} curve": cv.probs},
             f"{s['kind']} curve on {d.name}",
         ),
     ]
-    details = {"profile": profile, "midpoint": _midpoints(profile)}
+    details = report_details.CurveDetails(profile=profile, midpoint=_midpoints(profile))
     return _main(
         cv, _members(folder, [f"{s['kind']} curve"], [folder.sub("curve/curve.pt")], cv), methods, details, files
     )
@@ -630,16 +651,18 @@ def run_fge(s, d, folder, how):
         return None
     t_mode, m = folder.seconds("modes"), mode_cost(s, d)
     methods = [
-        _row("the mode FGE starts from", start["test"], t_mode, start["predict_s"], m),
+        _row("the mode FGE starts from", start.test, t_mode, start.predict_s, m),
         *_rows(f"FGE ({s['cycles']} snapshots)", sc, t_mode + folder.seconds("fge"), m + fge_cost(s, d)),
     ]
-    sizes = _size_curves({"FGE": sc["probs"]}, d)
+    sizes = _size_curves({"FGE": sc.probs}, d)
     files = [
         plots.ensemble_size(sizes, folder.sub("ensemble_size.png"), f"FGE on {d.name}"),
-        uncertainty_plot(folder, d, {"FGE": sc["probs"]}, f"FGE on {d.name}"),
+        uncertainty_plot(folder, d, {"FGE": sc.probs}, f"FGE on {d.name}"),
     ]
     paths = [folder.sub(f"fge/fge_snapshot_{c}.pt") for c in range(s["cycles"])]
-    details = {"ensemble_size": sizes, "start": start["test"], "snapshots": [snap.fge_snapshot for snap in snapshots]}
+    details = report_details.FgeDetails(
+        ensemble_size=sizes, start=start.test, snapshots=[snap.fge_snapshot for snap in snapshots]
+    )
     return _main(
         sc, _members(folder, [f"snapshot {c}" for c in range(s["cycles"])], paths, sc), methods, details, files
     )
@@ -732,16 +755,14 @@ def run_evaluate(s, d, folder, how, source):
     with folder.phase("predict"):
         sc = score(models_, d, s["eval_samples"], s["seed"], how.device, ood=ood_inputs(s, d))
     name = f"ensemble of {len(names)} members" if len(names) > 1 else names[0]
-    files = [uncertainty_plot(folder, d, {name: sc["probs"]}, f"{name} on {d.name}")]
-    details = {"source": s["source"]}
+    files = [uncertainty_plot(folder, d, {name: sc.probs}, f"{name} on {d.name}")]
+    details = report_details.EvaluateDetails(source=s["source"])
     if len(names) > 1:
-        details["ensemble_size"] = _size_curves({name: sc["probs"]}, d)
-        files.append(
-            plots.ensemble_size(details["ensemble_size"], folder.sub("ensemble_size.png"), f"{name} on {d.name}")
-        )
+        details.ensemble_size = _size_curves({name: sc.probs}, d)
+        files.append(plots.ensemble_size(details.ensemble_size, folder.sub("ensemble_size.png"), f"{name} on {d.name}"))
     return _main(
         sc,
-        [{"name": n, "checkpoint": str(p), "test": m} for (n, _, p), m in zip(source, sc["per_member"])],
+        [Member(name=n, checkpoint=str(p), test=m) for (n, _, p), m in zip(source, sc.per_member)],
         _rows(name, sc, None),
         details,
         files,
@@ -800,28 +821,28 @@ def run_surface(s, d, folder, how, source):
     title = f"{where} of {pathlib.Path(s['source']).name} on {d.name}"
     files = [plots.loss_plane(plane, names, folder.sub("plane.png"), title)]
     at = plane["at_points"]
-    details = {
-        "source": s["source"],
-        "file": "plane.npz",
-        "points": [
+    details = report_details.SurfaceDetails(
+        source=s["source"],
+        file="plane.npz",
+        points=[
             {"name": n, "x": float(x), "y": float(y), **{k: float(v[i]) for k, v in at.items()}}
             for i, (n, (x, y)) in enumerate(zip(names, plane["points"]))
         ],
-        "range": {
+        range={
             k: {"min": float(plane[k].min()), "max": float(plane[k].max())}
             for k in ("train_loss", "train_error", "test_loss", "test_error")
         },
-    }
-    return {
-        "test": None,
-        "val": None,
-        "uncertainty": None,
-        "temperature": None,
-        "members": [],
-        "methods": [],
-        "details": details,
-        "plots": files,
-    }
+    )
+    return ReportPart(
+        test=None,
+        val=None,
+        uncertainty=None,
+        temperature=None,
+        members=[],
+        methods=[],
+        details=details,
+        plots=files,
+    )
 
 
 JOBS = {
