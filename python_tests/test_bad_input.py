@@ -590,7 +590,7 @@ def test_one_training_example_and_an_empty_out_are_refused(tmp_path, capsys):
 def test_choose_reg_flags_saturated_validation_probabilities_and_prefers_the_others(digits, monkeypatch):
     """λ = 100 gives hard 0/1 validation probabilities, all right (NLL ~0): flagged, and λ = 1
     (soft, NLL > 0) is chosen; when every λ saturates, the lowest NLL is."""
-    from simplexkern.train import spro
+    from simplexkern.train import reg_search
 
     class Done:
         device = torch.device("cpu")
@@ -603,13 +603,13 @@ def test_choose_reg_flags_saturated_validation_probabilities_and_prefers_the_oth
     soft = torch.full((len(y), 10), 0.02).scatter_(1, y[:, None], 0.82)
     hard = torch.nn.functional.one_hot(y, 10).float()
     nearly_hard = (hard * (1 - 9e-8) + 1e-8).float()  # saturated too, with a slightly higher NLL
-    monkeypatch.setattr(spro, "espro", lambda modes, data, reg, **kw: [Done(reg)])
+    monkeypatch.setattr(reg_search, "espro", lambda modes, data, reg, **kw: [Done(reg)])
     for regs, probs, saturated, chosen in [
         ((1, 100), [soft, hard], [False, True], 1),
         ((30, 100), [nearly_hard, hard], [True, True], 100),
     ]:
         by_reg = dict(zip(regs, probs))
-        monkeypatch.setattr(spro, "predict", lambda simplexes, data, **kw: by_reg[simplexes[0].reg])
+        monkeypatch.setattr(reg_search, "predict", lambda simplexes, data, **kw: by_reg[simplexes[0].reg])
         reg, _, rows = sk.train.choose_reg([_mlp()], digits, regs=regs, stop_early=False)
         assert [r["saturated"] for r in rows] == saturated and reg == chosen, rows
         assert [r["near_hard"] for r in rows] == saturated and all(r["zero_val_error"] for r in rows)

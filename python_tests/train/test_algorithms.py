@@ -8,7 +8,7 @@ import torch
 
 import simplexkern as sk
 from simplexkern.eval.predict import member_points, point_metrics
-from simplexkern.train import spro
+from simplexkern.train import reg_search, spro
 
 EPOCHS = 30
 
@@ -169,7 +169,7 @@ def test_choose_reg_grows_each_simplex_once_and_falls_back_when_the_kept_diverge
     assert sorted(r["gradient_evaluations"] for r in rows) == [960, 2 * 960, 2 * 960]
     monkeypatch.undo()
 
-    real_espro, tried = spro.espro, []
+    real_espro, tried = reg_search.espro, []
 
     def espro(members, data, reg, **kw):  # the better half by simplex 0 diverges on simplex 1
         tried.append((reg, len(members)))
@@ -181,8 +181,8 @@ def test_choose_reg_grows_each_simplex_once_and_falls_back_when_the_kept_diverge
 
     regs = (0.1, 0.3, 3.0)
     first = sk.train.choose_reg(modes[:2], digits, regs, stop_early=False, **{**settings, "n_vertices": 2})[2]
-    worst = max(first, key=lambda r: spro._nan_last(r["simplex0_val_nll"]))["reg"]
-    monkeypatch.setattr(spro, "espro", espro)
+    worst = max(first, key=lambda r: reg_search._nan_last(r["simplex0_val_nll"]))["reg"]
+    monkeypatch.setattr(reg_search, "espro", espro)
     reg, simplexes, rows = sk.train.choose_reg(modes[:2], digits, regs, **settings)
     assert reg == worst and len(simplexes) == 2 and [r["reg"] for r in rows if r["diverged"]] != []
     assert sum(n == 2 for _, n in tried) == 3  # two kept, both diverged: the third grew its simplex 1

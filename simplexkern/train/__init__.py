@@ -4,9 +4,12 @@ algorithm is deterministic under its ``seed``, shows a progress bar (``progress=
 hides it), checkpoints into ``out`` after every epoch and resumes from there."""
 
 from simplexkern.train.curves import curve_model, fge, train_curve
+from simplexkern.train.dimensionality import dimensionality_sweep
 from simplexkern.train.loop import Phase, run_phase
 from simplexkern.train.modes import deep_ensemble, train_mode
-from simplexkern.train.spro import choose_reg, dimensionality_sweep, espro, grow_simplex, spro_complex
+from simplexkern.train.reg_search import choose_reg
+from simplexkern.train.settings import Execution, Optimisation
+from simplexkern.train.spro import espro, grow_simplex, spro_complex
 
 __all__ = [
     "train_mode",
@@ -19,6 +22,8 @@ __all__ = [
     "train_curve",
     "curve_model",
     "fge",
+    "Optimisation",
+    "Execution",
     "Phase",
     "run_phase",
 ]

@@ -6,15 +6,27 @@ import copy
 import torch
 from torch import nn
 
+from simplexkern import _checks
 from simplexkern import distributed as dist
-from simplexkern._types import Device, Distributed, ModelOrPath, Path
+from simplexkern._types import ModelOrPath
 from simplexkern.data import Dataset
+from simplexkern.data.batches import steps_per_epoch
 from simplexkern.nn import checkpoint
 from simplexkern.nn.convert import simplexify
 from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import CurveSampler
-from simplexkern.train.loop import Phase, steps_per_epoch
-from simplexkern.train.runs import Run, as_plain, check_fits, device_of, fingerprint, member_key, train_phase
+from simplexkern.train.loop import Phase
+from simplexkern.train.runs import (
+    Run,
+    as_plain,
+    check_fits,
+    device_of,
+    fingerprint,
+    member_key,
+    train_member,
+    train_phase,
+)
+from simplexkern.train.settings import CURVE, MODE, Execution, Optimisation, settings
 
 KINDS = ("bezier", "polychain")
 
@@ -26,8 +38,7 @@ def curve_model(a: nn.Module, b: nn.Module, kind: str = "bezier", n_bends: int =
     between them (trainable); its sampler draws t ~ U(0, 1)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if isinstance(n_bends, bool) or not isinstance(n_bends, int) or n_bends < 3:
-        raise ValueError(f"n_bends (control points, the two ends included) must be an int >= 3, got {n_bends!r}")
+    _checks.count(n_bends, "n_bends (control points, the two ends included)", minimum=3)
     model = simplexify(a)
     for _ in range(n_bends - 1):
         model.add_vertex("copy", noise=0)
@@ -53,60 +64,39 @@ def train_curve(
     kind: str = "bezier",
     n_bends: int = 3,
     *,
-    epochs: int = 50,
-    lr: float = 0.05,
-    weight_decay: float = 5e-4,
-    momentum: float = 0.9,
     n_samples: int = 5,
-    batch_size: int = 64,
-    seed: int = 0,
-    device: Device = None,
-    out: Path | None = None,
-    progress: bool = True,
-    compile: bool = False,
-    distributed: Distributed = None,
+    optimisation: Optimisation | None = None,
+    execution: Execution | None = None,
+    **keywords,
 ) -> SimplexModel:
     """Trains a Bezier or polygonal-chain curve between the trained models ``a`` and ``b``
     (plain models or their checkpoints' paths): the endpoints stay fixed, the
     ``n_bends - 2`` interior control points (initialised on the segment) minimise
     E_{t ~ U(0,1)} L(φ(t)), estimated with ``n_samples`` (H) values of t per step in one
-    forward; SGD with momentum and a cosine schedule from ``lr``. ``n_bends`` counts the
-    control points, the two ends included (3: one trainable bend).
+    forward. ``n_bends`` counts the control points, the two ends included (3: one trainable
+    bend). Settings: ``optimisation`` (default ``settings.CURVE``: 50 epochs of SGD with
+    momentum and a cosine schedule from lr 0.05) and ``execution``, or their fields as
+    keywords (``epochs=``, ``lr=``, ``seed=``, ``out=``, ...).
 
     Returns the curve as a SimplexModel (vertex order = control points; sampler
     ``CurveSampler(kind)``), all vertices fixed. With ``out``, ``out/curve.pt`` is written
     after every epoch and a second call resumes. ``distributed="data"``: trained
     data-parallel by all processes of the process group (``simplexkern.distributed``).
     """
-    dist.check_mode(distributed, (None, "data"))
+    optimisation, execution = settings("train_curve", keywords, optimisation, execution, CURVE)
+    dist.check_mode(execution.distributed, (None, "data"))
     a, b = as_plain(a, "a"), as_plain(b, "b")
     check_fits(a, data, "a")
     check_fits(b, data, "b")
     model = curve_model(a, b, kind, n_bends)
-    phase = Phase(
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        batch_size=batch_size,
-        n_samples=n_samples,
-        compile=compile,
-    )
-    parallel = distributed == "data"
-    run = Run(
-        out,
-        "train_curve",
-        {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": seed},
-        data,
-        data_parallel=parallel,
-    )
+    phase = optimisation.phase(n_samples=n_samples, compile=execution.compile)
+    parallel = execution.distributed == "data"
+    record = {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": execution.seed}
+    run = Run(execution.out, "train_curve", record, data, data_parallel=parallel)
     start = fingerprint(a) + ":" + fingerprint(b)
-    device = device_of(device)
-    meta, first, optimizer_state = run.resume("curve", start)
-    if meta is not None:
-        model = checkpoint.load(run.path("curve"), model=copy.deepcopy(a))
-    model.to(device)
-    if meta is None or not meta["done"]:
+    device = device_of(execution.device)
+
+    def train(model, resumed):
         train_phase(
             model,
             data,
@@ -114,18 +104,20 @@ def train_curve(
             run=run,
             name="curve",
             start=start,
-            key=member_key(seed, "train_curve", 0),
+            key=member_key(execution.seed, "train_curve", 0),
             device=device,
-            progress=progress,
+            progress=execution.progress,
             describe=f"{kind} curve",
-            first_epoch=first,
-            optimizer_state=optimizer_state,
+            first_epoch=resumed.first_epoch,
+            optimizer_state=resumed.optimizer_state,
             data_parallel=parallel,
         )
         for i in range(1, n_bends - 1):
             model.fix(i)
-        run.save("curve", model, start, {"epoch": epochs, "done": True})
-    return model.eval()
+        return {"epoch": phase.epochs, "done": True}
+
+    load = lambda path: checkpoint.load(path, model=copy.deepcopy(a))
+    return train_member(run, "curve", start, model, train, load=load, device=device).eval()
 
 
 def fge(
@@ -136,64 +128,56 @@ def fge(
     lr1: float = 0.05,
     lr2: float = 0.0005,
     *,
-    weight_decay: float = 5e-4,
-    momentum: float = 0.9,
-    batch_size: int = 64,
-    seed: int = 0,
-    device: Device = None,
-    out: Path | None = None,
-    progress: bool = True,
-    compile: bool = False,
-    distributed: Distributed = None,
+    optimisation: Optimisation | None = None,
+    execution: Execution | None = None,
+    **keywords,
 ) -> list[nn.Module]:
     """Fast Geometric Ensembling: from the trained ``model`` (plain, or its checkpoint's
     path), ``cycles`` cycles of ``cycle_epochs`` epochs with a triangular learning rate
     lr1 -> lr2 -> lr1, and a snapshot at each cycle's minimum (the step run at lr2, the
     middle of the cycle). Returns the snapshots (plain models, in eval mode; their
-    ``fge_snapshot`` attribute records the cycle, step and learning rate).
+    ``fge_snapshot`` attribute records the cycle, step and learning rate). Settings:
+    ``optimisation``'s momentum, weight decay and batch size (its epochs and lr are the
+    cycles') and ``execution``, or their fields as keywords.
 
     With ``out``, the run is checkpointed in ``out/fge.pt`` after every epoch and each
     snapshot in ``out/fge_snapshot_{c}.pt``; a second call resumes. ``distributed="data"``:
     trained data-parallel by all processes of the process group (``simplexkern.distributed``).
     """
-    dist.check_mode(distributed, (None, "data"))
+    optimisation, execution = settings("fge", keywords, optimisation, execution, MODE, epochs=None)
+    dist.check_mode(execution.distributed, (None, "data"))
     model = as_plain(model, "model")
-    for name, value in (("cycles", cycles), ("cycle_epochs", cycle_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    _checks.count(cycles, "cycles")
+    _checks.count(cycle_epochs, "cycle_epochs")
     phase = Phase(
         epochs=cycles * cycle_epochs,
         lr=lr1,
         lr_min=lr2,
         schedule="cyclic",
         cycle_epochs=cycle_epochs,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        batch_size=batch_size,
-        compile=compile,
+        weight_decay=optimisation.weight_decay,
+        momentum=optimisation.momentum,
+        batch_size=optimisation.batch_size,
+        compile=execution.compile,
     )
     if not lr2 < lr1:
         raise ValueError(f"lr2 (the cycle's minimum) must be below lr1, got lr1={lr1}, lr2={lr2}")
     check_fits(model, data)
-    n = steps_per_epoch(len(data.x_train), batch_size)
+    n = steps_per_epoch(len(data.x_train), phase.batch_size)
     per_cycle, middle = cycle_epochs * n, phase.cycle_minimum(n)
     if middle < 1:
         raise ValueError(
             f"a cycle of {per_cycle} step(s) has no middle step to snapshot: use more cycle_epochs or a "
             "smaller batch_size"
         )
-    parallel = distributed == "data"
-    run = Run(out, "fge", {**phase.settings(), "cycles": cycles, "seed": seed}, data, data_parallel=parallel)
+    parallel = execution.distributed == "data"
+    record = {**phase.settings(), "cycles": cycles, "seed": execution.seed}
+    run = Run(execution.out, "fge", record, data, data_parallel=parallel)
     start = fingerprint(model)
-    device = device_of(device)
-    meta, first, optimizer_state = run.resume("fge", start)
-    model = copy.deepcopy(model).to(device)
-    if meta is not None:
-        checkpoint.load_module(run.path("fge"), model=model)
-        model.to(device)
+    device = device_of(execution.device)
     snapshots = {}
 
-    def snapshot(step):
+    def snapshot(model, step):
         if step % per_cycle == middle:
             c = step // per_cycle
             info = {"cycle": c, "step": step, "lr": phase.lr_at(step, n)}
@@ -202,7 +186,7 @@ def fge(
             snapshots[c] = snap
             run.save(f"fge_snapshot_{c}", snap, start, {**info, "done": True})
 
-    if meta is None or not meta["done"]:
+    def train(model, resumed):
         train_phase(
             model,
             data,
@@ -210,20 +194,24 @@ def fge(
             run=run,
             name="fge",
             start=start,
-            key=member_key(seed, "fge", 0),
+            key=member_key(execution.seed, "fge", 0),
             device=device,
-            progress=progress,
+            progress=execution.progress,
             describe="fge",
-            first_epoch=first,
-            optimizer_state=optimizer_state,
-            on_step=snapshot,
+            first_epoch=resumed.first_epoch,
+            optimizer_state=resumed.optimizer_state,
+            on_step=lambda step: snapshot(model, step),
             data_parallel=parallel,
         )
-        run.save("fge", model, start, {"epoch": phase.epochs, "done": True})
+        return {"epoch": phase.epochs, "done": True}
+
+    copied = copy.deepcopy(model)
+    load = lambda path: checkpoint.load_module(path, model=copied)
+    model = train_member(run, "fge", start, copied, train, load=load, device=device)
     for c in range(cycles):
         if c not in snapshots:  # taken before a resume: read back from its checkpoint
             snap_meta, _ = run.state(f"fge_snapshot_{c}", start)
             snap = checkpoint.load_module(run.path(f"fge_snapshot_{c}"), model=copy.deepcopy(model)).to(device).eval()
-            snap.fge_snapshot = {k: snap_meta[k] for k in ("cycle", "step", "lr")}
+            snap.fge_snapshot = {k: snap_meta[k] for k in ("cycle", "step", "lr")}  # type: ignore[assignment]
             snapshots[c] = snap
     return [snapshots[c] for c in range(cycles)]

@@ -55,15 +55,12 @@ class Phase:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "read_every"):
-            _positive_int(getattr(self, name), name)
+            _checks.count(getattr(self, name), name)
         if self.n_samples is not None:
-            _positive_int(self.n_samples, "n_samples")
-        if not isinstance(self.compile, bool):
-            raise TypeError(f"compile must be a bool, got {type(self.compile).__name__}")
+            _checks.count(self.n_samples, "n_samples")
+        _checks.flag(self.compile, "compile")
         for name in ("lr", "lr_min", "momentum", "weight_decay", "reg"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            _checks.number(getattr(self, name), name, minimum=0)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.momentum >= 1:
@@ -71,7 +68,7 @@ class Phase:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "cyclic":
-            _positive_int(self.cycle_epochs, "cycle_epochs")
+            _checks.count(self.cycle_epochs, "cycle_epochs")
             if self.epochs % self.cycle_epochs:
                 raise ValueError(f"epochs ({self.epochs}) must be a multiple of cycle_epochs ({self.cycle_epochs})")
 
@@ -97,7 +94,7 @@ class Phase:
             return self.lr
         if self.schedule == "cosine":
             return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * step / total))
-        n = self.cycle_epochs * steps_per_epoch
+        n = self._cycle_epochs() * steps_per_epoch
         i, mid = step % n, self.cycle_minimum(steps_per_epoch)
         if i <= mid:
             return self.lr + (self.lr_min - self.lr) * i / max(mid, 1)
@@ -105,13 +102,12 @@ class Phase:
 
     def cycle_minimum(self, steps_per_epoch: int) -> int:
         """Index, within a cycle, of the step run at lr_min (the cyclic schedule's minimum)."""
-        return self.cycle_epochs * steps_per_epoch // 2
+        return self._cycle_epochs() * steps_per_epoch // 2
 
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+    def _cycle_epochs(self) -> int:
+        if self.cycle_epochs is None:
+            raise ValueError(f"a {self.schedule} schedule has no cycles")
+        return self.cycle_epochs
 
 
 def epoch_seed(key, epoch):
@@ -279,7 +275,7 @@ def run_phase(
     simplex = isinstance(model, SimplexModel)
     if simplex and phase.n_samples is None:
         raise ValueError("a simplex model trains with n_samples (H) points per step")
-    params = [model.store.trainable] if simplex else [p for p in model.parameters() if p.requires_grad]
+    params = _trainable(model)
     if not params or not any(p.numel() for p in params):
         raise ValueError(f"{describe}: nothing to train (no trainable parameters)")
     optimizer = torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay)
@@ -319,6 +315,13 @@ def run_phase(
         if on_epoch is not None:
             on_epoch(epoch, optimizer)
     return optimizer
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.Tensor]:
+    """What the optimizer trains: a simplex model's trainable vertices, a plain model's parameters."""
+    if isinstance(model, SimplexModel):
+        return [model.store.trainable]
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _data_parallel(model, data, phase, device):

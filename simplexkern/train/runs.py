@@ -3,11 +3,14 @@ every epoch and every finished vertex / member, each recording the algorithm, it
 what it started from and how far it got; calling an algorithm again with the same folder
 resumes from there."""
 
+import dataclasses
 import hashlib
 import json
 import os
 import pathlib
 import zlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -38,8 +41,7 @@ def fingerprint(module):
 def member_key(seed, algorithm, member):
     """The seed key of one member: its result depends on (seed, algorithm, member) only, not
     on which other members were trained in the same run."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    _checks.count(seed, "seed", minimum=0)
     return (seed, zlib.crc32(algorithm.encode()), member)
 
 
@@ -75,6 +77,7 @@ def data_fingerprint(data, all_splits=False):
     )
 
 
+M = TypeVar("M", bound=torch.nn.Module)
 _MEMBER_COUNTS = ("n_models", "n_modes")  # recorded by earlier ensembles; their members do not depend on them
 
 
@@ -152,6 +155,40 @@ class Run:
         checkpoint.save(model, self.path(name), metadata=meta, training_state=state)
 
 
+@dataclasses.dataclass(frozen=True)
+class Resumed:
+    """Where a member's training goes on: its checkpoint's progress metadata (None: there is
+    none), the first epoch to run and the optimizer's state."""
+
+    meta: dict | None
+    first_epoch: int = 0
+    optimizer_state: dict | None = None
+
+
+def train_member(
+    run: "Run",
+    name: str,
+    start: str,
+    model: M,
+    train: Callable[[M, Resumed], dict],
+    *,
+    load: Callable[[pathlib.Path], M],
+    device: torch.device,
+) -> M:
+    """The lifecycle of member ``name`` of ``run``, which starts from weights of fingerprint
+    ``start``: resumed from its checkpoint when there is one (``load(path)`` gives the model
+    saved there, else ``model`` is used), returned at once when that checkpoint is finished,
+    else ``train(model, resumed)`` trains it and returns the progress metadata of its final
+    checkpoint, which is written. Returns the model, on ``device``."""
+    meta, first, optimizer_state = run.resume(name, start)
+    if meta is not None:
+        model = load(run.path(name))
+    model.to(device)
+    if meta is None or not meta.get("done"):
+        run.save(name, model, start, train(model, Resumed(meta, first, optimizer_state)))
+    return model
+
+
 def check_plain(model, name, what="a plain torch.nn.Module"):
     if isinstance(model, SimplexModel) or not isinstance(model, torch.nn.Module):
         raise TypeError(f"{name} must be {what}, got {type(model).__name__}")
@@ -183,7 +220,7 @@ def check_fits(model, data, name="model"):
     return model
 
 
-def as_plain(model, name):
+def as_plain(model, name) -> torch.nn.Module:
     """A plain model given as a module or as the path of a checkpoint of one."""
     if isinstance(model, (str, os.PathLike)):
         return checkpoint.load_module(model)
@@ -214,8 +251,7 @@ def train_phase(
     runs before each epoch's checkpoint is written (an exception it raises stops the phase
     with the previous checkpoint in place). A data-parallel phase shows its bar on rank 0
     only."""
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    _checks.flag(progress, "progress")
     n = steps_per_epoch(len(data.x_train), phase.batch_size)
     world, label, position = distributed.world(), describe, None
     if data_parallel and not world.is_main:
