@@ -120,11 +120,25 @@ def test_crop_flip_takes_shifted_crops_of_the_padded_images(rng):
         dict(epochs=1, lr=0.1, schedule="step"),
         dict(epochs=3, lr=0.1, schedule="cyclic", cycle_epochs=2),
         dict(epochs=1, lr=0.1, n_samples=0),
-        dict(epochs=1, lr=0.1, batch_size=True),
     ],
 )
-def test_phase_refuses_bad_settings(kwargs):
+def test_phase_refuses_bad_values(kwargs):
     with pytest.raises(ValueError):
+        Phase(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(epochs=1, lr=0.1, batch_size=True),
+        dict(epochs=2.0, lr=0.1),
+        dict(epochs=1, lr="0.1"),
+        dict(epochs=1, lr=0.1, compile=1),
+        dict(epochs=2, lr=0.1, schedule="cyclic"),
+    ],
+)
+def test_phase_refuses_values_of_the_wrong_type(kwargs):
+    with pytest.raises(TypeError):
         Phase(**kwargs)
 
 

@@ -82,8 +82,7 @@ def apply_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """``softmax(log(probs) / T)``: temperature scaling of a predictive distribution (for an
     ensemble, of its averaged probabilities)."""
     _checks.floating(probs, "probs")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    _checks.number(temperature, "temperature", above=0)
     return torch.softmax(probs.double().clamp_min(PROB_FLOOR).log() / temperature, -1).to(probs.dtype)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from simplexkern import geometry
+from simplexkern import _checks, geometry
 from simplexkern.data.dataset import Dataset, check_dataset
 from simplexkern.eval.predict import split_metrics
 from simplexkern.nn.convert import simplexify
@@ -80,8 +80,7 @@ def curve_profile(curve: SimplexModel, data: Dataset, n_t: int = 21, *, batch_si
     """
     if not isinstance(curve, SimplexModel) or not isinstance(curve.sampler, CurveSampler):
         raise TypeError("curve must be a SimplexModel with a CurveSampler (from train_curve)")
-    if isinstance(n_t, bool) or not isinstance(n_t, int) or n_t < 2:
-        raise ValueError(f"n_t must be an int >= 2, got {n_t!r}")
+    _checks.count(n_t, "n_t", minimum=2)
     t = torch.linspace(0, 1, n_t, dtype=torch.float64)
     k = curve.n_vertices
     segment = torch.zeros(n_t, k, dtype=torch.float64)
@@ -142,10 +141,7 @@ def loss_plane(
     coordinates, "train_loss" | "train_error" | "test_loss" | "test_error": (G, G) indexed
     [y, x], "at_points": those four metrics at the three points themselves, (3,) each}.
     """
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
-        raise TypeError(f"margin must be a number, got {type(margin).__name__}")
-    if not (math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    _checks.number(margin, "margin", minimum=0)
     if model is None:
         if not isinstance(points, (list, tuple)) or len(points) != 3:
             raise ValueError("points must be three plain models (or three coefficient vectors with model=)")
@@ -162,8 +158,7 @@ def loss_plane(
             raise ValueError(
                 f"points must be 3 coefficient vectors, shape (3, {model.n_vertices}), got {tuple(coeffs.shape)}"
             )
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise ValueError(f"grid must be an int >= 2, got {grid!r}")
+    _checks.count(grid, "grid", minimum=2)
     basis = plane_basis(model, coeffs)
     corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]) - 1 / 3  # (s, r) of the points, centred
     xy = corners @ basis.T

@@ -4,6 +4,8 @@ simplex papers' experiments."""
 import torch
 from torch import nn
 
+from simplexkern import _checks
+
 _CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
@@ -14,8 +16,7 @@ class VGG16(nn.Module):
         """``width`` scales every layer's channels (at least 1 each): 1/16, 1/8, ... for small
         versions of the same layout."""
         super().__init__()
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-            raise ValueError(f"width must be a number > 0, got {width!r}")
+        _checks.number(width, "width", above=0)
         layers, c = [], in_channels
         for v in _CONFIG:
             if v == "M":

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from simplexkern import _checks
 from simplexkern.ops import _fused, conv_torch, dispatch, reference
 
 
@@ -76,10 +77,7 @@ def _canonical(x, weight, bias, coeffs, groups):
     """Checks shapes; returns x as (B, C, H, W) shared or (S, B, C, H, W), coeffs as (S, k),
     and whether a single point was asked for."""
     _fused.check_operands(x, weight, bias, coeffs, 5, "(k, out, in / groups, kh, kw)")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"groups must be an int, got {type(groups).__name__}")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+    _checks.count(groups, "groups")
     out_channels, in_per_group = weight.shape[1:3]
     if out_channels % groups:
         raise ValueError(f"weight's out channels ({out_channels}) must be divisible by groups={groups}")
