@@ -86,8 +86,8 @@ def test_gaussian_noise_levels(rng):
         assert std > previous
         previous = std
         assert torch.equal(noisy.x_train, clean.x_train)  # only the test split is corrupted
-    for bad in (0, 6, 2.5, True):
-        with pytest.raises(ValueError, match="gaussian_noise"):
+    for bad, error in ((0, ValueError), (6, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="gaussian_noise"):
             sk.data.load("digits", gaussian_noise=bad)
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from simplexkern import _checks
+
 TASKS = ("classification", "regression")
 # Gaussian-noise corruption levels 1-5 of CIFAR-10-C (Hendrycks & Dietterich, 2019): the noise's
 # standard deviation as a fraction of the pixel range.
@@ -99,38 +101,51 @@ def check_arrays(
 ) -> Arrays:
     """Checks raw arrays and returns them as (float32 x, int64 or float32 y) tensors, and
     the number of classes. ``source`` names the file or data set in every error."""
-    out = []
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.dtype.kind not in "fiu":
-            raise ValueError(f"{source}: x_{split} must hold numbers, got dtype {x.dtype}")
-        if x.ndim < 2:
-            raise ValueError(f"{source}: x_{split} must have shape (N, features...), got {x.shape}")
-        if len(x) == 0:
-            raise ValueError(f"{source}: the {split} split is empty")
-        if y.ndim != 1 and not (task == "regression" and y.ndim == 2 and y.shape[1] == 1):
-            raise ValueError(f"{source}: y_{split} must have shape (N,), got {y.shape}")
-        if len(y) != len(x):
-            raise ValueError(f"{source}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
-        if math.prod(x.shape[1:]) == 0:
-            raise ValueError(f"{source}: x_{split} has no features (shape {x.shape})")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{source}: x_{split} contains NaN or inf")
-        with np.errstate(over="ignore"):  # checked on the next line
-            x32 = x.astype(np.float32)
-        if not np.isfinite(x32).all():
-            raise ValueError(f"{source}: x_{split} has values beyond float32's range (|x| > 3.4e38); rescale them")
-        x = x32
-        out.append((x, y))
+    out = [
+        _checked_split(source, split, x, y, task)
+        for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test))
+    ]
     if out[0][0].shape[1:] != out[1][0].shape[1:]:
         raise ValueError(f"{source}: x_train has features of shape {out[0][0].shape[1:]}, x_test {out[1][0].shape[1:]}")
     if task == "regression":
-        tensors = []
-        for split, (x, y) in zip(("train", "test"), out):
-            if y.dtype.kind not in "fiu" or not np.isfinite(y.astype(np.float64)).all():
-                raise ValueError(f"{source}: y_{split} must hold finite numbers")
-            tensors += [torch.from_numpy(x), torch.from_numpy(y.astype(np.float32).reshape(-1, 1))]
-        return (*tensors, None)
+        return _regression_targets(source, out)
+    return _class_labels(source, out)
+
+
+def _checked_split(source, split, x, y, task):
+    """(x as float32, y) of one split, checked."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind not in "fiu":
+        raise ValueError(f"{source}: x_{split} must hold numbers, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"{source}: x_{split} must have shape (N, features...), got {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{source}: the {split} split is empty")
+    if y.ndim != 1 and not (task == "regression" and y.ndim == 2 and y.shape[1] == 1):
+        raise ValueError(f"{source}: y_{split} must have shape (N,), got {y.shape}")
+    if len(y) != len(x):
+        raise ValueError(f"{source}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+    if math.prod(x.shape[1:]) == 0:
+        raise ValueError(f"{source}: x_{split} has no features (shape {x.shape})")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{source}: x_{split} contains NaN or inf")
+    with np.errstate(over="ignore"):  # checked on the next line
+        x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        raise ValueError(f"{source}: x_{split} has values beyond float32's range (|x| > 3.4e38); rescale them")
+    return x32, y
+
+
+def _regression_targets(source, out):
+    tensors = []
+    for split, (x, y) in zip(("train", "test"), out):
+        if y.dtype.kind not in "fiu" or not np.isfinite(y.astype(np.float64)).all():
+            raise ValueError(f"{source}: y_{split} must hold finite numbers")
+        tensors += [torch.from_numpy(x), torch.from_numpy(y.astype(np.float32).reshape(-1, 1))]
+    return (*tensors, None)
+
+
+def _class_labels(source, out):
     for split, (x, y) in zip(("train", "test"), out):
         if y.dtype.kind == "f":
             if not np.isfinite(y).all() or (y != np.round(y)).any():
@@ -163,7 +178,7 @@ def corrupt(
     """Gaussian-noise corruption at ``level`` 1-5 (the CIFAR-10-C severities): noise of
     standard deviation ``GAUSSIAN_NOISE[level - 1] * (hi - lo)`` added to raw features in
     ``value_range = (lo, hi)``, then clipped to that range."""
-    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 5:
+    if _checks.count(level, "gaussian_noise") > 5:
         raise ValueError(f"gaussian_noise must be a corruption level 1..5, got {level!r}")
     lo, hi = value_range
     noise = torch.randn(x.shape, generator=generator, dtype=torch.float64) * GAUSSIAN_NOISE[level - 1] * (hi - lo)
@@ -193,8 +208,7 @@ def scaler(x_train: torch.Tensor):
 
 def hold_out(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
     """Moves a random ``fraction`` of the training split into the validation split."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"val_fraction must be a number in [0, 1), got {fraction!r}")
+    _checks.number(fraction, "val_fraction", minimum=0, below=1)
     if fraction == 0:
         return data
     n = len(data.x_train)

@@ -80,15 +80,7 @@ def _sizes(name, shape, n_outputs, vocab_size):
     if name == "mlp":
         return name, {"in_features": math.prod(shape), "out_features": n_outputs}
     if name == "transformer":
-        if len(shape) == 2:
-            patch = next(p for p in range(1, shape[1] + 1) if shape[1] % p == 0 and shape[1] // p <= MAX_TOKENS)
-            return name, {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1], "patch": patch}
-        if len(shape) == 1 and vocab_size is not None:
-            return name, {"num_classes": n_outputs, "vocab_size": vocab_size, "length": shape[0]}
-        raise ValueError(
-            f"transformer takes (C, L) signals or (L,) token ids (an .npz of integers >= 0); the "
-            f"data's inputs have shape {shape}"
-        )
+        return name, _transformer_sizes(shape, n_outputs, vocab_size)
     if len(shape) == 2 and name in ("convnet", "convnet1d"):
         return "convnet1d", {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1]}
     if len(shape) != 3:
@@ -96,6 +88,11 @@ def _sizes(name, shape, n_outputs, vocab_size):
             f"{name} takes images (C, H, W); the data's inputs have shape {shape} "
             f"(use 'mlp'{', or convnet for (C, L) signals' if len(shape) < 3 else ''})"
         )
+    return _image_sizes(name, shape, n_outputs)
+
+
+def _image_sizes(name, shape, n_outputs):
+    """(registry name, constructor arguments) of an architecture for (C, H, W) images."""
     c, h, w = shape
     if name in ("convnet", "convnet2d"):
         return "convnet2d", {"num_classes": n_outputs, "in_channels": c}
@@ -110,21 +107,38 @@ def _sizes(name, shape, n_outputs, vocab_size):
     if name in ("vgg16", "vgg16_bn") and (h, w) != (32, 32):
         raise ValueError(f"{name} takes 32x32 images, the data's are {h}x{w}; use 'convnet' or a ResNet")
     if name.startswith("torchvision."):
-        if c != 3:
-            raise ValueError(f"{name} takes 3-channel images, the data's have {c}")
-        arch, kwargs = name[len("torchvision.") :], {"num_classes": n_outputs}
-        if arch.startswith("vit_"):  # position embeddings sized for the images
-            if h != w:
-                raise ValueError(f"{name} takes square images, the data's are {h}x{w}")
-            kwargs["image_size"] = h
-        elif arch.startswith("maxvit"):
-            kwargs["input_size"] = (h, w)
-        elif arch in ("googlenet", "inception_v3"):  # one output, not the auxiliary heads' tuple
-            kwargs.update(aux_logits=False, init_weights=True)
-        return name, kwargs
+        return name, _torchvision_sizes(name, shape, n_outputs)
     if name in _REGISTRY:
         return name, {"num_classes": n_outputs, "in_channels": c}
     raise ValueError(f"unknown architecture {name!r}; known: {names() + ['convnet']} or 'torchvision.<name>'")
+
+
+def _transformer_sizes(shape, n_outputs, vocab_size):
+    if len(shape) == 2:
+        patch = next(p for p in range(1, shape[1] + 1) if shape[1] % p == 0 and shape[1] // p <= MAX_TOKENS)
+        return {"num_classes": n_outputs, "in_channels": shape[0], "length": shape[1], "patch": patch}
+    if len(shape) == 1 and vocab_size is not None:
+        return {"num_classes": n_outputs, "vocab_size": vocab_size, "length": shape[0]}
+    raise ValueError(
+        f"transformer takes (C, L) signals or (L,) token ids (an .npz of integers >= 0); the "
+        f"data's inputs have shape {shape}"
+    )
+
+
+def _torchvision_sizes(name, shape, n_outputs):
+    c, h, w = shape
+    if c != 3:
+        raise ValueError(f"{name} takes 3-channel images, the data's have {c}")
+    arch, kwargs = name[len("torchvision.") :], {"num_classes": n_outputs}
+    if arch.startswith("vit_"):  # position embeddings sized for the images
+        if h != w:
+            raise ValueError(f"{name} takes square images, the data's are {h}x{w}")
+        kwargs["image_size"] = h
+    elif arch.startswith("maxvit"):
+        kwargs["input_size"] = (h, w)
+    elif arch in ("googlenet", "inception_v3"):  # one output, not the auxiliary heads' tuple
+        kwargs.update(aux_logits=False, init_weights=True)
+    return kwargs
 
 
 def for_data(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
