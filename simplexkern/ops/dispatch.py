@@ -39,8 +39,9 @@ def requested_backend(backend: str | None = None) -> str:
     """The backend asked for by argument, context or environment ("auto" when none)."""
     if backend is not None:
         return _check_name(backend, "backend")
-    if _context.get() is not None:
-        return _context.get()
+    asked = _context.get()
+    if asked is not None:
+        return asked
     return _check_name(os.environ.get(ENV_VAR, "auto"), ENV_VAR)
 
 
