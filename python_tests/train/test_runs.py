@@ -347,3 +347,28 @@ def test_every_algorithm_resumes_to_the_uninterrupted_result(algorithm, tmp_path
     assert len(resumed) == len(whole)
     for a, b in zip(whole, resumed):
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_settings_objects_and_keywords_train_the_same_model(digits):
+    """An Optimisation / Execution gives the weights its fields given as keywords give;
+    keywords override the objects; vertex_epochs is the SPRO trainers' epoch count."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    by_keywords = sk.train.train_mode(
+        net, digits, epochs=2, lr=0.1, batch_size=128, seed=3, progress=False, device="cpu"
+    )
+    fast = sk.train.Optimisation(epochs=2, lr=0.1, batch_size=128)
+    quiet = sk.train.Execution(seed=3, progress=False, device="cpu")
+    by_objects = sk.train.train_mode(net, digits, optimisation=fast, execution=quiet)
+    overridden = sk.train.train_mode(
+        net, digits, optimisation=sk.train.Optimisation(epochs=2, lr=0.5), execution=quiet, lr=0.1, batch_size=128
+    )
+    for got in (by_objects, overridden):
+        assert all(torch.equal(a, b) for a, b in zip(by_keywords.state_dict().values(), got.state_dict().values()))
+    simplex = sk.train.grow_simplex(by_keywords, digits, 2, vertex_epochs=1, batch_size=256, execution=quiet)
+    assert simplex.metadata["settings"]["epochs"] == 1 and simplex.metadata["settings"]["batch_size"] == 256
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
+        sk.train.grow_simplex(by_keywords, digits, 2, epochs=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lr'"):
+        sk.train.fge(by_keywords, digits, lr=0.1)
+    with pytest.raises(TypeError, match="optimisation must be an Optimisation"):
+        sk.train.train_mode(net, digits, optimisation={"epochs": 1})
