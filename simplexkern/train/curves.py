@@ -105,12 +105,9 @@ def train_curve(
             name="curve",
             start=start,
             key=member_key(execution.seed, "train_curve", 0),
-            device=device,
-            progress=execution.progress,
+            execution=execution,
             describe=f"{kind} curve",
-            first_epoch=resumed.first_epoch,
-            optimizer_state=resumed.optimizer_state,
-            data_parallel=parallel,
+            resumed=resumed,
         )
         for i in range(1, n_bends - 1):
             model.fix(i)
@@ -195,13 +192,10 @@ def fge(
             name="fge",
             start=start,
             key=member_key(execution.seed, "fge", 0),
-            device=device,
-            progress=execution.progress,
+            execution=execution,
             describe="fge",
-            first_epoch=resumed.first_epoch,
-            optimizer_state=resumed.optimizer_state,
+            resumed=resumed,
             on_step=lambda step: snapshot(model, step),
-            data_parallel=parallel,
         )
         return {"epoch": phase.epochs, "done": True}
 

@@ -70,12 +70,9 @@ def _train(model, data, phase, run, name, key, execution, describe):
             name=name,
             start=start,
             key=key,
-            device=device,
-            progress=execution.progress,
+            execution=execution,
             describe=describe,
-            first_epoch=resumed.first_epoch,
-            optimizer_state=resumed.optimizer_state,
-            data_parallel=execution.distributed == "data",
+            resumed=resumed,
         )
         return {"epoch": phase.epochs, "done": True}
 

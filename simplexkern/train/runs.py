@@ -236,22 +236,19 @@ def train_phase(
     name,
     start,
     key,
-    device,
-    progress,
+    execution,
     describe,
-    first_epoch=0,
-    optimizer_state=None,
+    resumed=Resumed(None),
     record=None,
     on_step=None,
-    data_parallel=False,
     check=None,
 ):
-    """``run_phase`` with a progress bar and a checkpoint after every epoch; ``record`` (a
-    JSON dict) goes into every checkpoint's progress metadata; ``check(epoch)``, when given,
-    runs before each epoch's checkpoint is written (an exception it raises stops the phase
-    with the previous checkpoint in place). A data-parallel phase shows its bar on rank 0
-    only."""
-    _checks.flag(progress, "progress")
+    """``run_phase`` with ``execution``'s device, progress bar and distribution, from where
+    ``resumed`` says, and a checkpoint after every epoch; ``record`` (a JSON dict) goes into
+    every checkpoint's progress metadata; ``check(epoch)``, when given, runs before each
+    epoch's checkpoint is written (an exception it raises stops the phase with the previous
+    checkpoint in place). A data-parallel phase shows its bar on rank 0 only."""
+    progress, data_parallel = _checks.flag(execution.progress, "progress"), execution.distributed == "data"
     n = steps_per_epoch(len(data.x_train), phase.batch_size)
     world, label, position = distributed.world(), describe, None
     if data_parallel and not world.is_main:
@@ -260,7 +257,7 @@ def train_phase(
         label, position = f"rank {world.rank}: {describe}", world.rank
     with tqdm(
         total=phase.epochs * n,
-        initial=first_epoch * n,
+        initial=resumed.first_epoch * n,
         desc=label,
         disable=not progress,
         unit="step",
@@ -277,9 +274,9 @@ def train_phase(
             data,
             phase,
             key=key,
-            device=device,
-            start_epoch=first_epoch,
-            optimizer_state=optimizer_state,
+            device=device_of(execution.device),
+            start_epoch=resumed.first_epoch,
+            optimizer_state=resumed.optimizer_state,
             on_epoch=on_epoch,
             on_step=on_step,
             bar=bar,

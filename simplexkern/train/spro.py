@@ -42,6 +42,7 @@ from simplexkern.nn.model import SimplexModel
 from simplexkern.nn.samplers import ComplexSampler, SimplexSampler
 from simplexkern.train.loop import INIT, log_volume
 from simplexkern.train.runs import (
+    Resumed,
     Run,
     as_plain,
     check_fits,
@@ -82,7 +83,7 @@ def random_vertices(model, n_vertices, seed):
     layer's own ``reset_parameters``), drawn from ``seed``."""
     with seeded(seed), torch.no_grad():
         like = model.store.vertices()[0]
-        return torch.stack([model._random_vertex(like) for _ in range(n_vertices)])
+        return torch.stack([model.random_vertex(like) for _ in range(n_vertices)])
 
 
 def random_log_volume(model, n_vertices, simplices, seed):
@@ -144,13 +145,10 @@ def _grow(model, data, phase, growth, *, run, name, start, template, key, execut
                     name=name,
                     start=start,
                     key=(*key, v),
-                    device=device,
-                    progress=execution.progress,
+                    execution=execution,
                     describe=f"{describe}, vertex {v}",
-                    first_epoch=first,
-                    optimizer_state=optimizer_state,
+                    resumed=Resumed(resumed.meta, first, optimizer_state),
                     record={"vertices_done": v, "history": history},
-                    data_parallel=execution.distributed == "data",
                     check=None if check is None else lambda epoch, v=v: check(model, v, epoch),
                 )
             except FloatingPointError as err:
@@ -181,7 +179,7 @@ def _start_model(model):
     """(simplex model to grow, a plain module of its architecture, fingerprint) of a mode
     given as a plain model, its checkpoint, or a SimplexModel to grow further."""
     if isinstance(model, SimplexModel):
-        template = model.at(model._one_hot(0), bn_stats="fresh")
+        template = model.at(model.vertex_point(0), bn_stats="fresh")
         return copy.deepcopy(model), template, fingerprint(model)
     plain = as_plain(model, "model")
     return simplexify(plain), copy.deepcopy(plain), fingerprint(plain)
