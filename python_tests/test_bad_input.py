@@ -534,7 +534,7 @@ def test_an_unexpected_exception_is_one_line_and_a_log_with_the_traceback(tmp_pa
 
     from simplexkern.cli import jobs
 
-    monkeypatch.setitem(jobs.JOBS, "train", broken)
+    monkeypatch.setitem(jobs.JOBS, "train", jobs.Job(broken, broken, broken))
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     assert _status(["train", *TINY, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err

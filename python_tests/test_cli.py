@@ -478,9 +478,9 @@ def test_kernels_demo_reports_agreeing_results():
 
 
 def test_each_seed_draws_its_own_validation_split_and_evaluate_keeps_the_sources(tmp_path):
-    from simplexkern.cli import jobs
+    from simplexkern.cli.run_data import load_data
 
-    splits = [jobs.load_data({"data": "digits", "val_fraction": 0.2, "seed": seed}) for seed in (0, 1)]
+    splits = [load_data({"data": "digits", "val_fraction": 0.2, "seed": seed}) for seed in (0, 1)]
     assert splits[0].x_val.shape == splits[1].x_val.shape and not torch.equal(splits[0].x_val, splits[1].x_val)
     trained = run_ok("train", *TINY, "--seed", "1", "--out", str(tmp_path / "seed1"))
     evaluated = run_ok(

@@ -3,17 +3,17 @@ the job run in its folder, the report written and printed, and the exit status. 
 files and combinations exit with status 2 and one line naming the problem."""
 
 import errno
-import functools
 import os
 import sys
 import tempfile
 import traceback
 
 from simplexkern import _checks, distributed, models
-from simplexkern.cli import compare, flags, jobs, kernels
+from simplexkern.cli import flags, jobs, kernels, run_data, sources
 from simplexkern.cli import folder as run_folder
 from simplexkern.cli import report as reports
 from simplexkern.cli import settings as run_settings
+from simplexkern.cli.runtime import Runtime
 from simplexkern.ops import dispatch
 from simplexkern.train.runs import data_fingerprint, device_of
 
@@ -49,31 +49,29 @@ def run(args, argv, echo=True):
         _flag("--model", models.check_name, settings["model"], True)
     device = device_of(None if args.device == "auto" else args.device)
     world, device = distributed.init(device, args.timeout)
-    d = _flag("--data", jobs.load_data, settings)
+    d = _flag("--data", run_data.load_data, settings)
     world.all_same(data_fingerprint(d, all_splits=True), "data sets")
     if settings.get("ood_data") is not None:  # a bad set is refused before anything is trained
-        _flag("--ood-data", jobs.ood_inputs, settings, d)
+        _flag("--ood-data", run_data.ood_inputs, settings, d)
     if "model" in settings:  # an architecture that does not fit the data fails here, not mid-run
         _flag("--model", models.for_data, settings["model"], d)
     backend = getattr(args, "backend", "auto")
     if backend != "auto":
         dispatch.resolve(device, backend)
-    job = compare.run_compare if args.command == "compare" else jobs.JOBS[args.command]
     source = None
     if members is not None:  # evaluate, surface: rank 0 alone, the others are done
         if not world.is_main:
             return None
         world = distributed.World()
         # the models loaded and checked against the data before anything is written
-        source = jobs.load_source(members, d, device)
-        job = functools.partial(job, source=source)
-    jobs.check_settings(args.command, settings, d, source)
+        source = sources.load_source(members, d, device)
+    run_settings.check_settings(args.command, settings, d, source)
     folder = run_folder.RunFolder(args.out, args.command, settings, world)
     report_json, report = folder.finished_report(), None
     if report_json is None:
         with dispatch.use_backend(backend):
-            how = jobs.How(device, not args.quiet, getattr(args, "compile", False), world, data_parallel)
-            part = job(folder.settings, d, folder, how)
+            runtime = Runtime(device, not args.quiet, getattr(args, "compile", False), world, data_parallel)
+            part = jobs.JOBS[args.command].run(jobs.Context(folder.settings, d, folder, runtime, source))
         if not world.is_main:
             return None
         report = reports.build(args.command, d, part, folder, device, backend, world.size, data_parallel)

@@ -1,12 +1,14 @@
 """The settings of a run of the ``simplexkern`` command: from its flags, or with ``--resume``
-from the run recorded in ``--out``; and those ``evaluate`` and ``surface`` take from their
-source."""
+from the run recorded in ``--out``; those ``evaluate`` and ``surface`` take from their
+source; and their checks against the data."""
 
 import argparse
 import os
 
-from simplexkern.cli import flags
+from simplexkern.cli import flags, sources
 from simplexkern.cli import folder as run_folder
+from simplexkern.eval.surfaces import _three_point_model, plane_basis
+from simplexkern.train.loop import steps_per_epoch
 
 
 def settings_of(args, argv):
@@ -76,10 +78,8 @@ def checked_record(recorded, names, out):
 def source_members(settings, fill):
     """[(name, checkpoint path)] of evaluate's / surface's source, read once; with ``fill``,
     the data settings left unset are filled from the source run's."""
-    from simplexkern.cli import jobs
-
     settings["source"] = os.path.abspath(settings["source"])
-    _, members, theirs = jobs.read_source(settings["source"])
+    _, members, theirs = sources.read_source(settings["source"])
     if not fill:
         return members
     if settings["data"] is None:
@@ -90,3 +90,35 @@ def source_members(settings, fill):
         settings["val_fraction"] = theirs.get("val_fraction", 0.2)
     settings["split_seed"] = theirs.get("seed", 0)  # the source's validation split, never its training rows
     return members
+
+
+def check_settings(command, settings, data, source=None):
+    """ValueError for settings that cannot run on ``data`` (and the loaded ``source`` of
+    evaluate / surface), found before anything is written."""
+    if command in ("fge", "compare"):
+        _check_fge(settings, data)
+    if "epochs" in settings and len(data.x_train) < 2:
+        raise ValueError(
+            f"--val-fraction {settings['val_fraction']:g} leaves {len(data.x_train)} training example of "
+            f"{data.name}; training needs at least 2"
+        )
+    if command == "surface":
+        model, points, _ = sources.plane_points(source, settings)
+        try:  # three points that span no plane are refused here, not after --out is made
+            plane_basis(*((model, points) if model is not None else _three_point_model(points)))
+        except ValueError as err:
+            raise ValueError(
+                f"{settings['source']}, --points {','.join(map(str, settings['points']))}: {err}"
+            ) from None
+
+
+def _check_fge(settings, data):
+    if not settings["lr_min"] < settings["lr_max"]:
+        raise ValueError(f"--lr-min ({settings['lr_min']:g}) must be below --lr-max ({settings['lr_max']:g})")
+    steps = steps_per_epoch(len(data.x_train), settings["batch_size"])
+    if settings["cycle_epochs"] * steps // 2 < 1:
+        raise ValueError(
+            f"--cycle-epochs {settings['cycle_epochs']} of {steps} step(s) (--batch-size {settings['batch_size']}, "
+            f"{len(data.x_train)} training examples) leave a cycle no middle step to snapshot; use "
+            "more --cycle-epochs or a smaller --batch-size"
+        )
