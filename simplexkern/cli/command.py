@@ -26,11 +26,46 @@ def run_command(argv, echo=True):
 
 
 def run(args, argv, echo=True):
-    """Runs a parsed training / evaluation command; returns its report."""
+    """Runs a parsed training / evaluation command; returns its report (None off rank 0)."""
     if not args.out:
         raise ValueError("--out must be the path of a folder, got ''")
     settings = run_settings.settings_of(args, argv)
     members = run_settings.source_members(settings, fill=not args.resume) if "source" in settings else None
+    _check_combinations(args, settings)
+    device = device_of(None if args.device == "auto" else args.device)
+    world, device = distributed.init(device, args.timeout)
+    data = _checked_data(settings, world)
+    backend = getattr(args, "backend", "auto")
+    if backend != "auto":
+        dispatch.resolve(device, backend)
+    source = None
+    if members is not None:  # evaluate, surface: rank 0 alone, the others are done
+        if not world.is_main:
+            return None
+        world = distributed.World()
+        # the models loaded and checked against the data before anything is written
+        source = sources.load_source(members, data, device)
+    run_settings.check_settings(args.command, settings, data, source)
+    folder = run_folder.RunFolder(args.out, args.command, settings, world)
+    runtime = Runtime(
+        device, not args.quiet, getattr(args, "compile", False), world, getattr(args, "data_parallel", False)
+    )
+    report_json, report = folder.finished_report(), None
+    if report_json is None:
+        with dispatch.use_backend(backend):
+            part = jobs.JOBS[args.command].run(jobs.Context(folder.settings, data, folder, runtime, source))
+        if not world.is_main:
+            return None
+        report = reports.build(args.command, data, part, folder, device, backend, world.size, runtime.data_parallel)
+        report_json = report.to_json()
+        folder.write_report(report_json)
+    if echo and world.is_main:
+        print(_table(report, report_json, folder.report_path))
+    return report_json if world.is_main else None
+
+
+def _check_combinations(args, settings):
+    """ValueError for flags that do not go together, or not with how the command was launched."""
     if args.command == "spro" and len(settings["reg"]) != 1:
         raise ValueError(f"--reg: spro trains one complex, give it one λ (got {len(settings['reg'])})")
     if len(settings.get("reg", ())) > 1 and not settings["val_fraction"] > 0:
@@ -42,44 +77,22 @@ def run(args, argv, echo=True):
             "compare runs in one process: launch it without torchrun (espro, ensemble and the other "
             "training commands spread over processes)"
         )
-    data_parallel = getattr(args, "data_parallel", False)
-    if data_parallel and not distributed.launched():
+    if getattr(args, "data_parallel", False) and not distributed.launched():
         raise ValueError("--data-parallel trains with several processes: launch the command with torchrun")
     if "model" in settings:
         _flag("--model", models.check_name, settings["model"], True)
-    device = device_of(None if args.device == "auto" else args.device)
-    world, device = distributed.init(device, args.timeout)
-    d = _flag("--data", run_data.load_data, settings)
-    world.all_same(data_fingerprint(d, all_splits=True), "data sets")
-    if settings.get("ood_data") is not None:  # a bad set is refused before anything is trained
-        _flag("--ood-data", run_data.ood_inputs, settings, d)
+
+
+def _checked_data(settings, world):
+    """The run's data, the same on every process, with the OOD inputs and the model checked
+    against it before anything is trained."""
+    data = _flag("--data", run_data.load_data, settings)
+    world.all_same(data_fingerprint(data, all_splits=True), "data sets")
+    if settings.get("ood_data") is not None:
+        _flag("--ood-data", run_data.ood_inputs, settings, data)
     if "model" in settings:  # an architecture that does not fit the data fails here, not mid-run
-        _flag("--model", models.for_data, settings["model"], d)
-    backend = getattr(args, "backend", "auto")
-    if backend != "auto":
-        dispatch.resolve(device, backend)
-    source = None
-    if members is not None:  # evaluate, surface: rank 0 alone, the others are done
-        if not world.is_main:
-            return None
-        world = distributed.World()
-        # the models loaded and checked against the data before anything is written
-        source = sources.load_source(members, d, device)
-    run_settings.check_settings(args.command, settings, d, source)
-    folder = run_folder.RunFolder(args.out, args.command, settings, world)
-    report_json, report = folder.finished_report(), None
-    if report_json is None:
-        with dispatch.use_backend(backend):
-            runtime = Runtime(device, not args.quiet, getattr(args, "compile", False), world, data_parallel)
-            part = jobs.JOBS[args.command].run(jobs.Context(folder.settings, d, folder, runtime, source))
-        if not world.is_main:
-            return None
-        report = reports.build(args.command, d, part, folder, device, backend, world.size, data_parallel)
-        report_json = report.to_json()
-        folder.write_report(report_json)
-    if echo and world.is_main:
-        print(_table(report, report_json, folder.report_path))
-    return report_json if world.is_main else None
+        _flag("--model", models.for_data, settings["model"], data)
+    return data
 
 
 def _table(report, report_json, path):
@@ -121,9 +134,9 @@ def _describe_os_error(err, out):
 
 def _log_bug(command):
     """Writes the traceback being handled to a log file; returns its path."""
-    fd, path = tempfile.mkstemp(prefix=f"simplexkern-{command}-", suffix=".log")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"simplexkern {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    descriptor, path = tempfile.mkstemp(prefix=f"simplexkern-{command}-", suffix=".log")
+    with os.fdopen(descriptor, "w") as log:
+        log.write(f"simplexkern {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
     return path
 
 
@@ -152,10 +165,10 @@ def main(argv=None):
         )
         return 130
     except Exception as err:
-        os_err = _os_error(err)
-        if os_err is not None:
+        os_error = _os_error(err)
+        if os_error is not None:
             print(
-                f"simplexkern {args.command}: error: {_describe_os_error(os_err, getattr(args, 'out', None))}",
+                f"simplexkern {args.command}: error: {_describe_os_error(os_error, getattr(args, 'out', None))}",
                 file=sys.stderr,
             )
             return 2
