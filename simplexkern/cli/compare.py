@@ -156,8 +156,8 @@ def describe_compare(context, trained, per_seed):
     lines = cost_lines.aggregate([seed[0] for seed in seed_lines])
     search = [seed[1] for seed in seed_lines]
     espro_search = {
-        "gradient_evaluations": cost_lines.spread([seed["gradient_evaluations"] for seed in search])[0],
-        "train_s": cost_lines.spread([seed["train_s"] for seed in search])[0],
+        "gradient_evaluations": cost_lines.mean_and_std([seed["gradient_evaluations"] for seed in search])[0],
+        "train_s": cost_lines.mean_and_std([seed["train_s"] for seed in search])[0],
     }
     mode_cost = trained.seeds[0].costs["mode"]
     methods = [
@@ -211,7 +211,7 @@ def _method_row(name, point, settings, predict_s):
         test=Metrics.from_json(point),
         test_std=Metrics(**{key: point[f"{key}_std"] for key in cost_lines.KEYS[:4]}),
         train_s=point["train_s"],
-        predict_s=cost_lines.spread(predict_s)[0],
+        predict_s=cost_lines.mean_and_std(predict_s)[0],
         gradient_evaluations=point["gradient_evaluations"],
         forward_passes=point["forward_passes"],
         vs_deep_ensemble=VersusDeepEnsemble.from_json(point),

@@ -79,7 +79,7 @@ def seed_lines(seed, scores, n_deep_ensemble):
     return lines, with_search
 
 
-def spread(values):
+def mean_and_std(values):
     """(mean, standard deviation) of ``values`` over seeds (0 for one seed)."""
     values = np.asarray(values, dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -94,7 +94,7 @@ def aggregate(per_seed):
             rows = [lines_of_seed[name][size] for lines_of_seed in per_seed]
             point = {"members": rows[0]["members"]}
             for key in (*KEYS, "nll_vs_de", "error_vs_de", "gradient_evaluations", "forward_passes", "train_s"):
-                point[key], point[f"{key}_std"] = spread([row[key] for row in rows])
+                point[key], point[f"{key}_std"] = mean_and_std([row[key] for row in rows])
             point["seeds_below_de"] = sum(row["nll_vs_de"] < 0 for row in rows)
             points.append(point)
         lines[name] = points

@@ -235,10 +235,10 @@ class CompareDetails(Details):
         return lines
 
     def _method_line(self, row, width):
-        test, spread, versus = row.test, row.test_std, row.vs_deep_ensemble
+        test, std, versus = row.test, row.test_std, row.vs_deep_ensemble
         return (
-            f"{row.name:{width}s} {test.accuracy:7.4f} ± {spread.accuracy:.4f} {test.nll:7.4f} ± "
-            f"{spread.nll:.4f} {test.ece:7.4f} {test.brier:7.4f} {row.gradient_evaluations / self.mode_cost:6.2f}m "
+            f"{row.name:{width}s} {test.accuracy:7.4f} ± {std.accuracy:.4f} {test.nll:7.4f} ± "
+            f"{std.nll:.4f} {test.ece:7.4f} {test.brier:7.4f} {row.gradient_evaluations / self.mode_cost:6.2f}m "
             f"{row.train_s:7.1f}s {1e3 * row.predict_s:7.1f} ms   "
             + (
                 ""

@@ -55,10 +55,10 @@ def number(low, high=None, *, strict=True):
 
 def regs(text):
     try:
-        values = [float(r) for r in text.split(",")]
+        values = [float(item) for item in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if any(not v >= 0 or v == float("inf") for v in values):
+    if any(not value >= 0 or value == float("inf") for value in values):
         raise argparse.ArgumentTypeError(f"λ values must be finite and >= 0, got {text}")
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"λ values must differ, got {text}")
@@ -67,17 +67,17 @@ def regs(text):
 
 def seeds(text):
     try:
-        values = [int(v) for v in text.split(",")]
+        values = [int(item) for item in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if any(v < 0 for v in values) or len(set(values)) != len(values):
+    if any(value < 0 for value in values) or len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"seeds must be different integers >= 0, got {text}")
     return values
 
 
 def three_indices(text):
     try:
-        values = [int(i) for i in text.split(",")]
+        values = [int(item) for item in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three comma-separated integers, got {text!r}") from None
     if len(values) != 3:

@@ -286,10 +286,10 @@ def build_parser(suppress=False):
     import simplexkern
 
     parser = _Parser(prog="simplexkern", description=simplexkern.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("info", help="versions, extension build and GPU")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands.add_parser("info", help="versions, extension build and GPU")
     for name, (text, settings, overrides) in COMMANDS.items():
-        p = sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
+        command_parser = subcommands.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
         names = setting_names(name) + (
             ["device"]
             + (["backend"] if name in USES_SIMPLEX_OPS else [])
@@ -298,32 +298,38 @@ def build_parser(suppress=False):
             + ["timeout"]
         )
         for dest in names:
-            flag, kw = {**FLAGS, **RUNTIME}[dest]
-            kw = dict(kw)
+            flag, keywords = {**FLAGS, **RUNTIME}[dest]
+            keywords = dict(keywords)
             if dest in overrides:
-                kw["default"] = overrides[dest]
+                keywords["default"] = overrides[dest]
             if flag.startswith("--"):
-                kw["dest"] = dest
+                keywords["dest"] = dest
                 if suppress:
-                    kw["default"] = argparse.SUPPRESS
-            if dest == "data" and kw.get("default") is None:
-                kw["help"] = DATA_HELP + "; default: the data the source was trained on"
-            if dest == "val_fraction" and kw.get("default") is None:
-                kw["help"] += "; default: the source's, else 0.2"
+                    keywords["default"] = argparse.SUPPRESS
+            if dest == "data" and keywords.get("default") is None:
+                keywords["help"] = DATA_HELP + "; default: the data the source was trained on"
+            if dest == "val_fraction" and keywords.get("default") is None:
+                keywords["help"] += "; default: the source's, else 0.2"
             if dest == "vertices" and name == "spro":
-                kw["help"] = "connectors added to the complex (J = 1: vertices added to the simplex)"
-            p.add_argument(flag, **kw)
-        p.add_argument(
+                keywords["help"] = "connectors added to the complex (J = 1: vertices added to the simplex)"
+            command_parser.add_argument(flag, **keywords)
+        command_parser.add_argument(
             "--out",
             default=argparse.SUPPRESS if suppress else overrides.get("out", f"runs/{name}"),
             help="output folder: report.json, checkpoints, plots (the same command again resumes there)",
         )
         for dest in ("quiet", "resume"):
-            flag, kw = RUNTIME[dest]
-            p.add_argument(flag, **({**kw, "default": argparse.SUPPRESS} if suppress else kw))
-    k = sub.add_parser("kernels", help="show the compiled geometry core and fused ops at work")
-    k.add_argument("--batch", type=flag_types.positive, default=10_000, help="simplexes in the batch (default 10000)")
-    k.add_argument("--vertices", type=flag_types.at_least(2), default=11, help="vertices per simplex (default 11)")
-    k.add_argument("--device", type=flag_types.device, default="auto", help="cpu, cuda or auto (default auto)")
-    k.add_argument("--seed", type=int, default=0)
+            flag, keywords = RUNTIME[dest]
+            command_parser.add_argument(flag, **({**keywords, "default": argparse.SUPPRESS} if suppress else keywords))
+    kernels_parser = subcommands.add_parser("kernels", help="show the compiled geometry core and fused ops at work")
+    kernels_parser.add_argument(
+        "--batch", type=flag_types.positive, default=10_000, help="simplexes in the batch (default 10000)"
+    )
+    kernels_parser.add_argument(
+        "--vertices", type=flag_types.at_least(2), default=11, help="vertices per simplex (default 11)"
+    )
+    kernels_parser.add_argument(
+        "--device", type=flag_types.device, default="auto", help="cpu, cuda or auto (default auto)"
+    )
+    kernels_parser.add_argument("--seed", type=int, default=0)
     return parser

@@ -24,9 +24,9 @@ def plain(obj):
     """``obj`` as JSON values: tuples as lists, NumPy / torch scalars as numbers, and
     non-finite floats as None (JSON has no NaN or infinity)."""
     if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
+        return {str(key): plain(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
+        return [plain(item) for item in obj]
     if isinstance(obj, (np.ndarray, torch.Tensor)):
         return plain(obj.tolist())
     if isinstance(obj, (np.floating, np.integer, np.bool_)):
@@ -38,9 +38,9 @@ def plain(obj):
 
 def write_json(path, obj):
     """Writes ``obj`` to ``path`` atomically: the file is the old one or the whole new one."""
-    with atomic_write(path, "w") as f:
-        json.dump(plain(obj), f, indent=1, allow_nan=False)
-        f.write("\n")
+    with atomic_write(path, "w") as file:
+        json.dump(plain(obj), file, indent=1, allow_nan=False)
+        file.write("\n")
 
 
 _JSON_TYPES = {
@@ -108,11 +108,11 @@ def read_report(path):
     """The checked report ``path`` (report.json): the fields every command writes, and
     members with a name and a checkpoint path."""
     report = read_json(path, "simplexkern report", REPORT_FIELDS)
-    for m in report["members"]:
+    for member in report["members"]:
         if not (
-            isinstance(m, dict)
-            and isinstance(m.get("name"), str)
-            and isinstance(m.get("checkpoint"), (str, type(None)))
+            isinstance(member, dict)
+            and isinstance(member.get("name"), str)
+            and isinstance(member.get("checkpoint"), (str, type(None)))
         ):
             raise ValueError(
                 f'{path} is not a simplexkern report: a member is not {{"name": string, "checkpoint": string, ...}}'
@@ -154,12 +154,17 @@ class RunFolder:
             run = read_run(record)
             theirs = run["settings"]
             if run["command"] != self.command or theirs != self.settings:
-                differ = sorted(k for k in set(theirs) | set(self.settings) if theirs.get(k) != self.settings.get(k))
+                differ = sorted(
+                    name for name in set(theirs) | set(self.settings) if theirs.get(name) != self.settings.get(name)
+                )
                 what = (
                     f"a '{run['command']}' run"
                     if run["command"] != self.command
                     else "a run with other settings: "
-                    + ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (now {self.settings.get(k)})" for k in differ)
+                    + ", ".join(
+                        f"--{name.replace('_', '-')} {theirs.get(name)} (now {self.settings.get(name)})"
+                        for name in differ
+                    )
                 )
                 raise ValueError(
                     f"--out {self.path} holds {what}; use another --out, or remove the folder to start over"

@@ -11,14 +11,14 @@ from simplexkern import _C, geometry, geometry_reference, ops
 from simplexkern.ops.triton._config import AVAILABLE as TRITON
 
 
-def _timed(fn, repeat):
+def _timed(compute, repeat):
     """Best wall time of ``repeat`` calls (synchronising the GPU), and the last result."""
     best = float("inf")
     for _ in range(repeat):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = fn()
+        out = compute()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
@@ -40,56 +40,81 @@ def run(args):
         if args.device == "auto"
         else args.device
     )
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    n, batch = args.vertices, args.batch
-    print(f"\n1. log-volumes of {batch:,} random {n - 1}-simplexes ({n} Gaussian vertices in R^{2 * n}) on {device}")
-    x = torch.randn(batch, n, 2 * n, generator=gen, device=device, dtype=torch.float64)
-    d = geometry.pairwise_sqdist(x)
-    t_op, lv = _timed(lambda: geometry.log_volume(d), repeat=5)
-    d_np = d.cpu().numpy()
-    t_np, lv_np = _timed(lambda: geometry_reference.log_volume(d_np), repeat=1)
-    err = np.abs(lv.cpu().numpy() - lv_np).max()
-    print(f"   batched C++ log_volume      {1e3 * t_op:9.2f} ms")
-    print(f"   NumPy loop over det(B)       {1e3 * t_np:9.2f} ms   ({t_np / t_op:.0f}x slower)")
-    print(f"   max |difference| in log V    {err:.1e}")
-    print(f"   log V: mean {lv.mean().item():.3f}, min {lv.min().item():.3f}, max {lv.max().item():.3f}")
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    _log_volumes(args.vertices, args.batch, generator, device)
+    _float32_volumes(args.vertices, generator, device)
+    _curve_coefficients()
+    _fused_ops(generator, device)
 
+
+def _log_volumes(n_vertices, batch, generator, device):
+    print(
+        f"\n1. log-volumes of {batch:,} random {n_vertices - 1}-simplexes ({n_vertices} Gaussian vertices in "
+        f"R^{2 * n_vertices}) on {device}"
+    )
+    vertices = torch.randn(batch, n_vertices, 2 * n_vertices, generator=generator, device=device, dtype=torch.float64)
+    distances = geometry.pairwise_sqdist(vertices)
+    op_s, log_volumes = _timed(lambda: geometry.log_volume(distances), repeat=5)
+    distances_numpy = distances.cpu().numpy()
+    numpy_s, numpy_log_volumes = _timed(lambda: geometry_reference.log_volume(distances_numpy), repeat=1)
+    difference = np.abs(log_volumes.cpu().numpy() - numpy_log_volumes).max()
+    print(f"   batched C++ log_volume      {1e3 * op_s:9.2f} ms")
+    print(f"   NumPy loop over det(B)       {1e3 * numpy_s:9.2f} ms   ({numpy_s / op_s:.0f}x slower)")
+    print(f"   max |difference| in log V    {difference:.1e}")
+    print(
+        f"   log V: mean {log_volumes.mean().item():.3f}, min {log_volumes.min().item():.3f}, "
+        f"max {log_volumes.max().item():.3f}"
+    )
+
+
+def _float32_volumes(n_vertices, generator, device):
     print("\n2. volume of a simplex of float32 weights grown around one trained point")
-    p = 1_000_000
-    centre = torch.randn(1, p, generator=gen, device=device)
-    print(f"   {p:,} parameters; vertices = centre + spread * noise; log V vs spread (exact: +{n - 1} per e-fold)")
+    n_parameters = 1_000_000
+    centre = torch.randn(1, n_parameters, generator=generator, device=device)
+    print(
+        f"   {n_parameters:,} parameters; vertices = centre + spread * noise; log V vs spread (exact: "
+        f"+{n_vertices - 1} per e-fold)"
+    )
     print(
         "   float32 inner products: |a|^2 + |b|^2 - 2<a, b> of the vertices as they are (uncentred; nan where "
         "rounding left distances no simplex has), and of the vertices minus their mean (centred)"
     )
     for spread in (1e-1, 1e-2, 1e-3):
-        v = centre + spread * torch.randn(n, p, generator=gen, device=device)
-        exact = geometry.simplex_log_volume(v).item()
-        uncentred, centred = (_inner_product_log_volume(u) for u in (v, v - v.mean(0)))
+        vertices = centre + spread * torch.randn(n_vertices, n_parameters, generator=generator, device=device)
+        exact = geometry.simplex_log_volume(vertices).item()
+        uncentred, centred = (_inner_product_log_volume(points) for points in (vertices, vertices - vertices.mean(0)))
         print(
             f"   spread {spread:6.0e}: log V = {exact:10.3f} exact, {uncentred:10.3f} uncentred, {centred:10.3f} "
             "centred"
         )
 
+
+def _curve_coefficients():
     print("\n3. curve coefficients: the point at t on a 3-point Bezier curve / polygonal chain")
-    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
-    for name, fn in (("Bezier", geometry.bezier_coefficients), ("polychain", geometry.polychain_coefficients)):
+    positions = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    for name, coefficients in (
+        ("Bezier", geometry.bezier_coefficients),
+        ("polychain", geometry.polychain_coefficients),
+    ):
         rows = ", ".join(
-            "t=%.2f: [%s]" % (ti, " ".join(f"{c:.3f}" for c in row)) for ti, row in zip(t.tolist(), fn(t, 3).tolist())
+            "t=%.2f: [%s]" % (position, " ".join(f"{value:.3f}" for value in row))
+            for position, row in zip(positions.tolist(), coefficients(positions, 3).tolist())
         )
         print(f"   {name:9s} {rows}")
 
-    coeffs = geometry.sample_simplex(5, 4, generator=gen).to(device)
-    layer = torch.randn(4, 1024, 1024, generator=gen, device=device) / 32
-    x = torch.randn(64, 1024, generator=gen, device=device)
+
+def _fused_ops(generator, device):
+    coeffs = geometry.sample_simplex(5, 4, generator=generator).to(device)
+    layer = torch.randn(4, 1024, 1024, generator=generator, device=device) / 32
+    inputs = torch.randn(64, 1024, generator=generator, device=device)
     _compare_backends(
         "4. simplex_linear: 5 sampled points of a 4-vertex 1024 x 1024 layer, batch 64, forward+backward",
-        lambda backend: ops.simplex_linear(x, layer, None, coeffs, trainable=[3], backend=backend),
+        lambda backend: ops.simplex_linear(inputs, layer, None, coeffs, trainable=[3], backend=backend),
         layer,
         device,
     )
-    filters = torch.randn(4, 64, 64, 3, 3, generator=gen, device=device) / 24
-    images = torch.randn(5, 16, 64, 16, 16, generator=gen, device=device)
+    filters = torch.randn(4, 64, 64, 3, 3, generator=generator, device=device) / 24
+    images = torch.randn(5, 16, 64, 16, 16, generator=generator, device=device)
     _compare_backends(
         "5. simplex_conv2d: 5 sampled points of a 4-vertex 3x3 convolution, 64 -> 64 channels, one 16 x 16\n"
         "   input per point, batch 16, forward+backward",
@@ -99,14 +124,14 @@ def run(args):
     )
 
 
-def _inner_product_log_volume(v):
+def _inner_product_log_volume(vertices):
     """log V from float32 inner products, |a|^2 + |b|^2 - 2<a, b>; NaN when rounding left
     distances that no simplex has (what this part of the demo shows can happen)."""
-    sq = (v * v).sum(-1)
-    d = (sq[:, None] + sq[None, :] - 2 * (v @ v.T)).double().clamp_min(0)
-    d = 0.5 * (d + d.T)
-    d.fill_diagonal_(0)
-    return geometry.log_volume(d, check=False).item()
+    squared_norms = (vertices * vertices).sum(-1)
+    distances = (squared_norms[:, None] + squared_norms[None, :] - 2 * (vertices @ vertices.T)).double().clamp_min(0)
+    distances = 0.5 * (distances + distances.T)
+    distances.fill_diagonal_(0)
+    return geometry.log_volume(distances, check=False).item()
 
 
 def _compare_backends(title, op, store, device):
@@ -119,15 +144,16 @@ def _compare_backends(title, op, store, device):
 
         def step():
             store.grad = None
-            y = op(backend)
-            y.square().mean().backward()
-            return y.detach(), store.grad
+            outputs = op(backend)
+            outputs.square().mean().backward()
+            return outputs.detach(), store.grad
 
         results[backend] = _timed(step, repeat=3)
-    t_ref, (y_ref, g_ref) = results["reference"]
-    for backend, (t, (y, grad)) in results.items():
-        err = max((y - y_ref).abs().max().item(), (grad - g_ref).abs().max().item())
+    reference_s, (reference_outputs, reference_grad) = results["reference"]
+    for backend, (seconds, (outputs, grad)) in results.items():
+        difference = max((outputs - reference_outputs).abs().max().item(), (grad - reference_grad).abs().max().item())
         print(
-            f"   {backend:10s} {1e3 * t:9.2f} ms   ({t_ref / t:4.1f}x the per-point loop)   max |difference| {err:.1e}"
+            f"   {backend:10s} {1e3 * seconds:9.2f} ms   ({reference_s / seconds:4.1f}x the per-point loop)   "
+            f"max |difference| {difference:.1e}"
         )
-    print(f"   fixed vertices' gradient: {g_ref[:3].abs().max().item():.1f} (exactly zero)")
+    print(f"   fixed vertices' gradient: {reference_grad[:3].abs().max().item():.1f} (exactly zero)")

@@ -39,9 +39,11 @@ def score(context, members, n_points=1, *, ood=None, validation=True, alone=Fals
     there. ``members`` is this process's share, unless ``alone`` (rank 0 scores them alone)."""
     data, seed = context.data, context.settings["seed"]
     world = distributed.World() if alone else context.runtime.world
-    spread = world.size > 1
+    several_processes = world.size > 1
     probs, seconds = _timed(
-        lambda: evaluation.predict(members, data, per_member=True, n_points=n_points, seed=seed, distributed=spread),
+        lambda: evaluation.predict(
+            members, data, per_member=True, n_points=n_points, seed=seed, distributed=several_processes
+        ),
         context.runtime.device,
     )
     if probs.shape[-1] != data.n_classes:
@@ -61,13 +63,17 @@ def score(context, members, n_points=1, *, ood=None, validation=True, alone=Fals
         ),
     )
     if ood is not None:
-        away = evaluation.predict(members, ood, n_points=n_points, seed=seed, bn_data=data.x_train, distributed=spread)
+        away = evaluation.predict(
+            members, ood, n_points=n_points, seed=seed, bn_data=data.x_train, distributed=several_processes
+        )
         scores.uncertainty.ood = {
             name: OodDetection.from_json(evaluation.uncertainty.ood_detection(probs.mean(0), away, name))
             for name in evaluation.uncertainty.SCORES
         }
     if validation and data.x_val is not None:
-        val_probs = evaluation.predict(members, data, split="val", n_points=n_points, seed=seed, distributed=spread)
+        val_probs = evaluation.predict(
+            members, data, split="val", n_points=n_points, seed=seed, distributed=several_processes
+        )
         scores.val = Metrics.of(val_probs, data.y_val)
         scores.temperature = _temperature(val_probs, data, probs, scores.test)
     return scores

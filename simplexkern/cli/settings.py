@@ -15,7 +15,7 @@ def settings_of(args, argv):
     """The run's settings: from the flags, or with --resume from the run recorded in --out
     (flags given that contradict the record are an error)."""
     names = flags.setting_names(args.command)
-    settings = {k: getattr(args, k) for k in names}
+    settings = {name: getattr(args, name) for name in names}
     if args.resume:
         command, recorded = run_folder.recorded_settings(args.out)
         if command != args.command:
@@ -23,11 +23,11 @@ def settings_of(args, argv):
         given = vars(flags.build_parser(suppress=True).parse_args(argv))
         if "source" in settings:  # compared as recorded: an absolute path
             settings["source"] = os.path.abspath(settings["source"])
-        clash = [k for k in names if k in given and run_folder.plain(settings[k]) != recorded.get(k)]
+        clash = [name for name in names if name in given and run_folder.plain(settings[name]) != recorded.get(name)]
         if clash:
             raise ValueError(
                 "--resume continues with the settings recorded in --out; these flags differ from them: "
-                + ", ".join(f"{flags.FLAGS[k][0]} (recorded: {recorded.get(k)})" for k in clash)
+                + ", ".join(f"{flags.FLAGS[name][0]} (recorded: {recorded.get(name)})" for name in clash)
             )
         settings = checked_record(recorded, names, args.out)
     return settings
@@ -38,41 +38,38 @@ def checked_record(recorded, names, out):
     record = os.path.join(out, "run.json")
     settings = {}
     for name in names:
-        flag, kw = flags.FLAGS[name]
         if name not in recorded:
-            raise ValueError(f"{record}: the recorded settings lack {flag}")
-        value = recorded[name]
-        if value is None and kw.get("default") is None and flag.startswith("--"):
-            settings[name] = None
-            continue
-        if kw.get("action") == "store_true":
-            if not isinstance(value, bool):
-                raise ValueError(f"{record}: the recorded {flag} {value!r} is not true or false")
-            settings[name] = value
-            continue
-        if isinstance(value, (dict, bool)) or (isinstance(value, list) and name not in ("reg", "points", "seeds")):
-            raise ValueError(f"{record}: the recorded {flag} {value!r} is not a value of {flag}")
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        try:
-            parsed = kw["type"](text) if "type" in kw else text
-        except (argparse.ArgumentTypeError, ValueError) as err:
-            raise ValueError(f"{record}: the recorded {flag} {value!r}: {err}") from None
-        if "choices" in kw and parsed not in kw["choices"]:
-            raise ValueError(f"{record}: the recorded {flag} {value!r} is not one of {list(kw['choices'])}")
-        if parsed != value and not (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and parsed == value
-        ):
-            raise ValueError(f"{record}: the recorded {flag} {value!r} does not read back as {parsed!r}")
-        settings[name] = value
+            raise ValueError(f"{record}: the recorded settings lack {flags.FLAGS[name][0]}")
+        settings[name] = _recorded_value(name, recorded[name], record)
     if "split_seed" in recorded:
-        if (
-            isinstance(recorded["split_seed"], bool)
-            or not isinstance(recorded["split_seed"], int)
-            or recorded["split_seed"] < 0
-        ):
-            raise ValueError(f"{record}: the recorded split seed {recorded['split_seed']!r} is not an int >= 0")
-        settings["split_seed"] = recorded["split_seed"]
+        split_seed = recorded["split_seed"]
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+            raise ValueError(f"{record}: the recorded split seed {split_seed!r} is not an int >= 0")
+        settings["split_seed"] = split_seed
     return settings
+
+
+def _recorded_value(name, value, record):
+    """``value``, recorded in ``record`` for the setting ``name``, if its flag reads it back."""
+    flag, keywords = flags.FLAGS[name]
+    if value is None and keywords.get("default") is None and flag.startswith("--"):
+        return None
+    if keywords.get("action") == "store_true":
+        if not isinstance(value, bool):
+            raise ValueError(f"{record}: the recorded {flag} {value!r} is not true or false")
+        return value
+    if isinstance(value, (dict, bool)) or (isinstance(value, list) and name not in ("reg", "points", "seeds")):
+        raise ValueError(f"{record}: the recorded {flag} {value!r} is not a value of {flag}")
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    try:
+        parsed = keywords["type"](text) if "type" in keywords else text
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        raise ValueError(f"{record}: the recorded {flag} {value!r}: {err}") from None
+    if "choices" in keywords and parsed not in keywords["choices"]:
+        raise ValueError(f"{record}: the recorded {flag} {value!r} is not one of {list(keywords['choices'])}")
+    if parsed != value:
+        raise ValueError(f"{record}: the recorded {flag} {value!r} does not read back as {parsed!r}")
+    return value
 
 
 def source_members(settings, fill):
