@@ -155,7 +155,7 @@ class SimplexModel(nn.Module):
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (noise >= 0 and math.isfinite(noise)):
             raise ValueError(f"noise must be a finite non-negative number, got {noise!r}")
         if init == "mean":
-            rows = range(self.n_vertices) if source is None else samplers._vertex_tuple(source, "source")
+            rows = range(self.n_vertices) if source is None else samplers.vertex_tuple(source, "source")
             new = self.store.mean([self._vertex_index(i, "source") for i in rows])
         elif init == "copy":
             new = self.store.vertex(
@@ -581,7 +581,7 @@ class SimplexModel(nn.Module):
             isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__len__") or not len(simplices)
         ):
             raise ValueError(f"simplices must be a non-empty list of vertex-index tuples, got {simplices!r}")
-        tuples = None if simplices is None else [samplers._vertex_tuple(s, "each simplex") for s in simplices]
+        tuples = None if simplices is None else [samplers.vertex_tuple(s, "each simplex") for s in simplices]
         for s in tuples or ():
             if max(s) >= self.n_vertices:
                 raise ValueError(f"simplex {s} names a vertex beyond the model's {self.n_vertices}")

@@ -5,19 +5,32 @@ vertices (vertex order). Simplexes, complexes and curves all share the one model
 sampler differs. ``config()`` / ``from_config`` make samplers part of a checkpoint.
 """
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import torch
 from numpy.typing import ArrayLike
 
 from simplexkern import _checks, geometry
 
-if TYPE_CHECKING:  # simplexkern.nn.model imports this module
-    from simplexkern.nn.model import SimplexModel
+
+class SampledModel(Protocol):
+    """What a sampler reads of the model it samples for (a SimplexModel)."""
+
+    @property
+    def n_vertices(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def log_volume(self, simplices: Sequence[Iterable[int]] | None = None, *, check: bool = True) -> torch.Tensor: ...
 
 
-def _vertex_tuple(simplex, name):
+def vertex_tuple(simplex: Any, name: str) -> tuple[int, ...]:
+    """``simplex`` (an iterable of distinct vertex indices) as a tuple, checked; ``name`` names it in errors."""
     if isinstance(simplex, (str, bytes)) or not hasattr(simplex, "__iter__"):
         raise TypeError(f"{name} must be a tuple of vertex indices, got {simplex!r}")
     items = tuple(simplex)
@@ -29,10 +42,13 @@ def _vertex_tuple(simplex, name):
 
 
 class Sampler:
-    name = None
+    """Where a model's forward evaluates when no coefficients are given: ``sample`` gives
+    (n_samples, k) coefficients over the model's vertices, ``config`` describes the sampler."""
+
+    name: str | None = None
 
     def sample(
-        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+        self, n_samples: int | None, model: SampledModel, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -50,7 +66,7 @@ class SimplexSampler(Sampler):
     name = "simplex"
 
     def sample(
-        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+        self, n_samples: int | None, model: SampledModel, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         return geometry.sample_simplex(n, k, generator, device=model.device, dtype=model.dtype)
@@ -67,7 +83,7 @@ class ComplexSampler(Sampler):
     def __init__(self, simplices: Iterable[Iterable[int]], weighting: str = "volume") -> None:
         if isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__iter__"):
             raise TypeError(f"simplices must be a list of vertex-index tuples, got {simplices!r}")
-        self.simplices = [_vertex_tuple(s, "each simplex") for s in simplices]
+        self.simplices = [vertex_tuple(s, "each simplex") for s in simplices]
         if not self.simplices:
             raise ValueError("simplices must not be empty")
         if weighting not in ("volume", "uniform"):
@@ -82,7 +98,7 @@ class ComplexSampler(Sampler):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "simplices": [list(s) for s in self.simplices], "weighting": self.weighting}
 
-    def probabilities(self, model: "SimplexModel") -> torch.Tensor:
+    def probabilities(self, model: SampledModel) -> torch.Tensor:
         """(n_simplices,) float64 probability of picking each simplex, on the model's device
         (computed there: no host synchronisation)."""
         n = len(self.simplices)
@@ -93,7 +109,7 @@ class ComplexSampler(Sampler):
         degenerate = torch.isneginf(logv).all()  # no volume to weigh by: uniform
         return torch.where(degenerate, torch.full_like(logv, 1 / n), torch.softmax(logv, 0))
 
-    def membership(self, model: "SimplexModel") -> torch.Tensor:
+    def membership(self, model: SampledModel) -> torch.Tensor:
         """(n_simplices, k) 0/1 matrix: which vertices each simplex has (made once per
         vertex count, device and dtype)."""
         key = (model.n_vertices, model.device, model.dtype)
@@ -105,7 +121,7 @@ class ComplexSampler(Sampler):
         return self._membership[1]
 
     def sample(
-        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+        self, n_samples: int | None, model: SampledModel, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         if max(max(s) for s in self.simplices) >= k:
@@ -132,12 +148,12 @@ class CurveSampler(Sampler):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind}
 
-    def coefficients(self, t: float | torch.Tensor, model: "SimplexModel") -> torch.Tensor:
+    def coefficients(self, t: float | torch.Tensor, model: SampledModel) -> torch.Tensor:
         fn = geometry.bezier_coefficients if self.kind == "bezier" else geometry.polychain_coefficients
         return fn(t, model.n_vertices).to(model.device, model.dtype)
 
     def sample(
-        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+        self, n_samples: int | None, model: SampledModel, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         n, k = self._out(model, n_samples)
         t = torch.rand(
@@ -168,7 +184,7 @@ class FixedSampler(Sampler):
         return {"name": self.name, "coeffs": self.coeffs.tolist()}
 
     def sample(
-        self, n_samples: int | None, model: "SimplexModel", generator: torch.Generator | None = None
+        self, n_samples: int | None, model: SampledModel, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         if self.coeffs.shape[1] != model.n_vertices:
             raise ValueError(
@@ -200,4 +216,13 @@ def from_config(config: dict[str, Any]) -> Sampler:
     raise ValueError(f"unknown sampler {name!r}; expected simplex, complex, curve or fixed")
 
 
-__all__ = ["Sampler", "SimplexSampler", "ComplexSampler", "CurveSampler", "FixedSampler", "from_config"]
+__all__ = [
+    "SampledModel",
+    "vertex_tuple",
+    "Sampler",
+    "SimplexSampler",
+    "ComplexSampler",
+    "CurveSampler",
+    "FixedSampler",
+    "from_config",
+]
