@@ -325,6 +325,33 @@ def test_add_vertex_initialisations(rng):
     assert sm.store.trainable.shape[0] == 6 and sm.store.fixed.shape[0] == 2
 
 
+def test_vertex_points_fresh_vertices_and_whether_batchnorm_is_tracked(rng):
+    class Scale(nn.Module):  # a parameter no reset_parameters() touches
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.full((4,), 3.0))
+
+        def forward(self, x):
+            return x * self.scale
+
+    sm = sk.simplexify(nn.Sequential(nn.Linear(3, 4), Scale()), 3, noise=0.1)
+    assert torch.equal(sm.vertex_point(1), torch.tensor([0.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="vertex index below 3"):
+        sm.vertex_point(3)
+    like = sm.store.vertex(2)
+    torch.manual_seed(rng.initial_seed())
+    fresh = sm.random_vertex(like)
+    torch.manual_seed(rng.initial_seed())
+    plain = nn.Linear(3, 4)  # the same draws as reset_parameters() of the model's Linear
+    assert torch.equal(sm.store.slot(fresh, "0.weight"), plain.weight.detach())
+    assert torch.equal(sm.store.slot(fresh, "1.scale"), sm.store.slot(like, "1.scale"))
+    assert not sm.tracks_batchnorm
+    assert sk.simplexify(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))).tracks_batchnorm
+    assert not sk.simplexify(
+        nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False))
+    ).tracks_batchnorm
+
+
 def test_log_volume_matches_float64_gram_determinant(rng):
     torch.manual_seed(rng.initial_seed())
     sm = sk.simplexify(sk.models.create("lenet5"), 4, noise=0.3)

@@ -30,7 +30,7 @@ def model_device(model):
 def has_batchnorm(model):
     """Whether evaluating ``model`` needs running BatchNorm statistics."""
     if isinstance(model, SimplexModel):
-        return bool(model._tracked_norms())
+        return model.tracks_batchnorm
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
 
 

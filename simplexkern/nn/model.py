@@ -113,7 +113,13 @@ class SimplexModel(nn.Module):
             (name, m) for name, m in self.simplex_layers() if isinstance(m, SimplexBatchNorm) and m.track_running_stats
         ]
 
-    def _one_hot(self, i):
+    @property
+    def tracks_batchnorm(self) -> bool:
+        """Whether the model has BatchNorm layers that keep running statistics (per point)."""
+        return bool(self._tracked_norms())
+
+    def vertex_point(self, i: int) -> torch.Tensor:
+        """(k,): the coefficients of vertex i (one-hot)."""
         point = torch.zeros(self.n_vertices, dtype=self.dtype, device=self.device)
         point[self._vertex_index(i)] = 1
         return point
@@ -162,7 +168,7 @@ class SimplexModel(nn.Module):
                 self._vertex_index(self.n_vertices - 1 if source is None else source, "source")
             ).clone()
         else:
-            new = self._random_vertex(self.store.vertex(0))
+            new = self.random_vertex(self.store.vertex(0))
         if noise:
             for name in self.store.slots:
                 part = self.store.slot(new, name)
@@ -178,9 +184,9 @@ class SimplexModel(nn.Module):
         self.bn_points = bn_points
         return self.n_vertices - 1
 
-    def _random_vertex(self, like):
-        """A vertex of fresh weights: ``reset_parameters()`` of every module of the plain model
-        that has one (a parameter no module resets keeps its value in ``like``)."""
+    def random_vertex(self, like: torch.Tensor) -> torch.Tensor:
+        """(P,): a vertex of fresh weights, ``reset_parameters()`` of every module of the plain
+        model that has one; a parameter no module resets keeps its value in ``like`` (P,)."""
         plain = self._plain(like, None)
         for m in plain.modules():
             if callable(getattr(m, "reset_parameters", None)):
@@ -190,7 +196,7 @@ class SimplexModel(nn.Module):
     def vertex_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """A plain state dict of the original architecture with vertex i's weights (and its
         BatchNorm statistics when tracked, else fresh ones)."""
-        point = self._one_hot(i)
+        point = self.vertex_point(i)
         tracked = self._stats_row(point) is not None
         return self.at(point, bn_stats="tracked" if tracked else "fresh").state_dict()
 
@@ -249,7 +255,7 @@ class SimplexModel(nn.Module):
         if i == 0 and shared:
             self.module.load_state_dict(shared, strict=False)
         if norms and all(f"{n}.running_mean" in state_dict for n in norms):
-            point = self._one_hot(i)
+            point = self.vertex_point(i)
             row = self._stats_row(point)
             if row is None:
                 row = self._add_tracked_point(point)
