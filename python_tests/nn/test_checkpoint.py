@@ -46,6 +46,22 @@ def test_batchnorm_statistics_and_tracked_points_round_trip(tmp_path, rng):
     torch.testing.assert_close(loaded(x, coeffs), sm.eval()(x, coeffs), rtol=0, atol=0)
 
 
+def test_the_state_keeps_its_keys_and_shapes():
+    """Checkpoints of earlier versions load: the tracked points and each BatchNorm's per-point
+    statistics keep their names."""
+    sm = sk.simplexify(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)), 2)
+    sm.update_bn([torch.randn(5, 3)], torch.tensor([[0.5, 0.5], [1.0, 0.0]]))
+    assert {k: tuple(v.shape) for k, v in sm.state_dict().items()} == {
+        "bn_points": (2, 2),
+        "module.1.running_mean": (2, 4),
+        "module.1.running_var": (2, 4),
+        "module.1.num_batches_tracked": (2,),
+        "store.trainable": (2, 34),
+        "store.fixed": (0, 34),
+        "store.order": (2,),
+    }
+
+
 def test_user_module_needs_its_architecture(tmp_path, rng):
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     sm = sk.simplexify(net, 2)

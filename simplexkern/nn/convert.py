@@ -8,7 +8,7 @@ from torch import nn
 
 from simplexkern import _checks
 from simplexkern.nn.layers import simplex_layer_for
-from simplexkern.nn.model import INITS, SimplexModel, _replace_submodule
+from simplexkern.nn.model import INITS, SimplexModel, replace_submodule
 from simplexkern.nn.points import Evaluation
 from simplexkern.nn.store import VertexStore
 
@@ -137,7 +137,7 @@ def simplexify(
         if not path:
             module = layer
         else:
-            _replace_submodule(module, path, layer)
+            replace_submodule(module, path, layer)
     arch = architecture if architecture is not None else getattr(model, "simplexkern_architecture", None)
     out = SimplexModel(module, store, evaluation, sorted(shared), arch, generic=generic, aliases=aliases)
     out.train(model.training)

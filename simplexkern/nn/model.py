@@ -8,6 +8,7 @@ modules (where the plain model has them) for the forward. The forward runs under
 ``torch.func.vmap`` over the points (``nn/points.py``), so the model's own code runs
 unchanged and the points never mix; what vmap cannot batch is found at the first forward,
 and the model then evaluates its points one at a time (``point_evaluation``).
+BatchNorm statistics are kept per point (``nn/batchnorm.py``).
 """
 
 import copy
@@ -23,18 +24,16 @@ from torch.utils import _pytree as pytree
 
 from simplexkern import _checks, geometry
 from simplexkern.nn import samplers
-from simplexkern.nn.layers import SimplexBatchNorm, SimplexLayer
+from simplexkern.nn.batchnorm import BatchNormState, SimplexBatchNorm, TrackedPoints
 from simplexkern.nn.points import Evaluation, Points
+from simplexkern.nn.simplex_layer import SimplexLayer
 from simplexkern.nn.store import VertexStore
 
 INITS = ("mean", "copy", "random")
 POINT_EVALUATIONS = ("auto", "vmap", "loop")
-# ``batchnorm_state()``: the tracked points, and each tracked BatchNorm with its (running_mean, running_var,
-# num_batches_tracked).
-BatchNormState = tuple[torch.Tensor, list[tuple[SimplexBatchNorm, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]]
 
 
-def _replace_submodule(root, path, new):
+def replace_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
     parent, _, child = path.rpartition(".")
     setattr(root.get_submodule(parent), child, new)
 
@@ -46,8 +45,11 @@ class SimplexModel(nn.Module):
     one pass; ``sampler`` says where when no ``coeffs`` are given. ``point_evaluation``: how
     the points travel through the model: "vmap" (one batched forward), "loop" (one forward
     per point), or "auto" (the default: vmap, and the loop from the first forward vmap
-    cannot follow on).
+    cannot follow on). ``batchnorm``: the points whose BatchNorm statistics it tracks.
     """
+
+    bn_points: torch.Tensor  # (T, k): the points whose BatchNorm statistics are tracked
+    _evaluation: Evaluation
 
     def __init__(
         self,
@@ -66,9 +68,9 @@ class SimplexModel(nn.Module):
         object.__setattr__(self, "_evaluation", evaluation)  # its layers read the point of a forward from it
         self.shared = tuple(shared)
         self.architecture = architecture
-        self.sampler = samplers.SimplexSampler()
-        self.backend = None  # fused-op backend for this model's layers (None: the ops' own choice)
-        self.metadata = {}  # training metadata, saved with checkpoints
+        self.sampler: samplers.Sampler = samplers.SimplexSampler()
+        self.backend: str | None = None  # fused-op backend for this model's layers (None: the ops' own choice)
+        self.metadata: dict[str, Any] = {}  # training metadata, saved with checkpoints
         self.point_evaluation = "auto"
         self._loop_reason = None  # why "auto" evaluates point by point, once vmap failed
         self._vmap_works = False  # one forward under vmap succeeded: no more trials
@@ -79,13 +81,10 @@ class SimplexModel(nn.Module):
         self._generic = [(module.get_submodule(path), name, slot) for path, name, slot in generic]
         self._generic_start = min((store.slots[slot][0] for *_, slot in generic), default=store.n_columns)
         self._aliases = dict(aliases or {})  # parameter path -> the slot of the parameter it is tied to
-        layers = {id(m): m for _, m in self.simplex_layers()}.values()
-        self._fused_slots = {slot for m in layers for slot in m.slots.values()}
-        self._batchnorms = [m for m in layers if isinstance(m, SimplexBatchNorm)]
-        tracked = bool(self._tracked_norms())
-        self.register_buffer(
-            "bn_points", torch.ones(1 if tracked else 0, 1, dtype=store.trainable.dtype, device=store.trainable.device)
-        )
+        layers = self.simplex_layers()
+        self._fused_slots = {slot for _, m in layers for slot in m.slots.values()}
+        norms = [(path, m) for path, m in layers if isinstance(m, SimplexBatchNorm)]
+        self.batchnorm = TrackedPoints(self, norms, store.trainable)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -100,23 +99,18 @@ class SimplexModel(nn.Module):
     def device(self) -> torch.device:
         return self.store.trainable.device
 
+    @property
+    def tracks_batchnorm(self) -> bool:
+        """Whether the model has BatchNorm layers that keep running statistics (per point)."""
+        return bool(self.batchnorm.layers())
+
     def fixed_mask(self) -> list[bool]:
         """Per vertex: True when it is fixed (receives no updates)."""
         return self.store.fixed_mask()
 
     def simplex_layers(self) -> list[tuple[str, SimplexLayer]]:
+        """(path, layer) of the fused simplex layers, each once."""
         return [(name, m) for name, m in self.module.named_modules() if isinstance(m, SimplexLayer)]
-
-    def _tracked_norms(self):
-        """(path, layer) of the BatchNorm layers that keep running statistics."""
-        return [
-            (name, m) for name, m in self.simplex_layers() if isinstance(m, SimplexBatchNorm) and m.track_running_stats
-        ]
-
-    @property
-    def tracks_batchnorm(self) -> bool:
-        """Whether the model has BatchNorm layers that keep running statistics (per point)."""
-        return bool(self._tracked_norms())
 
     def vertex_point(self, i: int) -> torch.Tensor:
         """(k,): the coefficients of vertex i (one-hot)."""
@@ -179,9 +173,8 @@ class SimplexModel(nn.Module):
                     dtype=new.dtype,
                 ).to(new.device)
                 part.add_(noise * self.store.rms(name) * eps)  # a view into new
-        bn_points = torch.cat([self.bn_points, self.bn_points.new_zeros(len(self.bn_points), 1)], 1)
         self.store.append(new, fixed)
-        self.bn_points = bn_points
+        self.batchnorm.add_vertex()
         return self.n_vertices - 1
 
     def random_vertex(self, like: torch.Tensor) -> torch.Tensor:
@@ -189,15 +182,16 @@ class SimplexModel(nn.Module):
         model that has one; a parameter no module resets keeps its value in ``like`` (P,)."""
         plain = self._plain(like, None)
         for m in plain.modules():
-            if callable(getattr(m, "reset_parameters", None)):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
         return torch.cat([plain.get_parameter(name).detach().reshape(-1) for name in self.store.slots])
 
     def vertex_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """A plain state dict of the original architecture with vertex i's weights (and its
         BatchNorm statistics when tracked, else fresh ones)."""
         point = self.vertex_point(i)
-        tracked = self._stats_row(point) is not None
+        tracked = self.batchnorm.row(point) is not None
         return self.at(point, bn_stats="tracked" if tracked else "fresh").state_dict()
 
     @torch.no_grad()
@@ -207,15 +201,18 @@ class SimplexModel(nn.Module):
         Shared (non-vertex) parameters are loaded only for vertex 0. Everything is checked
         before anything changes."""
         i = self._vertex_index(i)
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
-        bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-        if bad:
-            raise TypeError(
-                f"state_dict must map names to tensors; {bad[0]!r} is a {type(state_dict[bad[0]]).__name__}"
-            )
+        _check_tensors(state_dict)
+        flat = self._vertex_of(state_dict, i)
+        shared = self._shared_of(state_dict, i)
+        self.store.set_vertex(i, flat)
+        if i == 0 and shared:
+            self.module.load_state_dict(shared, strict=False)
+        self.batchnorm.load_point(self.vertex_point(i), state_dict)
+
+    def _vertex_of(self, state_dict: dict[str, torch.Tensor], i: int) -> torch.Tensor:
+        """(P,): the vertex parameters of a plain state dict, checked (ties included)."""
         flat = torch.empty(self.store.n_columns, dtype=self.dtype, device=self.device)
-        for name, (offset, shape) in self.store.slots.items():
+        for name, (_, shape) in self.store.slots.items():
             if name not in state_dict:
                 raise ValueError(f"state_dict has no {name!r}, which vertex {i} needs")
             t = state_dict[name]
@@ -227,8 +224,13 @@ class SimplexModel(nn.Module):
                 raise ValueError(
                     f"state_dict[{alias!r}] differs from state_dict[{slot!r}], the parameter this model ties it to"
                 )
-        norms = dict(self._tracked_norms())
-        stats_keys = {f"{n}.{b}" for n in norms for b in ("running_mean", "running_var", "num_batches_tracked")}
+        return flat
+
+    def _shared_of(self, state_dict: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+        """The entries of a plain state dict that are neither vertex parameters nor tracked
+        BatchNorm statistics, checked against the model (their shapes only for vertex 0, the
+        one that loads them), as are the statistics' shapes."""
+        stats_keys = self.batchnorm.statistics_keys()
         shared = {
             k: v
             for k, v in state_dict.items()
@@ -239,63 +241,15 @@ class SimplexModel(nn.Module):
         if unknown:
             raise ValueError(f"state_dict has keys this model does not have: {unknown[:5]}")
         wrong = [k for k in (shared if i == 0 else ()) if shared[k].shape != own[k].shape]
-        wrong += [
-            k
-            for k in stats_keys
-            if k in state_dict
-            and not k.endswith("num_batches_tracked")
-            and state_dict[k].shape != norms[k.rsplit(".", 1)[0]].running_mean.shape[1:]
-        ]
+        wrong += self.batchnorm.misshapen(state_dict)
         if wrong:
             raise ValueError(
                 f"state_dict[{wrong[0]!r}] has shape {tuple(state_dict[wrong[0]].shape)}, which the "
                 "model's does not match"
             )
-        self.store.set_vertex(i, flat)
-        if i == 0 and shared:
-            self.module.load_state_dict(shared, strict=False)
-        if norms and all(f"{n}.running_mean" in state_dict for n in norms):
-            point = self.vertex_point(i)
-            row = self._stats_row(point)
-            if row is None:
-                row = self._add_tracked_point(point)
-            for n, m in norms.items():
-                m.running_mean[row] = state_dict[f"{n}.running_mean"]
-                m.running_var[row] = state_dict[f"{n}.running_var"]
-                m.num_batches_tracked[row] = state_dict.get(f"{n}.num_batches_tracked", torch.tensor(0))
+        return shared
 
     # ------------------------------------------------------------------ BatchNorm statistics
-    def _stats_row(self, point):
-        match = (self.bn_points == point.to(self.bn_points)).all(1).nonzero().flatten()
-        return int(match[0]) if len(match) else None
-
-    def _add_tracked_point(self, point):
-        self.bn_points = torch.cat([self.bn_points, point.to(self.bn_points)[None]])
-        for _, m in self._tracked_norms():
-            m.append_statistics()
-        return len(self.bn_points) - 1
-
-    def _stats_rows(self, coeffs):
-        """Row of each point in the tracked statistics and whether every point has one
-        (a tensor under torch.compile, where a host branch would break the graph)."""
-        eq = (coeffs[:, None, :] == self.bn_points[None]).all(-1)
-        rows, valid = eq.int().argmax(1), eq.any(1).all()
-        if self.training:  # the update is masked on the device: no host read in a training step
-            return rows, valid
-        if torch.compiler.is_compiling():
-            torch._assert_async(
-                valid,
-                "no running BatchNorm statistics for the points being evaluated; "
-                "compute them with model.update_bn(batches, coeffs)",
-            )
-            return rows, valid
-        if bool(valid):
-            return rows, None
-        raise ValueError(
-            "no running BatchNorm statistics for the points being evaluated; evaluate at tracked "
-            "points (model.bn_points) or compute them first with model.update_bn(batches, coeffs)"
-        )
-
     @torch.no_grad()
     def update_bn(
         self, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]], coeffs: torch.Tensor
@@ -305,43 +259,16 @@ class SimplexModel(nn.Module):
         pairs): the cumulative average of each point's batch statistics, as the papers do
         before evaluating a point. Afterwards these T points are the tracked ones."""
         coeffs, _ = self._check_coeffs(coeffs)
-        coeffs = _checks.known_finite(coeffs)  # checked once here, not again per batch
-        norms = [m for _, m in self._tracked_norms()]
-        if not norms:
-            raise ValueError("this model has no BatchNorm layer that tracks running statistics")
-        saved = self.batchnorm_state()
-        self.bn_points = coeffs.clone()
-        was_training, momenta = self.training, [m.momentum for m in norms]
-        for m in norms:
-            m.reset_statistics(len(coeffs))
-            m.momentum = None
-        self.train()
-        done = False
-        try:
-            n = 0
-            for batch in batches:
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                self(x, coeffs)
-                n += 1
-            if n == 0:
-                raise ValueError("batches is empty: no data to compute statistics from")
-            done = True
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-            self.train(was_training)
-            if not done:
-                self.restore_batchnorm_state(saved)
+        self.batchnorm.update(batches, _checks.known_finite(coeffs))  # checked once here, not again per batch
 
     def batchnorm_state(self) -> BatchNormState:
         """The tracked points and the statistics of every tracked BatchNorm, to put back with
         ``restore_batchnorm_state`` (``update_bn`` replaces these tensors, never changes them)."""
-        return self.bn_points, [(m, m.statistics()) for _, m in self._tracked_norms()]
+        return self.batchnorm.state()
 
     def restore_batchnorm_state(self, state: BatchNormState) -> None:
-        self.bn_points = state[0]
-        for m, stats in state[1]:
-            m.set_statistics(stats)
+        """Puts back what ``batchnorm_state`` returned."""
+        self.batchnorm.restore(state)
 
     # ------------------------------------------------------------------ evaluation
     def _check_coeffs(self, coeffs, name="coeffs"):
@@ -391,11 +318,10 @@ class SimplexModel(nn.Module):
         S = coeffs.shape[0]
         if per_point_input and (x.dim() < 1 or x.shape[0] != S):
             raise ValueError(f"x with per_point_input=True must have shape (S={S}, B, ...), got {tuple(x.shape)}")
-        norms = [m for m in self._batchnorms if m.track_running_stats] if self._has_tracked_norms() else []
-        rows, valid = self._stats_rows(coeffs) if norms else (None, None)
+        tracked = self.batchnorm.forward_rows(coeffs)
         c = _checks.known_finite(coeffs[:, self.store.order])  # checked once, not per layer
         trainable = list(range(self.store.n_fixed, self.n_vertices)) if self.store.trainable.requires_grad else []
-        frame = {
+        frame: dict[str, Any] = {
             "weights": self.store.layer_weights(self._fused_slots),
             "trainable": trainable,
             "backend": self.backend,
@@ -405,12 +331,8 @@ class SimplexModel(nn.Module):
         if self._generic:  # the S values of every generic parameter, from one product with the store
             flat = self.store.combine_columns(c, self._generic_start)
             params = {slot: self.store.slot(flat, slot, self._generic_start) for *_, slot in self._generic}
-        stats, out = self._evaluate(
-            frame, c, params, lambda: {m.prefix: m.point_statistics(rows) for m in norms}, x, per_point_input
-        )
-        for m in norms:
-            if m.prefix in frame["updated"]:
-                m.store(rows, valid, stats[m.prefix])
+        stats, out = self._evaluate(frame, c, params, tracked.statistics, x, per_point_input)
+        tracked.store(stats, frame["updated"])
         return pytree.tree_map(lambda y: y[0], out) if single else out
 
     def _at_point(self, frame, coeffs, params, stats, x):
@@ -535,9 +457,6 @@ class SimplexModel(nn.Module):
         name = type(m._skeleton if isinstance(m, SimplexLayer) else m).__name__
         return f"in module {path or 'the model'!r} ({name})"
 
-    def _has_tracked_norms(self):
-        return len(self.bn_points) > 0
-
     @torch.no_grad()
     def at(self, coeffs: torch.Tensor, bn_stats: str = "tracked") -> nn.Module:
         """A plain ``nn.Module`` (the original architecture) with the weights at one point
@@ -549,20 +468,20 @@ class SimplexModel(nn.Module):
         coeffs, single = self._check_coeffs(coeffs)
         if not single:
             raise ValueError(f"coeffs must be one point of shape ({self.n_vertices},), got {tuple(coeffs.shape)}")
-        row = self._stats_row(coeffs[0])
-        if bn_stats == "tracked" and row is None and self._has_tracked_norms():
+        row = self.batchnorm.row(coeffs[0])
+        if bn_stats == "tracked" and row is None and len(self.batchnorm.points):
             raise ValueError(
                 "no BatchNorm statistics are tracked at this point; compute them with "
                 "model.update_bn(batches, coeffs) or pass bn_stats='fresh'"
             )
         return self._plain(coeffs[0] @ self.store.vertices(), row)
 
-    def _plain(self, flat, row):
+    def _plain(self, flat: torch.Tensor, row: int | None) -> nn.Module:
         """The plain model with the weights ``flat`` (P,) and the BatchNorm statistics of tracked
         row ``row`` (None: fresh ones). Tied parameters stay tied."""
         params = {slot: nn.Parameter(self.store.slot(flat, slot).detach().clone()) for slot in self.store.slots}
         module = copy.deepcopy(self.module)
-        plains = {}
+        plains: dict[int, nn.Module] = {}
         for name, layer in list(module.named_modules(remove_duplicate=False)):
             if isinstance(layer, SimplexLayer):
                 if id(layer) not in plains:
@@ -571,7 +490,7 @@ class SimplexModel(nn.Module):
                     )
                 if not name:
                     return plains[id(layer)]
-                _replace_submodule(module, name, plains[id(layer)])
+                replace_submodule(module, name, plains[id(layer)])
         for path, name, slot in self._generic_paths:
             module.get_submodule(path)._parameters[name] = params[slot]
         return module
@@ -600,7 +519,7 @@ class SimplexModel(nn.Module):
             return torch.stack([geometry.log_volume(t, check=check) for t in sub])
         return geometry.log_volume(torch.stack(sub), check=check)
 
-    def _index(self, simplex):
+    def _index(self, simplex: tuple[int, ...]) -> torch.Tensor:
         """The simplex's vertex indices as a tensor on the model's device, made once."""
         cache = self.__dict__.setdefault("_index_cache", {})
         key = (simplex, self.device)
@@ -609,10 +528,17 @@ class SimplexModel(nn.Module):
         return cache[key]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        saved = state_dict.get(prefix + "bn_points")  # the number of tracked points comes with the state
-        if saved is not None and saved.dim() == 2:
-            self.bn_points = self.bn_points.new_empty(saved.shape)
+        self.batchnorm.before_load(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"n_vertices={self.n_vertices}, fixed={self.fixed_mask()}, sampler={self.sampler.config()}"
+
+
+def _check_tensors(state_dict: Any) -> None:
+    """TypeError unless ``state_dict`` is a dict of tensors."""
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise TypeError(f"state_dict must map names to tensors; {bad[0]!r} is a {type(state_dict[bad[0]]).__name__}")
