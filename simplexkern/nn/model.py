@@ -7,14 +7,12 @@ of all generic parameters come from one product with the store, and they are put
 modules (where the plain model has them) for the forward. The forward runs under
 ``torch.func.vmap`` over the points (``nn/points.py``), so the model's own code runs
 unchanged and the points never mix; what vmap cannot batch is found at the first forward,
-and the model then evaluates its points one at a time (``point_evaluation``).
+and the model then evaluates its points one at a time (``nn/point_evaluation.py``).
 BatchNorm statistics are kept per point (``nn/batchnorm.py``).
 """
 
 import copy
-import functools
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,12 +23,12 @@ from torch.utils import _pytree as pytree
 from simplexkern import _checks, geometry
 from simplexkern.nn import samplers
 from simplexkern.nn.batchnorm import BatchNormState, SimplexBatchNorm, TrackedPoints
-from simplexkern.nn.points import Evaluation, Points
+from simplexkern.nn.point_evaluation import POINT_EVALUATIONS, PointEvaluator
+from simplexkern.nn.points import Evaluation
 from simplexkern.nn.simplex_layer import SimplexLayer
 from simplexkern.nn.store import VertexStore
 
 INITS = ("mean", "copy", "random")
-POINT_EVALUATIONS = ("auto", "vmap", "loop")
 
 
 def replace_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -72,9 +70,6 @@ class SimplexModel(nn.Module):
         self.backend: str | None = None  # fused-op backend for this model's layers (None: the ops' own choice)
         self.metadata: dict[str, Any] = {}  # training metadata, saved with checkpoints
         self.point_evaluation = "auto"
-        self._loop_reason = None  # why "auto" evaluates point by point, once vmap failed
-        self._vmap_works = False  # one forward under vmap succeeded: no more trials
-        self._randomness = "different"  # vmap's: each point draws its own random numbers, unless the model cannot
         # generic parameters: (path of the module that holds it, its name there, store slot); between forwards
         # the module holds None in its place
         self._generic_paths = list(generic)
@@ -83,6 +78,7 @@ class SimplexModel(nn.Module):
         self._aliases = dict(aliases or {})  # parameter path -> the slot of the parameter it is tied to
         layers = self.simplex_layers()
         self._fused_slots = {slot for _, m in layers for slot in m.slots.values()}
+        self.point_evaluator = PointEvaluator(module, evaluation, self._generic)
         norms = [(path, m) for path, m in layers if isinstance(m, SimplexBatchNorm)]
         self.batchnorm = TrackedPoints(self, norms, store.trainable)
 
@@ -164,15 +160,7 @@ class SimplexModel(nn.Module):
         else:
             new = self.random_vertex(self.store.vertex(0))
         if noise:
-            for name in self.store.slots:
-                part = self.store.slot(new, name)
-                eps = torch.randn(
-                    part.shape,
-                    generator=generator,
-                    device=new.device if generator is None else generator.device,
-                    dtype=new.dtype,
-                ).to(new.device)
-                part.add_(noise * self.store.rms(name) * eps)  # a view into new
+            self.store.perturb(new, noise, generator)
         self.store.append(new, fixed)
         self.batchnorm.add_vertex()
         return self.n_vertices - 1
@@ -202,29 +190,17 @@ class SimplexModel(nn.Module):
         before anything changes."""
         i = self._vertex_index(i)
         _check_tensors(state_dict)
-        flat = self._vertex_of(state_dict, i)
-        shared = self._shared_of(state_dict, i)
-        self.store.set_vertex(i, flat)
-        if i == 0 and shared:
-            self.module.load_state_dict(shared, strict=False)
-        self.batchnorm.load_point(self.vertex_point(i), state_dict)
-
-    def _vertex_of(self, state_dict: dict[str, torch.Tensor], i: int) -> torch.Tensor:
-        """(P,): the vertex parameters of a plain state dict, checked (ties included)."""
-        flat = torch.empty(self.store.n_columns, dtype=self.dtype, device=self.device)
-        for name, (_, shape) in self.store.slots.items():
-            if name not in state_dict:
-                raise ValueError(f"state_dict has no {name!r}, which vertex {i} needs")
-            t = state_dict[name]
-            if tuple(t.shape) != shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {tuple(t.shape)}, the model expects {shape}")
-            self.store.slot(flat, name).copy_(t)
+        flat = self.store.vertex_from(state_dict, i)
         for alias, slot in self._aliases.items():
             if alias in state_dict and not torch.equal(state_dict[alias], state_dict[slot]):
                 raise ValueError(
                     f"state_dict[{alias!r}] differs from state_dict[{slot!r}], the parameter this model ties it to"
                 )
-        return flat
+        shared = self._shared_of(state_dict, i)
+        self.store.set_vertex(i, flat)
+        if i == 0 and shared:
+            self.module.load_state_dict(shared, strict=False)
+        self.batchnorm.load_point(self.vertex_point(i), state_dict)
 
     def _shared_of(self, state_dict: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
         """The entries of a plain state dict that are neither vertex parameters nor tracked
@@ -331,131 +307,11 @@ class SimplexModel(nn.Module):
         if self._generic:  # the S values of every generic parameter, from one product with the store
             flat = self.store.combine_columns(c, self._generic_start)
             params = {slot: self.store.slot(flat, slot, self._generic_start) for *_, slot in self._generic}
-        stats, out = self._evaluate(frame, c, params, tracked.statistics, x, per_point_input)
+        stats, out = self.point_evaluator.run(
+            self.point_evaluation, frame, c, params, tracked.statistics, x, per_point_input
+        )
         tracked.store(stats, frame["updated"])
         return pytree.tree_map(lambda y: y[0], out) if single else out
-
-    def _at_point(self, frame, coeffs, params, stats, x):
-        """The inner module's forward at one point (under vmap: at all of them)."""
-        self._evaluation.current = Points(coeffs=coeffs, batchnorm=stats, **frame)
-        for module, name, slot in self._generic:
-            module._parameters[name] = params[slot]
-        try:
-            return self.module(x)
-        finally:  # whatever raises, the model is left as it was
-            for module, name, _ in self._generic:
-                module._parameters[name] = None
-            self._evaluation.current = None
-
-    def _evaluate(self, frame, coeffs, params, point_statistics, x, per_point):
-        """(the BatchNorm statistics the points used, the output (S, B, ...)), by vmap or by
-        the loop as ``point_evaluation`` says."""
-        mode = self.point_evaluation
-        trial = self._buffers_now() if mode == "auto" and not self._vmap_works else None
-        while mode == "vmap" or (mode == "auto" and self._loop_reason is None):
-            stats = point_statistics()  # fresh copies: a failed pass may have changed them
-            frame["updated"].clear()
-            batched = torch.func.vmap(
-                functools.partial(self._at_point, frame),
-                randomness=self._randomness,
-                in_dims=(0, 0, 0, 0 if per_point else None),
-            )
-            if torch.compiler.is_compiling():
-                return stats, batched(coeffs, params, stats, x)
-            try:
-                out = batched(coeffs, params, stats, x)
-                self._vmap_works = True
-                return stats, out
-            except (RuntimeError, NotImplementedError) as err:
-                if trial is not None:
-                    self._put_back(trial)  # what the failed pass changed
-                where = self._failing_module(err)
-                if self._randomness == "different" and "randomness" in str(err):
-                    self._randomness = "same"
-                    warnings.warn(
-                        f"torch.func.vmap cannot draw random numbers per point {where}; from now on the "
-                        "random draws of a forward (dropout masks, stochastic depth) are the same at all "
-                        "its points",
-                        stacklevel=3,
-                    )
-                    continue
-                if mode == "vmap":
-                    raise type(err)(
-                        f"torch.func.vmap cannot evaluate the points of this model together "
-                        f"({where}): {err}; set model.point_evaluation = 'loop' to evaluate them one "
-                        "at a time"
-                    ) from err
-                reason = f"{str(err).splitlines()[0]} ({where})"
-            frame["updated"].clear()
-            stats = point_statistics()
-            out = self._loop(frame, coeffs, params, stats, x, per_point)  # raises the model's own errors, if any
-            self._loop_reason = reason
-            warnings.warn(
-                f"torch.func.vmap cannot evaluate the points of this model together: {reason}. From now "
-                "on the model evaluates its points one at a time: the same results, more slowly (set "
-                "model.point_evaluation = 'loop' to skip this trial)",
-                stacklevel=3,
-            )
-            return stats, out
-        stats = point_statistics()
-        return stats, self._loop(frame, coeffs, params, stats, x, per_point)
-
-    def _loop(self, frame, coeffs, params, stats, x, per_point):
-        """One forward per point, the outputs stacked. Refuses a model that changes buffers
-        other than per-point BatchNorm statistics (the points would share that state), and
-        puts them back first."""
-        buffers = self._buffers_now()
-        outs = [
-            self._at_point(
-                frame,
-                coeffs[s],
-                {slot: v[s] for slot, v in params.items()},
-                {key: tuple(t[s] for t in v) for key, v in stats.items()},
-                x[s] if per_point else x,
-            )
-            for s in range(coeffs.shape[0])
-        ]
-        changed = self._put_back(buffers)
-        if changed:
-            raise TypeError(
-                f"the model's forward changes its buffer {changed[0]!r}, which all points would share; "
-                "only BatchNorm1d/2d/3d keep statistics per point (turn off running statistics there, "
-                "e.g. track_running_stats=False)"
-            )
-        return pytree.tree_map(lambda *ys: torch.stack(ys), *outs)
-
-    def _buffers_now(self):
-        """(name, buffer, version, copy) of the buffers outside the simplex layers."""
-        return [
-            (f"{path}.{n}" if path else n, b, b._version, b.detach().clone())
-            for path, m in self.module.named_modules()
-            if not isinstance(m, SimplexLayer)
-            for n, b in m._buffers.items()
-            if b is not None
-        ]
-
-    @torch.no_grad()
-    def _put_back(self, buffers):
-        """Restores the buffers a forward changed since ``_buffers_now``; returns their names."""
-        changed = [(name, b, saved) for name, b, version, saved in buffers if b._version != version]
-        for _, b, saved in changed:
-            b.copy_(saved)
-        return [name for name, _, _ in changed]
-
-    def _failing_module(self, err):
-        """'module <path> (<type>)': the innermost module of this model in ``err``'s traceback."""
-        paths = {id(m): (path, m) for path, m in self.module.named_modules(remove_duplicate=False)}
-        found, tb = None, err.__traceback__
-        while tb is not None:
-            owner = tb.tb_frame.f_locals.get("self")
-            if id(owner) in paths and paths[id(owner)][1] is owner:
-                found = paths[id(owner)]
-            tb = tb.tb_next
-        if found is None:
-            return "in the model's forward"
-        path, m = found
-        name = type(m._skeleton if isinstance(m, SimplexLayer) else m).__name__
-        return f"in module {path or 'the model'!r} ({name})"
 
     @torch.no_grad()
     def at(self, coeffs: torch.Tensor, bn_stats: str = "tracked") -> nn.Module:

@@ -180,6 +180,34 @@ class VertexStore(nn.Module):
         )
         return (square / (self.n_vertices * n)).sqrt()
 
+    def vertex_from(self, tensors: Mapping[str, torch.Tensor], i: int, name: str = "state_dict") -> torch.Tensor:
+        """(P,): vertex i as a row of the store, from ``tensors`` (slot name -> tensor, e.g. a
+        plain state dict), each slot checked for presence and shape (``name`` names ``tensors``
+        in errors)."""
+        flat = torch.empty(self.n_columns, dtype=self.trainable.dtype, device=self.trainable.device)
+        for slot, (_, shape) in self.slots.items():
+            if slot not in tensors:
+                raise ValueError(f"{name} has no {slot!r}, which vertex {i} needs")
+            t = tensors[slot]
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name}[{slot!r}] has shape {tuple(t.shape)}, the model expects {shape}")
+            self.slot(flat, slot).copy_(t)
+        return flat
+
+    @torch.no_grad()
+    def perturb(self, vertex: torch.Tensor, noise: float, generator: torch.Generator | None = None) -> None:
+        """Adds Gaussian noise to ``vertex`` (P,) in place: in each slot, with standard deviation
+        ``noise`` times the slot's root-mean-square value over the stored vertices."""
+        for name in self.slots:
+            part = self.slot(vertex, name)
+            eps = torch.randn(
+                part.shape,
+                generator=generator,
+                device=vertex.device if generator is None else generator.device,
+                dtype=vertex.dtype,
+            ).to(vertex.device)
+            part.add_(noise * self.rms(name) * eps)  # a view into vertex
+
     @torch.no_grad()
     def set_vertex(self, i: int, vertex: torch.Tensor) -> None:
         self.vertex(i).copy_(vertex.reshape(-1))
