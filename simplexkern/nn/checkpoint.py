@@ -29,7 +29,7 @@ FORMAT = "simplexkern.checkpoint"
 FORMAT_VERSION = 1
 
 
-def _path(path):
+def _path(path: Path) -> pathlib.Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return pathlib.Path(path)
@@ -61,7 +61,7 @@ def save(
         raise TypeError(f"model must be a SimplexModel or a torch.nn.Module, got {type(model).__name__}")
     if training_state is not None and not isinstance(training_state, dict):
         raise TypeError(f"training_state must be a dict or None, got {type(training_state).__name__}")
-    path = _path(path)
+    file = _path(path)
     meta = {**(model.metadata if isinstance(model, SimplexModel) else {}), **(metadata or {})}
     try:
         meta_json = json.dumps(meta)
@@ -91,11 +91,11 @@ def save(
         )
     else:
         payload.update({"kind": "plain", "architecture": getattr(model, "simplexkern_architecture", None)})
-    if not path.parent.is_dir():
-        raise ValueError(f"path: the folder {path.parent} does not exist")
-    if path.is_dir():
-        raise ValueError(f"path: {path} is a folder; give the path of a file in it")
-    with atomic_write(path) as f:
+    if not file.parent.is_dir():
+        raise ValueError(f"path: the folder {file.parent} does not exist")
+    if file.is_dir():
+        raise ValueError(f"path: {file} is a folder; give the path of a file in it")
+    with atomic_write(file) as f:
         torch.save(payload, f)
 
 
@@ -127,7 +127,9 @@ def _plain_model(model, architecture):
     return model
 
 
-_FIELDS = {  # kind -> fields a checkpoint of that kind must have, with their types
+_FIELDS: dict[
+    str, dict[str, type | tuple[type, ...]]
+] = {  # kind -> fields a checkpoint of that kind must have, with their types
     "simplex": {
         "architecture": (dict, type(None)),
         "n_vertices": int,
@@ -144,29 +146,38 @@ _FIELDS = {  # kind -> fields a checkpoint of that kind must have, with their ty
 }
 
 
-def _read(path, map_location="cpu"):
+def _read(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """The checked payload of a checkpoint, or a plain state dict (a dict of tensors)."""
-    path = _path(path)
-    if not path.is_file():
-        raise ValueError(f"path: no file at {path}")
+    file = _path(path)
+    if not file.is_file():
+        raise ValueError(f"path: no file at {file}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as err:  # a file torch cannot read safely
-        if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
-            reason = "it holds Python objects (e.g. a pickled module) that load only by executing code"
-        elif isinstance(err, pickle.UnpicklingError):
-            reason = "its bytes are not a torch file"
-        elif isinstance(err, EOFError):
-            reason = "the file is empty or cut short"
-        else:
-            reason = _checks.reason(err).rstrip(".:") or type(err).__name__
-        raise ValueError(f"{path} is not a simplexkern checkpoint or state dict ({reason})") from None
+        raise ValueError(f"{file} is not a simplexkern checkpoint or state dict ({_unreadable(err)})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint or a state dict")
+        raise ValueError(f"{file} holds a {type(obj).__name__}, not a checkpoint or a state dict")
     if obj.get("format") != FORMAT:
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj
-        raise ValueError(f"{path} is neither a simplexkern checkpoint nor a plain state dict")
+        raise ValueError(f"{file} is neither a simplexkern checkpoint nor a plain state dict")
+    _check_payload(obj, file)
+    return obj
+
+
+def _unreadable(err: Exception) -> str:
+    """Why ``torch.load`` could not read a file safely, from its error."""
+    if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
+        return "it holds Python objects (e.g. a pickled module) that load only by executing code"
+    if isinstance(err, pickle.UnpicklingError):
+        return "its bytes are not a torch file"
+    if isinstance(err, EOFError):
+        return "the file is empty or cut short"
+    return _checks.reason(err).rstrip(".:") or type(err).__name__
+
+
+def _check_payload(obj: dict[str, Any], path: pathlib.Path) -> None:
+    """Checks a checkpoint's version and fields, and parses its metadata (in place)."""
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -193,7 +204,6 @@ def _read(path, map_location="cpu"):
         obj["metadata"] = json.loads(obj["metadata"])
     except ValueError as err:
         raise ValueError(f"{path} is corrupt: its metadata is not JSON ({err})") from None
-    return obj
 
 
 def read_training_state(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
