@@ -215,14 +215,8 @@ def predict(
     ``simplexkern.distributed``); each process predicts its share, and every process
     returns the prediction of the whole ensemble, the same as one process predicting all.
     """
-    models_ = list(members) if isinstance(members, (list, tuple)) else [members]
     world = dist.world() if distributed else dist.World()
-    n_members = world.total(len(models_))
-    if not n_members:
-        raise ValueError("members is empty")
-    for i, m in enumerate(models_):
-        if not isinstance(m, nn.Module):
-            raise TypeError(f"members[{i}] must be a torch.nn.Module, got {type(m).__name__}")
+    models_, n_members = _members(members, world)
     _checks.count(n_points, "n_points")
     _checks.count(seed, "seed", minimum=0)
     x, bn_inputs, data_task, data_noise = _inputs(data, split, bn_data)
@@ -237,35 +231,62 @@ def predict(
         if x.is_floating_point():
             _checks.parameters_match(model, x, f"members[{j}]")
         coeffs = member_points(model, n_points, seed, j)
-        m1 = m2 = None
-        for start, out in _checked(
-            outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=derive_seed(seed, j, 1)),
-            x,
-            batch_size,
-            f"members[{j}]",
-        ):
-            out = out.float()
-            if task == "classification":
-                part = torch.softmax(out, -1).mean(0).cpu()
-            else:
-                part = out.mean(0).cpu()
-                if m2 is None:
-                    m2 = torch.empty(len(x), *out.shape[2:])
-                m2[start : start + len(part)] = out.pow(2).mean(0).cpu()
-            if m1 is None:
-                m1 = torch.empty(len(x), *part.shape[1:])
-            m1[start : start + len(part)] = part
-        width = None if m1 is None else m1.shape[1:]
-        expected = (data.n_outputs,) if isinstance(data, Dataset) else (first[0].shape[1:] if first else width)
-        if width is not None and width != expected:
-            need = "the data need" if isinstance(data, Dataset) else "members[0] gives"
-            raise ValueError(f"members[{j}] gives outputs of shape {tuple(width)} per input, {need} {tuple(expected)}")
+        outputs = outputs_at(model, x, coeffs, bn_inputs=bn_inputs, batch_size=batch_size, seed=derive_seed(seed, j, 1))
+        m1, m2 = _moments(_checked(outputs, x, batch_size, f"members[{j}]"), len(x), task)
+        _check_width(m1, data, first, j)
         first.append(m1)
         second.append(m2)
     first = world.gather_members(first, n_members)
     if task == "classification":
         return first if per_member else first.mean(0)
-    second = world.gather_members(second, n_members)
+    return _gaussian_mixture(first, world.gather_members(second, n_members), sigma, per_member)
+
+
+def _members(members, world):
+    """(this process's members as a list, checked; the number of members in all processes)."""
+    models_ = list(members) if isinstance(members, (list, tuple)) else [members]
+    n_members = world.total(len(models_))
+    if not n_members:
+        raise ValueError("members is empty")
+    for i, m in enumerate(models_):
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"members[{i}] must be a torch.nn.Module, got {type(m).__name__}")
+    return models_, n_members
+
+
+def _moments(batches, n, task):
+    """(the mean over the points of the probabilities (classification) or of the outputs, (N, ...);
+    for regression also the mean of the squared outputs, else None), on the CPU, from the
+    ``batches`` (start row, outputs (S, B, ...)) of N inputs; (None, None) when there are none."""
+    m1 = m2 = None
+    for start, out in batches:
+        out = out.float()
+        if task == "classification":
+            part = torch.softmax(out, -1).mean(0).cpu()
+        else:
+            part = out.mean(0).cpu()
+            if m2 is None:
+                m2 = torch.empty(n, *out.shape[2:])
+            m2[start : start + len(part)] = out.pow(2).mean(0).cpu()
+        if m1 is None:
+            m1 = torch.empty(n, *part.shape[1:])
+        m1[start : start + len(part)] = part
+    return m1, m2
+
+
+def _check_width(m1, data, first, j):
+    """ValueError unless member ``j``'s outputs per input (``m1``) have the shape the data set
+    needs, or member 0's (``first``: the members' so far)."""
+    width = None if m1 is None else m1.shape[1:]
+    expected = (data.n_outputs,) if isinstance(data, Dataset) else (first[0].shape[1:] if first else width)
+    if width is not None and width != expected:
+        need = "the data need" if isinstance(data, Dataset) else "members[0] gives"
+        raise ValueError(f"members[{j}] gives outputs of shape {tuple(width)} per input, {need} {tuple(expected)}")
+
+
+def _gaussian_mixture(first, second, sigma, per_member):
+    """(mean, var) of the members' Gaussian mixture (each member's own with ``per_member``), from
+    their first and second moments (J, N, 1) and the observation noise ``sigma``."""
     if per_member:
         return first, sigma**2 + (second - first.pow(2)).clamp_min(0)
     mean = first.mean(0)
