@@ -12,7 +12,7 @@ class _Output:
     """Where the vmap rule leaves the structure of ``fn``'s output (an object, not a container:
     functorch flattens containers among the arguments)."""
 
-    spec = None
+    spec: pytree.TreeSpec
 
 
 class _PerPoint(torch.autograd.Function):

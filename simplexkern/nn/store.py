@@ -101,10 +101,10 @@ class VertexStore(nn.Module):
         """``coeffs`` (S, k) in row order times columns ``start:`` of the store -> (S, P - start),
         one GEMM per part of the store (no copy of it); differentiable w.r.t. ``trainable``."""
         parts = [(coeffs[:, : self.n_fixed], self.fixed), (coeffs[:, self.n_fixed :], self.trainable)]
-        out = None
-        for c, rows in parts:
-            if rows.shape[0]:
-                out = c @ rows[:, start:] if out is None else torch.addmm(out, c, rows[:, start:])
+        (c, rows), *rest = [(c, rows) for c, rows in parts if rows.shape[0]]
+        out = c @ rows[:, start:]
+        for c, rows in rest:
+            out = torch.addmm(out, c, rows[:, start:])
         return out
 
     def slot(self, flat: torch.Tensor, name: str, start: int = 0) -> torch.Tensor:
