@@ -1,6 +1,8 @@
 """SimplexModel against plain models: ``at(coeffs)`` gives the plain architecture with the
 combined weights, and one forward over S points equals S plain forwards."""
 
+import math
+
 import pytest
 import torch
 import torchvision
@@ -418,6 +420,11 @@ def test_simplexify_errors_and_what_is_no_longer_one(rng):
         sk.simplexify(nn.Linear(2, 2), 0)
     with pytest.raises(ValueError, match="init"):
         sk.simplexify(nn.Linear(2, 2), 1, init="bogus")  # checked even when no vertex is added
+    for noise, error in ((True, TypeError), ("0.1", TypeError), (-0.1, ValueError), (math.inf, ValueError)):
+        with pytest.raises(error, match="noise"):
+            sk.simplexify(nn.Linear(2, 2), 1, noise=noise)
+        with pytest.raises(error, match="noise"):
+            sk.simplexify(nn.Linear(2, 2), 1).add_vertex("mean", noise)
     sm = sk.simplexify(nn.Linear(2, 2), 2)
     with pytest.raises(ValueError, match=r"shape \(2,\) or \(S, 2\)"):
         sm(torch.randn(1, 2), torch.ones(3))

@@ -1,7 +1,6 @@
 """``simplexify``: any PyTorch model as a SimplexModel whose vertex 0 holds its weights."""
 
 import copy
-import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -102,8 +101,7 @@ def _checked_arguments(
     n_vertices = _checks.count(n_vertices, "n_vertices")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (noise >= 0 and math.isfinite(noise)):
-        raise ValueError(f"noise must be a finite non-negative number, got {noise!r}")
+    _checks.number(noise, "noise", minimum=0)
     if isinstance(shared, str):
         shared = (shared,)
     if not isinstance(shared, (list, tuple, set, frozenset)) or not all(isinstance(s, str) for s in shared):

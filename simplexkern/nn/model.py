@@ -12,7 +12,6 @@ BatchNorm statistics are kept per point (``nn/batchnorm.py``).
 """
 
 import copy
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -148,8 +147,7 @@ class SimplexModel(nn.Module):
         """
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (noise >= 0 and math.isfinite(noise)):
-            raise ValueError(f"noise must be a finite non-negative number, got {noise!r}")
+        _checks.number(noise, "noise", minimum=0)
         if init == "mean":
             rows = range(self.n_vertices) if source is None else samplers.vertex_tuple(source, "source")
             new = self.store.mean([self._vertex_index(i, "source") for i in rows])
