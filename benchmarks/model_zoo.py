@@ -83,8 +83,8 @@ def errors(plain, size, dtype):
                 ref = at(x)
                 err = max(err, float((y[s] - ref).abs().max() / ref.abs().max()))
         out[mode] = err
-    path = "vmap" if model._loop_reason is None else "one point at a time"
-    return out, path + (" (random draws shared)" if model._randomness == "same" else "")
+    path = "vmap" if model.point_evaluator.loop_reason is None else "one point at a time"
+    return out, path + (" (random draws shared)" if model.point_evaluator.randomness == "same" else "")
 
 
 def check(name, n_params):

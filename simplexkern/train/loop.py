@@ -26,7 +26,7 @@ from simplexkern._seeds import derive_seed, seeded
 from simplexkern.data.batches import batches, epoch_batches, steps_per_epoch
 from simplexkern.data.dataset import Dataset, check_dataset
 from simplexkern.eval.metrics import gaussian_nll
-from simplexkern.nn.layers import SimplexBatchNorm
+from simplexkern.nn.batchnorm import SimplexBatchNorm
 from simplexkern.nn.model import SimplexModel
 
 SCHEDULES = ("cosine", "constant", "cyclic")
