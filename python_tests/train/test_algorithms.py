@@ -8,7 +8,7 @@ import torch
 
 import simplexkern as sk
 from simplexkern.eval.predict import member_points, point_metrics
-from simplexkern.train import reg_search, spro
+from simplexkern.train import reg_search, spro, volume_reg
 
 EPOCHS = 30
 
@@ -194,19 +194,19 @@ def test_choose_reg_grows_each_simplex_once_and_falls_back_when_the_kept_diverge
 def test_random_complex_normalisation_has_the_papers_scale(digits, modes, rng):
     model = sk.simplexify(modes[0])
     seed = rng.initial_seed() % 2**31
-    vertices = spro.random_vertices(model, 3, seed).double().numpy()
+    vertices = volume_reg.random_vertices(model, 3, seed).double().numpy()
     # independent: log V from the Gram determinant of the edge vectors, in float64
     e = vertices[1:] - vertices[0]
     log_v = 0.5 * np.linalg.slogdet(e @ e.T)[1] - np.log(2.0)
-    assert spro.reg_for_vertex(model, 6.0, "random", 3, None, seed) == pytest.approx(6.0 / log_v, rel=1e-9)
-    assert spro.reg_for_vertex(model, 6.0, "none", 3, None, seed) == 6.0
+    assert volume_reg.reg_for_vertex(model, 6.0, "random", 3, None, seed) == pytest.approx(6.0 / log_v, rel=1e-9)
+    assert volume_reg.reg_for_vertex(model, 6.0, "none", 3, None, seed) == 6.0
     # the random vertices are fresh initialisations: nn.Linear's uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
     w = model.store.slot(torch.from_numpy(vertices), "net.3.weight")  # 128 -> 128
     assert float(w.std()) == pytest.approx(1 / np.sqrt(3 * 128), rel=0.05)
     assert not torch.equal(w[0], w[1])
     flat = sk.simplexify(torch.nn.Sequential(torch.nn.LayerNorm(4)))  # every random vertex the same: log V = -inf
     with pytest.raises(ValueError, match="log V"):
-        spro.reg_for_vertex(flat, 1.0, "random", 2, None, seed)
+        volume_reg.reg_for_vertex(flat, 1.0, "random", 2, None, seed)
 
 
 @pytest.mark.parametrize("weighting", ["volume", "uniform"])
