@@ -7,8 +7,8 @@ import os
 
 from simplexkern.cli import flags, sources
 from simplexkern.cli import folder as run_folder
-from simplexkern.eval.surfaces import _three_point_model, plane_basis
-from simplexkern.train.loop import steps_per_epoch
+from simplexkern.data.batches import steps_per_epoch
+from simplexkern.eval.surfaces import plane_basis, three_point_model
 
 
 def settings_of(args, argv):
@@ -102,7 +102,7 @@ def check_settings(command, settings, data, source=None):
     if command == "surface":
         model, points, _ = sources.plane_points(source, settings)
         try:  # three points that span no plane are refused here, not after --out is made
-            plane_basis(*((model, points) if model is not None else _three_point_model(points)))
+            plane_basis(*((model, points) if model is not None else three_point_model(points)))
         except ValueError as err:
             raise ValueError(
                 f"{settings['source']}, --points {','.join(map(str, settings['points']))}: {err}"

@@ -97,7 +97,7 @@ def curve_profile(curve: SimplexModel, data: Dataset, n_t: int = 21, *, batch_si
     return out
 
 
-def _three_point_model(points):
+def three_point_model(points):
     """A simplex model whose vertices are three plain models."""
     for i, p in enumerate(points):
         if isinstance(p, SimplexModel) or not isinstance(p, torch.nn.Module):
@@ -145,7 +145,7 @@ def loss_plane(
     if model is None:
         if not isinstance(points, (list, tuple)) or len(points) != 3:
             raise ValueError("points must be three plain models (or three coefficient vectors with model=)")
-        model, coeffs = _three_point_model(points)
+        model, coeffs = three_point_model(points)
         coeffs = coeffs.double()
     else:
         if not isinstance(model, SimplexModel):
