@@ -51,9 +51,12 @@ cuda-check: $(NVCC_STAMP)
 pytest: $(EXT) $(NVCC_STAMP)
 	TRITON_INTERPRET=1 $(PY) -m pytest python_tests
 
-# ruff (configured in pyproject.toml): pyflakes, pycodestyle and import order.
+# Configured in pyproject.toml: ruff's checks (pyflakes, pycodestyle, import order, complexity
+# at most 12), its formatter, and mypy on ops/, nn/, geometry.py and train/.
 lint: $(DEPS)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: lint ctest pytest
 
