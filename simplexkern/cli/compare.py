@@ -18,6 +18,7 @@ from simplexkern.cli.details import CompareDetails
 from simplexkern.cli.records import MethodRow, Metrics, VersusDeepEnsemble
 from simplexkern.cli.report import ReportPart
 from simplexkern.cli.run_data import load_data, ood_inputs
+from simplexkern.cli.runtime import optimisation
 
 
 class SeedFolder:
@@ -83,15 +84,9 @@ def _train_seed(context):
             data,
             settings["connectors"],
             reg=settings["complex_reg"],
-            vertex_epochs=settings["vertex_epochs"],
-            lr=settings["lr"],
             n_samples=settings["samples"],
-            batch_size=settings["batch_size"],
-            seed=settings["seed"],
-            device=runtime.device,
-            out=context.folder.sub("spro"),
-            progress=runtime.progress,
-            compile=runtime.compile,
+            optimisation=optimisation(settings, "vertex_epochs"),
+            execution=runtime.execution(settings["seed"], context.folder.sub("spro")),
         )
     mode_cost = costs.mode_cost(settings, data)
     seed_costs = {

@@ -6,6 +6,7 @@ import dataclasses
 import torch
 
 from simplexkern import distributed
+from simplexkern.train.settings import Execution, Optimisation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,17 @@ class Runtime:
         """Whether this process takes part in training one model."""
         return self.data_parallel or self.world.is_main
 
+    def execution(self, seed, out, distributed=None):
+        """The trainers' ``Execution`` of this runtime for a run from ``seed`` in ``out``."""
+        return Execution(
+            seed=seed,
+            device=self.device,
+            out=out,
+            progress=self.progress,
+            compile=self.compile,
+            distributed=distributed,
+        )
+
     def share(self, models):
         """This process's share of models every process holds (--data-parallel): members
         rank, rank + W, ...; otherwise ``models`` as they are (already a share)."""
@@ -61,3 +73,9 @@ class Runtime:
         for rank, part in enumerate(parts):
             ordered[rank :: self.world.size] = part
         return ordered
+
+
+def optimisation(settings, epochs="epochs"):
+    """The trainers' ``Optimisation`` of a command's ``settings``; ``epochs`` names the setting
+    of the epoch count ("epochs", "vertex_epochs", "curve_epochs")."""
+    return Optimisation(epochs=settings[epochs], lr=settings["lr"], batch_size=settings["batch_size"])

@@ -12,6 +12,7 @@ import dataclasses
 
 from simplexkern import train
 from simplexkern.cli import costs
+from simplexkern.cli.runtime import optimisation
 from simplexkern.nn import checkpoint
 
 
@@ -24,15 +25,8 @@ def train_modes(context, n_modes):
             settings["model"],
             context.data,
             n_modes,
-            epochs=settings["epochs"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
-            seed=settings["seed"],
-            device=runtime.device,
-            out=folder.sub("modes"),
-            progress=runtime.progress,
-            compile=runtime.compile,
-            distributed=runtime.ensemble_mode,
+            optimisation=optimisation(settings),
+            execution=runtime.execution(settings["seed"], folder.sub("modes"), runtime.ensemble_mode),
         )
 
 
@@ -61,19 +55,14 @@ def modes_of_one_model(context, n_modes):
     return ModesOfOneModel(share=trained, all=loaded)
 
 
-def vertex_settings(settings, runtime):
-    """The keywords of the simplex trainers for ``settings``' vertices."""
+def vertex_settings(settings, runtime, distributed=None):
+    """The keywords of the simplex trainers for ``settings``' vertices (``out`` given apart)."""
     return dict(
         n_vertices=1 + settings["vertices"],
         reg_scale=settings["reg_scale"],
-        vertex_epochs=settings["vertex_epochs"],
-        lr=settings["lr"],
         n_samples=settings["samples"],
-        batch_size=settings["batch_size"],
-        seed=settings["seed"],
-        device=runtime.device,
-        progress=runtime.progress,
-        compile=runtime.compile,
+        optimisation=optimisation(settings, "vertex_epochs"),
+        execution=runtime.execution(settings["seed"], None, distributed),
     )
 
 
@@ -93,7 +82,7 @@ def train_espro(context, modes):
     """ESPRO on ``modes`` (this process's share), in ``espro/``: with several --reg, the λ
     chosen on the validation split."""
     settings, folder = context.settings, context.folder
-    keywords = dict(vertex_settings(settings, context.runtime), distributed=context.runtime.ensemble_mode)
+    keywords = vertex_settings(settings, context.runtime, context.runtime.ensemble_mode)
     rows = []
     with folder.phase("vertices"):
         if len(settings["reg"]) > 1:
@@ -162,7 +151,7 @@ def train_spro(context):
     settings, runtime = context.settings, context.runtime
     modes = modes_of_one_model(context, settings["modes"])
     (reg,) = settings["reg"]
-    keywords = vertex_settings(settings, runtime)
+    keywords = vertex_settings(settings, runtime, runtime.model_mode)
     del keywords["n_vertices"]
     model = sweep = None
     with context.folder.phase("connectors"):
@@ -174,7 +163,6 @@ def train_spro(context):
                 n_points=settings["eval_samples"],
                 reg=reg,
                 out=context.folder.sub("spro"),
-                distributed=runtime.model_mode,
                 **keywords,
             )
     return SproTraining(modes, model, sweep)
@@ -199,16 +187,9 @@ def train_curve(context):
                 context.data,
                 settings["kind"],
                 settings["bends"],
-                epochs=settings["curve_epochs"],
-                lr=settings["lr"],
                 n_samples=settings["samples"],
-                batch_size=settings["batch_size"],
-                seed=settings["seed"],
-                device=runtime.device,
-                out=context.folder.sub("curve"),
-                progress=runtime.progress,
-                compile=runtime.compile,
-                distributed=runtime.model_mode,
+                optimisation=optimisation(settings, "curve_epochs"),
+                execution=runtime.execution(settings["seed"], context.folder.sub("curve"), runtime.model_mode),
             )
     return CurveTraining(modes, curve)
 
@@ -224,12 +205,7 @@ def fge_snapshots(context, mode):
         settings["lr_max"],
         settings["lr_min"],
         batch_size=settings["batch_size"],
-        seed=settings["seed"],
-        device=runtime.device,
-        out=context.folder.sub("fge"),
-        progress=runtime.progress,
-        compile=runtime.compile,
-        distributed=runtime.model_mode,
+        execution=runtime.execution(settings["seed"], context.folder.sub("fge"), runtime.model_mode),
     )
 
 

@@ -25,22 +25,23 @@ def dimensionality_sweep(
     max_connectors: int = 4,
     *,
     n_points: int = 25,
-    seed: int = 0,
     **settings,
 ) -> tuple[SimplexModel, list[dict]]:
     """The dimensionality of the low-loss region (paper §4.3): trains ``spro_complex(modes,
-    data, max_connectors, seed=seed, **settings)`` (for one mode: a simplex grown vertex by
-    vertex) and, for each number of connectors c = 1..max_connectors, evaluates the
-    sub-complex of the first c connectors: its log V and ``n_points`` points sampled from
-    it. Returns (model, rows), each row a dict: "connectors", "vertices", "log_volume",
+    data, max_connectors, **settings)`` (for one mode: a simplex grown vertex by vertex)
+    and, for each number of connectors c = 1..max_connectors, evaluates the sub-complex of
+    the first c connectors: its log V and ``n_points`` points sampled from it (drawn from
+    the settings' seed). Returns (model, rows), each row a dict: "connectors", "vertices", "log_volume",
     "train_loss" / "train_error" / "test_error" (mean over the points), "train_error_max"
     (the worst point) and "test_error_ensemble" (the points' averaged prediction)."""
     given = list(modes) if isinstance(modes, (list, tuple)) else [cast(ModelOrPath, modes)]
     _checks.count(max_connectors, "max_connectors")
     if len(given) == 1:
-        model = grow_simplex(given[0], data, 1 + max_connectors, seed=seed, **settings)
+        model = grow_simplex(given[0], data, 1 + max_connectors, **settings)
     else:
-        model = spro_complex(given, data, max_connectors, seed=seed, **settings)
+        model = spro_complex(given, data, max_connectors, **settings)
+    execution = settings.get("execution")
+    seed = settings.get("seed", 0 if execution is None else execution.seed)
     m = len(given)
     rows = []
     with torch.no_grad():
