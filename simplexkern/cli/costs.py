@@ -1,34 +1,24 @@
 """Training costs in gradient evaluations (training examples x points over the steps,
 ``Phase.gradient_evaluations``): the same on any machine, so methods compare at equal cost."""
 
+from simplexkern.cli.runtime import optimisation
 from simplexkern.train.loop import Phase
 
 
 def mode_cost(settings, data):
     """Gradient evaluations of training one mode with ``settings``."""
-    phase = Phase(epochs=settings["epochs"], lr=settings["lr"], batch_size=settings["batch_size"])
-    return phase.gradient_evaluations(len(data.x_train))
+    return optimisation(settings).phase().gradient_evaluations(len(data.x_train))
 
 
 def simplex_cost(settings, data, added):
     """Gradient evaluations of training ``added`` vertices with ``settings``."""
-    phase = Phase(
-        epochs=settings["vertex_epochs"],
-        lr=settings["lr"],
-        batch_size=settings["batch_size"],
-        n_samples=settings["samples"],
-    )
+    phase = optimisation(settings, "vertex_epochs").phase(n_samples=settings["samples"])
     return added * phase.gradient_evaluations(len(data.x_train))
 
 
 def curve_cost(settings, data):
     """Gradient evaluations of training a curve with ``settings`` (its ends not included)."""
-    phase = Phase(
-        epochs=settings["curve_epochs"],
-        lr=settings["lr"],
-        batch_size=settings["batch_size"],
-        n_samples=settings["samples"],
-    )
+    phase = optimisation(settings, "curve_epochs").phase(n_samples=settings["samples"])
     return phase.gradient_evaluations(len(data.x_train))
 
 
