@@ -119,6 +119,9 @@ def test_gaussian_nll_is_the_normal_log_density(tensor_var, rng):
     from simplexkern.eval.metrics import gaussian_nll
 
     y, mean = torch.randn(2, 50, generator=rng, dtype=torch.float64)
-    var = torch.rand(50, generator=rng, dtype=torch.float64) + 0.1 if tensor_var else 0.37
-    scale = np.sqrt(var.numpy()) if tensor_var else math.sqrt(var)
-    assert np.allclose(gaussian_nll(y, mean, var).numpy(), -norm.logpdf(y.numpy(), mean.numpy(), scale), rtol=1e-12)
+    std = torch.rand(50, generator=rng, dtype=torch.float64) + 0.1 if tensor_var else 0.37
+    scale = std.numpy() if tensor_var else std
+    expected = -norm.logpdf(y.numpy(), mean.numpy(), scale)
+    assert np.allclose(gaussian_nll(y, mean, std).numpy(), expected, rtol=1e-12)
+    if not tensor_var:
+        assert gaussian_nll(y, mean, std, reduce=True).item() == pytest.approx(expected.mean(), rel=1e-12)

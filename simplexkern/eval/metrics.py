@@ -56,11 +56,13 @@ def metrics(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> dic
     }
 
 
-def gaussian_nll(y, mean, var):
-    """Per-element negative log density of ``y`` under N(``mean``, ``var``); ``var`` a tensor
-    or a number."""
-    log_var = var.log() if isinstance(var, torch.Tensor) else math.log(var)
-    return 0.5 * ((y - mean).pow(2) / var + log_var + math.log(2 * math.pi))
+def gaussian_nll(y, mean, std, reduce=False):
+    """Negative log density of ``y`` under N(``mean``, ``std``²) per element; ``std`` a tensor
+    or a number. With ``reduce`` and a number ``std``: the mean over the elements (the
+    training loss, its constants added after the mean)."""
+    z2 = ((y - mean) / std).pow(2)
+    log_std = std.log() if isinstance(std, torch.Tensor) else math.log(std)
+    return 0.5 * (z2.mean() if reduce else z2) + log_std + 0.5 * math.log(2 * math.pi)
 
 
 def regression_metrics(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -75,7 +77,7 @@ def regression_metrics(mean: torch.Tensor, var: torch.Tensor, targets: torch.Ten
         )
     if bool((var <= 0).any()):
         raise ValueError("var must be positive")
-    return {"rmse": (y - mean).pow(2).mean().sqrt().item(), "nll": gaussian_nll(y, mean, var).mean().item()}
+    return {"rmse": (y - mean).pow(2).mean().sqrt().item(), "nll": gaussian_nll(y, mean, var.sqrt()).mean().item()}
 
 
 def apply_temperature(probs: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -378,7 +378,7 @@ def _losses(forward, x, y, task, noise_std, batch_size, device):
             nll = -logp.gather(-1, yb[None, :, None].expand(out.shape[0], -1, 1)).squeeze(-1).sum(1)
             wrong = (out.argmax(-1) != yb).double().sum(1)
         else:
-            nll = gaussian_nll(yb.double(), out.double(), noise_std**2)
+            nll = gaussian_nll(yb.double(), out.double(), noise_std)
             nll = nll.reshape(out.shape[0], out.shape[1], -1).mean(-1).sum(1)
             wrong = torch.zeros_like(nll)
         loss = nll if loss is None else loss + nll

@@ -54,13 +54,14 @@ class Phase:
     compile: bool = False  # the step's loss (forward, loss, log V and their backward) under torch.compile
 
     def __post_init__(self):
+        # checked, and kept as Python numbers (a NumPy scalar would not go into a checkpoint's JSON)
         for name in ("epochs", "batch_size", "read_every"):
-            _checks.count(getattr(self, name), name)
+            object.__setattr__(self, name, _checks.count(getattr(self, name), name))
         if self.n_samples is not None:
-            _checks.count(self.n_samples, "n_samples")
+            object.__setattr__(self, "n_samples", _checks.count(self.n_samples, "n_samples"))
         _checks.flag(self.compile, "compile")
         for name in ("lr", "lr_min", "momentum", "weight_decay", "reg"):
-            _checks.number(getattr(self, name), name, minimum=0)
+            object.__setattr__(self, name, _checks.number(getattr(self, name), name, minimum=0))
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.momentum >= 1:
@@ -68,7 +69,7 @@ class Phase:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "cyclic":
-            _checks.count(self.cycle_epochs, "cycle_epochs")
+            object.__setattr__(self, "cycle_epochs", _checks.count(self.cycle_epochs, "cycle_epochs"))
             if self.epochs % self.cycle_epochs:
                 raise ValueError(f"epochs ({self.epochs}) must be a multiple of cycle_epochs ({self.cycle_epochs})")
 
@@ -120,8 +121,7 @@ def loss_function(data):
     likelihood with the data set's fixed observation noise."""
     if data.task == "classification":
         return F.cross_entropy
-    var = data.observation_noise**2
-    return lambda out, y: gaussian_nll(y, out, var).mean()
+    return lambda out, y: gaussian_nll(y, out, data.observation_noise, reduce=True)
 
 
 def augment(x, kind, generator):
