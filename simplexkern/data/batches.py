@@ -13,14 +13,17 @@ LONE_ROW = ("drop", "merge")
 
 def batch_bounds(n: int, batch_size: int, lone_row: str = "drop") -> list[tuple[int, int]]:
     """(start, end) of each batch over ``n`` rows: full batches of ``batch_size``, then the
-    rest; a lone last row is dropped or merged into the batch before (``lone_row``)."""
+    rest; a lone last row after other batches is merged into the batch before
+    (``lone_row="merge"``) or, unless every batch has one row, dropped ("drop")."""
     if lone_row not in LONE_ROW:
         raise ValueError(f"lone_row must be one of {LONE_ROW}, got {lone_row!r}")
     bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-    if batch_size > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
-        _, end = bounds.pop()
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         if lone_row == "merge":
+            _, end = bounds.pop()
             bounds[-1] = (bounds[-1][0], end)
+        elif batch_size > 1:  # batches of one example throughout are the caller's choice
+            bounds.pop()
     return bounds
 
 
