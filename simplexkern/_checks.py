@@ -74,7 +74,8 @@ def count(value, name, minimum=1):
 
 
 def number(value, name, *, minimum=None, above=None, maximum=None, below=None):
-    """A finite real number (int or float, not a bool) within the given bounds; returned as given."""
+    """A finite real number (not a bool) within the given bounds; returned as a Python int or
+    float (a NumPy scalar too)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value):
@@ -87,7 +88,7 @@ def number(value, name, *, minimum=None, above=None, maximum=None, below=None):
     ):
         if bound is not None and not holds(bound):
             raise ValueError(f"{name} must be {words} {bound}, got {value}")
-    return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def flag(value, name):

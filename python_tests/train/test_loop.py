@@ -184,3 +184,14 @@ def test_the_simplex_loss_with_batchnorm_and_volume_compiles_whole_and_matches_e
     torch.testing.assert_close(model.store.trainable.grad, other.store.trainable.grad)
     for a, b in zip(model.buffers(), other.buffers()):
         torch.testing.assert_close(a, b)
+
+
+def test_phase_keeps_numpy_scalars_as_python_numbers():
+    import json
+
+    import numpy as np
+
+    phase = Phase(epochs=np.int64(2), lr=np.float32(0.5), batch_size=np.int32(16), n_samples=np.int64(3))
+    settings = phase.settings()
+    assert json.loads(json.dumps(settings)) == settings
+    assert (type(phase.epochs), type(phase.lr), phase.epochs, phase.lr, phase.n_samples) == (int, float, 2, 0.5, 3)
