@@ -131,8 +131,9 @@ class _RegSearch:
     """ESPRO runs of one λ at a time for ``choose_reg``, with their rows."""
 
     def __init__(self, modes, data, n_points, settings, out):
-        self.data, self.n_points, self.settings, self.out = data, n_points, settings, out
+        self.data, self.n_points, self.settings = data, n_points, settings
         own, optimisation, self.execution = _espro_settings(settings)
+        self.out = out if out is not None else self.execution.out
         self.mode, self.seed = self.execution.distributed, self.execution.seed
         self.world = dist.check_mode(self.mode)
         self.together = self.mode is not None and self.world.size > 1  # collectives only when training together
