@@ -227,12 +227,19 @@ class ForwardRows:
 class TrackedPoints:
     """The points whose BatchNorm statistics a SimplexModel keeps (``owner.bn_points``, (T, k)
     in vertex order; (1, 1) at first, for vertex 0, and (0, 1) when no layer keeps statistics),
-    and the statistics' rows of each point in every layer that keeps them."""
+    and the statistics' rows of each point in every layer that keeps them.
 
-    def __init__(self, owner: Owner, layers: Iterable[tuple[str, SimplexBatchNorm]], like: torch.Tensor) -> None:
+    A view made on each access (``SimplexModel.batchnorm``), which the model does not hold:
+    a model that held it would hold itself, and outlive its last reference."""
+
+    def __init__(self, owner: Owner, layers: list[tuple[str, SimplexBatchNorm]]) -> None:
         self._owner = owner
-        self._layers = list(layers)  # (path, layer) of every per-point BatchNorm, each once
-        n = 1 if self.named_layers() else 0
+        self._layers = layers  # (path, layer) of every per-point BatchNorm, each once
+
+    @staticmethod
+    def register(owner: Owner, layers: list[tuple[str, SimplexBatchNorm]], like: torch.Tensor) -> None:
+        """Gives ``owner`` its ``bn_points`` buffer: vertex 0 tracked when a layer keeps statistics."""
+        n = 1 if any(m.track_running_stats for _, m in layers) else 0
         owner.register_buffer("bn_points", torch.ones(n, 1, dtype=like.dtype, device=like.device))
 
     @property

@@ -78,10 +78,9 @@ class SimplexModel(nn.Module):
         layers = self.simplex_layers()
         self._fused_slots = {slot for _, m in layers for slot in m.slots.values()}
         self.point_evaluator = PointEvaluator(module, evaluation, self._generic)
-        norms = [(path, m) for path, m in layers if isinstance(m, SimplexBatchNorm)]
-        self.batchnorm = TrackedPoints(self, norms, store.trainable)
+        self._batchnorms = [(path, m) for path, m in layers if isinstance(m, SimplexBatchNorm)]
+        TrackedPoints.register(self, self._batchnorms, store.trainable)
 
-    # ------------------------------------------------------------------ properties
     @property
     def n_vertices(self) -> int:
         return self.store.n_vertices
@@ -93,6 +92,11 @@ class SimplexModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.store.trainable.device
+
+    @property
+    def batchnorm(self) -> TrackedPoints:
+        """The tracked points and their BatchNorm statistics (``nn.batchnorm.TrackedPoints``)."""
+        return TrackedPoints(self, self._batchnorms)
 
     @property
     def tracks_batchnorm(self) -> bool:
@@ -113,7 +117,6 @@ class SimplexModel(nn.Module):
         point[self._vertex_index(i)] = 1
         return point
 
-    # ------------------------------------------------------------------ vertices
     def _vertex_index(self, i, name="i"):
         return self.store._check_vertex(i, name)
 
@@ -223,7 +226,6 @@ class SimplexModel(nn.Module):
             )
         return shared
 
-    # ------------------------------------------------------------------ BatchNorm statistics
     @torch.no_grad()
     def update_bn(
         self, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]], coeffs: torch.Tensor
@@ -244,7 +246,6 @@ class SimplexModel(nn.Module):
         """Puts back what ``batchnorm_state`` returned."""
         self.batchnorm.restore(state)
 
-    # ------------------------------------------------------------------ evaluation
     def _check_coeffs(self, coeffs, name="coeffs"):
         _checks.floating(coeffs, name)
         k = self.n_vertices
