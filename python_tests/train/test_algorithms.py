@@ -262,7 +262,7 @@ def test_fge_snapshots_one_per_cycle_at_the_minimum(digits, modes):
     snaps = sk.train.fge(
         modes[0], digits, cycles=3, cycle_epochs=2, lr1=0.05, lr2=0.001, seed=0, progress=False, device="cpu"
     )
-    steps = sk.train.loop.steps_per_epoch(len(digits.x_train), 64)
+    steps = sk.data.batches.steps_per_epoch(len(digits.x_train), 64)
     assert len(snaps) == 3
     for c, s in enumerate(snaps):
         assert s.fge_snapshot["cycle"] == c and s.fge_snapshot["lr"] == pytest.approx(0.001, rel=1e-12)

@@ -163,7 +163,7 @@ def grow_simplex(
     """SPRO on one simplex: grows ``model`` (a trained plain model, its checkpoint's path,
     or a SimplexModel to extend) into a simplex of ``n_vertices`` vertices (the mode
     included), adding one vertex at a time, each trained on the mean loss of ``n_samples``
-    (H) points per step minus λ_v log V (``reg``, ``reg_scale``: see the module docstring).
+    (H) points per step minus λ_v log V (``reg``, ``reg_scale``: see ``simplexkern.train.volume_reg``).
     Settings: ``optimisation`` (default
     ``settings.VERTEX``: 30 epochs per vertex) and ``execution``, or their fields as keywords
     (``vertex_epochs=``, ``lr=``, ``seed=``, ``out=``, ...).

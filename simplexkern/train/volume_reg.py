@@ -40,7 +40,7 @@ def random_log_volume(model, n_vertices, simplices, seed):
 
 
 def reg_for_vertex(model, reg, reg_scale, n_vertices, simplices, seed):
-    """λ_v for training vertex n_vertices - 1 (see the module docstring)."""
+    """λ_v for training vertex n_vertices - 1 (see this module's docstring)."""
     if reg_scale == "none" or reg == 0:
         return float(reg)
     log_v = random_log_volume(model, n_vertices, simplices, seed)
