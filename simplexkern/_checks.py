@@ -91,6 +91,13 @@ def number(value, name, *, minimum=None, above=None, maximum=None, below=None):
     return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
+def sequence(value, name, what):
+    """A list or tuple (``what`` says of what, in the error)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of {what}, got {type(value).__name__}")
+    return value
+
+
 def flag(value, name):
     """A bool (not 0 / 1)."""
     if not isinstance(value, bool):

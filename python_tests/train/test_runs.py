@@ -372,3 +372,21 @@ def test_settings_objects_and_keywords_train_the_same_model(digits):
         sk.train.fge(by_keywords, digits, lr=0.1)
     with pytest.raises(TypeError, match="optimisation must be an Optimisation"):
         sk.train.train_mode(net, digits, optimisation={"epochs": 1})
+
+
+def test_a_list_argument_of_another_type_is_a_type_error(digits):
+    """A list argument given as something else is a TypeError; an empty list a ValueError."""
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    calls = {
+        "modes must be a list": [lambda: sk.train.espro(plain, digits), lambda: sk.train.spro_complex("m.pt", digits)],
+        "regs must be a list": [lambda: sk.train.choose_reg([plain], sk.data.load("digits", val_fraction=0.2), 0.1)],
+        "points must be a list": [lambda: sk.eval.loss_plane("abc", digits)],
+        "simplices must be a list": [lambda: sk.simplexify(plain, 2).log_volume(5)],
+    }
+    for message, bad in calls.items():
+        for call in bad:
+            with pytest.raises(TypeError, match=message):
+                call()
+    for call in (lambda: sk.train.espro([], digits), lambda: sk.simplexify(plain, 2).log_volume([])):
+        with pytest.raises(ValueError, match="non-empty"):
+            call()

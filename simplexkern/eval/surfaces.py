@@ -143,7 +143,7 @@ def loss_plane(
     """
     _checks.number(margin, "margin", minimum=0)
     if model is None:
-        if not isinstance(points, (list, tuple)) or len(points) != 3:
+        if len(_checks.sequence(points, "points", "three plain models (or coefficient vectors with model=)")) != 3:
             raise ValueError("points must be three plain models (or three coefficient vectors with model=)")
         model, coeffs = three_point_model(points)
         coeffs = coeffs.double()

@@ -357,9 +357,9 @@ class SimplexModel(nn.Module):
         vertices. ``check=False`` skips the validation of the distances (no host
         synchronisation, as a training step needs): a non-finite vertex then gives a
         non-finite result instead of an error."""
-        if simplices is not None and (
-            isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__len__") or not len(simplices)
-        ):
+        if simplices is not None and (isinstance(simplices, (str, bytes)) or not hasattr(simplices, "__len__")):
+            raise TypeError(f"simplices must be a list of vertex-index tuples, got {type(simplices).__name__}")
+        if simplices is not None and not len(simplices):
             raise ValueError(f"simplices must be a non-empty list of vertex-index tuples, got {simplices!r}")
         tuples = None if simplices is None else [samplers.vertex_tuple(s, "each simplex") for s in simplices]
         for s in tuples or ():

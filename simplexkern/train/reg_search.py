@@ -80,7 +80,7 @@ def choose_reg(
 def _check_search(data, regs, n_points, stop_early):
     if data.x_val is None:
         raise ValueError("choose_reg scores λ on a validation split: load the data with val_fraction= (e.g. 0.2)")
-    if not isinstance(regs, (list, tuple)) or not regs:
+    if not _checks.sequence(regs, "regs", "λ values"):
         raise ValueError(f"regs must be a non-empty list of λ values, got {regs!r}")
     _checks.count(n_points, "n_points")
     _checks.flag(stop_early, "stop_early")

@@ -43,6 +43,8 @@ from simplexkern.train.runs import (
 from simplexkern.train.settings import VERTEX, Execution, Optimisation, settings
 from simplexkern.train.volume_reg import REG_SCALES, reg_for_vertex
 
+_MODES = "trained models (or their checkpoints' paths)"
+
 
 def _check_growth(reg, reg_scale, noise):
     if reg_scale not in REG_SCALES:
@@ -233,8 +235,8 @@ def espro(
     optimisation, execution = settings("espro", keywords, optimisation, execution, VERTEX, epochs="vertex_epochs")
     world = dist.check_mode(execution.distributed)
     members = execution.distributed == "members"
-    if not isinstance(modes, (list, tuple)) or not (modes or members):
-        raise ValueError("modes must be a non-empty list of trained models (or their checkpoints' paths)")
+    if not _checks.sequence(modes, "modes", _MODES) and not members:
+        raise ValueError(f"modes must be a non-empty list of {_MODES}")
     _check_growth(reg, reg_scale, noise)
     _checks.count(n_vertices, "n_vertices")
     phase = optimisation.phase(n_samples=n_samples, compile=execution.compile)
@@ -329,8 +331,8 @@ def spro_complex(
         "spro_complex", keywords, optimisation, execution, VERTEX, epochs="vertex_epochs"
     )
     dist.check_mode(execution.distributed, (None, "data"))
-    if not isinstance(modes, (list, tuple)) or not modes:
-        raise ValueError("modes must be a non-empty list of trained models (or their checkpoints' paths)")
+    if not _checks.sequence(modes, "modes", _MODES):
+        raise ValueError(f"modes must be a non-empty list of {_MODES}")
     _check_growth(reg, reg_scale, noise)
     _checks.count(n_connectors, "n_connectors")
     if weighting not in ("volume", "uniform"):
