@@ -90,9 +90,8 @@ def train_curve(
     check_fits(b, data, "b")
     model = curve_model(a, b, kind, n_bends)
     phase = optimisation.phase(n_samples=n_samples, compile=execution.compile)
-    parallel = execution.distributed == "data"
     record = {**phase.settings(), "kind": kind, "n_bends": n_bends, "seed": execution.seed}
-    run = Run(execution.out, "train_curve", record, data, data_parallel=parallel)
+    run = Run(execution.out, "train_curve", record, data, data_parallel=execution.data_parallel)
     start = fingerprint(a) + ":" + fingerprint(b)
     device = device_of(execution.device)
 
@@ -167,9 +166,8 @@ def fge(
             f"a cycle of {per_cycle} step(s) has no middle step to snapshot: use more cycle_epochs or a "
             "smaller batch_size"
         )
-    parallel = execution.distributed == "data"
     record = {**phase.settings(), "cycles": cycles, "seed": execution.seed}
-    run = Run(execution.out, "fge", record, data, data_parallel=parallel)
+    run = Run(execution.out, "fge", record, data, data_parallel=execution.data_parallel)
     start = fingerprint(model)
     device = device_of(execution.device)
     snapshots = {}

@@ -51,8 +51,13 @@ def train_mode(
     dist.check_mode(execution.distributed, (None, "data"))
     check_fits(model, data)
     phase = optimisation.phase(compile=execution.compile)
-    parallel = execution.distributed == "data"
-    run = Run(execution.out, "train_mode", {**phase.settings(), "seed": execution.seed}, data, data_parallel=parallel)
+    run = Run(
+        execution.out,
+        "train_mode",
+        {**phase.settings(), "seed": execution.seed},
+        data,
+        data_parallel=execution.data_parallel,
+    )
     key = member_key(execution.seed, "train_mode", 0)
     return _train(model, data, phase, run, "mode", key, execution, "mode")
 
@@ -116,9 +121,12 @@ def deep_ensemble(
         )
     world = dist.check_mode(execution.distributed)
     phase = optimisation.phase(compile=execution.compile)
-    parallel = execution.distributed == "data"
     run = Run(
-        execution.out, "deep_ensemble", {**phase.settings(), "seed": execution.seed}, data, data_parallel=parallel
+        execution.out,
+        "deep_ensemble",
+        {**phase.settings(), "seed": execution.seed},
+        data,
+        data_parallel=execution.data_parallel,
     )
     members = []
     for j in world.members(n_models) if execution.distributed == "members" else range(n_models):

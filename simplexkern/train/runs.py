@@ -248,7 +248,7 @@ def train_phase(
     every checkpoint's progress metadata; ``check(epoch)``, when given, runs before each
     epoch's checkpoint is written (an exception it raises stops the phase with the previous
     checkpoint in place). A data-parallel phase shows its bar on rank 0 only."""
-    progress, data_parallel = _checks.flag(execution.progress, "progress"), execution.distributed == "data"
+    progress, data_parallel = _checks.flag(execution.progress, "progress"), execution.data_parallel
     n = steps_per_epoch(len(data.x_train), phase.batch_size)
     world, label, position = distributed.world(), describe, None
     if data_parallel and not world.is_main:

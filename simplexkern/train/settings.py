@@ -30,7 +30,7 @@ class Optimisation:
 
 @dataclasses.dataclass(frozen=True)
 class Execution:
-    """Where and how a trainer runs; none of it changes what one process computes.
+    """How a trainer runs, and from which seed.
 
     ``seed`` (initialisations, data order, points), ``device`` (None: the GPU when there is
     one), ``out`` (a folder of checkpoints to resume from; None writes nothing),
@@ -44,6 +44,11 @@ class Execution:
     progress: bool = True
     compile: bool = False
     distributed: Distributed = None
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether all processes train each model together (``distributed="data"``)."""
+        return self.distributed == "data"
 
 
 MODE = Optimisation()  # a mode: 100 epochs

@@ -165,8 +165,8 @@ def grow_simplex(
     """SPRO on one simplex: grows ``model`` (a trained plain model, its checkpoint's path,
     or a SimplexModel to extend) into a simplex of ``n_vertices`` vertices (the mode
     included), adding one vertex at a time, each trained on the mean loss of ``n_samples``
-    (H) points per step minus λ_v log V (``reg``, ``reg_scale``: see ``simplexkern.train.volume_reg``).
-    Settings: ``optimisation`` (default
+    (H) points per step minus λ_v log V (``reg``, ``reg_scale``: see
+    ``simplexkern.train.volume_reg``). Settings: ``optimisation`` (default
     ``settings.VERTEX``: 30 epochs per vertex) and ``execution``, or their fields as keywords
     (``vertex_epochs=``, ``lr=``, ``seed=``, ``out=``, ...).
 
@@ -187,7 +187,7 @@ def grow_simplex(
     _checks.count(n_vertices, "n_vertices", minimum=sm.n_vertices)
     growth = _Growth(1, n_vertices, noise, reg, reg_scale)
     record = _record(phase, execution, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise)
-    run = Run(execution.out, "grow_simplex", record, data, data_parallel=execution.distributed == "data")
+    run = Run(execution.out, "grow_simplex", record, data, data_parallel=execution.data_parallel)
     key = member_key(execution.seed, "grow_simplex", 0)
     return _grow(
         sm,
@@ -246,7 +246,7 @@ def espro(
     indices = world.members(n_modes) if members else range(n_modes)
     plains = [check_fits(as_plain(mode, f"modes[{j}]"), data, f"modes[{j}]") for j, mode in zip(indices, modes)]
     record = _record(phase, execution, n_vertices=n_vertices, reg=reg, reg_scale=reg_scale, noise=noise)
-    run = Run(execution.out, "espro", record, data, data_parallel=execution.distributed == "data")
+    run = Run(execution.out, "espro", record, data, data_parallel=execution.data_parallel)
     growth = _Growth(1, n_vertices, noise, reg, reg_scale)
     simplexes = []
     for i, (j, plain) in enumerate(zip(indices, plains)):
@@ -320,9 +320,9 @@ def spro_complex(
     at a time as ``grow_simplex`` trains a vertex, with points drawn from the whole complex
     (``weighting="volume"``: a simplex picked in proportion to its volume, i.e. uniform over
     the complex; or "uniform") and log V(K) = log of the sum of the simplexes' volumes.
-    Settings: ``optimisation`` (default
-    ``settings.VERTEX``: 30 epochs per vertex) and ``execution``, or their fields as keywords
-    (``vertex_epochs=``, ``lr=``, ``seed=``, ``out=``, ...).
+    Settings: ``optimisation`` (default ``settings.VERTEX``: 30 epochs per vertex) and
+    ``execution``, or their fields as keywords (``vertex_epochs=``, ``lr=``, ``seed=``,
+    ``out=``, ...).
 
     Returns the SimplexModel: vertices 0..m-1 the modes, m.. the connectors, its sampler the
     complex. With ``out``, ``out/complex.pt`` is written after every epoch and a second call
@@ -344,7 +344,7 @@ def spro_complex(
         phase, execution, n_connectors=n_connectors, reg=reg, reg_scale=reg_scale, weighting=weighting, noise=noise
     )
     record["n_modes"] = m
-    run = Run(execution.out, "spro_complex", record, data, data_parallel=execution.distributed == "data")
+    run = Run(execution.out, "spro_complex", record, data, data_parallel=execution.data_parallel)
     growth = _Growth(m, m + n_connectors, noise, reg, reg_scale, weighting)
     key = member_key(execution.seed, "spro_complex", 0)
     return _grow(
