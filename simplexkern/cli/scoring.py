@@ -154,30 +154,30 @@ class ModesAndModel:
     profile: dict | None = None  # curve: simplexkern.eval.curve_profile (on rank 0)
 
 
+def _modes_and_model(context, modes, model):
+    """The scores of the modes (this process's share) and of one model of --eval-samples
+    points (rank 0's)."""
+    modes_scores = score(context, modes.share)
+    model_scores = score(
+        context,
+        context.runtime.model_share(model),
+        context.settings["eval_samples"],
+        ood=ood_inputs(context.settings, context.data),
+    )
+    return modes_scores, model_scores
+
+
 def score_spro(context, trained):
     """``spro``: the deep ensemble of the modes, and the complex on rank 0."""
     with context.folder.phase("predict"):
-        modes = score(context, trained.modes.share)
-        model = score(
-            context,
-            context.runtime.model_share(trained.model),
-            context.settings["eval_samples"],
-            ood=ood_inputs(context.settings, context.data),
-        )
-    return ModesAndModel(modes, model)
+        return ModesAndModel(*_modes_and_model(context, trained.modes, trained.model))
 
 
 def score_curve(context, trained):
     """``curve``: the ends, the curve on rank 0 and its profile."""
     is_main = context.runtime.world.is_main
     with context.folder.phase("predict"):
-        ends = score(context, trained.modes.share)
-        curve = score(
-            context,
-            context.runtime.model_share(trained.curve),
-            context.settings["eval_samples"],
-            ood=ood_inputs(context.settings, context.data),
-        )
+        ends, curve = _modes_and_model(context, trained.modes, trained.curve)
         profile = evaluation.curve_profile(trained.curve, context.data, PROFILE_POINTS) if is_main else None
     return ModesAndModel(ends, curve, profile)
 
