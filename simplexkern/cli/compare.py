@@ -18,7 +18,7 @@ from simplexkern.cli.details import CompareDetails
 from simplexkern.cli.records import MethodRow, Metrics, VersusDeepEnsemble
 from simplexkern.cli.report import ReportPart
 from simplexkern.cli.run_data import load_data, ood_inputs
-from simplexkern.cli.runtime import optimisation
+from simplexkern.cli.settings import optimisation
 
 
 class SeedFolder:

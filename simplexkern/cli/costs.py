@@ -1,7 +1,7 @@
 """Training costs in gradient evaluations (training examples x points over the steps,
 ``Phase.gradient_evaluations``): the same on any machine, so methods compare at equal cost."""
 
-from simplexkern.cli.runtime import optimisation
+from simplexkern.cli.settings import optimisation
 from simplexkern.train.loop import Phase
 
 

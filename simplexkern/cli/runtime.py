@@ -6,7 +6,7 @@ import dataclasses
 import torch
 
 from simplexkern import distributed
-from simplexkern.train.settings import Execution, Optimisation
+from simplexkern.train.settings import Execution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +73,3 @@ class Runtime:
         for rank, part in enumerate(parts):
             ordered[rank :: self.world.size] = part
         return ordered
-
-
-def optimisation(settings, epochs="epochs"):
-    """The trainers' ``Optimisation`` of a command's ``settings``; ``epochs`` names the setting
-    of the epoch count ("epochs", "vertex_epochs", "curve_epochs")."""
-    return Optimisation(epochs=settings[epochs], lr=settings["lr"], batch_size=settings["batch_size"])

@@ -9,6 +9,7 @@ from simplexkern.cli import flags, sources
 from simplexkern.cli import folder as run_folder
 from simplexkern.data.batches import steps_per_epoch
 from simplexkern.eval.surfaces import plane_basis, three_point_model
+from simplexkern.train.settings import Optimisation
 
 
 def settings_of(args, argv):
@@ -119,3 +120,9 @@ def _check_fge(settings, data):
             f"{len(data.x_train)} training examples) leave a cycle no middle step to snapshot; use "
             "more --cycle-epochs or a smaller --batch-size"
         )
+
+
+def optimisation(settings, epochs="epochs"):
+    """The trainers' ``Optimisation`` of a command's ``settings``; ``epochs`` names the setting
+    of the epoch count ("epochs", "vertex_epochs", "curve_epochs")."""
+    return Optimisation(epochs=settings[epochs], lr=settings["lr"], batch_size=settings["batch_size"])

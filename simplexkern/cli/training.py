@@ -12,7 +12,7 @@ import dataclasses
 
 from simplexkern import train
 from simplexkern.cli import costs
-from simplexkern.cli.runtime import optimisation
+from simplexkern.cli.settings import optimisation
 from simplexkern.nn import checkpoint
 
 
